@@ -1,0 +1,195 @@
+//! The one error type of `kappa_core`.
+//!
+//! Every variant carries the structured facts a user needs to act on it (the file, the line, the view), so the front ends
+//! can print it once, with its cause chain, and exit with the right code.
+
+use std::path::PathBuf;
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
+
+/// Result alias used throughout `kappa_core`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The pipeline file is not valid TOML, has an unknown key, lacks a field, or has a value of the wrong type.
+    #[error("{}:{line}:{column}: {reason}", path.display())]
+    PipelineSyntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+
+    /// Two sources or views in one pipeline share a name.
+    #[error("{}:{line}: duplicate name `{name}` (first defined on line {first_line})", path.display())]
+    DuplicateName {
+        path: PathBuf,
+        line: usize,
+        name: String,
+        first_line: usize,
+    },
+
+    /// A view's SQL names a table that is neither a source nor another view.
+    #[error(
+        "{}:{line}: view `{view}` references unknown table `{table}` (known: {})",
+        path.display(),
+        known.join(", ")
+    )]
+    UnknownTable {
+        path: PathBuf,
+        line: usize,
+        view: String,
+        table: String,
+        known: Vec<String>,
+    },
+
+    /// Views that depend on each other in a loop.
+    #[error("{}:{line}: views form a cycle: {}", path.display(), cycle.join(" -> "))]
+    ViewCycle {
+        path: PathBuf,
+        line: usize,
+        cycle: Vec<String>,
+    },
+
+    /// A source's format is not given and cannot be inferred from its file name.
+    #[error(
+        "{}:{line}: source `{source_name}`: cannot infer the format of `{}`; set format = \"jsonl\", \"csv\", \"parquet\" or \"arrow\"",
+        path.display(),
+        file.display()
+    )]
+    UnknownFormat {
+        path: PathBuf,
+        line: usize,
+        source_name: String,
+        file: PathBuf,
+    },
+
+    /// A view's (or an ad-hoc query's, when `view` is `None`) SQL could not be parsed, planned or run. Carries
+    /// DataFusion's own message.
+    #[error("{}{}", subject(view.as_deref()), datafusion_message(source))]
+    ViewSql {
+        view: Option<String>,
+        #[source]
+        source: DataFusionError,
+    },
+
+    /// A view (or ad-hoc query) is not a single read-only `SELECT`. Kappa never runs statements that write.
+    #[error(
+        "{}only a read-only SELECT query is allowed, not {statement} (Kappa never writes or defines tables from SQL)",
+        subject(view.as_deref())
+    )]
+    NotAQuery {
+        view: Option<String>,
+        statement: String,
+    },
+
+    /// A view cannot be computed because a table it reads failed.
+    #[error("view `{view}`: cannot be computed because `{upstream}` failed")]
+    UpstreamFailed { view: String, upstream: String },
+
+    /// A named source or view does not exist.
+    #[error("no source or view named `{name}` (known: {})", known.join(", "))]
+    NotFound { name: String, known: Vec<String> },
+
+    /// Two command-line paths would become sources with the same name.
+    #[error("`{}` and `{}` would both become source `{name}`; pass a pipeline file to name them", first.display(), second.display())]
+    DuplicateSourceFile {
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+
+    /// A source file or directory does not exist.
+    #[error("{}: file not found", path.display())]
+    FileNotFound { path: PathBuf },
+
+    /// Reading a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file's content could not be decoded as its format.
+    #[error("{}: {reason}", path.display())]
+    Decode { path: PathBuf, reason: String },
+
+    /// A third-party reader panicked on a corrupt file; the panic was caught and turned into this error.
+    #[error("{}: the {format} reader crashed on this file (it is probably corrupt): {message}", path.display())]
+    ReaderPanic {
+        path: PathBuf,
+        format: &'static str,
+        message: String,
+    },
+
+    /// An Arrow error while reading or writing a file.
+    #[error("{}: {source}", path.display())]
+    ArrowFile {
+        path: PathBuf,
+        #[source]
+        source: ArrowError,
+    },
+
+    /// A Parquet error while reading or writing a file.
+    #[error("{}: {source}", path.display())]
+    ParquetFile {
+        path: PathBuf,
+        #[source]
+        source: datafusion::parquet::errors::ParquetError,
+    },
+
+    /// A query failed while it ran.
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+
+    /// An Arrow error not tied to one file.
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+
+    /// A source or view that failed earlier was asked for.
+    #[error("`{name}` is not available: {reason}")]
+    Unavailable { name: String, reason: String },
+
+    /// The engine's worker thread or its runtime could not be started.
+    #[error("cannot start the engine: {source}")]
+    EngineStart {
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The engine's worker thread has stopped, so it cannot answer.
+    #[error("the engine has stopped")]
+    EngineStopped,
+}
+
+/// "view `x`: " for a view, nothing for an ad-hoc query.
+fn subject(view: Option<&str>) -> String {
+    view.map_or_else(String::new, |v| format!("view `{v}`: "))
+}
+
+/// DataFusion's message, with a parser error shown as text rather than as its debug form.
+fn datafusion_message(error: &DataFusionError) -> String {
+    match error.find_root() {
+        DataFusionError::SQL(parser, _) => format!(
+            "SQL syntax error: {}",
+            parser.to_string().trim_start_matches("sql parser error: ")
+        ),
+        _ => error.to_string(),
+    }
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns, turning "not found" into [`Error::FileNotFound`].
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Error::FileNotFound { path }
+        } else {
+            Error::Io { path, source }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Deterministic generators for the sample scenarios, at any size (`kappa gen shop --events N`).
+//!
+//! The same seed and size always give byte-identical logs, on every machine and every version, so the samples, the
+//! snapshot tests and the benchmarks agree. That is why the random numbers come from a fixed SplitMix64 here rather
+//! than from a crate whose stream may change between releases.
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::parquet::arrow::ArrowWriter;
+
+use crate::error::{Error, Result};
+use crate::output::write_atomic;
+
+/// The shop pipeline written next to the generated files (and kept in `sample-data/shop/kappa.toml`).
+pub const SHOP_PIPELINE: &str = include_str!("shop.toml");
+
+/// The default seed of `kappa gen`.
+pub const DEFAULT_SEED: u64 = 42;
+
+/// SplitMix64: tiny, fast and fixed forever.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// True with probability `percent`/100.
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// One product of the catalog.
+struct Product {
+    id: i64,
+    name: String,
+    category: &'static str,
+    price_cents: i64,
+}
+
+const ADJECTIVES: [&str; 8] = [
+    "Classic", "Compact", "Deluxe", "Eco", "Nimble", "Rugged", "Silent", "Swift",
+];
+const NOUNS: [&str; 5] = ["Kettle", "Lamp", "Backpack", "Headphones", "Notebook"];
+const CATEGORIES: [&str; 5] = ["kitchen", "home", "outdoor", "audio", "office"];
+
+fn catalog(rng: &mut Rng) -> Vec<Product> {
+    let mut products = Vec::new();
+    for (a, adjective) in ADJECTIVES.iter().enumerate() {
+        for (n, noun) in NOUNS.iter().enumerate() {
+            products.push(Product {
+                id: (a * NOUNS.len() + n + 1) as i64,
+                name: format!("{adjective} {noun}"),
+                category: CATEGORIES[n],
+                price_cents: 299 + rng.below(19_700) as i64,
+            });
+        }
+    }
+    products
+}
+
+/// Where an order is in its life.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Placed,
+    Paid,
+}
+
+struct OpenOrder {
+    order_id: i64,
+    customer_id: i64,
+    product_id: i64,
+    qty: i64,
+    amount_cents: i64,
+    stage: Stage,
+}
+
+/// What `kappa gen shop` wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShopSummary {
+    pub events: u64,
+    pub orders: u64,
+    pub products: u64,
+    pub customers: u64,
+}
+
+/// Writes the shop scenario into `dir`: `orders.jsonl` with `events` events, `products.parquet` and `kappa.toml`.
+///
+/// Events: `item_viewed`, `order_placed`, `payment_captured`, `order_shipped` and `order_cancelled`, each with
+/// `event_id`, `ts` (UTC, ISO 8601 with milliseconds), `type` and `customer_id`; order events add `order_id`,
+/// `product_id`, `qty` and `amount`. Thirty days of activity, whatever the size.
+pub fn shop(dir: &Path, events: u64, seed: u64) -> Result<ShopSummary> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut rng = Rng(seed);
+    let products = catalog(&mut rng);
+    let customers = (events / 40).max(50);
+    let start_ms: i64 = 1_717_200_000_000; // 2024-06-01T00:00:00Z
+    let span_ms: i64 = 30 * 86_400 * 1000;
+    let mean_gap_ms = (span_ms / events.max(1) as i64).max(1);
+
+    let mut open: Vec<OpenOrder> = Vec::new();
+    let mut next_order = 1i64;
+    let mut ts = start_ms;
+    let path = dir.join("orders.jsonl");
+    write_atomic(&path, |file| {
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        for i in 0..events {
+            ts += rng.below(2 * mean_gap_ms as u64 + 1) as i64;
+            let when = DateTime::<Utc>::from_timestamp_millis(ts)
+                .unwrap_or_default()
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ");
+            let event_id = format!("evt-{:08}", i + 1);
+            let roll = rng.below(100);
+            let line = if roll < 40 {
+                let customer = 1 + rng.below(customers) as i64;
+                let product = &products[rng.below(products.len() as u64) as usize];
+                format!(
+                    r#"{{"event_id":"{event_id}","ts":"{when}","type":"item_viewed","customer_id":{customer},"product_id":{}}}"#,
+                    product.id
+                )
+            } else if roll < 60 || open.is_empty() {
+                let customer = 1 + rng.below(customers) as i64;
+                let product = &products[rng.below(products.len() as u64) as usize];
+                let qty = 1 + rng.below(4) as i64;
+                let order = OpenOrder {
+                    order_id: next_order,
+                    customer_id: customer,
+                    product_id: product.id,
+                    qty,
+                    amount_cents: product.price_cents * qty,
+                    stage: Stage::Placed,
+                };
+                next_order += 1;
+                let line = order_line(&event_id, &when.to_string(), "order_placed", &order);
+                open.push(order);
+                line
+            } else {
+                let pick = rng.below(open.len() as u64) as usize;
+                let (kind, done) = match open[pick].stage {
+                    Stage::Placed if rng.chance(85) => ("payment_captured", false),
+                    Stage::Placed => ("order_cancelled", true),
+                    Stage::Paid if rng.chance(92) => ("order_shipped", true),
+                    Stage::Paid => ("order_cancelled", true),
+                };
+                let line = order_line(&event_id, &when.to_string(), kind, &open[pick]);
+                if done {
+                    open.swap_remove(pick);
+                } else {
+                    open[pick].stage = Stage::Paid;
+                }
+                line
+            };
+            out.write_all(line.as_bytes())
+                .map_err(|e| Error::io(&path, e))?;
+            out.write_all(b"\n").map_err(|e| Error::io(&path, e))?;
+        }
+        out.flush().map_err(|e| Error::io(&path, e))
+    })?;
+
+    write_products(&dir.join("products.parquet"), &products)?;
+    let pipeline = dir.join("kappa.toml");
+    write_atomic(&pipeline, |file| {
+        file.write_all(SHOP_PIPELINE.as_bytes())
+            .map_err(|e| Error::io(&pipeline, e))
+    })?;
+    Ok(ShopSummary {
+        events,
+        orders: (next_order - 1) as u64,
+        products: products.len() as u64,
+        customers,
+    })
+}
+
+fn order_line(event_id: &str, when: &str, kind: &str, order: &OpenOrder) -> String {
+    format!(
+        r#"{{"event_id":"{event_id}","ts":"{when}","type":"{kind}","customer_id":{},"order_id":{},"product_id":{},"qty":{},"amount":{}}}"#,
+        order.customer_id,
+        order.order_id,
+        order.product_id,
+        order.qty,
+        cents(order.amount_cents)
+    )
+}
+
+/// `1999` → `19.99`, always with two decimals, so the JSON is exact.
+fn cents(value: i64) -> String {
+    format!("{}.{:02}", value / 100, value % 100)
+}
+
+fn write_products(path: &Path, products: &[Product]) -> Result<()> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("product_id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("category", DataType::Utf8, false),
+        Field::new("price", DataType::Float64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(products.iter().map(|p| p.id).collect::<Int64Array>()),
+            Arc::new(
+                products
+                    .iter()
+                    .map(|p| Some(p.name.as_str()))
+                    .collect::<StringArray>(),
+            ),
+            Arc::new(
+                products
+                    .iter()
+                    .map(|p| Some(p.category))
+                    .collect::<StringArray>(),
+            ),
+            Arc::new(
+                products
+                    .iter()
+                    .map(|p| p.price_cents as f64 / 100.0)
+                    .collect::<Float64Array>(),
+            ),
+        ],
+    )?;
+    write_atomic(path, |file| {
+        let parquet_error = |e| Error::ParquetFile {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        let mut writer = ArrowWriter::try_new(file, schema, None).map_err(parquet_error)?;
+        writer.write(&batch).map_err(parquet_error)?;
+        writer.close().map_err(parquet_error)?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cents_are_exact() {
+        assert_eq!(cents(1999), "19.99");
+        assert_eq!(cents(500), "5.00");
+        assert_eq!(cents(7), "0.07");
+    }
+
+    #[test]
+    fn the_stream_is_fixed() {
+        let mut rng = Rng(42);
+        assert_eq!(
+            [rng.next(), rng.next()],
+            [13_679_457_532_755_275_413, 2_949_826_092_126_892_291]
+        );
+    }
+}

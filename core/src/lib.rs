@@ -1,0 +1,61 @@
+//! `kappa_core` is the engine of Kappa, a dataflow explorer for event logs.
+//!
+//! An append-only **event log** (JSON Lines, CSV, Parquet or Arrow) is the system of record; **views** are DataFusion
+//! `SELECT`s derived from it; **lineage** says what feeds what. Both front ends (the `kappa` terminal app and the
+//! `kappa-gui` desktop app) and the headless subcommands use this crate through one API:
+//!
+//! * [`Pipeline`]: parsed from a `kappa.toml` file ([`Pipeline::load`]) or built from bare file paths
+//!   ([`Pipeline::from_paths`]);
+//! * [`Engine`]: owns DataFusion on a worker thread. Front ends send [`Command`]s, are woken through a [`Waker`] when
+//!   something changed, and draw from an immutable [`Snapshot`];
+//! * [`Lineage`]: the DAG of sources and views, with column-level edges, read from each view's logical plan;
+//! * [`Error`]: one error type whose variants name the file, line, view or table at fault.
+//!
+//! ```
+//! use kappa_core::{Engine, Pipeline, QueryTarget, no_waker};
+//!
+//! # fn main() -> kappa_core::Result<()> {
+//! let dir = tempfile::tempdir().expect("temp dir");
+//! std::fs::write(dir.path().join("clicks.jsonl"), "{\"page\":\"a\"}\n{\"page\":\"b\"}\n{\"page\":\"a\"}\n")
+//!     .expect("write");
+//! std::fs::write(
+//!     dir.path().join("kappa.toml"),
+//!     "[[source]]\nname = \"clicks\"\npath = \"clicks.jsonl\"\n\n\
+//!      [[view]]\nname = \"per_page\"\nsql = \"SELECT page, count(*) AS n FROM clicks GROUP BY page ORDER BY page\"\n",
+//! )
+//! .expect("write");
+//!
+//! let engine = Engine::start(Pipeline::load(&dir.path().join("kappa.toml"))?, no_waker())?;
+//! let snapshot = engine.wait_ready()?;
+//! assert_eq!(snapshot.source("clicks").map(|s| s.rows), Some(3));
+//! let result = engine.query(QueryTarget::Table("per_page".into()), None)?;
+//! assert_eq!(result.num_rows(), 2);
+//! assert_eq!(snapshot.lineage.upstream("per_page"), vec!["clicks"]);
+//! # Ok(())
+//! # }
+//! ```
+
+mod diagnostics;
+mod engine;
+mod error;
+mod generate;
+mod lineage;
+mod output;
+mod pipeline;
+mod source;
+mod sql;
+
+pub use diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
+pub use engine::{
+    Command, Engine, EngineStatus, NodeStatus, QueryResult, QueryTarget, Reply, Snapshot,
+    SourceState, ViewState, Waker, no_waker,
+};
+pub use error::{Error, Result};
+pub use generate::{DEFAULT_SEED, SHOP_PIPELINE, ShopSummary, shop as generate_shop};
+pub use lineage::{ColumnLineage, ColumnRef, Edge, Lineage, LineageNode, NodeKind};
+pub use output::{TextFormat, write_atomic, write_batches};
+pub use pipeline::{Format, Pipeline, SourceKind, SourceSpec, ViewMode, ViewSpec, table_name_for};
+pub use source::{LoadedSource, OFFSET_COLUMN, load as load_source};
+
+/// Re-exported so front ends and tests use the exact Arrow version the engine does.
+pub use datafusion::arrow;

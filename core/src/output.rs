@@ -1,0 +1,124 @@
+//! Writing query results: as a text table, CSV, JSON or JSON Lines to any writer, and atomically to files.
+
+use std::io::Write;
+use std::path::Path;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+
+use crate::error::{Error, Result};
+
+/// Text formats for query results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextFormat {
+    /// A boxed table for people.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON array of objects.
+    Json,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// Writes `batches` (of `schema`) to `out` in `format`.
+pub fn write_batches(
+    out: &mut dyn Write,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    format: TextFormat,
+) -> Result<()> {
+    let io = |e| Error::Io {
+        path: "<output>".into(),
+        source: e,
+    };
+    match format {
+        TextFormat::Table => {
+            let table = if batches.is_empty() {
+                pretty_format_batches(&[RecordBatch::new_empty(schema.clone())])?
+            } else {
+                pretty_format_batches(batches)?
+            };
+            writeln!(out, "{table}").map_err(io)?;
+        }
+        TextFormat::Csv => {
+            let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut *out);
+            if batches.is_empty() {
+                writer.write(&RecordBatch::new_empty(schema.clone()))?;
+            }
+            for batch in batches {
+                writer.write(batch)?;
+            }
+        }
+        TextFormat::Json => {
+            let mut writer = datafusion::arrow::json::ArrayWriter::new(&mut *out);
+            for batch in batches {
+                writer.write(batch)?;
+            }
+            writer.finish()?;
+            let empty = batches.iter().all(|b| b.num_rows() == 0);
+            if empty {
+                // arrow writes nothing for no rows; an empty array is still valid JSON.
+                write!(out, "[]").map_err(io)?;
+            }
+            writeln!(out).map_err(io)?;
+        }
+        TextFormat::Jsonl => {
+            let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut *out);
+            for batch in batches {
+                writer.write(batch)?;
+            }
+            writer.finish()?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a file atomically: `write` fills a temporary file in the same folder, which is then renamed over `path`. A
+/// crash midway leaves the previous file intact and no partial file behind.
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> Result<()>,
+) -> Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut temp = tempfile::Builder::new()
+        .prefix(".kappa-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    // A temporary file is private (0600); the result should have the permissions the old file had, or the usual
+    // ones for a new file.
+    let permissions = match std::fs::metadata(path) {
+        Ok(meta) => meta.permissions(),
+        Err(_) => default_permissions(),
+    };
+    temp.as_file()
+        .set_permissions(permissions)
+        .map_err(|e| Error::io(path, e))?;
+    write(temp.as_file_mut())?;
+    temp.as_file_mut()
+        .sync_all()
+        .map_err(|e| Error::io(path, e))?;
+    temp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn default_permissions() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o644)
+}
+
+#[cfg(not(unix))]
+fn default_permissions() -> std::fs::Permissions {
+    tempfile::tempfile()
+        .and_then(|f| f.metadata())
+        .map(|m| m.permissions())
+        .unwrap_or_else(|_| unreachable!())
+}

@@ -1,0 +1,492 @@
+//! Pipeline files (`kappa.toml`): sources and views, with errors that name the file and line.
+//!
+//! ```toml
+//! [[source]]
+//! name = "orders"            # the table name in SQL
+//! path = "orders.jsonl"      # relative to this file
+//! kind = "log"               # log (append-only, has offsets) | snapshot (replaced whole)
+//! format = "jsonl"           # jsonl | csv | parquet | arrow; inferred from the extension when omitted
+//! event_id = "event_id"      # optional idempotency key
+//! time = "ts"                # optional event-time column
+//!
+//! [[view]]
+//! name = "revenue_by_day"
+//! sql = "SELECT ..."
+//! mode = "materialized"      # materialized (write path, the default) | on_read (read path)
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::DiGraph;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+
+/// A parsed pipeline: where it came from, its sources and its views (in file order).
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The pipeline file, when there is one (not for bare file arguments).
+    pub file: Option<PathBuf>,
+    /// Directory that relative source paths are resolved against.
+    pub base_dir: PathBuf,
+    /// A human title: the `title` key, else the file name or the first source.
+    pub title: String,
+    pub sources: Vec<SourceSpec>,
+    pub views: Vec<ViewSpec>,
+}
+
+/// One `[[source]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSpec {
+    pub name: String,
+    /// The path as written (relative to the pipeline file) or given on the command line.
+    pub path_as_written: PathBuf,
+    /// The path resolved against the pipeline's folder.
+    pub path: PathBuf,
+    pub kind: SourceKind,
+    pub format: Format,
+    pub event_id: Option<String>,
+    pub time: Option<String>,
+    /// 1-based line of the `[[source]]` header in the pipeline file (0 when built from paths).
+    pub line: usize,
+}
+
+/// `kind` of a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// Append-only: every record has an offset; tailed live.
+    Log,
+    /// Replaced whole when the file changes.
+    Snapshot,
+}
+
+/// File format of a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    Jsonl,
+    Csv,
+    Parquet,
+    Arrow,
+}
+
+/// One `[[view]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewSpec {
+    pub name: String,
+    pub sql: String,
+    pub mode: ViewMode,
+    /// 1-based line of the `[[view]]` header (0 when added at run time).
+    pub line: usize,
+}
+
+/// Where a view's cost is paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewMode {
+    /// Kept up to date on the write path: the result is stored and maintained as events arrive.
+    #[default]
+    Materialized,
+    /// Computed on the read path, when someone looks.
+    OnRead,
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SourceKind::Log => "log",
+            SourceKind::Snapshot => "snapshot",
+        })
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+            Format::Parquet => "parquet",
+            Format::Arrow => "arrow",
+        })
+    }
+}
+
+impl fmt::Display for ViewMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ViewMode::Materialized => "materialized",
+            ViewMode::OnRead => "on_read",
+        })
+    }
+}
+
+impl Format {
+    /// Infers the format from a file name (`.jsonl`, `.ndjson`, `.json`, `.csv`, `.parquet`, `.arrow`, `.ipc`,
+    /// `.feather`). A directory is read as Parquet when it holds `.parquet` files.
+    #[must_use]
+    pub fn infer(path: &Path) -> Option<Format> {
+        if path.is_dir() {
+            return Some(Format::Parquet);
+        }
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "jsonl" | "ndjson" | "json" => Some(Format::Jsonl),
+            "csv" | "tsv" => Some(Format::Csv),
+            "parquet" | "pq" => Some(Format::Parquet),
+            "arrow" | "ipc" | "feather" | "arrows" => Some(Format::Arrow),
+            _ => None,
+        }
+    }
+
+    /// The kind a source of this format gets when the pipeline does not say: text formats are logs, columnar files
+    /// are snapshots.
+    #[must_use]
+    pub fn default_kind(self) -> SourceKind {
+        match self {
+            Format::Jsonl | Format::Csv => SourceKind::Log,
+            Format::Parquet | Format::Arrow => SourceKind::Snapshot,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    title: Option<String>,
+    #[serde(default)]
+    source: Vec<Spanned<RawSource>>,
+    #[serde(default)]
+    view: Vec<Spanned<RawView>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: Spanned<String>,
+    path: String,
+    kind: Option<SourceKind>,
+    format: Option<Format>,
+    event_id: Option<String>,
+    time: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawView {
+    name: Spanned<String>,
+    sql: String,
+    #[serde(default)]
+    mode: ViewMode,
+}
+
+/// 1-based line and column of a byte offset in `text`.
+fn line_col(text: &str, byte: usize) -> (usize, usize) {
+    let before = &text[..byte.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, column)
+}
+
+impl Pipeline {
+    /// Reads and validates a pipeline file.
+    pub fn load(file: &Path) -> Result<Pipeline> {
+        let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+        Self::parse(&text, file)
+    }
+
+    /// Parses pipeline text as if it were the file `file` (used for errors and to resolve relative paths).
+    ///
+    /// Structural checks happen here: duplicate names and formats. Which tables a view reads is only known once its SQL is
+    /// parsed, so unknown tables and cycles are checked by [`Pipeline::check_references`], which the engine calls.
+    pub fn parse(text: &str, file: &Path) -> Result<Pipeline> {
+        let raw: RawPipeline = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+            Error::PipelineSyntax {
+                path: file.to_path_buf(),
+                line,
+                column,
+                reason: e.message().trim().to_owned(),
+            }
+        })?;
+        let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut check_name = |name: &Spanned<String>| -> Result<()> {
+            let line = line_col(text, name.span().start).0;
+            if let Some(first_line) = seen.get(name.get_ref()) {
+                return Err(Error::DuplicateName {
+                    path: file.to_path_buf(),
+                    line,
+                    name: name.get_ref().clone(),
+                    first_line: *first_line,
+                });
+            }
+            seen.insert(name.get_ref().clone(), line);
+            Ok(())
+        };
+
+        let mut sources = Vec::new();
+        for spanned in raw.source {
+            let line = line_col(text, spanned.span().start).0;
+            let raw = spanned.into_inner();
+            check_name(&raw.name)?;
+            let name = raw.name.into_inner();
+            let path_as_written = PathBuf::from(&raw.path);
+            let path = base_dir.join(&path_as_written);
+            let format = match raw.format.or_else(|| Format::infer(&path)) {
+                Some(format) => format,
+                None => {
+                    return Err(Error::UnknownFormat {
+                        path: file.to_path_buf(),
+                        line,
+                        source_name: name,
+                        file: path_as_written,
+                    });
+                }
+            };
+            sources.push(SourceSpec {
+                name,
+                path_as_written,
+                path,
+                kind: raw.kind.unwrap_or_else(|| format.default_kind()),
+                format,
+                event_id: raw.event_id,
+                time: raw.time,
+                line,
+            });
+        }
+        // A view may not shadow a source (or a CDC source's `__changes` table, once those exist).
+        let mut views = Vec::new();
+        for spanned in raw.view {
+            let line = line_col(text, spanned.span().start).0;
+            let raw = spanned.into_inner();
+            check_name(&raw.name)?;
+            views.push(ViewSpec {
+                name: raw.name.into_inner(),
+                sql: raw.sql,
+                mode: raw.mode,
+                line,
+            });
+        }
+        let title = raw.title.unwrap_or_else(|| {
+            file.parent()
+                .and_then(Path::file_name)
+                .or_else(|| file.file_name())
+                .map_or_else(
+                    || "pipeline".to_owned(),
+                    |s| s.to_string_lossy().into_owned(),
+                )
+        });
+        Ok(Pipeline {
+            file: Some(file.to_path_buf()),
+            base_dir,
+            title,
+            sources,
+            views,
+        })
+    }
+
+    /// Builds a pipeline from bare file arguments: each file becomes a source named after its stem.
+    pub fn from_paths(paths: &[PathBuf]) -> Result<Pipeline> {
+        let mut sources: Vec<SourceSpec> = Vec::new();
+        for path in paths {
+            let name = table_name_for(path);
+            if let Some(first) = sources.iter().find(|s| s.name == name) {
+                return Err(Error::DuplicateSourceFile {
+                    name,
+                    first: first.path.clone(),
+                    second: path.clone(),
+                });
+            }
+            if !path.exists() {
+                return Err(Error::FileNotFound { path: path.clone() });
+            }
+            let format = Format::infer(path).ok_or_else(|| Error::Decode {
+                path: path.clone(),
+                reason: "cannot infer the format from the file name (expected .jsonl, .csv, .parquet or .arrow)"
+                    .to_owned(),
+            })?;
+            sources.push(SourceSpec {
+                name,
+                path_as_written: path.clone(),
+                path: path.clone(),
+                kind: format.default_kind(),
+                format,
+                event_id: None,
+                time: None,
+                line: 0,
+            });
+        }
+        let title = paths
+            .iter()
+            .map(|p| {
+                p.file_name().map_or_else(
+                    || p.display().to_string(),
+                    |f| f.to_string_lossy().into_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok(Pipeline {
+            file: None,
+            base_dir: PathBuf::from("."),
+            title,
+            sources,
+            views: Vec::new(),
+        })
+    }
+
+    /// Looks up a view by name.
+    #[must_use]
+    pub fn view(&self, name: &str) -> Option<&ViewSpec> {
+        self.views.iter().find(|v| v.name == name)
+    }
+
+    /// The path errors should name: the pipeline file, or `<command line>`.
+    #[must_use]
+    pub fn display_path(&self) -> PathBuf {
+        self.file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("<command line>"))
+    }
+
+    /// Checks that every table each view reads exists and that views do not form a cycle, and returns the views'
+    /// names in an order where every view comes after the views it reads.
+    ///
+    /// `reads` gives, per view name, the tables its SQL reads (resolved from the parsed SQL by the engine).
+    pub fn check_references(&self, reads: &BTreeMap<String, Vec<String>>) -> Result<Vec<String>> {
+        let path = self.display_path();
+        let tables: Vec<String> = self.sources.iter().map(|s| s.name.clone()).collect();
+        let mut graph = DiGraph::<&str, ()>::new();
+        let index: HashMap<&str, _> = self
+            .views
+            .iter()
+            .map(|v| (v.name.as_str(), graph.add_node(&v.name)))
+            .collect();
+        for view in &self.views {
+            for table in reads.get(&view.name).into_iter().flatten() {
+                if let Some(&from) = index.get(table.as_str()) {
+                    graph.add_edge(from, index[view.name.as_str()], ());
+                } else if !tables.contains(table) {
+                    let mut known = tables.clone();
+                    known.extend(self.views.iter().map(|v| v.name.clone()));
+                    return Err(Error::UnknownTable {
+                        path,
+                        line: view.line,
+                        view: view.name.clone(),
+                        table: table.clone(),
+                        known,
+                    });
+                }
+            }
+        }
+        // Any strongly connected component with more than one node, or a node reading itself, is a cycle.
+        for component in tarjan_scc(&graph) {
+            let self_loop = component.len() == 1 && graph.contains_edge(component[0], component[0]);
+            if component.len() > 1 || self_loop {
+                let cycle = cycle_in(&graph, &component);
+                let first = self.view(&cycle[0]).map_or(0, |v| v.line);
+                return Err(Error::ViewCycle {
+                    path,
+                    line: first,
+                    cycle,
+                });
+            }
+        }
+        let order = petgraph::algo::toposort(&graph, None).map_err(|_| Error::ViewCycle {
+            path: path.clone(),
+            line: 0,
+            cycle: Vec::new(),
+        })?;
+        // Keep file order among independent views: stable sort by topological depth.
+        let mut depth: HashMap<&str, usize> = HashMap::new();
+        for node in order {
+            let d = graph
+                .neighbors_directed(node, petgraph::Direction::Incoming)
+                .map(|p| depth[graph[p]] + 1)
+                .max()
+                .unwrap_or(0);
+            depth.insert(graph[node], d);
+        }
+        let mut names: Vec<&ViewSpec> = self.views.iter().collect();
+        names.sort_by_key(|v| depth[v.name.as_str()]);
+        Ok(names.into_iter().map(|v| v.name.clone()).collect())
+    }
+}
+
+/// Walks a cycle inside one strongly connected component, in file order from its first view, ending where it began.
+fn cycle_in(graph: &DiGraph<&str, ()>, component: &[petgraph::graph::NodeIndex]) -> Vec<String> {
+    let start = *component.iter().min().unwrap_or(&component[0]);
+    let mut path = vec![start];
+    let mut current = start;
+    loop {
+        // Follow an edge that stays inside the component, preferring the one that closes the loop.
+        let next = graph
+            .neighbors(current)
+            .filter(|n| component.contains(n))
+            .min_by_key(|n| (*n != start, !path.contains(n), n.index()));
+        match next {
+            Some(n) if n == start || path.contains(&n) => {
+                path.push(n);
+                break;
+            }
+            Some(n) => {
+                path.push(n);
+                current = n;
+            }
+            None => break,
+        }
+    }
+    path.into_iter().map(|n| graph[n].to_owned()).collect()
+}
+
+/// The SQL table name a bare file argument becomes: its stem, with anything that is not a letter, digit or `_`
+/// replaced by `_` so it can be used unquoted.
+#[must_use]
+pub fn table_name_for(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "source".into(), |s| s.to_string_lossy().into_owned());
+    let mut name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        name.insert(0, '_');
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("a\nbc\nd", 0), (1, 1));
+        assert_eq!(line_col("a\nbc\nd", 3), (2, 2));
+        assert_eq!(line_col("a\nbc\nd", 5), (3, 1));
+    }
+
+    #[test]
+    fn table_names_are_sql_identifiers() {
+        assert_eq!(
+            table_name_for(Path::new("dir/Orders-2024.jsonl")),
+            "orders_2024"
+        );
+        assert_eq!(table_name_for(Path::new("2024.csv")), "_2024");
+    }
+}

@@ -1,0 +1,811 @@
+//! Loading sources into Arrow: JSON Lines, CSV, Parquet (a file or a directory) and Arrow IPC.
+//!
+//! Every record of a log gets an offset, its 0-based position in the source, exposed as the `_offset` column. For JSON
+//! Lines that is the line index (`line = offset + 1`), so a malformed or blank line leaves a gap; for CSV it is the
+//! record index after the header; for Parquet and Arrow the row index. Malformed records are skipped and recorded as
+//! [`Diagnostic`]s. Third-party readers run behind a panic boundary: a panic on a corrupt file becomes an error.
+
+use std::fs::File;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Array, Int64Builder, RecordBatch,
+    RecordBatchReader, StringBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::ipc::reader::{FileReader, StreamReader};
+use datafusion::arrow::json::ReaderBuilder;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::Value;
+
+use crate::diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
+use crate::error::{Error, Result};
+use crate::pipeline::{Format, SourceKind, SourceSpec};
+
+/// Name of the offset column every log source has.
+pub const OFFSET_COLUMN: &str = "_offset";
+
+/// Rows per Arrow batch when decoding text formats.
+const BATCH_ROWS: usize = 8192;
+
+/// A source read into memory.
+#[derive(Debug, Clone)]
+pub struct LoadedSource {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// Rows loaded.
+    pub rows: u64,
+    /// The offset the next appended record will get (for a log: one past the last line or record read).
+    pub next_offset: u64,
+    pub diagnostics: Diagnostics,
+}
+
+/// Reads a source whole, as its spec says.
+pub fn load(spec: &SourceSpec) -> Result<LoadedSource> {
+    let path = spec.path.as_path();
+    if !path.exists() {
+        return Err(Error::FileNotFound {
+            path: path.to_path_buf(),
+        });
+    }
+    let with_offsets = spec.kind == SourceKind::Log;
+    match spec.format {
+        Format::Jsonl => load_jsonl(path),
+        Format::Csv => load_csv(path),
+        Format::Parquet => guard(path, "Parquet", || load_parquet(path, with_offsets)),
+        Format::Arrow => guard(path, "Arrow IPC", || load_arrow(path, with_offsets)),
+    }
+}
+
+/// Runs a third-party reader, turning a panic into [`Error::ReaderPanic`].
+fn guard<T>(path: &Path, format: &'static str, read: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(read)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "unknown panic".to_owned());
+        Err(Error::ReaderPanic {
+            path: path.to_path_buf(),
+            format,
+            message,
+        })
+    })
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// JSON Lines
+
+/// The inferred type of a JSON value, widened as more lines are seen.
+#[derive(Debug, Clone, PartialEq)]
+enum JsonType {
+    Null,
+    Bool,
+    Int,
+    Float,
+    Str,
+    List(Box<JsonType>),
+    Object(Vec<(String, JsonType)>),
+    /// Values of incompatible shapes (an object here, a number there): kept as their JSON text.
+    Text,
+}
+
+impl JsonType {
+    fn of(value: &Value) -> JsonType {
+        match value {
+            Value::Null => JsonType::Null,
+            Value::Bool(_) => JsonType::Bool,
+            Value::Number(n) if n.is_i64() => JsonType::Int,
+            Value::Number(_) => JsonType::Float,
+            Value::String(_) => JsonType::Str,
+            Value::Array(items) => JsonType::List(Box::new(
+                items
+                    .iter()
+                    .fold(JsonType::Null, |t, v| t.merge(&JsonType::of(v))),
+            )),
+            Value::Object(map) => JsonType::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), JsonType::of(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The narrowest type both `self` and `other` fit in. A later field that an earlier line lacked is added, so no
+    /// data is lost to a schema inferred too early.
+    fn merge(self, other: &JsonType) -> JsonType {
+        use JsonType::{Bool, Float, Int, List, Null, Object, Str, Text};
+        match (self, other) {
+            (t, Null) => t,
+            (Null, t) => t.clone(),
+            (Int, Float) | (Float, Int | Float) => Float,
+            (List(a), List(b)) => List(Box::new(a.merge(b))),
+            (Object(mut fields), Object(more)) => {
+                for (name, ty) in more {
+                    if let Some(slot) = fields.iter_mut().find(|(n, _)| n == name) {
+                        slot.1 = std::mem::replace(&mut slot.1, Null).merge(ty);
+                    } else {
+                        fields.push((name.clone(), ty.clone()));
+                    }
+                }
+                Object(fields)
+            }
+            (a, b) if a == *b => a,
+            // A string and a scalar: numbers and booleans are written as strings.
+            (Str, Bool | Int | Float) | (Bool | Int | Float, Str) => Str,
+            _ => Text,
+        }
+    }
+
+    fn has_text(&self) -> bool {
+        match self {
+            JsonType::Text => true,
+            JsonType::Object(fields) if fields.is_empty() => true,
+            JsonType::List(t) => t.has_text(),
+            JsonType::Object(fields) => fields.iter().any(|(_, t)| t.has_text()),
+            _ => false,
+        }
+    }
+
+    fn data_type(&self) -> DataType {
+        match self {
+            JsonType::Null | JsonType::Str | JsonType::Text => DataType::Utf8,
+            JsonType::Bool => DataType::Boolean,
+            JsonType::Int => DataType::Int64,
+            JsonType::Float => DataType::Float64,
+            JsonType::List(item) => {
+                DataType::List(Arc::new(Field::new("item", item.data_type(), true)))
+            }
+            // An object that never had a field has nothing to show as a struct: keep its text.
+            JsonType::Object(fields) if fields.is_empty() => DataType::Utf8,
+            JsonType::Object(fields) => DataType::Struct(
+                fields
+                    .iter()
+                    .map(|(name, ty)| Field::new(name, ty.data_type(), true))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Rewrites a value so it decodes into this type: values of conflicting shapes become their JSON text.
+    fn normalize(&self, value: &mut Value) {
+        match self {
+            JsonType::Text => {
+                if !value.is_string() && !value.is_null() {
+                    *value = Value::String(value.to_string());
+                }
+            }
+            JsonType::Object(fields) if fields.is_empty() => {
+                if value.is_object() || value.is_array() {
+                    *value = Value::String(value.to_string());
+                }
+            }
+            JsonType::List(item) => {
+                if let Value::Array(items) = value {
+                    items.iter_mut().for_each(|v| item.normalize(v));
+                }
+            }
+            JsonType::Object(fields) => {
+                if let Value::Object(map) = value {
+                    for (name, ty) in fields {
+                        if let Some(v) = map.get_mut(name) {
+                            ty.normalize(v);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One line of a JSON Lines file that parsed as an object.
+struct GoodLine<'a> {
+    offset: u64,
+    bytes: &'a [u8],
+}
+
+/// Splits `data` into lines and validates each one as a JSON object, inferring the schema over all of them.
+///
+/// Returns the good lines, the merged type of all objects, and the diagnostics, and the offset after the last line.
+fn scan_jsonl(data: &[u8]) -> (Vec<GoodLine<'_>>, JsonType, Diagnostics, u64) {
+    let mut good = Vec::new();
+    let mut ty = JsonType::Object(Vec::new());
+    let mut diagnostics = Diagnostics::default();
+    let mut offset = 0u64;
+    let mut rest = data;
+    while !rest.is_empty() {
+        let (line, complete) = match memchr(b'\n', rest) {
+            Some(i) => {
+                let line = &rest[..i];
+                rest = &rest[i + 1..];
+                (line, true)
+            }
+            None => {
+                let line = rest;
+                rest = &[];
+                (line, false)
+            }
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let this = offset;
+        offset += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<Value>(line) {
+            Ok(value @ Value::Object(_)) => {
+                ty = ty.merge(&JsonType::of(&value));
+                good.push(GoodLine {
+                    offset: this,
+                    bytes: line,
+                });
+            }
+            Ok(other) => diagnostics.push(Diagnostic {
+                kind: DiagnosticKind::Malformed,
+                line: Some(this + 1),
+                offset: Some(this),
+                reason: format!("expected a JSON object, found {}", json_kind(&other)),
+            }),
+            Err(e) if !complete && e.is_eof() => diagnostics.push(Diagnostic {
+                kind: DiagnosticKind::IncompleteLine,
+                line: Some(this + 1),
+                offset: Some(this),
+                reason: "the last line is incomplete (no newline yet); it is not read".to_owned(),
+            }),
+            Err(e) => diagnostics.push(Diagnostic {
+                kind: DiagnosticKind::Malformed,
+                line: Some(this + 1),
+                offset: Some(this),
+                reason: format!("invalid JSON: {}", describe_json_error(&e)),
+            }),
+        }
+    }
+    // An incomplete last line has no offset yet: the next append completes it.
+    let next_offset = if diagnostics
+        .items
+        .last()
+        .is_some_and(|d| d.kind == DiagnosticKind::IncompleteLine)
+    {
+        offset - 1
+    } else {
+        offset
+    };
+    (good, ty, diagnostics, next_offset)
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// serde_json's message without its "at line 1" (every line is line 1 to it), keeping the column.
+fn describe_json_error(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
+    format!("{message} (column {})", e.column())
+}
+
+fn load_jsonl(path: &Path) -> Result<LoadedSource> {
+    let data = read_file(path)?;
+    let (good, ty, mut diagnostics, next_offset) = scan_jsonl(&data);
+    let JsonType::Object(mut fields) = ty else {
+        unreachable!("every good line is an object")
+    };
+    // A user field that clashes with the offset column is ignored: `_offset` is Kappa's.
+    fields.retain(|(name, _)| name != OFFSET_COLUMN);
+    let object = JsonType::Object(fields);
+    let data_schema = match object.data_type() {
+        DataType::Struct(fields) => Schema::new(fields),
+        _ => Schema::empty(),
+    };
+    let schema = Arc::new(with_offset_field(&data_schema));
+    let mut batches = Vec::new();
+    for chunk in good.chunks(BATCH_ROWS) {
+        if data_schema.fields().is_empty() {
+            // Every object was `{}`: the rows are just their offsets.
+            let offsets: Int64Array = chunk.iter().map(|l| l.offset as i64).collect();
+            batches.push(RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(offsets)],
+            )?);
+            continue;
+        }
+        let (batch, bad) =
+            decode_json_chunk(&data_schema, &object, chunk, &schema).map_err(|e| {
+                Error::ArrowFile {
+                    path: path.to_path_buf(),
+                    source: e,
+                }
+            })?;
+        for d in bad {
+            diagnostics.push(d);
+        }
+        if batch.num_rows() > 0 {
+            batches.push(batch);
+        }
+    }
+    diagnostics.items.sort_by_key(|d| d.offset);
+    let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    Ok(LoadedSource {
+        schema,
+        batches,
+        rows,
+        next_offset,
+        diagnostics,
+    })
+}
+
+/// Decodes a chunk of valid JSON lines into one batch of `schema` (with `_offset` first). Lines the decoder still
+/// rejects are returned as diagnostics rather than failing the chunk.
+fn decode_json_chunk(
+    data_schema: &Schema,
+    object: &JsonType,
+    chunk: &[GoodLine<'_>],
+    schema: &SchemaRef,
+) -> Result<(RecordBatch, Vec<Diagnostic>), datafusion::arrow::error::ArrowError> {
+    let data_schema = Arc::new(data_schema.clone());
+    let decode = |lines: &[&GoodLine<'_>]| -> Result<Option<RecordBatch>, datafusion::arrow::error::ArrowError> {
+        let mut decoder = ReaderBuilder::new(data_schema.clone())
+            .with_coerce_primitive(true)
+            .with_batch_size(lines.len().max(1))
+            .build_decoder()?;
+        if object.has_text() {
+            let mut values = Vec::with_capacity(lines.len());
+            for line in lines {
+                let mut value: Value = serde_json::from_slice(line.bytes)
+                    .map_err(|e| datafusion::arrow::error::ArrowError::JsonError(e.to_string()))?;
+                object.normalize(&mut value);
+                values.push(value);
+            }
+            decoder.serialize(&values)?;
+        } else {
+            for line in lines {
+                decoder.decode(line.bytes)?;
+                decoder.decode(b"\n")?;
+            }
+        }
+        decoder.flush()
+    };
+    let all: Vec<&GoodLine<'_>> = chunk.iter().collect();
+    let (kept, bad) = match decode(&all) {
+        Ok(batch) => (vec![(all, batch)], Vec::new()),
+        Err(_) => {
+            // Find the offending lines one by one so the rest of the chunk is kept.
+            let mut kept = Vec::new();
+            let mut bad = Vec::new();
+            for line in all {
+                match decode(&[line]) {
+                    Ok(batch) => kept.push((vec![line], batch)),
+                    Err(e) => bad.push(Diagnostic {
+                        kind: DiagnosticKind::Malformed,
+                        line: Some(line.offset + 1),
+                        offset: Some(line.offset),
+                        reason: format!("cannot decode into the inferred schema: {e}"),
+                    }),
+                }
+            }
+            (kept, bad)
+        }
+    };
+    let mut parts = Vec::new();
+    for (lines, batch) in kept {
+        let offsets: Int64Array = lines.iter().map(|l| l.offset as i64).collect();
+        let data_batch = batch.unwrap_or_else(|| RecordBatch::new_empty(data_schema.clone()));
+        parts.push(prepend_offsets(schema, Arc::new(offsets), &data_batch)?);
+    }
+    let batch = datafusion::arrow::compute::concat_batches(schema, &parts)?;
+    Ok((batch, bad))
+}
+
+fn with_offset_field(data_schema: &Schema) -> Schema {
+    let mut fields = vec![Arc::new(Field::new(OFFSET_COLUMN, DataType::Int64, false))];
+    fields.extend(
+        data_schema
+            .fields()
+            .iter()
+            .filter(|f| f.name() != OFFSET_COLUMN)
+            .cloned(),
+    );
+    Schema::new_with_metadata(fields, data_schema.metadata().clone())
+}
+
+fn prepend_offsets(
+    schema: &SchemaRef,
+    offsets: ArrayRef,
+    batch: &RecordBatch,
+) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    let mut columns = vec![offsets];
+    columns.extend(
+        batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .filter(|(f, _)| f.name() != OFFSET_COLUMN)
+            .map(|(_, c)| c.clone()),
+    );
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// CSV
+
+/// The inferred type of a CSV column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum CsvType {
+    Null,
+    Bool,
+    Int,
+    Float,
+    Str,
+}
+
+impl CsvType {
+    fn of(cell: &str) -> CsvType {
+        if cell.is_empty() {
+            CsvType::Null
+        } else if cell.parse::<i64>().is_ok() {
+            CsvType::Int
+        } else if cell.parse::<f64>().is_ok() {
+            CsvType::Float
+        } else if cell.eq_ignore_ascii_case("true") || cell.eq_ignore_ascii_case("false") {
+            CsvType::Bool
+        } else {
+            CsvType::Str
+        }
+    }
+
+    fn merge(self, other: CsvType) -> CsvType {
+        match (self, other) {
+            (a, CsvType::Null) => a,
+            (CsvType::Null, b) => b,
+            (a, b) if a == b => a,
+            (CsvType::Int, CsvType::Float) | (CsvType::Float, CsvType::Int) => CsvType::Float,
+            _ => CsvType::Str,
+        }
+    }
+
+    fn data_type(self) -> DataType {
+        match self {
+            CsvType::Bool => DataType::Boolean,
+            CsvType::Int => DataType::Int64,
+            CsvType::Float => DataType::Float64,
+            CsvType::Null | CsvType::Str => DataType::Utf8,
+        }
+    }
+}
+
+fn load_csv(path: &Path) -> Result<LoadedSource> {
+    let data = read_file(path)?;
+    let delimiter = if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("tsv"))
+    {
+        b'\t'
+    } else {
+        b','
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .flexible(true)
+        .from_reader(data.as_slice());
+    let decode_error = |e: csv::Error| Error::Decode {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(decode_error)?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let mut diagnostics = Diagnostics::default();
+    let mut records: Vec<(u64, csv::StringRecord)> = Vec::new();
+    let mut types = vec![CsvType::Null; headers.len()];
+    let mut offset = 0u64;
+    let mut record = csv::StringRecord::new();
+    loop {
+        let line = reader.position().line() + u64::from(offset == 0 && headers.is_empty());
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {
+                let this = offset;
+                offset += 1;
+                let line = record.position().map_or(line, csv::Position::line);
+                if record.len() != headers.len() {
+                    diagnostics.push(Diagnostic {
+                        kind: DiagnosticKind::Malformed,
+                        line: Some(line),
+                        offset: Some(this),
+                        reason: format!(
+                            "expected {} fields, found {}",
+                            headers.len(),
+                            record.len()
+                        ),
+                    });
+                    continue;
+                }
+                for (ty, cell) in types.iter_mut().zip(record.iter()) {
+                    *ty = ty.merge(CsvType::of(cell));
+                }
+                records.push((this, record.clone()));
+            }
+            Err(e) => {
+                let this = offset;
+                offset += 1;
+                let line = e.position().map_or(line, csv::Position::line);
+                diagnostics.push(Diagnostic {
+                    kind: DiagnosticKind::Malformed,
+                    line: Some(line),
+                    offset: Some(this),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    let mut fields = vec![Field::new(OFFSET_COLUMN, DataType::Int64, false)];
+    fields.extend(
+        headers
+            .iter()
+            .zip(&types)
+            .filter(|(name, _)| name.as_str() != OFFSET_COLUMN)
+            .map(|(name, ty)| Field::new(name, ty.data_type(), true)),
+    );
+    let schema = Arc::new(Schema::new(fields));
+    let keep: Vec<usize> = (0..headers.len())
+        .filter(|&i| headers[i] != OFFSET_COLUMN)
+        .collect();
+    let mut batches = Vec::new();
+    for chunk in records.chunks(BATCH_ROWS) {
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(
+            chunk.iter().map(|(o, _)| *o as i64).collect::<Int64Array>(),
+        )];
+        for &i in &keep {
+            columns.push(csv_column(types[i], chunk.iter().map(|(_, r)| &r[i])));
+        }
+        batches.push(RecordBatch::try_new(schema.clone(), columns)?);
+    }
+    Ok(LoadedSource {
+        schema,
+        rows: records.len() as u64,
+        batches,
+        next_offset: offset,
+        diagnostics,
+    })
+}
+
+fn csv_column<'a>(ty: CsvType, cells: impl Iterator<Item = &'a str>) -> ArrayRef {
+    let none_if_empty = |c: &'a str| if c.is_empty() { None } else { Some(c) };
+    match ty {
+        CsvType::Bool => {
+            let mut b = BooleanBuilder::new();
+            cells.for_each(|c| {
+                b.append_option(none_if_empty(c).map(|c| c.eq_ignore_ascii_case("true")))
+            });
+            Arc::new(b.finish())
+        }
+        CsvType::Int => {
+            let mut b = Int64Builder::new();
+            cells.for_each(|c| b.append_option(none_if_empty(c).and_then(|c| c.parse().ok())));
+            Arc::new(b.finish())
+        }
+        CsvType::Float => {
+            let mut b = Float64Builder::new();
+            cells.for_each(|c| b.append_option(none_if_empty(c).and_then(|c| c.parse().ok())));
+            Arc::new(b.finish())
+        }
+        CsvType::Null | CsvType::Str => {
+            let mut b = StringBuilder::new();
+            cells.for_each(|c| b.append_option(none_if_empty(c)));
+            Arc::new(b.finish())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Parquet and Arrow IPC
+
+/// The files a Parquet source reads: the file itself, or every `.parquet` file in the directory, in name order.
+fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| Error::io(path, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::Decode {
+            path: path.to_path_buf(),
+            reason: "the directory holds no .parquet files".into(),
+        });
+    }
+    Ok(files)
+}
+
+fn load_parquet(path: &Path, with_offsets: bool) -> Result<LoadedSource> {
+    let mut schema: Option<SchemaRef> = None;
+    let mut batches = Vec::new();
+    for file_path in parquet_files(path)? {
+        let parquet_error = |e| Error::ParquetFile {
+            path: file_path.clone(),
+            source: e,
+        };
+        let file = File::open(&file_path).map_err(|e| Error::io(&file_path, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| explain_parquet_error(&file_path, e))?
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(parquet_error)?;
+        let file_schema = reader.schema();
+        match &schema {
+            None => schema = Some(file_schema.clone()),
+            Some(first) if first.fields() != file_schema.fields() => {
+                return Err(Error::Decode {
+                    path: file_path.clone(),
+                    reason: format!(
+                        "its schema differs from the first file's in {}: {file_schema} vs {first}",
+                        path.display()
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+        for batch in reader {
+            batches.push(batch.map_err(|e| Error::ArrowFile {
+                path: file_path.clone(),
+                source: e,
+            })?);
+        }
+    }
+    let schema = schema.unwrap_or_else(|| Arc::new(Schema::empty()));
+    finish_columnar(schema, batches, with_offsets)
+}
+
+/// Parquet's message for encrypted files is obscure ("Required field type_ is missing" for some); say what it means.
+fn explain_parquet_error(path: &Path, e: datafusion::parquet::errors::ParquetError) -> Error {
+    let message = e.to_string();
+    if message.contains("encrypt") || path.to_string_lossy().ends_with(".encrypted") {
+        Error::Decode {
+            path: path.to_path_buf(),
+            reason: format!("encrypted Parquet is not supported ({message})"),
+        }
+    } else {
+        Error::ParquetFile {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+}
+
+fn load_arrow(path: &Path, with_offsets: bool) -> Result<LoadedSource> {
+    let arrow_error = |e| Error::ArrowFile {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let open = || File::open(path).map_err(|e| Error::io(path, e));
+    let (schema, batches) = match FileReader::try_new(open()?, None) {
+        Ok(reader) => {
+            let schema = reader.schema();
+            (
+                schema,
+                reader.collect::<Result<Vec<_>, _>>().map_err(arrow_error)?,
+            )
+        }
+        // Not the file format: try the streaming format (`.arrows`), and report the file-format error if both fail.
+        Err(file_error) => match StreamReader::try_new(open()?, None) {
+            Ok(reader) => {
+                let schema = reader.schema();
+                (
+                    schema,
+                    reader.collect::<Result<Vec<_>, _>>().map_err(arrow_error)?,
+                )
+            }
+            Err(_) => return Err(arrow_error(file_error)),
+        },
+    };
+    finish_columnar(schema, batches, with_offsets)
+}
+
+/// Adds `_offset` (the row index) to a columnar log; snapshots are kept as they are.
+fn finish_columnar(
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    with_offsets: bool,
+) -> Result<LoadedSource> {
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    if !with_offsets {
+        return Ok(LoadedSource {
+            schema,
+            batches,
+            rows,
+            next_offset: rows,
+            diagnostics: Diagnostics::default(),
+        });
+    }
+    let out_schema = Arc::new(with_offset_field(&schema));
+    let mut next = 0i64;
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in &batches {
+        let offsets: Int64Array = (next..next + batch.num_rows() as i64).collect();
+        next += batch.num_rows() as i64;
+        out.push(prepend_offsets(&out_schema, Arc::new(offsets), batch)?);
+    }
+    Ok(LoadedSource {
+        schema: out_schema,
+        batches: out,
+        rows,
+        next_offset: rows,
+        diagnostics: Diagnostics::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_types_widen_without_losing_fields() {
+        let a = JsonType::of(&serde_json::json!({"a": 1, "b": "x"}));
+        let b = JsonType::of(&serde_json::json!({"a": 1.5, "c": true}));
+        let merged = a.merge(&b);
+        assert_eq!(
+            merged,
+            JsonType::Object(vec![
+                ("a".into(), JsonType::Float),
+                ("b".into(), JsonType::Str),
+                ("c".into(), JsonType::Bool)
+            ])
+        );
+    }
+
+    #[test]
+    fn conflicting_shapes_become_text() {
+        let a = JsonType::of(&serde_json::json!({"p": {"x": 1}}));
+        let b = JsonType::of(&serde_json::json!({"p": 3}));
+        assert_eq!(
+            a.merge(&b),
+            JsonType::Object(vec![("p".into(), JsonType::Text)])
+        );
+    }
+
+    #[test]
+    fn scan_reports_bad_lines_with_line_numbers_and_gaps() {
+        let data = b"{\"a\":1}\nnot json\n\n[1]\n{\"a\":2}\n{\"a\":";
+        let (good, _, diagnostics, next) = scan_jsonl(data);
+        assert_eq!(
+            good.iter().map(|l| l.offset).collect::<Vec<_>>(),
+            vec![0, 4]
+        );
+        assert_eq!(diagnostics.malformed_lines(), vec![2, 4]);
+        assert_eq!(diagnostics.incomplete, 1);
+        assert_eq!(next, 5, "the incomplete line has no offset yet");
+    }
+}

@@ -1,0 +1,439 @@
+//! The command line: `kappa [PIPELINE | FILE...]` and the headless subcommands scripts and CI call.
+//!
+//! Exit codes: 0 ok, 2 bad input (a missing file, a bad pipeline, bad SQL). Errors go to stderr as one message with
+//! its causes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kappa_core::{Engine, NodeStatus, Pipeline, QueryTarget, Snapshot, TextFormat, no_waker};
+
+/// Kappa: explore event logs and the views derived from them.
+///
+/// Open a pipeline file (kappa.toml) or bare data files (JSON Lines, CSV, Parquet, Arrow); each file becomes a source
+/// named after its file stem.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kappa",
+    version,
+    args_conflicts_with_subcommands = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// A pipeline file (kappa.toml), a folder holding one, or data files to open as sources.
+    #[arg(value_name = "PIPELINE | FILE")]
+    inputs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a source or view, or the result of an ad-hoc SQL query.
+    ///
+    /// `kappa query PIPELINE VIEW` prints a view; `kappa query FILE... --sql "SELECT ..."` runs a query over files.
+    #[command(
+        after_help = "Examples:\n  kappa query sample-data/shop/kappa.toml revenue_by_day\n  \
+        kappa query orders.jsonl --sql \"SELECT type, count(*) FROM orders GROUP BY type\" --format csv"
+    )]
+    Query(QueryArgs),
+    /// Print the lineage graph: which sources feed which views, and the columns each view column comes from.
+    Lineage(LineageArgs),
+    /// Print each source's rows, offsets, schema and diagnostics (malformed lines with their line numbers).
+    Sources(SourcesArgs),
+    /// Generate a sample scenario at any size, deterministically.
+    #[command(subcommand)]
+    Gen(GenCommand),
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// The pipeline (or data files), then the source or view to print. With --sql, only the pipeline or files.
+    #[arg(required = true, value_name = "PIPELINE | FILE... [VIEW]")]
+    inputs: Vec<PathBuf>,
+    /// A read-only SELECT over the pipeline's sources and views, instead of a view name.
+    #[arg(long)]
+    sql: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+    /// Print at most N rows.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    /// A boxed table.
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// A JSON array of objects.
+    Json,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+struct LineageArgs {
+    /// A pipeline file (or data files).
+    #[arg(required = true, value_name = "PIPELINE | FILE")]
+    inputs: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = LineageFormat::Text)]
+    format: LineageFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LineageFormat {
+    /// Edges and column lineage, for people.
+    Text,
+    /// Graphviz DOT (`| dot -Tsvg > lineage.svg`).
+    Dot,
+    /// A Mermaid flowchart (renders in GitHub Markdown).
+    Mermaid,
+    /// Nodes, edges and column lineage as JSON.
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct SourcesArgs {
+    /// A pipeline file (or data files).
+    #[arg(required = true, value_name = "PIPELINE | FILE")]
+    inputs: Vec<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum GenCommand {
+    /// The shop: orders.jsonl (item_viewed, order_placed, payment_captured, order_shipped, order_cancelled),
+    /// products.parquet and kappa.toml. The same seed and size always give the same bytes.
+    Shop {
+        /// How many events to write.
+        #[arg(long, default_value_t = 20_000)]
+        events: u64,
+        /// The folder to write into (created if missing; files in it are replaced atomically).
+        #[arg(long)]
+        out: PathBuf,
+        /// The random seed.
+        #[arg(long, default_value_t = kappa_core::DEFAULT_SEED)]
+        seed: u64,
+    },
+}
+
+/// Runs the command line and returns the process exit code.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {}", chain(&error));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The error and its causes on one line. A `kappa_core::Error` already includes its cause in its own message, so the
+/// chain stops there rather than repeat it.
+fn chain(error: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in error.chain() {
+        parts.push(cause.to_string());
+        if cause.is::<kappa_core::Error>() {
+            break;
+        }
+    }
+    parts.join(": ")
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Some(Command::Query(args)) => query(args),
+        Some(Command::Lineage(args)) => lineage(&args),
+        Some(Command::Sources(args)) => sources(&args),
+        Some(Command::Gen(GenCommand::Shop { events, out, seed })) => {
+            let summary = kappa_core::generate_shop(&out, events, seed)
+                .with_context(|| format!("generating the shop into {}", out.display()))?;
+            eprintln!(
+                "wrote {} events ({} orders, {} customers) and {} products to {}",
+                summary.events,
+                summary.orders,
+                summary.customers,
+                summary.products,
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        None => overview(&cli.inputs),
+    }
+}
+
+/// Opens the inputs as a pipeline: one `.toml` file (or a folder holding `kappa.toml`), or data files.
+fn open_pipeline(inputs: &[PathBuf]) -> Result<Pipeline> {
+    if let [single] = inputs {
+        if is_pipeline_file(single) {
+            return Ok(Pipeline::load(single)?);
+        }
+        let inside = single.join("kappa.toml");
+        if single.is_dir() && inside.is_file() {
+            return Ok(Pipeline::load(&inside)?);
+        }
+    }
+    if let Some(toml) = inputs.iter().find(|p| is_pipeline_file(p)) {
+        bail!(
+            "{}: a pipeline file must be given alone, not with other files",
+            toml.display()
+        );
+    }
+    Ok(Pipeline::from_paths(inputs)?)
+}
+
+/// Starts the engine on the inputs and waits until everything is loaded.
+fn open(inputs: &[PathBuf]) -> Result<(Engine, std::sync::Arc<Snapshot>)> {
+    let pipeline = open_pipeline(inputs)?;
+    let engine = Engine::start(pipeline, no_waker())?;
+    let snapshot = engine.wait_ready()?;
+    Ok((engine, snapshot))
+}
+
+fn query(args: QueryArgs) -> Result<ExitCode> {
+    let (inputs, target) = match args.sql {
+        Some(sql) => (&args.inputs[..], QueryTarget::Sql(sql)),
+        None => {
+            let Some((view, inputs)) = args
+                .inputs
+                .split_last()
+                .filter(|(_, rest)| !rest.is_empty())
+            else {
+                bail!(
+                    "give a pipeline (or files) and then a view name, or use --sql \"SELECT ...\""
+                );
+            };
+            (
+                inputs,
+                QueryTarget::Table(view.to_string_lossy().into_owned()),
+            )
+        }
+    };
+    let (engine, _) = open(inputs)?;
+    let result = engine.query(target, args.limit)?;
+    let format = match args.format {
+        OutputFormat::Table => TextFormat::Table,
+        OutputFormat::Csv => TextFormat::Csv,
+        OutputFormat::Json => TextFormat::Json,
+        OutputFormat::Jsonl => TextFormat::Jsonl,
+    };
+    let mut out = std::io::stdout().lock();
+    kappa_core::write_batches(&mut out, &result.schema, &result.batches, format)?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lineage(args: &LineageArgs) -> Result<ExitCode> {
+    let (_engine, snapshot) = open(&args.inputs)?;
+    let lineage = &snapshot.lineage;
+    let text = match args.format {
+        LineageFormat::Dot => lineage.to_dot(),
+        LineageFormat::Mermaid => lineage.to_mermaid(),
+        LineageFormat::Json => serde_json::to_string_pretty(lineage)? + "\n",
+        LineageFormat::Text => lineage_text(&snapshot),
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lineage_text(snapshot: &Snapshot) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for view in &snapshot.views {
+        let reads: Vec<&str> = snapshot
+            .lineage
+            .edges
+            .iter()
+            .filter(|e| e.to == view.name)
+            .map(|e| e.from.as_str())
+            .collect();
+        let _ = writeln!(
+            out,
+            "{} <- {}",
+            view.name,
+            if reads.is_empty() {
+                "?".to_owned()
+            } else {
+                reads.join(", ")
+            }
+        );
+        for column in snapshot
+            .lineage
+            .columns
+            .iter()
+            .filter(|c| c.view == view.name)
+        {
+            let inputs: Vec<String> = column
+                .inputs
+                .iter()
+                .map(|r| format!("{}.{}", r.table, r.column))
+                .collect();
+            let inputs = if inputs.is_empty() {
+                "(computed)".to_owned()
+            } else {
+                inputs.join(", ")
+            };
+            let _ = writeln!(out, "  {} <- {inputs}", column.column);
+        }
+        if let NodeStatus::Error(message) = &view.status {
+            let _ = writeln!(out, "  error: {message}");
+        }
+    }
+    out
+}
+
+fn sources(args: &SourcesArgs) -> Result<ExitCode> {
+    let (_engine, snapshot) = open(&args.inputs)?;
+    let failed = snapshot
+        .sources
+        .iter()
+        .any(|s| matches!(s.status, NodeStatus::Error(_)));
+    if args.json {
+        let list: Vec<serde_json::Value> = snapshot
+            .sources
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "name": s.name,
+                    "path": s.path,
+                    "kind": s.kind,
+                    "format": s.format,
+                    "status": status_word(&s.status),
+                    "error": match &s.status { NodeStatus::Error(m) => Some(m), _ => None },
+                    "rows": s.rows,
+                    "next_offset": s.next_offset,
+                    "schema": s.schema.as_ref().map(|schema| schema.fields().iter()
+                        .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()}))
+                        .collect::<Vec<_>>()),
+                    "diagnostics": s.diagnostics,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        let mut out = std::io::stdout().lock();
+        for s in &snapshot.sources {
+            writeln!(
+                out,
+                "{} ({} {}, {})",
+                s.name,
+                s.kind,
+                s.format,
+                s.path.display()
+            )?;
+            if let NodeStatus::Error(message) = &s.status {
+                writeln!(out, "  error: {message}")?;
+                continue;
+            }
+            writeln!(
+                out,
+                "  rows: {}   next offset: {}   loaded in {:.3} s",
+                s.rows, s.next_offset, s.load_secs
+            )?;
+            if let Some(schema) = &s.schema {
+                let fields: Vec<String> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{} {}", f.name(), f.data_type()))
+                    .collect();
+                writeln!(out, "  schema: {}", fields.join(", "))?;
+            }
+            let d = &s.diagnostics;
+            if d.is_empty() {
+                writeln!(out, "  diagnostics: none")?;
+            } else {
+                writeln!(
+                    out,
+                    "  diagnostics: {} malformed, {} incomplete",
+                    d.malformed, d.incomplete
+                )?;
+                for item in &d.items {
+                    let place = item
+                        .line
+                        .map_or_else(String::new, |l| format!("line {l}: "));
+                    writeln!(out, "    {place}{}", item.reason)?;
+                }
+                if (d.items.len() as u64) < d.malformed + d.incomplete {
+                    writeln!(
+                        out,
+                        "    ... and {} more",
+                        d.malformed + d.incomplete - d.items.len() as u64
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn status_word(status: &NodeStatus) -> &'static str {
+    match status {
+        NodeStatus::Pending => "pending",
+        NodeStatus::Fresh => "fresh",
+        NodeStatus::Error(_) => "error",
+    }
+}
+
+/// `kappa PIPELINE` without a subcommand: an overview of the sources, views and lineage.
+fn overview(inputs: &[PathBuf]) -> Result<ExitCode> {
+    let (_engine, snapshot) = open(inputs)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "pipeline: {}", snapshot.title)?;
+    writeln!(out, "\nsources:")?;
+    for s in &snapshot.sources {
+        let state = match &s.status {
+            NodeStatus::Error(m) => format!("error: {m}"),
+            _ => format!("{} rows, {} malformed", s.rows, s.diagnostics.malformed),
+        };
+        writeln!(
+            out,
+            "  {:<20} {:<8} {:<7} {state}",
+            s.name,
+            s.kind.to_string(),
+            s.format.to_string()
+        )?;
+    }
+    writeln!(out, "\nviews:")?;
+    for v in &snapshot.views {
+        let state = match (&v.status, v.rows) {
+            (NodeStatus::Error(m), _) => format!("error: {m}"),
+            (_, Some(rows)) => format!("{rows} rows"),
+            (_, None) => "computed when read".to_owned(),
+        };
+        writeln!(out, "  {:<20} {:<12} {state}", v.name, v.mode.to_string())?;
+    }
+    writeln!(out, "\nlineage:")?;
+    write!(out, "{}", lineage_text(&snapshot))?;
+    let failed = snapshot
+        .sources
+        .iter()
+        .any(|s| matches!(s.status, NodeStatus::Error(_)));
+    Ok(if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// True when `path` looks like a pipeline file.
+#[must_use]
+pub fn is_pipeline_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "toml")
+}

@@ -1,0 +1,4 @@
+//! `kappa`: the terminal front end of Kappa and its headless subcommands. Everything that is not drawing, input or
+//! printing lives in `kappa_core`.
+
+pub mod cli;
