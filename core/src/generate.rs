@@ -153,9 +153,8 @@ pub fn shop(dir: &Path, events: u64, seed: u64) -> Result<ShopSummary> {
                 let pick = rng.below(open.len() as u64) as usize;
                 let (kind, done) = match open[pick].stage {
                     Stage::Placed if rng.chance(85) => ("payment_captured", false),
-                    Stage::Placed => ("order_cancelled", true),
                     Stage::Paid if rng.chance(92) => ("order_shipped", true),
-                    Stage::Paid => ("order_cancelled", true),
+                    Stage::Placed | Stage::Paid => ("order_cancelled", true),
                 };
                 let line = order_line(&event_id, &when.to_string(), kind, &open[pick]);
                 if done {

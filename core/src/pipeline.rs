@@ -240,16 +240,13 @@ impl Pipeline {
             let name = raw.name.into_inner();
             let path_as_written = PathBuf::from(&raw.path);
             let path = base_dir.join(&path_as_written);
-            let format = match raw.format.or_else(|| Format::infer(&path)) {
-                Some(format) => format,
-                None => {
-                    return Err(Error::UnknownFormat {
-                        path: file.to_path_buf(),
-                        line,
-                        source_name: name,
-                        file: path_as_written,
-                    });
-                }
+            let Some(format) = raw.format.or_else(|| Format::infer(&path)) else {
+                return Err(Error::UnknownFormat {
+                    path: file.to_path_buf(),
+                    line,
+                    source_name: name,
+                    file: path_as_written,
+                });
             };
             sources.push(SourceSpec {
                 name,

@@ -176,19 +176,19 @@ impl JsonType {
     /// Rewrites a value so it decodes into this type: values of conflicting shapes become their JSON text.
     fn normalize(&self, value: &mut Value) {
         match self {
-            JsonType::Text => {
-                if !value.is_string() && !value.is_null() {
-                    *value = Value::String(value.to_string());
-                }
+            JsonType::Text if !value.is_string() && !value.is_null() => {
+                *value = Value::String(value.to_string());
             }
-            JsonType::Object(fields) if fields.is_empty() => {
-                if value.is_object() || value.is_array() {
-                    *value = Value::String(value.to_string());
-                }
+            JsonType::Object(fields)
+                if fields.is_empty() && (value.is_object() || value.is_array()) =>
+            {
+                *value = Value::String(value.to_string());
             }
             JsonType::List(item) => {
                 if let Value::Array(items) = value {
-                    items.iter_mut().for_each(|v| item.normalize(v));
+                    for v in items {
+                        item.normalize(v);
+                    }
                 }
             }
             JsonType::Object(fields) => {
@@ -221,17 +221,14 @@ fn scan_jsonl(data: &[u8]) -> (Vec<GoodLine<'_>>, JsonType, Diagnostics, u64) {
     let mut offset = 0u64;
     let mut rest = data;
     while !rest.is_empty() {
-        let (line, complete) = match memchr(b'\n', rest) {
-            Some(i) => {
-                let line = &rest[..i];
-                rest = &rest[i + 1..];
-                (line, true)
-            }
-            None => {
-                let line = rest;
-                rest = &[];
-                (line, false)
-            }
+        let (line, complete) = if let Some(i) = memchr(b'\n', rest) {
+            let line = &rest[..i];
+            rest = &rest[i + 1..];
+            (line, true)
+        } else {
+            let line = rest;
+            rest = &[];
+            (line, false)
         };
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let this = offset;
@@ -295,7 +292,7 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
-/// serde_json's message without its "at line 1" (every line is line 1 to it), keeping the column.
+/// `serde_json`'s message without its "at line 1" (every line is line 1 to it), keeping the column.
 fn describe_json_error(e: &serde_json::Error) -> String {
     let message = e.to_string();
     let message = message
@@ -388,25 +385,24 @@ fn decode_json_chunk(
         decoder.flush()
     };
     let all: Vec<&GoodLine<'_>> = chunk.iter().collect();
-    let (kept, bad) = match decode(&all) {
-        Ok(batch) => (vec![(all, batch)], Vec::new()),
-        Err(_) => {
-            // Find the offending lines one by one so the rest of the chunk is kept.
-            let mut kept = Vec::new();
-            let mut bad = Vec::new();
-            for line in all {
-                match decode(&[line]) {
-                    Ok(batch) => kept.push((vec![line], batch)),
-                    Err(e) => bad.push(Diagnostic {
-                        kind: DiagnosticKind::Malformed,
-                        line: Some(line.offset + 1),
-                        offset: Some(line.offset),
-                        reason: format!("cannot decode into the inferred schema: {e}"),
-                    }),
-                }
+    let (kept, bad) = if let Ok(batch) = decode(&all) {
+        (vec![(all, batch)], Vec::new())
+    } else {
+        // Find the offending lines one by one so the rest of the chunk is kept.
+        let mut kept = Vec::new();
+        let mut bad = Vec::new();
+        for line in all {
+            match decode(&[line]) {
+                Ok(batch) => kept.push((vec![line], batch)),
+                Err(e) => bad.push(Diagnostic {
+                    kind: DiagnosticKind::Malformed,
+                    line: Some(line.offset + 1),
+                    offset: Some(line.offset),
+                    reason: format!("cannot decode into the inferred schema: {e}"),
+                }),
             }
-            (kept, bad)
         }
+        (kept, bad)
     };
     let mut parts = Vec::new();
     for (lines, batch) in kept {
@@ -600,9 +596,9 @@ fn csv_column<'a>(ty: CsvType, cells: impl Iterator<Item = &'a str>) -> ArrayRef
     match ty {
         CsvType::Bool => {
             let mut b = BooleanBuilder::new();
-            cells.for_each(|c| {
-                b.append_option(none_if_empty(c).map(|c| c.eq_ignore_ascii_case("true")))
-            });
+            for c in cells {
+                b.append_option(none_if_empty(c).map(|c| c.eq_ignore_ascii_case("true")));
+            }
             Arc::new(b.finish())
         }
         CsvType::Int => {

@@ -1,1 +1,147 @@
-//! helpers
+//! Helpers shared by Kappa's end-to-end tests: where the fixtures are, how to run the binaries, and how to print
+//! results deterministically.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use kappa_core::arrow::array::RecordBatch;
+use kappa_core::arrow::util::pretty::pretty_format_batches;
+use kappa_core::{Engine, Pipeline, QueryResult, QueryTarget, no_waker};
+
+/// The repository root.
+#[must_use]
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `sample-data/` in the repository.
+#[must_use]
+pub fn sample(path: &str) -> PathBuf {
+    repo_root().join("sample-data").join(path)
+}
+
+/// The third-party test corpora in `../shared/data/` beside the checkout. Panics with a clear message when missing:
+/// the tests that use it must not pass vacuously.
+#[must_use]
+pub fn shared_data(path: &str) -> PathBuf {
+    let root = repo_root().join("../shared/data");
+    assert!(
+        root.is_dir(),
+        "the shared test data is missing: expected it at {}",
+        root.display()
+    );
+    root.join(path)
+}
+
+/// Opens a pipeline file and waits until it is loaded.
+#[must_use]
+pub fn open(pipeline: &Path) -> Engine {
+    let pipeline = Pipeline::load(pipeline).unwrap_or_else(|e| panic!("{e}"));
+    let engine = Engine::start(pipeline, no_waker()).unwrap_or_else(|e| panic!("{e}"));
+    engine.wait_ready().unwrap_or_else(|e| panic!("{e}"));
+    engine
+}
+
+/// Queries a table and returns the result, panicking with the engine's message on error.
+#[must_use]
+pub fn table(engine: &Engine, name: &str) -> QueryResult {
+    engine
+        .query(QueryTarget::Table(name.to_owned()), None)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Runs SQL and returns the result.
+#[must_use]
+pub fn sql(engine: &Engine, sql: &str) -> QueryResult {
+    engine
+        .query(QueryTarget::Sql(sql.to_owned()), None)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// A pretty-printed Arrow table.
+#[must_use]
+pub fn pretty(batches: &[RecordBatch]) -> String {
+    pretty_format_batches(batches)
+        .expect("pretty print")
+        .to_string()
+}
+
+/// The rows of a result as CSV lines (header first), so tests can sort and compare them.
+#[must_use]
+pub fn csv_lines(result: &QueryResult) -> Vec<String> {
+    let mut out = Vec::new();
+    kappa_core::write_batches(
+        &mut out,
+        &result.schema,
+        &result.batches,
+        kappa_core::TextFormat::Csv,
+    )
+    .expect("csv");
+    String::from_utf8(out)
+        .expect("utf-8")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// FNV-1a: a stable digest for snapshotting large results exactly without storing every row.
+#[must_use]
+pub fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The `kappa` binary, built once per test run from this workspace (`cargo test` does not build other packages'
+/// binaries for us), as an `assert_cmd` command.
+#[must_use]
+pub fn kappa() -> assert_cmd::Command {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let path = BUILT.get_or_init(|| {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "kappa_tui", "--bin", "kappa"])
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the kappa binary failed");
+        // target/debug/deps/kappa-<hash> → target/debug/kappa
+        let exe = std::env::current_exe().expect("test exe path");
+        exe.parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .join(format!("kappa{}", std::env::consts::EXE_SUFFIX))
+    });
+    let mut command = assert_cmd::Command::new(path);
+    command.current_dir(repo_root());
+    command
+}
+
+/// Writes `text` as `kappa.toml` in `dir` and returns its path.
+#[must_use]
+pub fn write_pipeline(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("kappa.toml");
+    std::fs::write(&path, text).expect("write pipeline");
+    path
+}
+
+/// Every file below `dir` with its size, for asserting that nothing was written.
+#[must_use]
+pub fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path.clone(), entry.metadata().map_or(0, |m| m.len())));
+            }
+        }
+    }
+    out.sort();
+    out
+}

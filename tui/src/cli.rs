@@ -112,8 +112,8 @@ struct SourcesArgs {
 
 #[derive(Debug, Subcommand)]
 enum GenCommand {
-    /// The shop: orders.jsonl (item_viewed, order_placed, payment_captured, order_shipped, order_cancelled),
-    /// products.parquet and kappa.toml. The same seed and size always give the same bytes.
+    /// The shop: an orders log (items viewed, orders placed, paid, shipped and cancelled), a products catalog and
+    /// its pipeline. The same seed and size always give the same bytes.
     Shop {
         /// How many events to write.
         #[arg(long, default_value_t = 20_000)]
@@ -204,23 +204,20 @@ fn open(inputs: &[PathBuf]) -> Result<(Engine, std::sync::Arc<Snapshot>)> {
 }
 
 fn query(args: QueryArgs) -> Result<ExitCode> {
-    let (inputs, target) = match args.sql {
-        Some(sql) => (&args.inputs[..], QueryTarget::Sql(sql)),
-        None => {
-            let Some((view, inputs)) = args
-                .inputs
-                .split_last()
-                .filter(|(_, rest)| !rest.is_empty())
-            else {
-                bail!(
-                    "give a pipeline (or files) and then a view name, or use --sql \"SELECT ...\""
-                );
-            };
-            (
-                inputs,
-                QueryTarget::Table(view.to_string_lossy().into_owned()),
-            )
-        }
+    let (inputs, target) = if let Some(sql) = args.sql {
+        (&args.inputs[..], QueryTarget::Sql(sql))
+    } else {
+        let Some((view, inputs)) = args
+            .inputs
+            .split_last()
+            .filter(|(_, rest)| !rest.is_empty())
+        else {
+            bail!("give a pipeline (or files) and then a view name, or use --sql \"SELECT ...\"");
+        };
+        (
+            inputs,
+            QueryTarget::Table(view.to_string_lossy().into_owned()),
+        )
     };
     let (engine, _) = open(inputs)?;
     let result = engine.query(target, args.limit)?;

@@ -1,0 +1,216 @@
+//! The headless CLI: exit codes, output formats and error messages, as a script would see them.
+
+use kappa_tests::kappa;
+use predicates::prelude::*;
+
+const SHOP: &str = "sample-data/shop/kappa.toml";
+
+#[test]
+fn query_a_view_as_csv_json_and_table() {
+    kappa()
+        .args(["query", SHOP, "status_counts", "--format", "csv"])
+        .assert()
+        .success()
+        .stdout("status,orders\norder_cancelled,931\norder_placed,4\norder_shipped,3316\npayment_captured,2\n");
+    let out = kappa()
+        .args([
+            "query",
+            SHOP,
+            "revenue_by_day",
+            "--format",
+            "json",
+            "--limit",
+            "2",
+        ])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(rows.as_array().map(Vec::len), Some(2));
+    assert_eq!(rows[0]["day"], "2024-06-01");
+    kappa()
+        .args(["query", SHOP, "status_counts"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("| order_shipped    | 3316   |"));
+    let out = kappa()
+        .args(["query", SHOP, "top_products", "--format", "jsonl"])
+        .output()
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 10);
+}
+
+#[test]
+fn query_files_with_sql() {
+    kappa()
+        .args([
+            "query",
+            "sample-data/shop/orders.jsonl",
+            "sample-data/shop/products.parquet",
+            "--sql",
+            "SELECT p.category, count(*) AS views FROM orders o JOIN products p USING (product_id) \
+             WHERE o.type = 'item_viewed' GROUP BY p.category ORDER BY p.category",
+            "--format",
+            "csv",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("category,views\naudio,"));
+}
+
+#[test]
+fn bad_input_exits_2_with_one_clear_message() {
+    kappa()
+        .args(["query", SHOP, "no_such_view"])
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(predicate::str::starts_with(
+            "error: no source or view named `no_such_view` (known: orders, products,",
+        ));
+    kappa()
+        .args(["query", "nowhere/kappa.toml", "v"])
+        .assert()
+        .code(2)
+        .stderr("error: nowhere/kappa.toml: file not found\n");
+    kappa()
+        .args(["query", SHOP, "--sql", "SELEC 1"])
+        .assert()
+        .code(2)
+        .stderr("error: SQL syntax error: Expected: an SQL statement, found: SELEC at Line: 1, Column: 1\n");
+    kappa()
+        .args(["query", SHOP])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("then a view name"));
+    kappa()
+        .args(["query", SHOP, "v", "--format", "xml"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn sources_lists_rows_schema_and_diagnostics() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("log.jsonl"),
+        "{\"a\":1}\n{oops\n{\"a\":2}\n",
+    )
+    .expect("write");
+    let out = kappa()
+        .current_dir(dir.path())
+        .args(["sources", "log.jsonl"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("log (log jsonl, log.jsonl)\n  rows: 2   next offset: 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  schema: _offset Int64, a Int64\n"),
+        "{text}"
+    );
+    assert!(text.contains("  diagnostics: 1 malformed, 0 incomplete\n    line 2: invalid JSON: key must be a string"), "{text}");
+
+    let out = kappa()
+        .current_dir(dir.path())
+        .args(["sources", "log.jsonl", "--json"])
+        .output()
+        .expect("run");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json[0]["rows"], 2);
+    assert_eq!(json[0]["diagnostics"]["malformed"], 1);
+    assert_eq!(json[0]["diagnostics"]["items"][0]["line"], 2);
+
+    // A source that cannot be loaded makes `sources` exit 2, naming the file.
+    let path = kappa_tests::write_pipeline(
+        dir.path(),
+        "[[source]]\nname = \"x\"\npath = \"missing.csv\"\n",
+    );
+    kappa()
+        .args(["sources", path.to_str().expect("utf-8")])
+        .assert()
+        .code(2)
+        .stdout(predicate::str::contains("missing.csv: file not found"));
+}
+
+#[test]
+fn lineage_formats() {
+    let out = kappa()
+        .args(["lineage", SHOP, "--format", "json"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["nodes"].as_array().map(Vec::len), Some(8));
+    assert_eq!(json["edges"].as_array().map(Vec::len), Some(7));
+    kappa()
+        .args(["lineage", SHOP, "--format", "mermaid"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::starts_with("flowchart LR\n")
+                .and(predicate::str::contains("products --> top_products")),
+        );
+    kappa()
+        .args(["lineage", SHOP, "--format", "dot"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "\"order_status\" -> \"status_counts\";",
+        ));
+    kappa()
+        .args(["lineage", SHOP])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "top_products <- orders, products\n  product_id <- products.product_id\n",
+        ));
+}
+
+#[test]
+fn gen_is_deterministic_and_every_subcommand_has_help() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for name in ["one", "two"] {
+        kappa()
+            .args(["gen", "shop", "--events", "500", "--out"])
+            .arg(dir.path().join(name))
+            .assert()
+            .success()
+            .stderr(predicate::str::starts_with("wrote 500 events"));
+    }
+    let one = std::fs::read(dir.path().join("one/orders.jsonl")).expect("read");
+    let two = std::fs::read(dir.path().join("two/orders.jsonl")).expect("read");
+    assert_eq!(one, two);
+    assert_eq!(String::from_utf8_lossy(&one).lines().count(), 500);
+
+    for sub in [
+        &["query"][..],
+        &["lineage"],
+        &["sources"],
+        &["gen"],
+        &["gen", "shop"],
+    ] {
+        kappa()
+            .args(sub)
+            .arg("--help")
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("Usage: kappa"));
+    }
+    kappa()
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("Usage: kappa"));
+}
+
+#[test]
+fn overview_without_a_subcommand() {
+    kappa().arg(SHOP).assert().success().stdout(
+        predicate::str::starts_with("pipeline: shop\n").and(predicate::str::contains(
+            "  loyal_customers      on_read      computed when read",
+        )),
+    );
+}

@@ -1,0 +1,301 @@
+//! Loading sources: offsets, diagnostics for bad input, schemas that keep late fields, and clear errors.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use kappa_core::{DiagnosticKind, Engine, Error, NodeStatus, Pipeline, no_waker};
+use kappa_tests::{csv_lines, shared_data, sql};
+
+fn open_files(paths: &[&Path]) -> Engine {
+    let pipeline = Pipeline::from_paths(&paths.iter().map(|p| p.to_path_buf()).collect::<Vec<_>>())
+        .expect("paths");
+    let engine = Engine::start(pipeline, no_waker()).expect("start");
+    engine.wait_ready().expect("ready");
+    engine
+}
+
+#[test]
+fn malformed_jsonl_lines_are_skipped_and_listed_by_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("events.jsonl");
+    std::fs::write(
+        &path,
+        "{\"id\":1,\"v\":\"a\"}\n{\"id\":2,\"v\":\n\n[1,2]\n{\"id\":3,\"v\":\"c\"}\nnot json at all\n{\"id\":4,\"v\":\"d\"}\n",
+    )
+    .expect("write");
+    let engine = open_files(&[&path]);
+    let snapshot = engine.snapshot();
+    let source = snapshot.source("events").expect("source");
+    assert_eq!(source.status, NodeStatus::Fresh);
+    assert_eq!(source.rows, 3);
+    assert_eq!(source.next_offset, 7);
+    assert_eq!(source.diagnostics.malformed, 3);
+    assert_eq!(source.diagnostics.malformed_lines(), vec![2, 4, 6]);
+    let reasons: Vec<&str> = source
+        .diagnostics
+        .items
+        .iter()
+        .map(|d| d.reason.as_str())
+        .collect();
+    assert!(
+        reasons[0].starts_with("invalid JSON: EOF while parsing"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[1], "expected a JSON object, found an array");
+    assert!(
+        reasons[2].starts_with("invalid JSON: expected ident"),
+        "{reasons:?}"
+    );
+    // Offsets are line indexes: the bad and blank lines leave gaps.
+    assert_eq!(
+        csv_lines(&sql(
+            &engine,
+            "SELECT _offset, id, v FROM events ORDER BY _offset"
+        )),
+        vec!["_offset,id,v", "0,1,a", "4,3,c", "6,4,d"]
+    );
+}
+
+#[test]
+fn a_half_written_last_line_is_not_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("log.jsonl");
+    std::fs::write(&path, "{\"a\":1}\n{\"a\":2}\n{\"a\":").expect("write");
+    let engine = open_files(&[&path]);
+    let snapshot = engine.snapshot();
+    let source = snapshot.source("log").expect("source");
+    assert_eq!(source.rows, 2);
+    assert_eq!(
+        source.next_offset, 2,
+        "the incomplete line gets its offset once complete"
+    );
+    assert_eq!(source.diagnostics.malformed, 0);
+    assert_eq!(source.diagnostics.incomplete, 1);
+    assert_eq!(
+        source.diagnostics.items[0].kind,
+        DiagnosticKind::IncompleteLine
+    );
+    assert_eq!(source.diagnostics.items[0].line, Some(3));
+}
+
+#[test]
+fn a_field_first_seen_late_is_kept_and_types_widen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("late.jsonl");
+    let mut text = String::new();
+    for i in 0..5000 {
+        writeln!(text, "{{\"n\":{i}}}").expect("write to a String");
+    }
+    // Line 5001: a new field, and `n` becomes a float.
+    text.push_str("{\"n\":2.5,\"late\":\"here\",\"nested\":{\"k\":[1,2]}}\n");
+    // Line 5002: `nested` changes shape entirely; it is kept as JSON text rather than lost.
+    text.push_str("{\"n\":1,\"nested\":7}\n");
+    std::fs::write(&path, text).expect("write");
+    let engine = open_files(&[&path]);
+    let snapshot = engine.snapshot();
+    let schema = snapshot
+        .source("late")
+        .and_then(|s| s.schema.clone())
+        .expect("schema");
+    let fields: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect();
+    assert_eq!(
+        fields,
+        vec!["_offset Int64", "n Float64", "late Utf8", "nested Utf8"]
+    );
+    assert_eq!(
+        csv_lines(&sql(
+            &engine,
+            "SELECT _offset, n, late, nested FROM late WHERE _offset >= 4999 ORDER BY _offset"
+        )),
+        vec![
+            "_offset,n,late,nested",
+            "4999,4999.0,,",
+            "5000,2.5,here,\"{\"\"k\"\":[1,2]}\"",
+            "5001,1.0,,7"
+        ]
+    );
+}
+
+#[test]
+fn csv_records_get_offsets_and_bad_records_are_reported() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("people.csv");
+    std::fs::write(
+        &path,
+        "name,age,score\nada,36,1.5\nbob,41\ncy,,2\n\"d, e\",50,3.25\n",
+    )
+    .expect("write");
+    let engine = open_files(&[&path]);
+    let snapshot = engine.snapshot();
+    let source = snapshot.source("people").expect("source");
+    assert_eq!(source.rows, 3);
+    assert_eq!(source.diagnostics.malformed_lines(), vec![3]);
+    assert_eq!(
+        source.diagnostics.items[0].reason,
+        "expected 3 fields, found 2"
+    );
+    assert_eq!(
+        csv_lines(&sql(&engine, "SELECT * FROM people ORDER BY _offset")),
+        vec![
+            "_offset,name,age,score",
+            "0,ada,36,1.5",
+            "2,cy,,2.0",
+            "3,\"d, e\",50,3.25"
+        ]
+    );
+}
+
+#[test]
+fn real_csv_with_quoted_commas_loads() {
+    let engine = open_files(&[&shared_data("csv/starbucks/data.csv")]);
+    let snapshot = engine.snapshot();
+    let source = snapshot.source("data").expect("source");
+    assert_eq!(source.status, NodeStatus::Fresh);
+    assert_eq!(source.rows, 6443);
+    assert!(
+        source.diagnostics.is_empty(),
+        "{:?}",
+        source.diagnostics.items.first()
+    );
+}
+
+#[test]
+fn real_gharchive_events_load_with_nested_payloads() {
+    let engine = open_files(&[&shared_data("events/gharchive/2021-07-21-few-hours.jsonl")]);
+    let lines = csv_lines(&sql(
+        &engine,
+        "SELECT type, count(*) AS n FROM \"_2021_07_21_few_hours\" GROUP BY type ORDER BY n DESC, type LIMIT 3",
+    ));
+    assert_eq!(
+        lines,
+        vec![
+            "type,n",
+            "PushEvent,425",
+            "CreateEvent,103",
+            "PullRequestEvent,64"
+        ]
+    );
+    let orgs = csv_lines(&sql(
+        &engine,
+        "SELECT count(org) AS n FROM \"_2021_07_21_few_hours\"",
+    ));
+    assert_eq!(orgs, vec!["n", "226"]);
+}
+
+#[test]
+fn parquet_directories_and_arrow_files_load() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    kappa_core::generate_shop(&dir.path().join("a"), 100, 1).expect("gen");
+    kappa_core::generate_shop(&dir.path().join("b"), 100, 2).expect("gen");
+    let parts = dir.path().join("parts");
+    std::fs::create_dir(&parts).expect("mkdir");
+    std::fs::copy(
+        dir.path().join("a/products.parquet"),
+        parts.join("1.parquet"),
+    )
+    .expect("copy");
+    std::fs::copy(
+        dir.path().join("b/products.parquet"),
+        parts.join("2.parquet"),
+    )
+    .expect("copy");
+    let engine = open_files(&[&parts]);
+    assert_eq!(
+        csv_lines(&sql(&engine, "SELECT count(*) AS n FROM parts")),
+        vec!["n", "80"]
+    );
+
+    // Arrow IPC, both the file and the stream format; as a log it gets row offsets.
+    let batch = kappa_tests::table(&engine, "parts").batches[0].clone();
+    let file = dir.path().join("catalog.arrow");
+    let mut writer = kappa_core::arrow::ipc::writer::FileWriter::try_new(
+        std::fs::File::create(&file).expect("create"),
+        &batch.schema(),
+    )
+    .expect("writer");
+    writer.write(&batch).expect("write");
+    writer.finish().expect("finish");
+    let stream = dir.path().join("catalog_stream.arrows");
+    let mut writer = kappa_core::arrow::ipc::writer::StreamWriter::try_new(
+        std::fs::File::create(&stream).expect("create"),
+        &batch.schema(),
+    )
+    .expect("writer");
+    writer.write(&batch).expect("write");
+    writer.finish().expect("finish");
+    let engine = open_files(&[&file, &stream]);
+    assert_eq!(
+        csv_lines(&sql(
+            &engine,
+            "SELECT (SELECT count(*) FROM catalog) AS a, (SELECT count(*) FROM catalog_stream) AS b"
+        )),
+        vec!["a,b", &format!("{0},{0}", batch.num_rows())]
+    );
+}
+
+#[test]
+fn empty_and_missing_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").expect("write");
+    let engine = open_files(&[&empty]);
+    assert_eq!(
+        csv_lines(&sql(&engine, "SELECT count(*) AS n FROM empty")),
+        vec!["n", "0"]
+    );
+
+    let missing = dir.path().join("missing.jsonl");
+    match Pipeline::from_paths(std::slice::from_ref(&missing)) {
+        Err(Error::FileNotFound { path }) => assert_eq!(path, missing),
+        other => panic!("expected FileNotFound, got {other:?}"),
+    }
+    // In a pipeline, a missing source is that source's error; views over it say so.
+    let pipeline = kappa_tests::write_pipeline(
+        dir.path(),
+        "[[source]]\nname = \"gone\"\npath = \"gone.jsonl\"\n\n[[view]]\nname = \"v\"\nsql = \"SELECT * FROM gone\"\n",
+    );
+    let engine =
+        Engine::start(Pipeline::load(&pipeline).expect("load"), no_waker()).expect("start");
+    let snapshot = engine.wait_ready().expect("ready");
+    let gone = dir.path().join("gone.jsonl");
+    assert_eq!(
+        snapshot.sources[0].status,
+        NodeStatus::Error(format!("{}: file not found", gone.display()))
+    );
+    assert_eq!(
+        snapshot.views[0].status,
+        NodeStatus::Error("view `v`: cannot be computed because `gone` failed".into())
+    );
+}
+
+#[test]
+fn a_parquet_file_that_panics_the_reader_is_an_error_not_a_crash() {
+    let crash = shared_data(
+        "arrow-testing/data/parquet/fuzzing/clusterfuzz-testcase-minimized-parquet-arrow-fuzz-4738122420715520",
+    );
+    let spec = kappa_core::SourceSpec {
+        name: "crash".into(),
+        path_as_written: crash.clone(),
+        path: crash.clone(),
+        kind: kappa_core::SourceKind::Snapshot,
+        format: kappa_core::Format::Parquet,
+        event_id: None,
+        time: None,
+        line: 0,
+    };
+    match kappa_core::load_source(&spec) {
+        Err(
+            e @ (Error::ReaderPanic { .. } | Error::ParquetFile { .. } | Error::ArrowFile { .. }),
+        ) => {
+            assert!(
+                e.to_string().starts_with(&crash.display().to_string()),
+                "{e}"
+            );
+        }
+        other => panic!("expected a clear error, got {other:?}"),
+    }
+}
