@@ -13,6 +13,12 @@ pub enum DiagnosticKind {
     Malformed,
     /// The file's last line has no newline yet and is not a complete record; it was not read.
     IncompleteLine,
+    /// A record whose `event_id` was seen before; it was dropped (idempotency).
+    Duplicate,
+    /// A record whose event time is earlier than the one before it.
+    OutOfOrder,
+    /// A field appeared, or changed type, at this offset.
+    SchemaChange,
 }
 
 /// One problem in one place of a source file.
@@ -31,14 +37,26 @@ pub struct Diagnostic {
 pub struct Diagnostics {
     pub malformed: u64,
     pub incomplete: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub schema_changes: u64,
     pub items: Vec<Diagnostic>,
+    /// The offset of every malformed record (all of them, unlike `items`), to count those passed over up to a point.
+    #[serde(skip)]
+    pub(crate) malformed_offsets: Vec<u64>,
 }
 
 impl Diagnostics {
     pub(crate) fn push(&mut self, diagnostic: Diagnostic) {
         match diagnostic.kind {
-            DiagnosticKind::Malformed => self.malformed += 1,
+            DiagnosticKind::Malformed => {
+                self.malformed += 1;
+                self.malformed_offsets.extend(diagnostic.offset);
+            }
             DiagnosticKind::IncompleteLine => self.incomplete += 1,
+            DiagnosticKind::Duplicate => self.duplicates += 1,
+            DiagnosticKind::OutOfOrder => self.out_of_order += 1,
+            DiagnosticKind::SchemaChange => self.schema_changes += 1,
         }
         if self.items.len() < MAX_KEPT {
             self.items.push(diagnostic);
@@ -55,9 +73,42 @@ impl Diagnostics {
             .collect()
     }
 
-    /// True when nothing was wrong.
+    /// The line numbers of every kept diagnostic of `kind`, in file order.
+    #[must_use]
+    pub fn lines_of(&self, kind: DiagnosticKind) -> Vec<u64> {
+        self.items
+            .iter()
+            .filter(|d| d.kind == kind)
+            .filter_map(|d| d.line)
+            .collect()
+    }
+
+    /// True when nothing was noticed.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.malformed == 0 && self.incomplete == 0
+        self.total() == 0
+    }
+
+    /// How many diagnostics of every kind.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.malformed + self.incomplete + self.duplicates + self.out_of_order + self.schema_changes
+    }
+
+    /// Both sets together, in offset order (the kept items are capped at [`MAX_KEPT`]).
+    #[must_use]
+    pub fn merged(&self, other: &Diagnostics) -> Diagnostics {
+        let mut items: Vec<Diagnostic> = self.items.iter().chain(&other.items).cloned().collect();
+        items.sort_by_key(|d| (d.offset, d.line));
+        items.truncate(MAX_KEPT);
+        Diagnostics {
+            malformed: self.malformed + other.malformed,
+            incomplete: self.incomplete + other.incomplete,
+            duplicates: self.duplicates + other.duplicates,
+            out_of_order: self.out_of_order + other.out_of_order,
+            schema_changes: self.schema_changes + other.schema_changes,
+            items,
+            malformed_offsets: Vec::new(),
+        }
     }
 }

@@ -18,11 +18,13 @@ use datafusion::catalog::MemTable;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::cdc::CHANGES_SUFFIX;
 use crate::diagnostics::Diagnostics;
 use crate::error::{Error, Result};
+use crate::ingest::SourceLog;
 use crate::lineage::{Lineage, PlanLineage, plan_lineage};
 use crate::pipeline::{Format, Pipeline, SourceKind, ViewMode, ViewSpec};
-use crate::source::{self, LoadedSource};
+use crate::source;
 use crate::sql;
 
 /// Called by the engine, from its own thread, whenever a new snapshot is published (egui: `request_repaint`; the TUI:
@@ -81,8 +83,64 @@ pub enum Command {
         mode: ViewMode,
         reply: Option<Reply<()>>,
     },
+    /// Replays the log from offset 0: resets every source and view, then feeds the records in offset order, `batch_size`
+    /// at a time, through the same path as live appends, stopping before offset `to` (the end when `None`). Progress is
+    /// published in [`Snapshot::replay`] after every batch.
+    Replay {
+        to: Option<u64>,
+        batch_size: Option<u64>,
+    },
+    /// Pauses a running replay after the current batch.
+    Pause,
+    /// Resumes a paused replay.
+    Resume,
+    /// Feeds one batch of a paused replay.
+    Step,
+    /// Time travel: shows every source and view as it was after every record with an offset below `to` (the whole log
+    /// when `None`), through the same feeding path as a replay. Answers once the views are computed.
+    Seek {
+        to: Option<u64>,
+        reply: Option<Reply<Arc<Snapshot>>>,
+    },
     /// Stops the worker.
     Shutdown,
+}
+
+/// Where a replay is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayState {
+    Running,
+    Paused,
+    /// Reached its target offset.
+    Finished,
+}
+
+/// A replay's progress, published after every batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayProgress {
+    pub state: ReplayState,
+    /// Every record with an offset below this has been fed.
+    pub position: u64,
+    /// Where this replay stops.
+    pub target: u64,
+    /// The end of the log (one past its last offset).
+    pub total: u64,
+    pub batch_size: u64,
+    /// Batches fed so far.
+    pub batches: u64,
+    /// Records fed so far (duplicates included).
+    pub events: u64,
+    /// Records dropped because their `event_id` was seen before.
+    pub duplicates: u64,
+    /// Malformed records passed over.
+    pub malformed: u64,
+    /// Time spent replaying, pauses excluded.
+    pub elapsed_secs: f64,
+    pub events_per_sec: f64,
+    /// Time left at the current rate, while running.
+    pub eta_secs: Option<f64>,
+    /// Events per second of each of the last batches, oldest first (for a sparkline).
+    pub rate_history: Vec<f64>,
 }
 
 /// The rows of a query.
@@ -128,7 +186,12 @@ pub struct SourceState {
     pub kind: SourceKind,
     pub format: Format,
     pub status: NodeStatus,
+    /// Records the views see now (fed so far, duplicates dropped).
     pub rows: u64,
+    /// Records read from the file.
+    pub total_rows: u64,
+    /// Every record with an offset below this has been fed to the views.
+    pub position: u64,
     /// The offset the next record will get.
     pub next_offset: u64,
     pub schema: Option<SchemaRef>,
@@ -160,6 +223,12 @@ pub struct Snapshot {
     pub sources: Vec<SourceState>,
     pub views: Vec<ViewState>,
     pub lineage: Lineage,
+    /// Every log record with an offset below this has been fed to the views (the time-travel position).
+    pub position: u64,
+    /// One past the last offset of the longest log.
+    pub head: u64,
+    /// The current or last replay.
+    pub replay: Option<ReplayProgress>,
     /// Grows by one with every published snapshot.
     pub version: u64,
 }
@@ -180,11 +249,15 @@ impl Snapshot {
     /// The names of every source and view, in pipeline order.
     #[must_use]
     pub fn table_names(&self) -> Vec<String> {
-        self.sources
-            .iter()
-            .map(|s| s.name.clone())
-            .chain(self.views.iter().map(|v| v.name.clone()))
-            .collect()
+        let mut names = Vec::new();
+        for source in &self.sources {
+            names.push(source.name.clone());
+            if source.format == Format::Debezium {
+                names.push(format!("{}{CHANGES_SUFFIX}", source.name));
+            }
+        }
+        names.extend(self.views.iter().map(|v| v.name.clone()));
+        names
     }
 }
 
@@ -212,6 +285,8 @@ impl Engine {
             order,
             ctx,
             sources: BTreeMap::new(),
+            logs: BTreeMap::new(),
+            replay: None,
             views: BTreeMap::new(),
             published: first,
             snapshot: snapshot.clone(),
@@ -262,6 +337,14 @@ impl Engine {
             target,
             limit,
             reply,
+        })
+    }
+
+    /// Blocks until every source and view shows its state as of `to` (time travel; `None` is the head of the log).
+    pub fn seek(&self, to: Option<u64>) -> Result<Arc<Snapshot>> {
+        self.request(|reply| Command::Seek {
+            to,
+            reply: Some(reply),
         })
     }
 
@@ -319,6 +402,8 @@ fn initial_snapshot(pipeline: &Pipeline) -> Snapshot {
                 format: s.format,
                 status: NodeStatus::Pending,
                 rows: 0,
+                total_rows: 0,
+                position: 0,
                 next_offset: 0,
                 schema: None,
                 diagnostics: Diagnostics::default(),
@@ -327,17 +412,16 @@ fn initial_snapshot(pipeline: &Pipeline) -> Snapshot {
             .collect(),
         views: pipeline.views.iter().map(pending_view).collect(),
         lineage: Lineage::build(
-            &pipeline
-                .sources
-                .iter()
-                .map(|s| s.name.clone())
-                .collect::<Vec<_>>(),
+            &pipeline.source_tables(),
             &pipeline
                 .views
                 .iter()
                 .map(|v| (v.name.clone(), None))
                 .collect::<Vec<_>>(),
         ),
+        position: 0,
+        head: 0,
+        replay: None,
         version: 0,
     }
 }
@@ -362,11 +446,45 @@ struct ComputedView {
 }
 
 /// Everything the worker thread owns.
+/// A replay in progress.
+struct ReplayRun {
+    progress: ReplayProgress,
+    /// When the current running stretch began (None while paused).
+    running_since: Option<Instant>,
+    /// Time spent running before the current stretch.
+    elapsed_before: f64,
+}
+
+impl ReplayRun {
+    fn elapsed(&self) -> f64 {
+        self.elapsed_before
+            + self
+                .running_since
+                .map_or(0.0, |t| t.elapsed().as_secs_f64())
+    }
+
+    fn set_running(&mut self, running: bool) {
+        match (running, self.running_since) {
+            (true, None) => self.running_since = Some(Instant::now()),
+            (false, Some(since)) => {
+                self.elapsed_before += since.elapsed().as_secs_f64();
+                self.running_since = None;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Batches per replay when the caller does not choose a size: enough to show progress, few enough to stay fast.
+const DEFAULT_REPLAY_BATCHES: u64 = 100;
+
 struct Worker {
     pipeline: Pipeline,
     order: Vec<String>,
     ctx: SessionContext,
     sources: BTreeMap<String, SourceState>,
+    logs: BTreeMap<String, SourceLog>,
+    replay: Option<ReplayRun>,
     views: BTreeMap<String, ComputedView>,
     published: Arc<Snapshot>,
     snapshot: Arc<Mutex<Arc<Snapshot>>>,
@@ -390,12 +508,32 @@ impl Worker {
             }
         };
         runtime.block_on(self.load_all());
-        for command in inbox {
-            if matches!(command, Command::Shutdown) {
+        loop {
+            // While a replay runs, commands are taken between batches; otherwise the worker sleeps until one comes.
+            let command = if self.replay_running() {
+                match inbox.try_recv() {
+                    Ok(command) => Some(command),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => None,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match inbox.recv() {
+                    Ok(command) => Some(command),
+                    Err(_) => break,
+                }
+            };
+            if matches!(command, Some(Command::Shutdown)) {
                 break;
             }
             // A panic inside DataFusion must not take the engine down with it.
-            let outcome = catch_unwind(AssertUnwindSafe(|| runtime.block_on(self.handle(command))));
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                runtime.block_on(async {
+                    match command {
+                        Some(command) => self.handle(command).await,
+                        None => self.replay_batch().await,
+                    }
+                });
+            }));
             if let Err(payload) = outcome {
                 let message = payload
                     .downcast_ref::<String>()
@@ -432,43 +570,233 @@ impl Worker {
                     reply.send(result);
                 }
             }
+            Command::Replay { to, batch_size } => self.start_replay(to, batch_size).await,
+            Command::Pause => {
+                if let Some(run) = self
+                    .replay
+                    .as_mut()
+                    .filter(|r| r.progress.state == ReplayState::Running)
+                {
+                    run.set_running(false);
+                    run.progress.state = ReplayState::Paused;
+                    run.progress.eta_secs = None;
+                    self.publish();
+                }
+            }
+            Command::Resume => {
+                if let Some(run) = self
+                    .replay
+                    .as_mut()
+                    .filter(|r| r.progress.state == ReplayState::Paused)
+                {
+                    run.set_running(true);
+                    run.progress.state = ReplayState::Running;
+                    self.publish();
+                }
+            }
+            Command::Step => {
+                if self
+                    .replay
+                    .as_ref()
+                    .is_some_and(|r| r.progress.state == ReplayState::Paused)
+                {
+                    if let Some(run) = self.replay.as_mut() {
+                        run.set_running(true);
+                    }
+                    self.replay_batch().await;
+                    if let Some(run) = self.replay.as_mut() {
+                        run.set_running(false);
+                    }
+                    self.publish();
+                }
+            }
+            Command::Seek { to, reply } => {
+                self.replay = None;
+                self.reset_logs();
+                self.feed_all(to.unwrap_or(u64::MAX));
+                self.compute_views(None).await;
+                self.publish();
+                if let Some(reply) = reply {
+                    reply.send(Ok(self.published.clone()));
+                }
+            }
             Command::Shutdown => {}
         }
+    }
+
+    fn replay_running(&self) -> bool {
+        self.replay
+            .as_ref()
+            .is_some_and(|r| r.progress.state == ReplayState::Running)
+    }
+
+    /// The end of the longest log.
+    fn head(&self) -> u64 {
+        self.logs
+            .values()
+            .filter(|l| l.is_log())
+            .map(|l| l.end_offset)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn reset_logs(&mut self) {
+        for log in self.logs.values_mut() {
+            log.reset();
+        }
+    }
+
+    /// Feeds every source up to `offset` and makes what the views see current. The one path all records take.
+    fn feed_all(&mut self, offset: u64) -> (u64, u64) {
+        let mut fed = (0, 0);
+        for (name, log) in &mut self.logs {
+            let f = log.feed_to(offset);
+            fed.0 += f.records;
+            fed.1 += f.duplicates;
+            // A CDC source shows its table state as `<name>` and the fed events as `<name>__changes`.
+            let (events_table, state) = match (log.state_schema(), log.state_batch()) {
+                (Some(schema), Some(batch)) => {
+                    (format!("{name}{CHANGES_SUFFIX}"), Some((schema, batch)))
+                }
+                _ => (name.clone(), None),
+            };
+            register(
+                &self.ctx,
+                &events_table,
+                log.schema.clone(),
+                log.visible.clone(),
+            );
+            if let Some((schema, batch)) = state {
+                match batch {
+                    Ok(batch) => register(&self.ctx, name, schema, vec![batch]),
+                    Err(e) => {
+                        if let Some(state) = self.sources.get_mut(name) {
+                            state.status = NodeStatus::Error(e.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        fed
+    }
+
+    async fn start_replay(&mut self, to: Option<u64>, batch_size: Option<u64>) {
+        let total = self.head();
+        let target = to.unwrap_or(total).min(total);
+        let batch_size = batch_size
+            .filter(|&b| b > 0)
+            .unwrap_or_else(|| (target / DEFAULT_REPLAY_BATCHES).max(1000));
+        self.reset_logs();
+        // Snapshots are not replayed: they are fed whole at offset 0.
+        self.feed_all(0);
+        self.replay = Some(ReplayRun {
+            progress: ReplayProgress {
+                state: ReplayState::Running,
+                position: 0,
+                target,
+                total,
+                batch_size,
+                batches: 0,
+                events: 0,
+                duplicates: 0,
+                malformed: 0,
+                elapsed_secs: 0.0,
+                events_per_sec: 0.0,
+                eta_secs: None,
+                rate_history: Vec::new(),
+            },
+            running_since: Some(Instant::now()),
+            elapsed_before: 0.0,
+        });
+        self.compute_views(None).await;
+        if target == 0 {
+            self.finish_replay();
+        }
+    }
+
+    /// Feeds one batch of the current replay and recomputes the views.
+    async fn replay_batch(&mut self) {
+        let Some(run) = &self.replay else { return };
+        let position = run.progress.position;
+        let next = position
+            .saturating_add(run.progress.batch_size)
+            .min(run.progress.target);
+        let started = Instant::now();
+        let (events, duplicates) = self.feed_all(next);
+        self.compute_views(None).await;
+        let batch_secs = started.elapsed().as_secs_f64();
+        let malformed: u64 = self.logs.values().map(SourceLog::malformed_passed).sum();
+        if let Some(run) = self.replay.as_mut() {
+            let elapsed_secs = run.elapsed();
+            let p = &mut run.progress;
+            p.position = next;
+            p.batches += 1;
+            p.events += events;
+            p.duplicates += duplicates;
+            p.malformed = malformed;
+            p.elapsed_secs = elapsed_secs;
+            p.events_per_sec = if p.elapsed_secs > 0.0 {
+                p.events as f64 / p.elapsed_secs
+            } else {
+                0.0
+            };
+            p.rate_history.push(if batch_secs > 0.0 {
+                events as f64 / batch_secs
+            } else {
+                0.0
+            });
+            if p.rate_history.len() > 120 {
+                p.rate_history.remove(0);
+            }
+            let offsets_per_sec = if p.elapsed_secs > 0.0 {
+                p.position as f64 / p.elapsed_secs
+            } else {
+                0.0
+            };
+            p.eta_secs =
+                (offsets_per_sec > 0.0).then(|| (p.target - p.position) as f64 / offsets_per_sec);
+        }
+        if next >= self.replay.as_ref().map_or(0, |r| r.progress.target) {
+            self.finish_replay();
+        } else {
+            self.publish();
+        }
+    }
+
+    fn finish_replay(&mut self) {
+        if let Some(run) = self.replay.as_mut() {
+            run.set_running(false);
+            run.progress.state = ReplayState::Finished;
+            run.progress.elapsed_secs = run.elapsed();
+            run.progress.eta_secs = Some(0.0);
+        }
+        self.publish();
     }
 
     async fn load_all(&mut self) {
         for spec in self.pipeline.sources.clone() {
             let started = Instant::now();
-            let loaded = source::load(&spec);
+            let loaded = source::load(&spec).and_then(|l| SourceLog::new(&spec, l));
             let mut state = self
                 .published
                 .source(&spec.name)
                 .cloned()
                 .expect("every source has an initial state");
             state.load_secs = started.elapsed().as_secs_f64();
-            match loaded.and_then(|l| self.register_source(&spec.name, l)) {
-                Ok(l) => {
+            match loaded {
+                Ok(log) => {
                     state.status = NodeStatus::Fresh;
-                    state.rows = l.rows;
-                    state.next_offset = l.next_offset;
-                    state.schema = Some(l.schema);
-                    state.diagnostics = l.diagnostics;
+                    state.schema = Some(log.schema.clone());
+                    self.logs.insert(spec.name.clone(), log);
                 }
                 Err(e) => state.status = NodeStatus::Error(e.to_string()),
             }
             self.sources.insert(spec.name.clone(), state);
-            self.publish();
         }
+        // Loading is a replay to the head in one batch: the same feeding path as every other.
+        self.feed_all(u64::MAX);
         self.compute_views(None).await;
-    }
-
-    fn register_source(&self, name: &str, loaded: LoadedSource) -> Result<LoadedSource> {
-        let table = MemTable::try_new(loaded.schema.clone(), vec![loaded.batches.clone()])?;
-        self.ctx.register_table(name, Arc::new(table))?;
-        Ok(LoadedSource {
-            batches: Vec::new(),
-            ..loaded
-        })
+        self.publish();
     }
 
     /// (Re)computes every view in dependency order and rebuilds the lineage. Returns the error of the view called
@@ -645,12 +973,23 @@ impl Worker {
             .sources
             .iter()
             .map(|s| {
-                self.sources.get(&s.name).cloned().unwrap_or_else(|| {
+                let mut state = self.sources.get(&s.name).cloned().unwrap_or_else(|| {
                     self.published
                         .source(&s.name)
                         .cloned()
                         .expect("every source has an initial state")
-                })
+                });
+                if let Some(log) = self.logs.get(&s.name) {
+                    state.rows = log.table_rows();
+                    if let Some(schema) = log.state_schema() {
+                        state.schema = Some(schema);
+                    }
+                    state.total_rows = log.total_rows();
+                    state.position = log.position;
+                    state.next_offset = log.end_offset;
+                    state.diagnostics = log.diagnostics();
+                }
+                state
             })
             .collect();
         let views: Vec<ViewState> = self
@@ -663,7 +1002,7 @@ impl Worker {
                     .map_or_else(|| pending_view(v), |c| c.state.clone())
             })
             .collect();
-        let source_names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
+        let source_names = self.pipeline.source_tables();
         let view_lineage: Vec<(String, Option<&PlanLineage>)> = self
             .pipeline
             .views
@@ -686,6 +1025,15 @@ impl Worker {
             sources,
             views,
             lineage: Lineage::build(&source_names, &view_lineage),
+            position: self
+                .logs
+                .values()
+                .filter(|l| l.is_log())
+                .map(|l| l.position)
+                .max()
+                .unwrap_or(0),
+            head: self.head(),
+            replay: self.replay.as_ref().map(|r| r.progress.clone()),
             version: self.published.version + 1,
         };
         edit(&mut snapshot);
@@ -696,17 +1044,34 @@ impl Worker {
     }
 }
 
+/// Registers (or replaces) an in-memory table.
+fn register(ctx: &SessionContext, name: &str, schema: SchemaRef, batches: Vec<RecordBatch>) {
+    let _ = ctx.deregister_table(name);
+    if let Ok(table) = MemTable::try_new(schema, vec![batches]) {
+        let _ = ctx.register_table(name, Arc::new(table));
+    }
+}
+
 /// Answers a command with an error (used when the worker cannot run at all).
 fn fail(command: Command, error: &std::io::Error) {
     let error = || Error::EngineStart {
         source: std::io::Error::new(error.kind(), error.to_string()),
     };
     match command {
-        Command::WaitReady { reply } => reply.send(Err(error())),
+        Command::WaitReady { reply }
+        | Command::Seek {
+            reply: Some(reply), ..
+        } => reply.send(Err(error())),
         Command::Query { reply, .. } => reply.send(Err(error())),
         Command::SetView {
             reply: Some(reply), ..
         } => reply.send(Err(error())),
-        Command::SetView { reply: None, .. } | Command::Shutdown => {}
+        Command::SetView { reply: None, .. }
+        | Command::Seek { reply: None, .. }
+        | Command::Replay { .. }
+        | Command::Pause
+        | Command::Resume
+        | Command::Step
+        | Command::Shutdown => {}
     }
 }

@@ -67,6 +67,17 @@ pub enum Error {
         file: PathBuf,
     },
 
+    /// A Debezium source without `key`.
+    #[error(
+        "{}:{line}: source `{source_name}`: a debezium source needs its primary key, e.g. key = [\"id\"]",
+        path.display()
+    )]
+    MissingKey {
+        path: PathBuf,
+        line: usize,
+        source_name: String,
+    },
+
     /// A view's (or an ad-hoc query's, when `view` is `None`) SQL could not be parsed, planned or run. Carries
     /// DataFusion's own message.
     #[error("{}{}", subject(view.as_deref()), datafusion_message(source))]

@@ -19,6 +19,9 @@ use crate::output::write_atomic;
 /// The shop pipeline written next to the generated files (and kept in `sample-data/shop/kappa.toml`).
 pub const SHOP_PIPELINE: &str = include_str!("shop.toml");
 
+/// The bank pipeline written next to the generated files (and kept in `sample-data/bank/kappa.toml`).
+pub const BANK_PIPELINE: &str = include_str!("bank.toml");
+
 /// The default seed of `kappa gen`.
 pub const DEFAULT_SEED: u64 = 42;
 
@@ -183,6 +186,151 @@ pub fn shop(dir: &Path, events: u64, seed: u64) -> Result<ShopSummary> {
         products: products.len() as u64,
         customers,
     })
+}
+
+/// What `kappa gen bank` wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BankSummary {
+    pub transfers: u64,
+    /// Legs re-sent by clients with the same request id.
+    pub retries: u64,
+    pub accounts: u64,
+}
+
+/// Writes the bank scenario into `dir`: `transfers.jsonl` (each transfer as a debit and a credit leg, some legs re-sent
+/// by retrying clients), `accounts.jsonl` (a Debezium change log of the accounts table) and `kappa.toml`.
+pub fn bank(dir: &Path, transfers: u64, seed: u64) -> Result<BankSummary> {
+    const IDS: [&str; 5] = ["A-001", "A-002", "A-003", "A-004", "A-005"];
+    const OWNERS: [(&str, &str, i64); 4] = [
+        ("A-001", "Ada", 100_000),
+        ("A-002", "Bob", 50_000),
+        ("A-003", "Cy", 75_000),
+        ("A-004", "Dee", 25_000),
+    ];
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut rng = Rng(seed);
+    let start_ms: i64 = 1_717_200_000_000;
+    let stamp = |ms: i64| {
+        DateTime::<Utc>::from_timestamp_millis(ms)
+            .unwrap_or_default()
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string()
+    };
+
+    // Accounts: a snapshot of four, then a fifth opened, a rename, and a sixth opened by mistake and deleted.
+    let mut accounts = Vec::new();
+    let event = |op: &str, before: &str, after: &str, ms: i64| {
+        format!(
+            r#"{{"before":{before},"after":{after},"op":"{op}","ts_ms":{ms},"source":{{"connector":"postgresql","db":"bank","table":"accounts"}}}}"#
+        )
+    };
+    let account = |id: &str, owner: &str, cents: i64| {
+        format!(
+            r#"{{"account_id":"{id}","owner":"{owner}","opening_balance":{}}}"#,
+            cents_text(cents)
+        )
+    };
+    for (id, owner, cents) in OWNERS {
+        accounts.push(event("r", "null", &account(id, owner, cents), start_ms));
+    }
+    accounts.push(event(
+        "c",
+        "null",
+        &account("A-005", "Eve", 0),
+        start_ms + 3_600_000,
+    ));
+    accounts.push(event(
+        "u",
+        &account("A-002", "Bob", 50_000),
+        &account("A-002", "Bob Ltd", 50_000),
+        start_ms + 7_200_000,
+    ));
+    accounts.push(event(
+        "c",
+        "null",
+        &account("A-006", "Temp", 0),
+        start_ms + 9_000_000,
+    ));
+    accounts.push(event(
+        "d",
+        &account("A-006", "Temp", 0),
+        "null",
+        start_ms + 9_100_000,
+    ));
+    accounts.push("null".to_owned());
+    let path = dir.join("accounts.jsonl");
+    write_atomic(&path, |file| {
+        let text = accounts.join("\n") + "\n";
+        file.write_all(text.as_bytes())
+            .map_err(|e| Error::io(&path, e))
+    })?;
+
+    // Transfers, as legs; a retried leg is re-sent a few lines later, byte for byte.
+    let mut held: [i64; 5] = [OWNERS[0].2, OWNERS[1].2, OWNERS[2].2, OWNERS[3].2, 0];
+    let mut written = 0u64;
+    let mut lines: Vec<String> = Vec::new();
+    let mut retries = Vec::new();
+    let mut ts = start_ms;
+    for t in 1..=transfers {
+        ts += 60_000 + rng.below(600_000) as i64;
+        let cents = 500 + rng.below(20_000) as i64;
+        // Only an account that can afford it pays: balances never go negative.
+        let Some(from) = (0..8)
+            .map(|_| rng.below(5) as usize)
+            .find(|&i| held[i] >= cents)
+        else {
+            continue;
+        };
+        let to = loop {
+            let candidate = rng.below(5) as usize;
+            if candidate != from {
+                break candidate;
+            }
+        };
+        held[from] -= cents;
+        held[to] += cents;
+        let (from, to) = (IDS[from], IDS[to]);
+        for (leg, account, amount) in [("debit", from, -cents), ("credit", to, cents)] {
+            let line = format!(
+                r#"{{"request_id":"t{t:05}-{leg}","transfer_id":"t{t:05}","ts":"{}","account_id":"{account}","amount":{}}}"#,
+                stamp(ts),
+                cents_text(amount)
+            );
+            if rng.chance(6) {
+                retries.push((lines.len() + 2 + rng.below(3) as usize, line.clone()));
+            }
+            lines.push(line);
+            written += 1;
+            while let Some(pos) = retries.iter().position(|(at, _)| *at <= lines.len()) {
+                let (_, retry) = retries.remove(pos);
+                lines.push(retry);
+            }
+        }
+    }
+    let resent = lines.len() as u64 - written + retries.len() as u64;
+    lines.extend(retries.into_iter().map(|(_, line)| line));
+    let path = dir.join("transfers.jsonl");
+    write_atomic(&path, |file| {
+        let text = lines.join("\n") + "\n";
+        file.write_all(text.as_bytes())
+            .map_err(|e| Error::io(&path, e))
+    })?;
+    let pipeline = dir.join("kappa.toml");
+    write_atomic(&pipeline, |file| {
+        file.write_all(BANK_PIPELINE.as_bytes())
+            .map_err(|e| Error::io(&pipeline, e))
+    })?;
+    Ok(BankSummary {
+        transfers: written / 2,
+        retries: resent,
+        accounts: 6,
+    })
+}
+
+/// Signed cents as exact decimal text: `-1999` → `-19.99`.
+fn cents_text(value: i64) -> String {
+    let sign = if value < 0 { "-" } else { "" };
+    format!("{sign}{}", cents(value.abs()))
 }
 
 fn order_line(event_id: &str, when: &str, kind: &str, order: &OpenOrder) -> String {

@@ -35,27 +35,33 @@
 //! # }
 //! ```
 
+mod cdc;
 mod diagnostics;
 mod engine;
 mod error;
 mod generate;
+mod ingest;
 mod lineage;
 mod output;
 mod pipeline;
 mod source;
 mod sql;
 
+pub use cdc::{CHANGES_SUFFIX, UNAVAILABLE_VALUE};
 pub use diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
 pub use engine::{
-    Command, Engine, EngineStatus, NodeStatus, QueryResult, QueryTarget, Reply, Snapshot,
-    SourceState, ViewState, Waker, no_waker,
+    Command, Engine, EngineStatus, NodeStatus, QueryResult, QueryTarget, ReplayProgress,
+    ReplayState, Reply, Snapshot, SourceState, ViewState, Waker, no_waker,
 };
 pub use error::{Error, Result};
-pub use generate::{DEFAULT_SEED, SHOP_PIPELINE, ShopSummary, shop as generate_shop};
+pub use generate::{
+    BANK_PIPELINE, BankSummary, DEFAULT_SEED, SHOP_PIPELINE, ShopSummary, bank as generate_bank,
+    shop as generate_shop,
+};
 pub use lineage::{ColumnLineage, ColumnRef, Edge, Lineage, LineageNode, NodeKind};
 pub use output::{TextFormat, write_atomic, write_batches};
 pub use pipeline::{Format, Pipeline, SourceKind, SourceSpec, ViewMode, ViewSpec, table_name_for};
-pub use source::{LoadedSource, OFFSET_COLUMN, load as load_source};
+pub use source::{LoadedSource, OFFSET_COLUMN, load as load_source, quiet_reader_panics};
 
 /// Re-exported so front ends and tests use the exact Arrow version the engine does.
 pub use datafusion::arrow;

@@ -47,10 +47,10 @@ pub fn write_batches(
                 .with_header(true)
                 .build(&mut *out);
             if batches.is_empty() {
-                writer.write(&RecordBatch::new_empty(schema.clone()))?;
+                writer.write(&flatten_for_csv(&RecordBatch::new_empty(schema.clone()))?)?;
             }
             for batch in batches {
-                writer.write(batch)?;
+                writer.write(&flatten_for_csv(batch)?)?;
             }
         }
         TextFormat::Json => {
@@ -75,6 +75,51 @@ pub fn write_batches(
         }
     }
     Ok(())
+}
+
+/// CSV has no nested values: structs, lists and maps are written as their display text (`{x: 1, y: 2}`, `[1, 2]`).
+fn flatten_for_csv(batch: &RecordBatch) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{ArrayRef, StringBuilder};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.data_type().is_nested())
+    {
+        return Ok(batch.clone());
+    }
+    let options = FormatOptions::default();
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if field.data_type().is_nested() {
+            let formatter = ArrayFormatter::try_new(column.as_ref(), &options)?;
+            let mut text = StringBuilder::new();
+            for row in 0..column.len() {
+                if column.is_null(row) {
+                    text.append_null();
+                } else {
+                    text.append_value(formatter.value(row).to_string());
+                }
+            }
+            fields.push(Field::new(
+                field.name(),
+                datafusion::arrow::datatypes::DataType::Utf8,
+                true,
+            ));
+            columns.push(std::sync::Arc::new(text.finish()));
+        } else {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+        }
+    }
+    Ok(RecordBatch::try_new(
+        std::sync::Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 /// Writes a file atomically: `write` fills a temporary file in the same folder, which is then renamed over `path`. A

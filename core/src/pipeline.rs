@@ -5,8 +5,10 @@
 //! name = "orders"            # the table name in SQL
 //! path = "orders.jsonl"      # relative to this file
 //! kind = "log"               # log (append-only, has offsets) | snapshot (replaced whole)
-//! format = "jsonl"           # jsonl | csv | parquet | arrow; inferred from the extension when omitted
-//! event_id = "event_id"      # optional idempotency key
+//! format = "jsonl"           # jsonl | csv | parquet | arrow | debezium; inferred from the extension when omitted
+//! key = ["id"]               # the primary key (Debezium sources only)
+//! event_id = "event_id"      # optional idempotency key: a repeated id is dropped and counted
+//! dedup = true               # set false to keep repeated ids (to see what idempotency protects against)
 //! time = "ts"                # optional event-time column
 //!
 //! [[view]]
@@ -50,7 +52,11 @@ pub struct SourceSpec {
     pub kind: SourceKind,
     pub format: Format,
     pub event_id: Option<String>,
+    /// Drop records whose `event_id` was seen before (the default when `event_id` is set).
+    pub dedup: bool,
     pub time: Option<String>,
+    /// The primary key of a Debezium source.
+    pub key: Vec<String>,
     /// 1-based line of the `[[source]]` header in the pipeline file (0 when built from paths).
     pub line: usize,
 }
@@ -73,6 +79,8 @@ pub enum Format {
     Csv,
     Parquet,
     Arrow,
+    /// Debezium change events (JSON, one per line), with `key` naming the primary key.
+    Debezium,
 }
 
 /// One `[[view]]`.
@@ -112,6 +120,7 @@ impl fmt::Display for Format {
             Format::Csv => "csv",
             Format::Parquet => "parquet",
             Format::Arrow => "arrow",
+            Format::Debezium => "debezium",
         })
     }
 }
@@ -148,7 +157,7 @@ impl Format {
     #[must_use]
     pub fn default_kind(self) -> SourceKind {
         match self {
-            Format::Jsonl | Format::Csv => SourceKind::Log,
+            Format::Jsonl | Format::Csv | Format::Debezium => SourceKind::Log,
             Format::Parquet | Format::Arrow => SourceKind::Snapshot,
         }
     }
@@ -172,7 +181,9 @@ struct RawSource {
     kind: Option<SourceKind>,
     format: Option<Format>,
     event_id: Option<String>,
+    dedup: Option<bool>,
     time: Option<String>,
+    key: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +259,13 @@ impl Pipeline {
                     file: path_as_written,
                 });
             };
+            if format == Format::Debezium && raw.key.as_ref().is_none_or(Vec::is_empty) {
+                return Err(Error::MissingKey {
+                    path: file.to_path_buf(),
+                    line,
+                    source_name: name,
+                });
+            }
             sources.push(SourceSpec {
                 name,
                 path_as_written,
@@ -255,7 +273,9 @@ impl Pipeline {
                 kind: raw.kind.unwrap_or_else(|| format.default_kind()),
                 format,
                 event_id: raw.event_id,
+                dedup: raw.dedup.unwrap_or(true),
                 time: raw.time,
+                key: raw.key.unwrap_or_default(),
                 line,
             });
         }
@@ -317,7 +337,9 @@ impl Pipeline {
                 kind: format.default_kind(),
                 format,
                 event_id: None,
+                dedup: true,
                 time: None,
+                key: Vec::new(),
                 line: 0,
             });
         }
@@ -340,6 +362,20 @@ impl Pipeline {
         })
     }
 
+    /// The tables the sources expose, in order: each source's name, and for a Debezium source also its
+    /// `<name>__changes` table of raw events.
+    #[must_use]
+    pub fn source_tables(&self) -> Vec<String> {
+        let mut tables = Vec::new();
+        for source in &self.sources {
+            tables.push(source.name.clone());
+            if source.format == Format::Debezium {
+                tables.push(format!("{}{}", source.name, crate::cdc::CHANGES_SUFFIX));
+            }
+        }
+        tables
+    }
+
     /// Looks up a view by name.
     #[must_use]
     pub fn view(&self, name: &str) -> Option<&ViewSpec> {
@@ -360,7 +396,7 @@ impl Pipeline {
     /// `reads` gives, per view name, the tables its SQL reads (resolved from the parsed SQL by the engine).
     pub fn check_references(&self, reads: &BTreeMap<String, Vec<String>>) -> Result<Vec<String>> {
         let path = self.display_path();
-        let tables: Vec<String> = self.sources.iter().map(|s| s.name.clone()).collect();
+        let tables = self.source_tables();
         let mut graph = DiGraph::<&str, ()>::new();
         let index: HashMap<&str, _> = self
             .views

@@ -5,6 +5,7 @@
 //! record index after the header; for Parquet and Arrow the row index. Malformed records are skipped and recorded as
 //! [`Diagnostic`]s. Third-party readers run behind a panic boundary: a panic on a corrupt file becomes an error.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -40,6 +41,8 @@ pub struct LoadedSource {
     /// The offset the next appended record will get (for a log: one past the last line or record read).
     pub next_offset: u64,
     pub diagnostics: Diagnostics,
+    /// For a Debezium source: the changes to fold into its table state.
+    pub cdc: Option<crate::cdc::CdcLog>,
 }
 
 /// Reads a source whole, as its spec says.
@@ -53,15 +56,35 @@ pub fn load(spec: &SourceSpec) -> Result<LoadedSource> {
     let with_offsets = spec.kind == SourceKind::Log;
     match spec.format {
         Format::Jsonl => load_jsonl(path),
+        Format::Debezium => crate::cdc::load_debezium(path, &spec.key),
         Format::Csv => load_csv(path),
         Format::Parquet => guard(path, "Parquet", || load_parquet(path, with_offsets)),
         Format::Arrow => guard(path, "Arrow IPC", || load_arrow(path, with_offsets)),
     }
 }
 
+thread_local! {
+    /// Set while a third-party reader runs inside [`guard`], whose panics are expected and reported as errors.
+    static IN_GUARD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installs a panic hook that stays silent for panics the reader boundary catches (a corrupt Parquet file, say), which
+/// are reported as clear errors instead, and prints every other panic as before. Front ends call it once at start-up.
+pub fn quiet_reader_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !IN_GUARD.with(Cell::get) {
+            previous(info);
+        }
+    }));
+}
+
 /// Runs a third-party reader, turning a panic into [`Error::ReaderPanic`].
 fn guard<T>(path: &Path, format: &'static str, read: impl FnOnce() -> Result<T>) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(read)).unwrap_or_else(|payload| {
+    let was = IN_GUARD.with(|g| g.replace(true));
+    let outcome = catch_unwind(AssertUnwindSafe(read));
+    IN_GUARD.with(|g| g.set(was));
+    outcome.unwrap_or_else(|payload| {
         let message = payload
             .downcast_ref::<String>()
             .cloned()
@@ -75,7 +98,7 @@ fn guard<T>(path: &Path, format: &'static str, read: impl FnOnce() -> Result<T>)
     })
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
@@ -143,6 +166,20 @@ impl JsonType {
         }
     }
 
+    /// The type's name without its nested detail, for schema-change messages.
+    fn kind(&self) -> &'static str {
+        match self {
+            JsonType::Null => "null",
+            JsonType::Bool => "boolean",
+            JsonType::Int => "integer",
+            JsonType::Float => "float",
+            JsonType::Str => "string",
+            JsonType::List(_) => "list",
+            JsonType::Object(_) => "object",
+            JsonType::Text => "mixed (kept as JSON text)",
+        }
+    }
+
     fn has_text(&self) -> bool {
         match self {
             JsonType::Text => true,
@@ -205,6 +242,44 @@ impl JsonType {
     }
 }
 
+/// The lines of a file, each with its 0-based index (the offset), without the newline (or `\r\n`), and whether it ended
+/// with a newline (a last line without one may be half-written).
+pub(crate) struct Lines<'a> {
+    rest: &'a [u8],
+    offset: u64,
+}
+
+impl<'a> Lines<'a> {
+    pub(crate) fn new(data: &'a [u8]) -> Lines<'a> {
+        Lines {
+            rest: data,
+            offset: 0,
+        }
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = (u64, &'a [u8], bool);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let (line, complete) = if let Some(i) = memchr(b'\n', self.rest) {
+            let line = &self.rest[..i];
+            self.rest = &self.rest[i + 1..];
+            (line, true)
+        } else {
+            let line = self.rest;
+            self.rest = &[];
+            (line, false)
+        };
+        let offset = self.offset;
+        self.offset += 1;
+        Some((offset, line.strip_suffix(b"\r").unwrap_or(line), complete))
+    }
+}
+
 /// One line of a JSON Lines file that parsed as an object.
 struct GoodLine<'a> {
     offset: u64,
@@ -216,29 +291,18 @@ struct GoodLine<'a> {
 /// Returns the good lines, the merged type of all objects, and the diagnostics, and the offset after the last line.
 fn scan_jsonl(data: &[u8]) -> (Vec<GoodLine<'_>>, JsonType, Diagnostics, u64) {
     let mut good = Vec::new();
-    let mut ty = JsonType::Object(Vec::new());
+    let mut fields: Vec<(String, JsonType)> = Vec::new();
     let mut diagnostics = Diagnostics::default();
     let mut offset = 0u64;
-    let mut rest = data;
-    while !rest.is_empty() {
-        let (line, complete) = if let Some(i) = memchr(b'\n', rest) {
-            let line = &rest[..i];
-            rest = &rest[i + 1..];
-            (line, true)
-        } else {
-            let line = rest;
-            rest = &[];
-            (line, false)
-        };
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let this = offset;
-        offset += 1;
+    for (this, line, complete) in Lines::new(data) {
+        offset = this + 1;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         match serde_json::from_slice::<Value>(line) {
             Ok(value @ Value::Object(_)) => {
-                ty = ty.merge(&JsonType::of(&value));
+                let first = good.is_empty();
+                merge_fields(&mut fields, &value, first, this, &mut diagnostics);
                 good.push(GoodLine {
                     offset: this,
                     bytes: line,
@@ -274,14 +338,60 @@ fn scan_jsonl(data: &[u8]) -> (Vec<GoodLine<'_>>, JsonType, Diagnostics, u64) {
     } else {
         offset
     };
-    (good, ty, diagnostics, next_offset)
+    (good, JsonType::Object(fields), diagnostics, next_offset)
 }
 
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+/// Merges one object's fields into the schema so far, noting a top-level field that appears after the first record or
+/// changes type (a null becoming a value is not a change).
+fn merge_fields(
+    fields: &mut Vec<(String, JsonType)>,
+    value: &Value,
+    first: bool,
+    offset: u64,
+    diagnostics: &mut Diagnostics,
+) {
+    let Value::Object(map) = value else { return };
+    for (name, v) in map {
+        let ty = JsonType::of(v);
+        if let Some(slot) = fields.iter_mut().find(|(n, _)| n == name) {
+            if ty == slot.1 || ty == JsonType::Null {
+                continue;
+            }
+            let merged = slot.1.clone().merge(&ty);
+            if merged != slot.1 {
+                if slot.1 != JsonType::Null && merged.kind() != slot.1.kind() {
+                    diagnostics.push(Diagnostic {
+                        kind: DiagnosticKind::SchemaChange,
+                        line: Some(offset + 1),
+                        offset: Some(offset),
+                        reason: format!(
+                            "field `{name}` changes type from {} to {}",
+                            slot.1.kind(),
+                            merged.kind()
+                        ),
+                    });
+                }
+                slot.1 = merged;
+            }
+        } else {
+            if !first {
+                diagnostics.push(Diagnostic {
+                    kind: DiagnosticKind::SchemaChange,
+                    line: Some(offset + 1),
+                    offset: Some(offset),
+                    reason: format!("field `{name}` first appears"),
+                });
+            }
+            fields.push((name.clone(), ty));
+        }
+    }
+}
+
+pub(crate) fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
     haystack.iter().position(|&b| b == needle)
 }
 
-fn json_kind(value: &Value) -> &'static str {
+pub(crate) fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -293,7 +403,7 @@ fn json_kind(value: &Value) -> &'static str {
 }
 
 /// `serde_json`'s message without its "at line 1" (every line is line 1 to it), keeping the column.
-fn describe_json_error(e: &serde_json::Error) -> String {
+pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
     let message = e.to_string();
     let message = message
         .split(" at line ")
@@ -350,6 +460,7 @@ fn load_jsonl(path: &Path) -> Result<LoadedSource> {
         rows,
         next_offset,
         diagnostics,
+        cdc: None,
     })
 }
 
@@ -414,7 +525,62 @@ fn decode_json_chunk(
     Ok((batch, bad))
 }
 
-fn with_offset_field(data_schema: &Schema) -> Schema {
+/// A schema inferred over JSON objects, for decoding them.
+#[derive(Debug, Clone)]
+pub(crate) struct ObjectSchema {
+    ty: JsonType,
+    pub schema: SchemaRef,
+}
+
+impl ObjectSchema {
+    /// Infers the schema of every object (values that are not objects are ignored).
+    pub(crate) fn infer<'a>(objects: impl IntoIterator<Item = &'a Value>) -> ObjectSchema {
+        let mut fields: Vec<(String, JsonType)> = Vec::new();
+        let mut ignored = Diagnostics::default();
+        for object in objects {
+            merge_fields(&mut fields, object, true, 0, &mut ignored);
+        }
+        let ty = JsonType::Object(fields);
+        let schema = match ty.data_type() {
+            DataType::Struct(fields) => Schema::new(fields),
+            _ => Schema::empty(),
+        };
+        ObjectSchema {
+            ty,
+            schema: Arc::new(schema),
+        }
+    }
+
+    /// Decodes objects into one batch of this schema; fields the schema lacks are ignored, missing ones are null.
+    pub(crate) fn decode(
+        &self,
+        objects: &[Value],
+    ) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+        if self.schema.fields().is_empty() {
+            let options = datafusion::arrow::array::RecordBatchOptions::new()
+                .with_row_count(Some(objects.len()));
+            return RecordBatch::try_new_with_options(self.schema.clone(), Vec::new(), &options);
+        }
+        let mut decoder = ReaderBuilder::new(self.schema.clone())
+            .with_coerce_primitive(true)
+            .with_batch_size(objects.len().max(1))
+            .build_decoder()?;
+        let normalized: Vec<Value> = objects
+            .iter()
+            .map(|o| {
+                let mut o = o.clone();
+                self.ty.normalize(&mut o);
+                o
+            })
+            .collect();
+        decoder.serialize(&normalized)?;
+        Ok(decoder
+            .flush()?
+            .unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())))
+    }
+}
+
+pub(crate) fn with_offset_field(data_schema: &Schema) -> Schema {
     let mut fields = vec![Arc::new(Field::new(OFFSET_COLUMN, DataType::Int64, false))];
     fields.extend(
         data_schema
@@ -426,7 +592,7 @@ fn with_offset_field(data_schema: &Schema) -> Schema {
     Schema::new_with_metadata(fields, data_schema.metadata().clone())
 }
 
-fn prepend_offsets(
+pub(crate) fn prepend_offsets(
     schema: &SchemaRef,
     offsets: ArrayRef,
     batch: &RecordBatch,
@@ -588,6 +754,7 @@ fn load_csv(path: &Path) -> Result<LoadedSource> {
         batches,
         next_offset: offset,
         diagnostics,
+        cdc: None,
     })
 }
 
@@ -744,6 +911,7 @@ fn finish_columnar(
             rows,
             next_offset: rows,
             diagnostics: Diagnostics::default(),
+            cdc: None,
         });
     }
     let out_schema = Arc::new(with_offset_field(&schema));
@@ -760,6 +928,7 @@ fn finish_columnar(
         rows,
         next_offset: rows,
         diagnostics: Diagnostics::default(),
+        cdc: None,
     })
 }
 

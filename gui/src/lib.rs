@@ -124,16 +124,9 @@ impl KappaApp {
         ui.label(egui::RichText::new("Sources").strong());
         let mut clicked = None;
         for source in &snapshot.sources {
-            let text = format!(
-                "{} {}  ({} rows)",
-                mark(&source.status),
-                source.name,
-                source.rows
-            );
-            if ui
-                .selectable_label(self.selected.as_deref() == Some(&source.name), text)
-                .clicked()
-            {
+            let text = format!("{}  ({} rows)", source.name, source.rows);
+            let selected = self.selected.as_deref() == Some(&source.name);
+            if node_row(ui, &source.status, selected, text) {
                 clicked = Some(source.name.clone());
             }
         }
@@ -143,11 +136,9 @@ impl KappaApp {
             let rows = view
                 .rows
                 .map_or_else(|| view.mode.to_string(), |r| format!("{r} rows"));
-            let text = format!("{} {}  ({rows})", mark(&view.status), view.name);
-            if ui
-                .selectable_label(self.selected.as_deref() == Some(&view.name), text)
-                .clicked()
-            {
+            let text = format!("{}  ({rows})", view.name);
+            let selected = self.selected.as_deref() == Some(&view.name);
+            if node_row(ui, &view.status, selected, text) {
                 clicked = Some(view.name.clone());
             }
         }
@@ -198,12 +189,23 @@ impl KappaApp {
     }
 }
 
-fn mark(status: &NodeStatus) -> &'static str {
-    match status {
-        NodeStatus::Pending => "…",
-        NodeStatus::Fresh => "●",
-        NodeStatus::Error(_) => "✖",
-    }
+/// One node in the list: a status dot (grey pending, green fresh, red error) and a selectable label. True if clicked.
+fn node_row(ui: &mut egui::Ui, status: &NodeStatus, selected: bool, text: String) -> bool {
+    ui.horizontal(|ui| {
+        let (rect, _) = ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
+        let color = match status {
+            NodeStatus::Pending => egui::Color32::GRAY,
+            NodeStatus::Fresh => egui::Color32::from_rgb(80, 200, 120),
+            NodeStatus::Error(_) => ui.visuals().error_fg_color,
+        };
+        ui.painter().circle_filled(rect.center(), 4.0, color);
+        let response = ui.selectable_label(selected, text);
+        if let NodeStatus::Error(message) = status {
+            response.clone().on_hover_text(message);
+        }
+        response.clicked()
+    })
+    .inner
 }
 
 /// A virtualized table: only the visible rows are laid out.

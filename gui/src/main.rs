@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use kappa_core::Pipeline;
 
 fn main() -> ExitCode {
+    kappa_core::quiet_reader_panics();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

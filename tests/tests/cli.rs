@@ -112,7 +112,7 @@ fn sources_lists_rows_schema_and_diagnostics() {
         text.contains("  schema: _offset Int64, a Int64\n"),
         "{text}"
     );
-    assert!(text.contains("  diagnostics: 1 malformed, 0 incomplete\n    line 2: invalid JSON: key must be a string"), "{text}");
+    assert!(text.contains("  diagnostics: 1 malformed, 0 incomplete, 0 duplicates, 0 out of order, 0 schema changes\n    line 2: invalid JSON: key must be a string"), "{text}");
 
     let out = kappa()
         .current_dir(dir.path())
@@ -213,4 +213,28 @@ fn overview_without_a_subcommand() {
             "  loyal_customers      on_read      computed when read",
         )),
     );
+}
+
+#[test]
+fn a_corrupt_parquet_file_is_one_clear_error_without_panic_noise() {
+    let crash = kappa_tests::shared_data(
+        "arrow-testing/data/parquet/fuzzing/clusterfuzz-testcase-minimized-parquet-arrow-fuzz-4738122420715520",
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipeline = kappa_tests::write_pipeline(
+        dir.path(),
+        &format!(
+            "[[source]]\nname = \"c\"\npath = \"{}\"\nformat = \"parquet\"\n",
+            crash.display()
+        ),
+    );
+    kappa()
+        .args(["sources", pipeline.to_str().expect("utf-8")])
+        .assert()
+        .code(2)
+        .stderr("")
+        .stdout(predicate::str::contains(format!(
+            "  error: {}: the Parquet reader crashed on this file (it is probably corrupt): ",
+            crash.display()
+        )));
 }

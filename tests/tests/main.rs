@@ -1,9 +1,11 @@
 //! Kappa's end-to-end tests: one binary, one module per capability.
 
+mod cdc;
 mod cli;
 mod engine;
 mod lineage;
 mod pipeline_errors;
+mod replay;
 mod security;
 mod shop;
 mod sources;

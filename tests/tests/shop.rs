@@ -153,3 +153,20 @@ fn sample_is_what_the_generator_writes() {
         "products.parquet holds the generator's catalog"
     );
 }
+
+/// The committed bank sample is exactly what `kappa gen bank` writes.
+#[test]
+fn bank_sample_is_what_the_generator_writes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let summary =
+        kappa_core::generate_bank(dir.path(), 200, kappa_core::DEFAULT_SEED).expect("generate");
+    assert_eq!((summary.transfers, summary.retries), (200, 27));
+    for file in ["transfers.jsonl", "accounts.jsonl", "kappa.toml"] {
+        let committed = std::fs::read(sample("bank").join(file)).expect("committed file");
+        let generated = std::fs::read(dir.path().join(file)).expect("generated file");
+        assert!(
+            committed == generated,
+            "sample-data/bank/{file} differs from the generator's output"
+        );
+    }
+}

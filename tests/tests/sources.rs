@@ -284,7 +284,9 @@ fn a_parquet_file_that_panics_the_reader_is_an_error_not_a_crash() {
         kind: kappa_core::SourceKind::Snapshot,
         format: kappa_core::Format::Parquet,
         event_id: None,
+        dedup: true,
         time: None,
+        key: Vec::new(),
         line: 0,
     };
     match kappa_core::load_source(&spec) {

@@ -41,6 +41,10 @@ enum Command {
         kappa query orders.jsonl --sql \"SELECT type, count(*) FROM orders GROUP BY type\" --format csv"
     )]
     Query(QueryArgs),
+    /// Replay the log from offset 0 through every view, with progress, and print a summary.
+    ///
+    /// The records go through the same path live appends take, in offset order, a batch at a time.
+    Replay(ReplayArgs),
     /// Print the lineage graph: which sources feed which views, and the columns each view column comes from.
     Lineage(LineageArgs),
     /// Print each source's rows, offsets, schema and diagnostics (malformed lines with their line numbers).
@@ -64,6 +68,22 @@ struct QueryArgs {
     /// Print at most N rows.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    /// Time travel: show the tables as they were after every record with an offset below OFFSET.
+    #[arg(long, value_name = "OFFSET")]
+    at: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct ReplayArgs {
+    /// A pipeline file (or data files).
+    #[arg(required = true, value_name = "PIPELINE | FILE")]
+    inputs: Vec<PathBuf>,
+    /// Stop before this offset (the end of the log by default).
+    #[arg(long, value_name = "OFFSET")]
+    to: Option<u64>,
+    /// Records fed per batch (by default about a hundredth of the log, at least 1000).
+    #[arg(long, value_name = "N")]
+    batch_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -125,11 +145,25 @@ enum GenCommand {
         #[arg(long, default_value_t = kappa_core::DEFAULT_SEED)]
         seed: u64,
     },
+    /// The bank: a transfers log whose clients retry with the same request id, an accounts Debezium log, and a
+    /// pipeline with balances and the invariant that money is neither created nor destroyed.
+    Bank {
+        /// How many transfers to write (each is two legs, plus retries).
+        #[arg(long, default_value_t = 200)]
+        transfers: u64,
+        /// The folder to write into (created if missing; files in it are replaced atomically).
+        #[arg(long)]
+        out: PathBuf,
+        /// The random seed.
+        #[arg(long, default_value_t = kappa_core::DEFAULT_SEED)]
+        seed: u64,
+    },
 }
 
 /// Runs the command line and returns the process exit code.
 #[must_use]
 pub fn main() -> ExitCode {
+    kappa_core::quiet_reader_panics();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -157,6 +191,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Some(Command::Query(args)) => query(args),
         Some(Command::Lineage(args)) => lineage(&args),
+        Some(Command::Replay(args)) => replay(&args),
         Some(Command::Sources(args)) => sources(&args),
         Some(Command::Gen(GenCommand::Shop { events, out, seed })) => {
             let summary = kappa_core::generate_shop(&out, events, seed)
@@ -167,6 +202,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 summary.orders,
                 summary.customers,
                 summary.products,
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Gen(GenCommand::Bank {
+            transfers,
+            out,
+            seed,
+        })) => {
+            let summary = kappa_core::generate_bank(&out, transfers, seed)
+                .with_context(|| format!("generating the bank into {}", out.display()))?;
+            eprintln!(
+                "wrote {} transfers ({} legs re-sent by retrying clients) and {} account changes to {}",
+                summary.transfers,
+                summary.retries,
+                summary.accounts,
                 out.display()
             );
             Ok(ExitCode::SUCCESS)
@@ -220,6 +271,9 @@ fn query(args: QueryArgs) -> Result<ExitCode> {
         )
     };
     let (engine, _) = open(inputs)?;
+    if let Some(at) = args.at {
+        engine.seek(Some(at))?;
+    }
     let result = engine.query(target, args.limit)?;
     let format = match args.format {
         OutputFormat::Table => TextFormat::Table,
@@ -354,8 +408,8 @@ fn sources(args: &SourcesArgs) -> Result<ExitCode> {
             } else {
                 writeln!(
                     out,
-                    "  diagnostics: {} malformed, {} incomplete",
-                    d.malformed, d.incomplete
+                    "  diagnostics: {} malformed, {} incomplete, {} duplicates, {} out of order, {} schema changes",
+                    d.malformed, d.incomplete, d.duplicates, d.out_of_order, d.schema_changes
                 )?;
                 for item in &d.items {
                     let place = item
@@ -363,12 +417,8 @@ fn sources(args: &SourcesArgs) -> Result<ExitCode> {
                         .map_or_else(String::new, |l| format!("line {l}: "));
                     writeln!(out, "    {place}{}", item.reason)?;
                 }
-                if (d.items.len() as u64) < d.malformed + d.incomplete {
-                    writeln!(
-                        out,
-                        "    ... and {} more",
-                        d.malformed + d.incomplete - d.items.len() as u64
-                    )?;
+                if (d.items.len() as u64) < d.total() {
+                    writeln!(out, "    ... and {} more", d.total() - d.items.len() as u64)?;
                 }
             }
         }
@@ -378,6 +428,94 @@ fn sources(args: &SourcesArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn replay(args: &ReplayArgs) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let pipeline = open_pipeline(&args.inputs)?;
+    let (wake, woken) = mpsc::channel();
+    let engine = Engine::start(
+        pipeline,
+        std::sync::Arc::new(move || {
+            let _ = wake.send(());
+        }),
+    )?;
+    engine.wait_ready()?;
+    engine.send(kappa_core::Command::Replay {
+        to: args.to,
+        batch_size: args.batch_size,
+    })?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "replay {bar:40.cyan/blue} {pos}/{len} offsets  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut last_line = Instant::now();
+    let progress = loop {
+        let _ = woken.recv_timeout(Duration::from_millis(200));
+        let snapshot = engine.snapshot();
+        let Some(p) = snapshot.replay.clone() else {
+            continue;
+        };
+        let rate = format!("{:.0} events/s", p.events_per_sec);
+        let eta = p
+            .eta_secs
+            .map_or_else(String::new, |s| format!(", ETA {s:.1} s"));
+        if let Some(bar) = &bar {
+            bar.set_length(p.target);
+            bar.set_position(p.position);
+            bar.set_message(format!("{rate}{eta}"));
+        } else if last_line.elapsed() >= Duration::from_secs(1)
+            || p.state == kappa_core::ReplayState::Finished
+        {
+            let percent = if p.target == 0 {
+                100.0
+            } else {
+                p.position as f64 * 100.0 / p.target as f64
+            };
+            eprintln!(
+                "replay: offset {}/{} ({percent:.0}%), {rate}, elapsed {:.1} s{eta}",
+                p.position, p.target, p.elapsed_secs
+            );
+            last_line = Instant::now();
+        }
+        if p.state == kappa_core::ReplayState::Finished {
+            break p;
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    println!(
+        "replayed {} events to offset {} in {:.3} s ({:.0} events/s): {} duplicates dropped, {} malformed skipped, {} batches of {}",
+        progress.events,
+        progress.position,
+        progress.elapsed_secs,
+        progress.events_per_sec,
+        progress.duplicates,
+        progress.malformed,
+        progress.batches,
+        progress.batch_size
+    );
+    let snapshot = engine.snapshot();
+    let failed: Vec<&str> = snapshot
+        .views
+        .iter()
+        .filter(|v| matches!(v.status, NodeStatus::Error(_)))
+        .map(|v| v.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        eprintln!("views in error: {}", failed.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn status_word(status: &NodeStatus) -> &'static str {

@@ -1,0 +1,326 @@
+//! The ingest path: how a source's records reach the views.
+//!
+//! Every record goes through [`SourceLog::feed_to`], whether it arrives at load time, during a replay, when travelling
+//! to an offset, or (later) as a live append: there is one code path for history and for live data. Feeding drops
+//! records whose `event_id` was seen before (idempotency, across any batch boundaries) and notes event times that go
+//! backwards.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, Float64Type, SchemaRef};
+
+use crate::cdc::{CdcLog, TableState};
+use crate::diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
+use crate::error::Result;
+use crate::pipeline::{Format, SourceKind, SourceSpec};
+use crate::source::{LoadedSource, OFFSET_COLUMN};
+
+/// An event time, compared as a number when the column is numeric and as text otherwise (ISO 8601 text sorts in time
+/// order).
+#[derive(Debug, Clone, PartialEq, PartialOrd)]
+enum EventTime {
+    Number(f64),
+    Text(String),
+}
+
+/// What one call to [`SourceLog::feed_to`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Fed {
+    /// Records read from the log (before dropping duplicates).
+    pub records: u64,
+    /// Records dropped as duplicates.
+    pub duplicates: u64,
+}
+
+/// One source's records and how far they have been fed to the views.
+pub(crate) struct SourceLog {
+    pub schema: SchemaRef,
+    /// Every record read from the file, in offset order.
+    all: RecordBatch,
+    /// The `_offset` of every record of `all` (logs only).
+    offsets: Option<Int64Array>,
+    /// One past the last offset in the file.
+    pub end_offset: u64,
+    /// Offsets of malformed records, sorted, to count those passed over up to a position.
+    malformed_offsets: Vec<u64>,
+    /// Records of `all` fed so far.
+    fed_rows: usize,
+    /// Every record with an offset below this has been fed.
+    pub position: u64,
+    /// What the views see: the fed records, minus duplicates.
+    pub visible: Vec<RecordBatch>,
+    pub visible_rows: u64,
+    event_id: Option<usize>,
+    time: Option<usize>,
+    /// Line numbers are `offset + 1` (JSON Lines).
+    offset_is_line: bool,
+    /// First offset of every event id seen.
+    seen: HashMap<String, u64>,
+    last_time: Option<EventTime>,
+    /// Diagnostics found while feeding (duplicates, out-of-order times), reset by [`SourceLog::reset`].
+    pub ingest: Diagnostics,
+    /// Diagnostics found while reading the file.
+    pub load: Diagnostics,
+    /// For a Debezium source: its changes (one per record of `all`) and the table state folded from those fed.
+    cdc: Option<(CdcLog, TableState)>,
+}
+
+impl SourceLog {
+    pub fn new(spec: &SourceSpec, loaded: LoadedSource) -> Result<SourceLog> {
+        let schema = loaded.schema.clone();
+        let all = concat_batches(&schema, &loaded.batches)?;
+        let offsets = match (spec.kind, schema.index_of(OFFSET_COLUMN)) {
+            (SourceKind::Log, Ok(i)) => Some(
+                all.column(i)
+                    .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                    .clone(),
+            ),
+            _ => None,
+        };
+        let column = |name: &Option<String>| name.as_ref().and_then(|n| schema.index_of(n).ok());
+        let mut malformed_offsets: Vec<u64> = loaded.diagnostics.malformed_offsets.clone();
+        let cdc = loaded.cdc.map(|log| (log, TableState::default()));
+        malformed_offsets.sort_unstable();
+        Ok(SourceLog {
+            end_offset: loaded.next_offset,
+            event_id: if spec.dedup {
+                column(&spec.event_id)
+            } else {
+                None
+            },
+            time: column(&spec.time),
+            offset_is_line: matches!(spec.format, Format::Jsonl | Format::Debezium),
+            schema,
+            all,
+            offsets,
+            malformed_offsets,
+            fed_rows: 0,
+            position: 0,
+            visible: Vec::new(),
+            visible_rows: 0,
+            seen: HashMap::new(),
+            last_time: None,
+            ingest: Diagnostics::default(),
+            load: loaded.diagnostics,
+            cdc,
+        })
+    }
+
+    /// Records read from the file.
+    pub fn total_rows(&self) -> u64 {
+        self.all.num_rows() as u64
+    }
+
+    /// True for an append-only log (it has offsets); snapshots are always fed whole.
+    pub fn is_log(&self) -> bool {
+        self.offsets.is_some()
+    }
+
+    /// Forgets everything fed, as at the start of a replay.
+    pub fn reset(&mut self) {
+        self.fed_rows = 0;
+        self.position = 0;
+        self.visible.clear();
+        self.visible_rows = 0;
+        self.seen.clear();
+        self.last_time = None;
+        self.ingest = Diagnostics::default();
+        if let Some((_, state)) = &mut self.cdc {
+            *state = TableState::default();
+        }
+    }
+
+    /// For a Debezium source, its table state now (the `<name>` table; the fed records are `<name>__changes`).
+    pub fn state_batch(&self) -> Option<Result<RecordBatch>> {
+        self.cdc
+            .as_ref()
+            .map(|(log, state)| state.to_batch(&log.state))
+    }
+
+    /// For a Debezium source, the schema of its table state.
+    pub fn state_schema(&self) -> Option<SchemaRef> {
+        self.cdc.as_ref().map(|(log, _)| log.state.schema.clone())
+    }
+
+    /// Rows the main table shows now: the table state's rows for a CDC source, else the visible records.
+    pub fn table_rows(&self) -> u64 {
+        self.cdc
+            .as_ref()
+            .map_or(self.visible_rows, |(_, state)| state.len() as u64)
+    }
+
+    /// Every diagnostic: the file's and the feeding's.
+    pub fn diagnostics(&self) -> Diagnostics {
+        self.load.merged(&self.ingest)
+    }
+
+    /// Malformed records with an offset below the current position.
+    pub fn malformed_passed(&self) -> u64 {
+        self.malformed_offsets
+            .partition_point(|&o| o < self.position) as u64
+    }
+
+    /// Feeds every record with an offset below `offset` that has not been fed yet (a snapshot: all of it).
+    pub fn feed_to(&mut self, offset: u64) -> Fed {
+        let end = match &self.offsets {
+            Some(offsets) => {
+                let values = offsets.values();
+                values.partition_point(|&o| (o as u64) < offset)
+            }
+            None => self.all.num_rows(),
+        };
+        let target = if self.is_log() {
+            offset.min(self.end_offset)
+        } else {
+            self.end_offset
+        };
+        if end <= self.fed_rows {
+            self.position = self.position.max(target);
+            return Fed::default();
+        }
+        let start = self.fed_rows;
+        let batch = self.all.slice(start, end - start);
+        self.fed_rows = end;
+        self.position = self.position.max(target);
+        self.ingest_batch(&batch, start)
+    }
+
+    /// Drops duplicates, notes out-of-order times, and makes the rest visible; for a CDC source, applies the kept
+    /// changes to the table state. `start` is the batch's first row in `all`.
+    fn ingest_batch(&mut self, batch: &RecordBatch, start: usize) -> Fed {
+        let records = batch.num_rows() as u64;
+        let offsets: Option<Vec<i64>> = self
+            .offsets
+            .as_ref()
+            .and_then(|_| self.schema.index_of(OFFSET_COLUMN).ok())
+            .map(|i| {
+                batch
+                    .column(i)
+                    .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                    .values()
+                    .to_vec()
+            });
+        let offset_of = |row: usize| offsets.as_ref().map(|o| o[row] as u64);
+        let offset_is_line = self.offset_is_line;
+        let line_of = |offset: Option<u64>| {
+            if offset_is_line {
+                offset.map(|o| o + 1)
+            } else {
+                None
+            }
+        };
+
+        if let Some(column) = self.time {
+            self.check_times(batch.column(column), &offset_of, &line_of);
+        }
+
+        let mut duplicates = 0u64;
+        let mut kept: Option<Vec<bool>> = None;
+        let batch = match self
+            .event_id
+            .and_then(|i| cast(batch.column(i), &DataType::Utf8).ok())
+        {
+            Some(ids) => {
+                let ids = ids.as_string::<i32>();
+                let mut keep = Vec::with_capacity(ids.len());
+                for row in 0..ids.len() {
+                    if ids.is_null(row) {
+                        keep.push(true);
+                        continue;
+                    }
+                    let offset = offset_of(row).unwrap_or(row as u64);
+                    if let Some(&first) = self.seen.get(ids.value(row)) {
+                        duplicates += 1;
+                        keep.push(false);
+                        self.ingest.push(Diagnostic {
+                            kind: DiagnosticKind::Duplicate,
+                            line: line_of(Some(offset)),
+                            offset: Some(offset),
+                            reason: format!(
+                                "duplicate event id `{}` (first at offset {first}); dropped",
+                                ids.value(row)
+                            ),
+                        });
+                    } else {
+                        self.seen.insert(ids.value(row).to_owned(), offset);
+                        keep.push(true);
+                    }
+                }
+                if duplicates == 0 {
+                    batch.clone()
+                } else {
+                    let filtered = filter_record_batch(batch, &BooleanArray::from(keep.clone()))
+                        .unwrap_or_else(|_| batch.clone());
+                    kept = Some(keep);
+                    filtered
+                }
+            }
+            None => batch.clone(),
+        };
+        if let Some((log, state)) = &mut self.cdc {
+            for row in 0..records as usize {
+                if kept.as_ref().is_none_or(|k| k[row])
+                    && let Some(change) = log.changes.get(start + row)
+                {
+                    state.apply(change);
+                }
+            }
+        }
+        self.visible_rows += batch.num_rows() as u64;
+        if batch.num_rows() > 0 {
+            self.visible.push(batch);
+        }
+        Fed {
+            records,
+            duplicates,
+        }
+    }
+
+    fn check_times(
+        &mut self,
+        column: &Arc<dyn Array>,
+        offset_of: &dyn Fn(usize) -> Option<u64>,
+        line_of: &dyn Fn(Option<u64>) -> Option<u64>,
+    ) {
+        let numeric = column.data_type().is_numeric();
+        let values = if numeric {
+            cast(column, &DataType::Float64)
+        } else {
+            cast(column, &DataType::Utf8)
+        };
+        let Ok(values) = values else { return };
+        for row in 0..values.len() {
+            if values.is_null(row) {
+                continue;
+            }
+            let time = if numeric {
+                EventTime::Number(values.as_primitive::<Float64Type>().value(row))
+            } else {
+                EventTime::Text(values.as_string::<i32>().value(row).to_owned())
+            };
+            if let Some(last) = &self.last_time
+                && time < *last
+            {
+                let offset = offset_of(row);
+                let show = |t: &EventTime| match t {
+                    EventTime::Number(n) => n.to_string(),
+                    EventTime::Text(s) => s.clone(),
+                };
+                self.ingest.push(Diagnostic {
+                    kind: DiagnosticKind::OutOfOrder,
+                    line: line_of(offset),
+                    offset,
+                    reason: format!(
+                        "event time {} is earlier than the previous {}",
+                        show(&time),
+                        show(last)
+                    ),
+                });
+            }
+            self.last_time = Some(time);
+        }
+    }
+}
