@@ -301,3 +301,48 @@ fn a_parquet_file_that_panics_the_reader_is_an_error_not_a_crash() {
         other => panic!("expected a clear error, got {other:?}"),
     }
 }
+
+#[test]
+fn event_time_going_backwards_is_counted_on_real_events() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let events = shared_data("events/gharchive/2021-07-21-few-hours.jsonl");
+    let pipeline = kappa_tests::write_pipeline(
+        dir.path(),
+        &format!("[[source]]\nname = \"gh\"\npath = \"{}\"\ntime = \"created_at\"\n", events.display()),
+    );
+    let engine = Engine::start(Pipeline::load(&pipeline).expect("load"), no_waker()).expect("start");
+    let snapshot = engine.wait_ready().expect("ready");
+    let d = &snapshot.source("gh").expect("source").diagnostics;
+    assert_eq!(d.out_of_order, 2, "SOURCES.md: created_at goes backwards twice in file order");
+    let lines = d.lines_of(DiagnosticKind::OutOfOrder);
+    assert_eq!(lines.len(), 2);
+    assert!(d.items.iter().filter(|i| i.kind == DiagnosticKind::OutOfOrder).all(|i| i.reason.contains(" is earlier than the previous ")));
+    // `org` is missing from the first events and appears later: a schema change at a known line.
+    let org = d.items.iter().find(|i| i.reason == "field `org` first appears").expect("org appears later");
+    assert_eq!(org.line, org.offset.map(|o| o + 1));
+}
+
+#[test]
+fn schema_changes_are_reported_with_their_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.jsonl");
+    std::fs::write(&path, "{\"a\":1}\n{\"a\":2}\n{\"a\":2.5,\"b\":\"x\"}\n{\"a\":\"three\"}\n{\"a\":null}\n").expect("write");
+    let engine = open_files(&[&path]);
+    let snapshot = engine.snapshot();
+    let d = &snapshot.source("s").expect("source").diagnostics;
+    let changes: Vec<(Option<u64>, &str)> = d
+        .items
+        .iter()
+        .filter(|i| i.kind == DiagnosticKind::SchemaChange)
+        .map(|i| (i.line, i.reason.as_str()))
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            (Some(3), "field `a` changes type from integer to float"),
+            (Some(3), "field `b` first appears"),
+            (Some(4), "field `a` changes type from float to string"),
+        ]
+    );
+    assert_eq!(d.schema_changes, 3);
+}
