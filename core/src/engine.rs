@@ -23,9 +23,12 @@ use crate::diagnostics::Diagnostics;
 use crate::error::{Error, Result};
 use crate::ingest::SourceLog;
 use crate::lineage::{Lineage, PlanLineage, plan_lineage};
-use crate::pipeline::{Format, Pipeline, SourceKind, ViewMode, ViewSpec};
+use crate::pipeline::{
+    CheckKind, CheckSpec, Format, Pipeline, SourceKind, SourceSpec, ViewMode, ViewSpec,
+};
 use crate::source;
 use crate::sql;
+use crate::verify::{self, CheckReport, CheckStatus, DiffOptions, DiffReport, Violations};
 
 /// Called by the engine, from its own thread, whenever a new snapshot is published (egui: `request_repaint`; the TUI:
 /// push an event into its queue).
@@ -102,6 +105,26 @@ pub enum Command {
         to: Option<u64>,
         reply: Option<Reply<Arc<Snapshot>>>,
     },
+    /// Runs the pipeline's checks (every one, or those named) and answers with their reports, which are also
+    /// published in [`Snapshot::checks`].
+    RunChecks {
+        names: Option<Vec<String>>,
+        reply: Option<Reply<Vec<CheckReport>>>,
+    },
+    /// Diffs two tables (sources or views), as `kappa diff` does.
+    Diff {
+        expected: String,
+        actual: String,
+        options: DiffOptions,
+        reply: Reply<DiffReport>,
+    },
+    /// The self-audit: recomputes every materialized view from the log and diffs it with the stored state, proving the
+    /// write path correct (or showing where it is not).
+    SelfAudit { reply: Reply<Vec<CheckReport>> },
+    /// Replaces a materialized view's stored state with its first `keep_rows` rows, so tests can show that the
+    /// self-audit catches a corrupted state. Not for front ends.
+    #[doc(hidden)]
+    TamperViewState { view: String, keep_rows: usize },
     /// Stops the worker.
     Shutdown,
 }
@@ -229,6 +252,8 @@ pub struct Snapshot {
     pub head: u64,
     /// The current or last replay.
     pub replay: Option<ReplayProgress>,
+    /// The reports of the last check run.
+    pub checks: Vec<CheckReport>,
     /// Grows by one with every published snapshot.
     pub version: u64,
 }
@@ -287,6 +312,7 @@ impl Engine {
             sources: BTreeMap::new(),
             logs: BTreeMap::new(),
             replay: None,
+            checks: Vec::new(),
             views: BTreeMap::new(),
             published: first,
             snapshot: snapshot.clone(),
@@ -422,6 +448,7 @@ fn initial_snapshot(pipeline: &Pipeline) -> Snapshot {
         position: 0,
         head: 0,
         replay: None,
+        checks: Vec::new(),
         version: 0,
     }
 }
@@ -485,6 +512,7 @@ struct Worker {
     sources: BTreeMap<String, SourceState>,
     logs: BTreeMap<String, SourceLog>,
     replay: Option<ReplayRun>,
+    checks: Vec<CheckReport>,
     views: BTreeMap<String, ComputedView>,
     published: Arc<Snapshot>,
     snapshot: Arc<Mutex<Arc<Snapshot>>>,
@@ -620,8 +648,259 @@ impl Worker {
                     reply.send(Ok(self.published.clone()));
                 }
             }
+            Command::RunChecks { names, reply } => {
+                let result = self.run_checks(names.as_deref()).await;
+                if let Ok(reports) = &result {
+                    self.checks.clone_from(reports);
+                    self.publish();
+                }
+                if let Some(reply) = reply {
+                    reply.send(result);
+                }
+            }
+            Command::Diff {
+                expected,
+                actual,
+                options,
+                reply,
+            } => {
+                reply.send(self.diff_tables(&expected, &actual, &options).await);
+            }
+            Command::SelfAudit { reply } => reply.send(Ok(self.self_audit().await)),
+            Command::TamperViewState { view, keep_rows } => {
+                if let Ok((schema, batches)) = self.stored(&view).await
+                    && let Ok(all) = datafusion::arrow::compute::concat_batches(&schema, &batches)
+                {
+                    let kept = all.slice(0, keep_rows.min(all.num_rows()));
+                    register(&self.ctx, &view, schema, vec![kept]);
+                }
+            }
             Command::Shutdown => {}
         }
+    }
+
+    /// A view's result computed afresh from its SQL (not read from its stored state).
+    async fn recompute(&self, name: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let sql = match self.pipeline.view(name) {
+            Some(view) => view.sql.clone(),
+            None => format!("SELECT * FROM {}", quote_ident(name)),
+        };
+        let session = self.ctx.state();
+        let statement = sql::parse_query(&session, Some(name), &sql)?;
+        let plan = sql::plan_query(&session, Some(name), statement).await?;
+        let frame = DataFrame::new(session, plan);
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await.map_err(|source| Error::ViewSql {
+            view: Some(name.to_owned()),
+            source,
+        })?;
+        Ok((schema, batches))
+    }
+
+    /// What a table holds now (a materialized view: its stored state).
+    async fn stored(&self, name: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let frame = self.ctx.table(name).await?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        Ok((schema, frame.collect().await?))
+    }
+
+    /// Registers the two sides, diffs them, and removes them again.
+    async fn diff_sides(
+        &self,
+        expected: (SchemaRef, Vec<RecordBatch>),
+        actual: (SchemaRef, Vec<RecordBatch>),
+        options: &DiffOptions,
+    ) -> Result<DiffReport> {
+        let mut options = options.clone();
+        let ordered = options.key.is_empty() && !options.ignore_order;
+        let table = |(schema, batches): (SchemaRef, Vec<RecordBatch>)| -> Result<MemTable> {
+            // Row by row in order: pair rows by their position.
+            let batches = if ordered {
+                verify::with_row_numbers(&batches)?
+            } else {
+                batches
+            };
+            let schema = batches.first().map_or(schema, RecordBatch::schema);
+            Ok(MemTable::try_new(schema, vec![batches])?)
+        };
+        if ordered {
+            options.key = vec![verify::ROW_COLUMN.to_owned()];
+        }
+        self.ctx
+            .register_table(verify::EXPECTED_TABLE, Arc::new(table(expected)?))?;
+        self.ctx
+            .register_table(verify::ACTUAL_TABLE, Arc::new(table(actual)?))?;
+        let report = verify::diff(&self.ctx, &options).await;
+        let _ = self.ctx.deregister_table(verify::EXPECTED_TABLE);
+        let _ = self.ctx.deregister_table(verify::ACTUAL_TABLE);
+        let mut report = report?;
+        if ordered {
+            report.key.clear();
+        }
+        Ok(report)
+    }
+
+    async fn diff_tables(
+        &self,
+        expected: &str,
+        actual: &str,
+        options: &DiffOptions,
+    ) -> Result<DiffReport> {
+        let expected = self.stored(expected).await?;
+        let actual = self.stored(actual).await?;
+        self.diff_sides(expected, actual, options).await
+    }
+
+    async fn run_checks(&self, names: Option<&[String]>) -> Result<Vec<CheckReport>> {
+        if let Some(names) = names
+            && let Some(unknown) = names
+                .iter()
+                .find(|n| !self.pipeline.checks.iter().any(|c| &c.name == *n))
+        {
+            return Err(Error::NotFound {
+                name: unknown.clone(),
+                known: self
+                    .pipeline
+                    .checks
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect(),
+            });
+        }
+        let mut reports = Vec::new();
+        for check in &self.pipeline.checks {
+            if names.is_some_and(|names| !names.contains(&check.name)) {
+                continue;
+            }
+            let started = Instant::now();
+            let mut report = self.run_check(check).await;
+            report.elapsed_secs = started.elapsed().as_secs_f64();
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    async fn run_check(&self, check: &CheckSpec) -> CheckReport {
+        let mut report = CheckReport::error(&check.name, String::new());
+        let outcome: Result<CheckReport> = match &check.kind {
+            CheckKind::Diff {
+                view,
+                against,
+                options,
+            } => {
+                report.view = Some(view.clone());
+                report.against = Some(against.clone());
+                async {
+                    let expected = self.recompute(view).await?;
+                    let format = Format::infer(against).ok_or_else(|| Error::Decode {
+                        path: against.clone(),
+                        reason: "cannot infer the format (expected .parquet, .csv or .jsonl)"
+                            .to_owned(),
+                    })?;
+                    let spec = SourceSpec {
+                        name: check.name.clone(),
+                        path_as_written: against.clone(),
+                        path: against.clone(),
+                        kind: SourceKind::Snapshot,
+                        format,
+                        event_id: None,
+                        dedup: false,
+                        time: None,
+                        key: Vec::new(),
+                        line: check.line,
+                    };
+                    let loaded = source::load(&spec)?;
+                    let diff = self
+                        .diff_sides(expected, (loaded.schema, loaded.batches), options)
+                        .await?;
+                    Ok(CheckReport {
+                        status: if diff.passed() {
+                            CheckStatus::Pass
+                        } else {
+                            CheckStatus::Fail
+                        },
+                        error: None,
+                        diff: Some(diff),
+                        ..report.clone()
+                    })
+                }
+                .await
+            }
+            CheckKind::Invariant { sql } => {
+                report.sql = Some(sql.clone());
+                self.query(QueryTarget::Sql(sql.clone()), None)
+                    .await
+                    .map(|result| {
+                        let rows = result.num_rows() as u64;
+                        CheckReport {
+                            status: if rows == 0 {
+                                CheckStatus::Pass
+                            } else {
+                                CheckStatus::Fail
+                            },
+                            error: None,
+                            violations: Some(Violations {
+                                columns: result
+                                    .schema
+                                    .fields()
+                                    .iter()
+                                    .map(|f| f.name().clone())
+                                    .collect(),
+                                rows,
+                                samples: verify::sample_rows(&result.batches, 20)
+                                    .unwrap_or_default(),
+                            }),
+                            ..report.clone()
+                        }
+                    })
+            }
+        };
+        outcome.unwrap_or_else(|e| CheckReport {
+            error: Some(e.to_string()),
+            ..report
+        })
+    }
+
+    async fn self_audit(&self) -> Vec<CheckReport> {
+        let mut reports = Vec::new();
+        for view in &self.pipeline.views {
+            if view.mode != ViewMode::Materialized {
+                continue;
+            }
+            let started = Instant::now();
+            let mut report = CheckReport::error(&format!("self:{}", view.name), String::new());
+            report.view = Some(view.name.clone());
+            let outcome = async {
+                let expected = self.recompute(&view.name).await?;
+                let actual = self.stored(&view.name).await?;
+                let options = DiffOptions {
+                    ignore_order: true,
+                    samples: 20,
+                    ..DiffOptions::default()
+                };
+                self.diff_sides(expected, actual, &options).await
+            }
+            .await;
+            let mut report = match outcome {
+                Ok(diff) => CheckReport {
+                    status: if diff.passed() {
+                        CheckStatus::Pass
+                    } else {
+                        CheckStatus::Fail
+                    },
+                    error: None,
+                    diff: Some(diff),
+                    ..report
+                },
+                Err(e) => {
+                    report.error = Some(e.to_string());
+                    report
+                }
+            };
+            report.elapsed_secs = started.elapsed().as_secs_f64();
+            reports.push(report);
+        }
+        reports
     }
 
     fn replay_running(&self) -> bool {
@@ -893,7 +1172,7 @@ impl Worker {
                 }
                 (
                     Some(name.clone()),
-                    format!("SELECT * FROM \"{}\"", name.replace('"', "\"\"")),
+                    format!("SELECT * FROM {}", quote_ident(name)),
                 )
             }
             QueryTarget::Sql(sql) => (None, sql.clone()),
@@ -1034,6 +1313,7 @@ impl Worker {
                 .unwrap_or(0),
             head: self.head(),
             replay: self.replay.as_ref().map(|r| r.progress.clone()),
+            checks: self.checks.clone(),
             version: self.published.version + 1,
         };
         edit(&mut snapshot);
@@ -1042,6 +1322,11 @@ impl Worker {
         *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
         (self.waker)();
     }
+}
+
+/// A SQL identifier, quoted.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Registers (or replaces) an in-memory table.
@@ -1063,6 +1348,11 @@ fn fail(command: Command, error: &std::io::Error) {
             reply: Some(reply), ..
         } => reply.send(Err(error())),
         Command::Query { reply, .. } => reply.send(Err(error())),
+        Command::RunChecks {
+            reply: Some(reply), ..
+        }
+        | Command::SelfAudit { reply } => reply.send(Err(error())),
+        Command::Diff { reply, .. } => reply.send(Err(error())),
         Command::SetView {
             reply: Some(reply), ..
         } => reply.send(Err(error())),
@@ -1072,6 +1362,8 @@ fn fail(command: Command, error: &std::io::Error) {
         | Command::Pause
         | Command::Resume
         | Command::Step
+        | Command::RunChecks { reply: None, .. }
+        | Command::TamperViewState { .. }
         | Command::Shutdown => {}
     }
 }

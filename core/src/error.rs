@@ -67,6 +67,14 @@ pub enum Error {
         file: PathBuf,
     },
 
+    /// A `[[check]]` that is neither a view diff nor an invariant.
+    #[error("{}:{line}: {reason}", path.display())]
+    BadCheck {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+
     /// A Debezium source without `key`.
     #[error(
         "{}:{line}: source `{source_name}`: a debezium source needs its primary key, e.g. key = [\"id\"]",

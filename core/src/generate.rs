@@ -180,6 +180,7 @@ pub fn shop(dir: &Path, events: u64, seed: u64) -> Result<ShopSummary> {
         file.write_all(SHOP_PIPELINE.as_bytes())
             .map_err(|e| Error::io(&pipeline, e))
     })?;
+    write_warehouse(&pipeline)?;
     Ok(ShopSummary {
         events,
         orders: (next_order - 1) as u64,
@@ -331,6 +332,101 @@ pub fn bank(dir: &Path, transfers: u64, seed: u64) -> Result<BankSummary> {
 fn cents_text(value: i64) -> String {
     let sign = if value < 0 { "-" } else { "" };
     format!("{sign}{}", cents(value.abs()))
+}
+
+/// What `warehouse/README.md` says: the deliberate discrepancies in the revenue dashboard's cache.
+const WAREHOUSE_README: &str = "# The shop's warehouse
+
+Derived outputs as a warehouse or cache would keep them, for `kappa verify` (the `[[check]]`s in `../kappa.toml`).
+Written by `kappa gen shop` from the views themselves, then (for one file) changed on purpose.
+
+* `customer_orders.csv`: the `customer_orders` view, exported exactly. Its check passes.
+* `status_counts.csv`: the `status_counts` view, exactly; checked as a multiset (no key). Its check passes.
+* `revenue_by_day.jsonl`: the `revenue_by_day` view as a dashboard cache that has drifted. Its check fails with
+  exactly these differences:
+  1. a missing day: the 7th day is not in the cache (missing from the output: 1);
+  2. a changed amount: the 12th day's revenue is 100.00 higher (changed: 1, in `revenue` only);
+  3. an extra row: a day after the last one, which the log does not have (extra in the output: 1);
+  4. a float off by rounding: the 20th day's revenue has a third decimal (+0.004), which `tolerance = 0.01`
+     accepts, so it counts as matching.
+";
+
+/// Writes `warehouse/` next to a generated shop: the views' results as stored copies, one with deliberate drift.
+fn write_warehouse(pipeline: &Path) -> Result<()> {
+    use crate::engine::{Engine, QueryTarget, no_waker};
+    use crate::output::{TextFormat, write_batches};
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+
+    let dir = pipeline
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("warehouse");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let engine = Engine::start(crate::pipeline::Pipeline::load(pipeline)?, no_waker())?;
+    engine.wait_ready()?;
+    for (file, sql) in [
+        (
+            "customer_orders.csv",
+            "SELECT * FROM customer_orders ORDER BY customer_id",
+        ),
+        (
+            "status_counts.csv",
+            "SELECT * FROM status_counts ORDER BY status",
+        ),
+    ] {
+        let result = engine.query(QueryTarget::Sql(sql.to_owned()), None)?;
+        let path = dir.join(file);
+        write_atomic(&path, |out| {
+            write_batches(out, &result.schema, &result.batches, TextFormat::Csv)
+        })?;
+    }
+    // The drifted cache, written line by line so every number is exact.
+    let sql = "SELECT day, payments, CAST(round(revenue * 100) AS BIGINT) AS cents \
+               FROM revenue_by_day ORDER BY day";
+    let result = engine.query(QueryTarget::Sql(sql.to_owned()), None)?;
+    let mut rows: Vec<(String, i64, String)> = Vec::new();
+    for batch in &result.batches {
+        let days = datafusion::arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
+        let days = days.as_string::<i32>();
+        let payments = batch.column(1).as_primitive::<Int64Type>();
+        let cents_column = batch.column(2).as_primitive::<Int64Type>();
+        for row in 0..batch.num_rows() {
+            rows.push((
+                days.value(row).to_owned(),
+                payments.value(row),
+                cents_text(cents_column.value(row)),
+            ));
+        }
+    }
+    if rows.len() > 20 {
+        let changed: i64 = rows[11].2.replace('.', "").parse().unwrap_or(0) + 10_000;
+        rows[11].2 = cents_text(changed);
+        rows[19].2 = format!("{}4", rows[19].2);
+        rows.remove(6);
+        let last = rows.last().map(|r| r.0.clone()).unwrap_or_default();
+        let extra = chrono::NaiveDate::parse_from_str(&last, "%Y-%m-%d").map_or_else(
+            |_| "9999-12-31".to_owned(),
+            |d| (d + chrono::Days::new(1)).format("%Y-%m-%d").to_string(),
+        );
+        rows.push((extra, 3, "123.45".to_owned()));
+    }
+    let path = dir.join("revenue_by_day.jsonl");
+    write_atomic(&path, |out| {
+        for (day, payments, revenue) in &rows {
+            writeln!(
+                out,
+                r#"{{"day":"{day}","payments":{payments},"revenue":{revenue}}}"#
+            )
+            .map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    })?;
+    let readme = dir.join("README.md");
+    write_atomic(&readme, |out| {
+        out.write_all(WAREHOUSE_README.as_bytes())
+            .map_err(|e| Error::io(&readme, e))
+    })
 }
 
 fn order_line(event_id: &str, when: &str, kind: &str, order: &OpenOrder) -> String {

@@ -46,6 +46,7 @@ mod output;
 mod pipeline;
 mod source;
 mod sql;
+mod verify;
 
 pub use cdc::{CHANGES_SUFFIX, UNAVAILABLE_VALUE};
 pub use diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
@@ -60,8 +61,15 @@ pub use generate::{
 };
 pub use lineage::{ColumnLineage, ColumnRef, Edge, Lineage, LineageNode, NodeKind};
 pub use output::{TextFormat, write_atomic, write_batches};
-pub use pipeline::{Format, Pipeline, SourceKind, SourceSpec, ViewMode, ViewSpec, table_name_for};
+pub use pipeline::{
+    CheckKind, CheckSpec, Format, Pipeline, SourceKind, SourceSpec, ViewMode, ViewSpec,
+    table_name_for,
+};
 pub use source::{LoadedSource, OFFSET_COLUMN, load as load_source, quiet_reader_panics};
+pub use verify::{
+    CheckReport, CheckStatus, DiffKind, DiffOptions, DiffReport, DiffRow, SchemaDiff, Tolerance,
+    Violations,
+};
 
 /// Re-exported so front ends and tests use the exact Arrow version the engine does.
 pub use datafusion::arrow;

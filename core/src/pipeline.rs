@@ -27,6 +27,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
+use crate::verify::{DiffOptions, Tolerance};
 
 /// A parsed pipeline: where it came from, its sources and its views (in file order).
 #[derive(Debug, Clone)]
@@ -39,6 +40,30 @@ pub struct Pipeline {
     pub title: String,
     pub sources: Vec<SourceSpec>,
     pub views: Vec<ViewSpec>,
+    pub checks: Vec<CheckSpec>,
+}
+
+/// One `[[check]]`: a stored output diffed against a view, or an invariant that must return no rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckSpec {
+    pub name: String,
+    pub kind: CheckKind,
+    /// 1-based line of the `[[check]]` header.
+    pub line: usize,
+}
+
+/// What a check compares.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    /// Recompute `view` and diff it with the stored output `against`.
+    Diff {
+        view: String,
+        /// The output file, resolved against the pipeline's folder.
+        against: PathBuf,
+        options: DiffOptions,
+    },
+    /// A read-only query that must return zero rows; the rows it returns are the violations.
+    Invariant { sql: String },
 }
 
 /// One `[[source]]`.
@@ -171,6 +196,24 @@ struct RawPipeline {
     source: Vec<Spanned<RawSource>>,
     #[serde(default)]
     view: Vec<Spanned<RawView>>,
+    #[serde(default)]
+    check: Vec<Spanned<RawCheck>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    name: Option<Spanned<String>>,
+    view: Option<String>,
+    against: Option<String>,
+    #[serde(default)]
+    key: Vec<String>,
+    #[serde(default)]
+    columns: Vec<String>,
+    #[serde(default)]
+    tolerance: Tolerance,
+    ignore_order: Option<bool>,
+    sql: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -292,6 +335,63 @@ impl Pipeline {
                 line,
             });
         }
+        let mut checks = Vec::new();
+        for (index, spanned) in raw.check.into_iter().enumerate() {
+            let line = line_col(text, spanned.span().start).0;
+            let raw = spanned.into_inner();
+            let bad = |reason: &str| Error::BadCheck {
+                path: file.to_path_buf(),
+                line,
+                reason: reason.to_owned(),
+            };
+            let kind = match (raw.view, raw.against, raw.sql) {
+                (Some(view), Some(against), None) => CheckKind::Diff {
+                    view,
+                    against: base_dir.join(against),
+                    options: DiffOptions {
+                        key: raw.key,
+                        columns: raw.columns,
+                        tolerance: raw.tolerance,
+                        ignore_order: raw.ignore_order.unwrap_or(true),
+                        samples: 20,
+                    },
+                },
+                (None, None, Some(sql)) => CheckKind::Invariant { sql },
+                (Some(_), None, None) => {
+                    return Err(bad(
+                        "a view check needs `against`, the stored output to diff",
+                    ));
+                }
+                (None, Some(_), None) => {
+                    return Err(bad(
+                        "a check with `against` needs `view`, the view to recompute",
+                    ));
+                }
+                _ => {
+                    return Err(bad(
+                        "a check has either `view` and `against`, or `sql`, not both",
+                    ));
+                }
+            };
+            let name = match raw.name {
+                Some(name) => name.into_inner(),
+                None => match &kind {
+                    CheckKind::Diff { view, against, .. } => {
+                        format!("{view}_vs_{}", table_name_for(against))
+                    }
+                    CheckKind::Invariant { .. } => format!("invariant_{}", index + 1),
+                },
+            };
+            if let Some(first) = checks.iter().find(|c: &&CheckSpec| c.name == name) {
+                return Err(Error::DuplicateName {
+                    path: file.to_path_buf(),
+                    line,
+                    name,
+                    first_line: first.line,
+                });
+            }
+            checks.push(CheckSpec { name, kind, line });
+        }
         let title = raw.title.unwrap_or_else(|| {
             file.parent()
                 .and_then(Path::file_name)
@@ -307,21 +407,29 @@ impl Pipeline {
             title,
             sources,
             views,
+            checks,
         })
     }
 
     /// Builds a pipeline from bare file arguments: each file becomes a source named after its stem.
     pub fn from_paths(paths: &[PathBuf]) -> Result<Pipeline> {
+        let pipeline = Self::from_paths_unchecked(paths)?;
+        for (i, source) in pipeline.sources.iter().enumerate() {
+            if let Some(first) = pipeline.sources[..i].iter().find(|s| s.name == source.name) {
+                return Err(Error::DuplicateSourceFile {
+                    name: source.name.clone(),
+                    first: first.path.clone(),
+                    second: source.path.clone(),
+                });
+            }
+        }
+        Ok(pipeline)
+    }
+
+    fn from_paths_unchecked(paths: &[PathBuf]) -> Result<Pipeline> {
         let mut sources: Vec<SourceSpec> = Vec::new();
         for path in paths {
             let name = table_name_for(path);
-            if let Some(first) = sources.iter().find(|s| s.name == name) {
-                return Err(Error::DuplicateSourceFile {
-                    name,
-                    first: first.path.clone(),
-                    second: path.clone(),
-                });
-            }
             if !path.exists() {
                 return Err(Error::FileNotFound { path: path.clone() });
             }
@@ -359,7 +467,20 @@ impl Pipeline {
             title,
             sources,
             views: Vec::new(),
+            checks: Vec::new(),
         })
+    }
+
+    /// Builds a pipeline of files read whole as snapshots (no offsets), with chosen table names, as `kappa diff` does
+    /// with `a` and `b`.
+    pub fn from_named_paths(files: &[(&str, PathBuf)]) -> Result<Pipeline> {
+        let paths: Vec<PathBuf> = files.iter().map(|(_, p)| p.clone()).collect();
+        let mut pipeline = Self::from_paths_unchecked(&paths)?;
+        for (source, (name, _)) in pipeline.sources.iter_mut().zip(files) {
+            (*name).clone_into(&mut source.name);
+            source.kind = SourceKind::Snapshot;
+        }
+        Ok(pipeline)
     }
 
     /// The tables the sources expose, in order: each source's name, and for a Debezium source also its
@@ -418,6 +539,20 @@ impl Pipeline {
                         known,
                     });
                 }
+            }
+        }
+        for check in &self.checks {
+            if let CheckKind::Diff { view, .. } = &check.kind
+                && !self.views.iter().any(|v| &v.name == view)
+                && !tables.contains(view)
+            {
+                return Err(Error::UnknownTable {
+                    path,
+                    line: check.line,
+                    view: format!("check {}", check.name),
+                    table: view.clone(),
+                    known: self.views.iter().map(|v| v.name.clone()).collect(),
+                });
             }
         }
         // Any strongly connected component with more than one node, or a node reading itself, is a cycle.

@@ -54,10 +54,18 @@ pub fn load(spec: &SourceSpec) -> Result<LoadedSource> {
         });
     }
     let with_offsets = spec.kind == SourceKind::Log;
+    let text = |loaded: Result<LoadedSource>| {
+        // A snapshot has no offsets: its rows are not positions in a log.
+        if with_offsets {
+            loaded
+        } else {
+            loaded.and_then(without_offsets)
+        }
+    };
     match spec.format {
-        Format::Jsonl => load_jsonl(path),
+        Format::Jsonl => text(load_jsonl(path)),
         Format::Debezium => crate::cdc::load_debezium(path, &spec.key),
-        Format::Csv => load_csv(path),
+        Format::Csv => text(load_csv(path)),
         Format::Parquet => guard(path, "Parquet", || load_parquet(path, with_offsets)),
         Format::Arrow => guard(path, "Arrow IPC", || load_arrow(path, with_offsets)),
     }
@@ -77,6 +85,26 @@ pub fn quiet_reader_panics() {
             previous(info);
         }
     }));
+}
+
+fn without_offsets(loaded: LoadedSource) -> Result<LoadedSource> {
+    let Ok(index) = loaded.schema.index_of(OFFSET_COLUMN) else {
+        return Ok(loaded);
+    };
+    let keep: Vec<usize> = (0..loaded.schema.fields().len())
+        .filter(|&i| i != index)
+        .collect();
+    let schema = Arc::new(loaded.schema.project(&keep)?);
+    let batches = loaded
+        .batches
+        .iter()
+        .map(|b| b.project(&keep))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(LoadedSource {
+        schema,
+        batches,
+        ..loaded
+    })
 }
 
 /// Runs a third-party reader, turning a panic into [`Error::ReaderPanic`].

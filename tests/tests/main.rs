@@ -9,3 +9,4 @@ mod replay;
 mod security;
 mod shop;
 mod sources;
+mod verify;

@@ -137,7 +137,14 @@ fn sample_is_what_the_generator_writes() {
     let summary =
         kappa_core::generate_shop(dir.path(), 20_000, kappa_core::DEFAULT_SEED).expect("generate");
     assert_eq!(summary.events, 20_000);
-    for file in ["orders.jsonl", "kappa.toml"] {
+    for file in [
+        "orders.jsonl",
+        "kappa.toml",
+        "warehouse/customer_orders.csv",
+        "warehouse/status_counts.csv",
+        "warehouse/revenue_by_day.jsonl",
+        "warehouse/README.md",
+    ] {
         let committed = std::fs::read(sample("shop").join(file)).expect("committed file");
         let generated = std::fs::read(dir.path().join(file)).expect("generated file");
         assert!(

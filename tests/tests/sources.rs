@@ -308,17 +308,33 @@ fn event_time_going_backwards_is_counted_on_real_events() {
     let events = shared_data("events/gharchive/2021-07-21-few-hours.jsonl");
     let pipeline = kappa_tests::write_pipeline(
         dir.path(),
-        &format!("[[source]]\nname = \"gh\"\npath = \"{}\"\ntime = \"created_at\"\n", events.display()),
+        &format!(
+            "[[source]]\nname = \"gh\"\npath = \"{}\"\ntime = \"created_at\"\n",
+            events.display()
+        ),
     );
-    let engine = Engine::start(Pipeline::load(&pipeline).expect("load"), no_waker()).expect("start");
+    let engine =
+        Engine::start(Pipeline::load(&pipeline).expect("load"), no_waker()).expect("start");
     let snapshot = engine.wait_ready().expect("ready");
     let d = &snapshot.source("gh").expect("source").diagnostics;
-    assert_eq!(d.out_of_order, 2, "SOURCES.md: created_at goes backwards twice in file order");
+    assert_eq!(
+        d.out_of_order, 2,
+        "SOURCES.md: created_at goes backwards twice in file order"
+    );
     let lines = d.lines_of(DiagnosticKind::OutOfOrder);
     assert_eq!(lines.len(), 2);
-    assert!(d.items.iter().filter(|i| i.kind == DiagnosticKind::OutOfOrder).all(|i| i.reason.contains(" is earlier than the previous ")));
+    assert!(
+        d.items
+            .iter()
+            .filter(|i| i.kind == DiagnosticKind::OutOfOrder)
+            .all(|i| i.reason.contains(" is earlier than the previous "))
+    );
     // `org` is missing from the first events and appears later: a schema change at a known line.
-    let org = d.items.iter().find(|i| i.reason == "field `org` first appears").expect("org appears later");
+    let org = d
+        .items
+        .iter()
+        .find(|i| i.reason == "field `org` first appears")
+        .expect("org appears later");
     assert_eq!(org.line, org.offset.map(|o| o + 1));
 }
 
@@ -326,7 +342,11 @@ fn event_time_going_backwards_is_counted_on_real_events() {
 fn schema_changes_are_reported_with_their_line() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("s.jsonl");
-    std::fs::write(&path, "{\"a\":1}\n{\"a\":2}\n{\"a\":2.5,\"b\":\"x\"}\n{\"a\":\"three\"}\n{\"a\":null}\n").expect("write");
+    std::fs::write(
+        &path,
+        "{\"a\":1}\n{\"a\":2}\n{\"a\":2.5,\"b\":\"x\"}\n{\"a\":\"three\"}\n{\"a\":null}\n",
+    )
+    .expect("write");
     let engine = open_files(&[&path]);
     let snapshot = engine.snapshot();
     let d = &snapshot.source("s").expect("source").diagnostics;

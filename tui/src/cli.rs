@@ -45,6 +45,21 @@ enum Command {
     ///
     /// The records go through the same path live appends take, in offset order, a batch at a time.
     Replay(ReplayArgs),
+    /// Run the pipeline's checks: diff stored outputs against their views, and check invariants.
+    ///
+    /// Exit codes: 0 when every check passes, 1 when any fails, 2 on bad input (a missing file, a check that cannot
+    /// run). With --self, recompute every materialized view from the log and diff it with its stored state instead.
+    #[command(
+        after_help = "Examples:\n  kappa verify sample-data/shop/kappa.toml\n  \
+        kappa verify sample-data/shop/kappa.toml --check revenue_dashboard_cache --format junit > verify.xml\n  \
+        kappa verify --self sample-data/shop/kappa.toml"
+    )]
+    Verify(VerifyArgs),
+    /// Diff any two files (Parquet, CSV, JSON Lines, Arrow) by key, with no pipeline. Exit 0 when equal, 1 when not.
+    #[command(
+        after_help = "Example:\n  kappa diff expected.parquet actual.csv --key day --tolerance 0.01"
+    )]
+    Diff(DiffArgs),
     /// Print the lineage graph: which sources feed which views, and the columns each view column comes from.
     Lineage(LineageArgs),
     /// Print each source's rows, offsets, schema and diagnostics (malformed lines with their line numbers).
@@ -96,6 +111,66 @@ enum OutputFormat {
     Json,
     /// One JSON object per line.
     Jsonl,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// A pipeline file with [[check]]s.
+    #[arg(value_name = "PIPELINE")]
+    pipeline: PathBuf,
+    /// Run only this check (repeat for more).
+    #[arg(long = "check", value_name = "NAME")]
+    checks: Vec<String>,
+    /// The self-audit: every materialized view's stored state against a recompute from the log.
+    #[arg(long = "self")]
+    self_audit: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    format: ReportFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    /// For people: counts and the first differing rows side by side.
+    Text,
+    /// The full reports as JSON.
+    Json,
+    /// JUnit XML, one test case per check, for CI systems.
+    Junit,
+}
+
+#[derive(Debug, Args)]
+struct DiffArgs {
+    /// The expected side.
+    #[arg(value_name = "A")]
+    expected: PathBuf,
+    /// The side to check.
+    #[arg(value_name = "B")]
+    actual: PathBuf,
+    /// Key column (repeat for a composite key). Without a key, the files are compared as multisets.
+    #[arg(long = "key", value_name = "COLUMN")]
+    key: Vec<String>,
+    /// Compare only these columns (repeat); by default every column of A.
+    #[arg(long = "column", value_name = "COLUMN")]
+    columns: Vec<String>,
+    /// Absolute tolerance for floating-point columns.
+    #[arg(long, default_value_t = 0.0)]
+    tolerance: f64,
+    /// Without a key, compare row by row in file order instead of as multisets.
+    #[arg(long)]
+    ordered: bool,
+    /// How many differing rows to show.
+    #[arg(long, default_value_t = 20)]
+    samples: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
+    format: DiffFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DiffFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +267,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Query(args)) => query(args),
         Some(Command::Lineage(args)) => lineage(&args),
         Some(Command::Replay(args)) => replay(&args),
+        Some(Command::Verify(args)) => verify(&args),
+        Some(Command::Diff(args)) => diff(&args),
         Some(Command::Sources(args)) => sources(&args),
         Some(Command::Gen(GenCommand::Shop { events, out, seed })) => {
             let summary = kappa_core::generate_shop(&out, events, seed)
@@ -516,6 +593,90 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         eprintln!("views in error: {}", failed.join(", "));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn verify(args: &VerifyArgs) -> Result<ExitCode> {
+    let (engine, _) = open(std::slice::from_ref(&args.pipeline))?;
+    let reports = if args.self_audit {
+        engine.request(|reply| kappa_core::Command::SelfAudit { reply })?
+    } else {
+        let names = (!args.checks.is_empty()).then(|| args.checks.clone());
+        let reports = engine.request(|reply| kappa_core::Command::RunChecks {
+            names,
+            reply: Some(reply),
+        })?;
+        if reports.is_empty() {
+            bail!(
+                "{}: the pipeline has no [[check]]s",
+                args.pipeline.display()
+            );
+        }
+        reports
+    };
+    let suite = args.pipeline.display().to_string();
+    let text = match args.format {
+        ReportFormat::Text => crate::report::text(&reports),
+        ReportFormat::Json => serde_json::to_string_pretty(&reports)? + "\n",
+        ReportFormat::Junit => crate::report::junit(&suite, &reports),
+    };
+    print!("{text}");
+    let status = |s: kappa_core::CheckStatus| reports.iter().any(|r| r.status == s);
+    Ok(if status(kappa_core::CheckStatus::Error) {
+        ExitCode::from(2)
+    } else if status(kappa_core::CheckStatus::Fail) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn diff(args: &DiffArgs) -> Result<ExitCode> {
+    let pipeline =
+        Pipeline::from_named_paths(&[("a", args.expected.clone()), ("b", args.actual.clone())])?;
+    let engine = Engine::start(pipeline, no_waker())?;
+    let snapshot = engine.wait_ready()?;
+    for source in &snapshot.sources {
+        if let NodeStatus::Error(message) = &source.status {
+            bail!("{message}");
+        }
+    }
+    let options = kappa_core::DiffOptions {
+        key: args.key.clone(),
+        columns: args.columns.clone(),
+        tolerance: kappa_core::Tolerance {
+            absolute: args.tolerance,
+            relative: 0.0,
+        },
+        ignore_order: !args.ordered,
+        samples: args.samples,
+    };
+    let report = engine.request(|reply| kappa_core::Command::Diff {
+        expected: "a".to_owned(),
+        actual: "b".to_owned(),
+        options,
+        reply,
+    })?;
+    match args.format {
+        DiffFormat::Text => {
+            let verdict = if report.passed() {
+                "EQUAL"
+            } else {
+                "DIFFERENT"
+            };
+            println!(
+                "{verdict} {} vs {}",
+                args.expected.display(),
+                args.actual.display()
+            );
+            print!("{}", crate::report::diff_text(&report));
+        }
+        DiffFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn status_word(status: &NodeStatus) -> &'static str {

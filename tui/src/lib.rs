@@ -2,3 +2,4 @@
 //! printing lives in `kappa_core`.
 
 pub mod cli;
+pub mod report;
