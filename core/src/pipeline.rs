@@ -411,6 +411,28 @@ impl Pipeline {
         })
     }
 
+    /// Opens what a user named on the command line: one pipeline file (`.toml`), a folder holding `kappa.toml`, or data
+    /// files (each becomes a source named after its stem).
+    pub fn open(inputs: &[PathBuf]) -> Result<Pipeline> {
+        let is_pipeline = |p: &Path| p.extension().is_some_and(|e| e == "toml");
+        if let [single] = inputs {
+            if is_pipeline(single) {
+                return Self::load(single);
+            }
+            let inside = single.join("kappa.toml");
+            if single.is_dir() && inside.is_file() {
+                return Self::load(&inside);
+            }
+        }
+        if let Some(file) = inputs.iter().find(|p| is_pipeline(p)) {
+            return Err(Error::Decode {
+                path: file.clone(),
+                reason: "a pipeline file must be given alone, not with other files".to_owned(),
+            });
+        }
+        Self::from_paths(inputs)
+    }
+
     /// Builds a pipeline from bare file arguments: each file becomes a source named after its stem.
     pub fn from_paths(paths: &[PathBuf]) -> Result<Pipeline> {
         let pipeline = Self::from_paths_unchecked(paths)?;

@@ -251,11 +251,24 @@ pub(crate) async fn diff(ctx: &SessionContext, options: &DiffOptions) -> Result<
     Ok(report)
 }
 
-async fn count(ctx: &SessionContext, sql: &str) -> Result<u64> {
+/// The first row of a query whose columns are all counts.
+async fn numbers(ctx: &SessionContext, sql: &str) -> Result<Vec<u64>> {
     let batches = ctx.sql(sql).await?.collect().await?;
-    Ok(batches.first().filter(|b| b.num_rows() > 0).map_or(0, |b| {
-        b.column(0).as_primitive::<Int64Type>().value(0) as u64
-    }))
+    let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(Vec::new());
+    };
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            let c = datafusion::arrow::compute::cast(c, &DataType::Int64)?;
+            Ok(c.as_primitive::<Int64Type>().value(0).max(0) as u64)
+        })
+        .collect()
+}
+
+async fn count(ctx: &SessionContext, sql: &str) -> Result<u64> {
+    Ok(numbers(ctx, sql).await?.first().copied().unwrap_or(0))
 }
 
 async fn keyed_diff(
@@ -351,17 +364,12 @@ async fn keyed_diff(
     aggregates.extend((0..columns.len()).map(|i| {
         format!("coalesce(sum(CASE WHEN __kind = 'changed' AND __d{i} THEN 1 ELSE 0 END), 0)")
     }));
-    let totals = ctx
-        .sql(&format!("SELECT {} FROM ({joined})", aggregates.join(", ")))
-        .await?
-        .collect()
-        .await?;
-    let value = |i: usize| -> u64 {
-        totals.first().map_or(0, |b| {
-            let column = datafusion::arrow::compute::cast(b.column(i), &DataType::Int64).ok();
-            column.map_or(0, |c| c.as_primitive::<Int64Type>().value(0) as u64)
-        })
-    };
+    let totals = numbers(
+        ctx,
+        &format!("SELECT {} FROM ({joined})", aggregates.join(", ")),
+    )
+    .await?;
+    let value = |i: usize| totals.get(i).copied().unwrap_or(0);
     report.matching = value(0);
     report.missing = value(1);
     report.extra = value(2);
@@ -485,20 +493,15 @@ async fn multiset_diff(
             on.join(" AND ")
         }
     );
-    let totals = ctx
-        .sql(&format!(
+    let totals = numbers(
+        ctx,
+        &format!(
             "SELECT coalesce(sum(least(__en, __an)), 0), coalesce(sum(greatest(__en - __an, 0)), 0), \
              coalesce(sum(greatest(__an - __en, 0)), 0) FROM ({joined})"
-        ))
-        .await?
-        .collect()
-        .await?;
-    let value = |i: usize| -> u64 {
-        totals.first().map_or(0, |b| {
-            let column = datafusion::arrow::compute::cast(b.column(i), &DataType::Int64).ok();
-            column.map_or(0, |c| c.as_primitive::<Int64Type>().value(0) as u64)
-        })
-    };
+        ),
+    )
+    .await?;
+    let value = |i: usize| totals.get(i).copied().unwrap_or(0);
     report.matching = value(0);
     report.missing = value(1);
     report.extra = value(2);

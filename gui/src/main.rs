@@ -25,11 +25,7 @@ fn run() -> Result<()> {
         );
         return Ok(());
     }
-    let pipeline = match inputs.as_slice() {
-        [one] if one.extension().is_some_and(|e| e == "toml") => Pipeline::load(one)?,
-        [one] if one.join("kappa.toml").is_file() => Pipeline::load(&one.join("kappa.toml"))?,
-        files => Pipeline::from_paths(files)?,
-    };
+    let pipeline = Pipeline::open(&inputs)?;
     let title = format!("Kappa — {}", pipeline.title);
     let options = eframe::NativeOptions {
         viewport: eframe::egui::ViewportBuilder::default()

@@ -4,7 +4,7 @@
 //! its causes.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -305,22 +305,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// Opens the inputs as a pipeline: one `.toml` file (or a folder holding `kappa.toml`), or data files.
 fn open_pipeline(inputs: &[PathBuf]) -> Result<Pipeline> {
-    if let [single] = inputs {
-        if is_pipeline_file(single) {
-            return Ok(Pipeline::load(single)?);
-        }
-        let inside = single.join("kappa.toml");
-        if single.is_dir() && inside.is_file() {
-            return Ok(Pipeline::load(&inside)?);
-        }
-    }
-    if let Some(toml) = inputs.iter().find(|p| is_pipeline_file(p)) {
-        bail!(
-            "{}: a pipeline file must be given alone, not with other files",
-            toml.display()
-        );
-    }
-    Ok(Pipeline::from_paths(inputs)?)
+    Ok(Pipeline::open(inputs)?)
 }
 
 /// Starts the engine on the inputs and waits until everything is loaded.
@@ -726,10 +711,4 @@ fn overview(inputs: &[PathBuf]) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// True when `path` looks like a pipeline file.
-#[must_use]
-pub fn is_pipeline_file(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "toml")
 }
