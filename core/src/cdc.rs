@@ -4,7 +4,7 @@
 //! wrapped as `{"schema": ..., "payload": ...}`; a `null` line (or payload) is a tombstone. A CDC source exposes two
 //! tables: `<name>__changes`, the raw events with their offset, op, time and flattened `before_*`/`after_*` columns, and
 //! `<name>`, the table state after applying the changes fed so far: an upsert by key for `c`, `u` and `r`, a delete for
-//! `d`. A column Debezium could not read (`__debezium_unavailable_value`, such as an unchanged large text value in PostgreSQL) keeps its
+//! `d`, and `t` (truncate) empties the table. A column Debezium could not read (`__debezium_unavailable_value`, such as an unchanged large text value in PostgreSQL) keeps its
 //! previous value and is never stored.
 
 use std::collections::BTreeMap;
@@ -35,6 +35,8 @@ pub(crate) enum Op {
     Delete,
     /// A snapshot read: the row as it was when the connector started.
     Read,
+    /// The table was truncated: every row is gone.
+    Truncate,
 }
 
 /// One change event, ready to apply to the table state.
@@ -65,6 +67,7 @@ impl TableState {
     /// Applies one change: an upsert for create, update and read; a delete for delete.
     pub(crate) fn apply(&mut self, change: &Change) {
         match (change.op, &change.after) {
+            (Op::Truncate, _) => self.rows.clear(),
             (Op::Delete, _) | (_, None) => {
                 self.rows.remove(&change.key);
             }
@@ -162,7 +165,10 @@ pub(crate) fn load_debezium(path: &Path, key: &[String]) -> Result<LoadedSource>
         }
     }
     let changes_schema = ObjectSchema::infer(&flat);
-    let schema = Arc::new(with_offset_field(&changes_schema.schema));
+    let schema = Arc::new(with_offset_field(
+        &changes_schema.schema,
+        crate::source::OFFSET_COLUMN,
+    ));
     let decode_error = |e| Error::ArrowFile {
         path: path.to_path_buf(),
         source: e,
@@ -213,7 +219,8 @@ fn parse_event(value: Value, key: &[String]) -> Result<Option<Parsed>, String> {
             "u" => Op::Update,
             "d" => Op::Delete,
             "r" => Op::Read,
-            other => return Err(format!("unknown op `{other}` (expected c, u, d or r)")),
+            "t" => Op::Truncate,
+            other => return Err(format!("unknown op `{other}` (expected c, u, d, r or t)")),
         },
         Some(other) => return Err(format!("`op` is {}, not a string", json_kind(other))),
         None => {
@@ -231,6 +238,20 @@ fn parse_event(value: Value, key: &[String]) -> Result<Option<Parsed>, String> {
     };
     let before = image("before")?;
     let after = image("after")?;
+    if op == Op::Truncate {
+        let mut row = Map::new();
+        row.insert("op".to_owned(), Value::String("t".to_owned()));
+        row.insert(
+            "ts_ms".to_owned(),
+            envelope.get("ts_ms").cloned().unwrap_or(Value::Null),
+        );
+        let change = Change {
+            op,
+            key: String::new(),
+            after: None,
+        };
+        return Ok(Some((change, Value::Object(row), None, None)));
+    }
     let keyed = if op == Op::Delete {
         before.as_ref()
     } else {
@@ -285,5 +306,6 @@ fn op_name(op: Op) -> &'static str {
         Op::Update => "u",
         Op::Delete => "d",
         Op::Read => "r",
+        Op::Truncate => "t",
     }
 }

@@ -535,7 +535,22 @@ impl Worker {
                 return;
             }
         };
-        runtime.block_on(self.load_all());
+        if catch_unwind(AssertUnwindSafe(|| runtime.block_on(self.load_all()))).is_err() {
+            // Whatever loaded is kept; what did not is marked so the front ends can say it.
+            self.publish_with(|s| {
+                for source in &mut s.sources {
+                    if source.status == NodeStatus::Pending {
+                        source.status =
+                            NodeStatus::Error("internal error while loading".to_owned());
+                    }
+                }
+                for view in &mut s.views {
+                    if view.status == NodeStatus::Pending {
+                        view.status = NodeStatus::Error("internal error while loading".to_owned());
+                    }
+                }
+            });
+        }
         loop {
             // While a replay runs, commands are taken between batches; otherwise the worker sleeps until one comes.
             let command = if self.replay_running() {
@@ -563,6 +578,10 @@ impl Worker {
                 });
             }));
             if let Err(payload) = outcome {
+                // A replay whose batch panicked would retry the same batch forever: end it where it is.
+                if self.replay_running() {
+                    self.finish_replay();
+                }
                 let message = payload
                     .downcast_ref::<String>()
                     .cloned()
@@ -716,7 +735,7 @@ impl Worker {
         let table = |(schema, batches): (SchemaRef, Vec<RecordBatch>)| -> Result<MemTable> {
             // Row by row in order: pair rows by their position.
             let batches = if ordered {
-                verify::with_row_numbers(&batches)?
+                verify::with_row_numbers(&schema, &batches)?
             } else {
                 batches
             };
@@ -810,6 +829,18 @@ impl Worker {
                         line: check.line,
                     };
                     let loaded = source::load(&spec)?;
+                    // Rows of the output that could not be read would silently be "missing": say so instead.
+                    if let Some(first) = loaded.diagnostics.items.first() {
+                        return Err(Error::Decode {
+                            path: against.clone(),
+                            reason: format!(
+                                "{} unreadable records (the first, line {}: {}); fix the file to compare it",
+                                loaded.diagnostics.total(),
+                                first.line.map_or_else(|| "?".to_owned(), |l| l.to_string()),
+                                first.reason
+                            ),
+                        });
+                    }
                     let diff = self
                         .diff_sides(expected, (loaded.schema, loaded.batches), options)
                         .await?;

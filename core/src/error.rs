@@ -67,6 +67,18 @@ pub enum Error {
         file: PathBuf,
     },
 
+    /// A source, view or check name SQL cannot use as written.
+    #[error(
+        "{}:{line}: `{name}` cannot be a table name: use lowercase letters, digits and `_`, not starting with a digit \
+         (SQL folds unquoted names to lowercase)",
+        path.display()
+    )]
+    BadName {
+        path: PathBuf,
+        line: usize,
+        name: String,
+    },
+
     /// A `[[check]]` that is neither a view diff nor an invariant.
     #[error("{}:{line}: {reason}", path.display())]
     BadCheck {

@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, SchemaRef};
 
 use crate::cdc::{CdcLog, TableState};
 use crate::diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pipeline::{Format, SourceKind, SourceSpec};
 use crate::source::{LoadedSource, OFFSET_COLUMN};
 
@@ -80,18 +80,28 @@ impl SourceLog {
             ),
             _ => None,
         };
-        let column = |name: &Option<String>| name.as_ref().and_then(|n| schema.index_of(n).ok());
+        // A declared `event_id` or `time` column that the source lacks would silently turn dedup or ordering checks
+        // off: refuse it, naming the columns there are.
+        let column = |role: &str, name: &Option<String>| -> Result<Option<usize>> {
+            let Some(name) = name else { return Ok(None) };
+            schema.index_of(name).map(Some).map_err(|_| Error::Decode {
+                path: spec.path.clone(),
+                reason: format!(
+                    "source `{}`: the {role} column `{name}` is not in the source (its columns: {})",
+                    spec.name,
+                    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            })
+        };
+        let event_id = column("event_id", &spec.event_id)?;
+        let time = column("time", &spec.time)?;
         let mut malformed_offsets: Vec<u64> = loaded.diagnostics.malformed_offsets.clone();
         let cdc = loaded.cdc.map(|log| (log, TableState::default()));
         malformed_offsets.sort_unstable();
         Ok(SourceLog {
             end_offset: loaded.next_offset,
-            event_id: if spec.dedup {
-                column(&spec.event_id)
-            } else {
-                None
-            },
-            time: column(&spec.time),
+            event_id: if spec.dedup { event_id } else { None },
+            time,
             offset_is_line: matches!(spec.format, Format::Jsonl | Format::Debezium),
             schema,
             all,

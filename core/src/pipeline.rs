@@ -274,6 +274,13 @@ impl Pipeline {
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut check_name = |name: &Spanned<String>| -> Result<()> {
             let line = line_col(text, name.span().start).0;
+            if !is_identifier(name.get_ref()) {
+                return Err(Error::BadName {
+                    path: file.to_path_buf(),
+                    line,
+                    name: name.get_ref().clone(),
+                });
+            }
             if let Some(first_line) = seen.get(name.get_ref()) {
                 return Err(Error::DuplicateName {
                     path: file.to_path_buf(),
@@ -345,6 +352,14 @@ impl Pipeline {
                 reason: reason.to_owned(),
             };
             let kind = match (raw.view, raw.against, raw.sql) {
+                (Some(_), Some(_), None)
+                    if raw.key.is_empty()
+                        && (raw.tolerance.absolute > 0.0 || raw.tolerance.relative > 0.0) =>
+                {
+                    return Err(bad(
+                        "a tolerance needs a `key`: without one, rows are compared as exact multisets",
+                    ));
+                }
                 (Some(view), Some(against), None) => CheckKind::Diff {
                     view,
                     against: base_dir.join(against),
@@ -635,6 +650,16 @@ fn cycle_in(graph: &DiGraph<&str, ()>, component: &[petgraph::graph::NodeIndex])
         }
     }
     path.into_iter().map(|n| graph[n].to_owned()).collect()
+}
+
+/// True for a name SQL can use unquoted and unchanged: lowercase letters, digits and `_`, not starting with a digit.
+/// (DataFusion folds unquoted identifiers to lowercase, so `Orders` could never be found as written.)
+fn is_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// The SQL table name a bare file argument becomes: its stem, with anything that is not a letter, digit or `_`

@@ -28,6 +28,9 @@ use crate::pipeline::{Format, SourceKind, SourceSpec};
 /// Name of the offset column every log source has.
 pub const OFFSET_COLUMN: &str = "_offset";
 
+/// The position column a snapshot's text file is read with, before it is dropped.
+const SNAPSHOT_ROW_COLUMN: &str = "__kappa_row";
+
 /// Rows per Arrow batch when decoding text formats.
 const BATCH_ROWS: usize = 8192;
 
@@ -54,6 +57,13 @@ pub fn load(spec: &SourceSpec) -> Result<LoadedSource> {
         });
     }
     let with_offsets = spec.kind == SourceKind::Log;
+    // A snapshot's text file is read with a private position column, dropped afterwards, so a column of the user's
+    // own named `_offset` survives.
+    let offset_name = if with_offsets {
+        OFFSET_COLUMN
+    } else {
+        SNAPSHOT_ROW_COLUMN
+    };
     let text = |loaded: Result<LoadedSource>| {
         // A snapshot has no offsets: its rows are not positions in a log.
         if with_offsets {
@@ -63,9 +73,9 @@ pub fn load(spec: &SourceSpec) -> Result<LoadedSource> {
         }
     };
     match spec.format {
-        Format::Jsonl => text(load_jsonl(path)),
+        Format::Jsonl => text(load_jsonl(path, offset_name)),
         Format::Debezium => crate::cdc::load_debezium(path, &spec.key),
-        Format::Csv => text(load_csv(path)),
+        Format::Csv => text(load_csv(path, offset_name)),
         Format::Parquet => guard(path, "Parquet", || load_parquet(path, with_offsets)),
         Format::Arrow => guard(path, "Arrow IPC", || load_arrow(path, with_offsets)),
     }
@@ -88,7 +98,7 @@ pub fn quiet_reader_panics() {
 }
 
 fn without_offsets(loaded: LoadedSource) -> Result<LoadedSource> {
-    let Ok(index) = loaded.schema.index_of(OFFSET_COLUMN) else {
+    let Ok(index) = loaded.schema.index_of(SNAPSHOT_ROW_COLUMN) else {
         return Ok(loaded);
     };
     let keep: Vec<usize> = (0..loaded.schema.fields().len())
@@ -357,11 +367,8 @@ fn scan_jsonl(data: &[u8]) -> (Vec<GoodLine<'_>>, JsonType, Diagnostics, u64) {
         }
     }
     // An incomplete last line has no offset yet: the next append completes it.
-    let next_offset = if diagnostics
-        .items
-        .last()
-        .is_some_and(|d| d.kind == DiagnosticKind::IncompleteLine)
-    {
+    // Only the last line can be incomplete (count it, not the kept items, which are capped).
+    let next_offset = if diagnostics.incomplete > 0 {
         offset - 1
     } else {
         offset
@@ -441,20 +448,20 @@ pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
     format!("{message} (column {})", e.column())
 }
 
-fn load_jsonl(path: &Path) -> Result<LoadedSource> {
+fn load_jsonl(path: &Path, offset_name: &str) -> Result<LoadedSource> {
     let data = read_file(path)?;
     let (good, ty, mut diagnostics, next_offset) = scan_jsonl(&data);
     let JsonType::Object(mut fields) = ty else {
         unreachable!("every good line is an object")
     };
     // A user field that clashes with the offset column is ignored: `_offset` is Kappa's.
-    fields.retain(|(name, _)| name != OFFSET_COLUMN);
+    fields.retain(|(name, _)| name != offset_name);
     let object = JsonType::Object(fields);
     let data_schema = match object.data_type() {
         DataType::Struct(fields) => Schema::new(fields),
         _ => Schema::empty(),
     };
-    let schema = Arc::new(with_offset_field(&data_schema));
+    let schema = Arc::new(with_offset_field(&data_schema, offset_name));
     let mut batches = Vec::new();
     for chunk in good.chunks(BATCH_ROWS) {
         if data_schema.fields().is_empty() {
@@ -608,13 +615,14 @@ impl ObjectSchema {
     }
 }
 
-pub(crate) fn with_offset_field(data_schema: &Schema) -> Schema {
-    let mut fields = vec![Arc::new(Field::new(OFFSET_COLUMN, DataType::Int64, false))];
+/// `data_schema` with the position column `name` first (replacing a field of that name).
+pub(crate) fn with_offset_field(data_schema: &Schema, name: &str) -> Schema {
+    let mut fields = vec![Arc::new(Field::new(name, DataType::Int64, false))];
     fields.extend(
         data_schema
             .fields()
             .iter()
-            .filter(|f| f.name() != OFFSET_COLUMN)
+            .filter(|f| f.name() != name)
             .cloned(),
     );
     Schema::new_with_metadata(fields, data_schema.metadata().clone())
@@ -632,7 +640,7 @@ pub(crate) fn prepend_offsets(
             .fields()
             .iter()
             .zip(batch.columns())
-            .filter(|(f, _)| f.name() != OFFSET_COLUMN)
+            .filter(|(f, _)| f.name() != schema.field(0).name())
             .map(|(_, c)| c.clone()),
     );
     RecordBatch::try_new(schema.clone(), columns)
@@ -686,7 +694,7 @@ impl CsvType {
     }
 }
 
-fn load_csv(path: &Path) -> Result<LoadedSource> {
+fn load_csv(path: &Path, offset_name: &str) -> Result<LoadedSource> {
     let data = read_file(path)?;
     let delimiter = if path
         .extension()
@@ -754,17 +762,17 @@ fn load_csv(path: &Path) -> Result<LoadedSource> {
             }
         }
     }
-    let mut fields = vec![Field::new(OFFSET_COLUMN, DataType::Int64, false)];
+    let mut fields = vec![Field::new(offset_name, DataType::Int64, false)];
     fields.extend(
         headers
             .iter()
             .zip(&types)
-            .filter(|(name, _)| name.as_str() != OFFSET_COLUMN)
+            .filter(|(name, _)| name.as_str() != offset_name)
             .map(|(name, ty)| Field::new(name, ty.data_type(), true)),
     );
     let schema = Arc::new(Schema::new(fields));
     let keep: Vec<usize> = (0..headers.len())
-        .filter(|&i| headers[i] != OFFSET_COLUMN)
+        .filter(|&i| headers[i] != offset_name)
         .collect();
     let mut batches = Vec::new();
     for chunk in records.chunks(BATCH_ROWS) {
@@ -942,7 +950,7 @@ fn finish_columnar(
             cdc: None,
         });
     }
-    let out_schema = Arc::new(with_offset_field(&schema));
+    let out_schema = Arc::new(with_offset_field(&schema, OFFSET_COLUMN));
     let mut next = 0i64;
     let mut out = Vec::with_capacity(batches.len());
     for batch in &batches {

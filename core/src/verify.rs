@@ -162,6 +162,9 @@ fn common_expr(side: &str, column: &str, expected: &DataType, actual: &DataType)
     let c = format!("{side}.{}", quote(column));
     if expected == actual {
         c
+    } else if expected.is_integer() && actual.is_integer() {
+        // Exact for every integer a pair of integer types can share (a double would merge values above 2^53).
+        format!("CAST({c} AS DECIMAL(38, 0))")
     } else if expected.is_numeric() && actual.is_numeric() {
         format!("CAST({c} AS DOUBLE)")
     } else {
@@ -303,7 +306,7 @@ async fn keyed_diff(
             let t = options.tolerance;
             if (is_float(&e) || is_float(&a)) && (t.absolute > 0.0 || t.relative > 0.0) {
                 format!(
-                    "(CASE WHEN e_c{i} IS NULL AND a_c{i} IS NULL THEN false \
+                    "(CASE WHEN e_c{i} IS NOT DISTINCT FROM a_c{i} THEN false \
                      WHEN e_c{i} IS NULL OR a_c{i} IS NULL THEN true \
                      ELSE abs(CAST(e_c{i} AS DOUBLE) - CAST(a_c{i} AS DOUBLE)) > {} + {} * abs(CAST(e_c{i} AS DOUBLE)) END)",
                     t.absolute, t.relative
@@ -636,9 +639,19 @@ pub(crate) fn sample_rows(
 }
 
 /// Adds a `__row` column (the row's position) so an ordered comparison can pair rows by position.
-pub(crate) fn with_row_numbers(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+pub(crate) fn with_row_numbers(
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<Vec<RecordBatch>> {
     use datafusion::arrow::array::Int64Array;
     use datafusion::arrow::datatypes::Field;
+    // With no rows there is still a schema, and it must have the position column too.
+    let empty = [RecordBatch::new_empty(schema.clone())];
+    let batches = if batches.is_empty() {
+        &empty[..]
+    } else {
+        batches
+    };
     let mut next = 0i64;
     let mut out = Vec::new();
     for batch in batches {

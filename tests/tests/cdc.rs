@@ -205,7 +205,7 @@ fn unknown_ops_and_missing_keys_are_diagnostics() {
     assert_eq!(
         reasons,
         vec![
-            (2, "unknown op `x` (expected c, u, d or r)"),
+            (2, "unknown op `x` (expected c, u, d, r or t)"),
             (3, "missing key column `id` in the `c` event"),
             (
                 4,
@@ -297,4 +297,35 @@ proptest! {
         }
         prop_assert_eq!(csv_lines(&sql(&engine, "SELECT id, v FROM t ORDER BY id")), want);
     }
+}
+
+#[test]
+fn a_truncate_empties_the_table() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("changes.jsonl"),
+        [
+            r#"{"op":"c","after":{"id":1,"v":"a"},"ts_ms":1}"#,
+            r#"{"op":"c","after":{"id":2,"v":"b"},"ts_ms":2}"#,
+            r#"{"op":"t","ts_ms":3}"#,
+            r#"{"op":"c","after":{"id":3,"v":"c"},"ts_ms":4}"#,
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .expect("write");
+    let engine = open_cdc(dir.path(), "id");
+    assert_eq!(
+        csv_lines(&sql(&engine, "SELECT id, v FROM t")),
+        vec!["id,v", "3,c"]
+    );
+    engine.seek(Some(3)).expect("seek");
+    assert_eq!(
+        csv_lines(&sql(&engine, "SELECT count(*) AS n FROM t")),
+        vec!["n", "0"]
+    );
+    assert_eq!(
+        csv_lines(&sql(&engine, "SELECT op FROM t__changes ORDER BY _offset")),
+        vec!["op", "c", "c", "t"]
+    );
 }

@@ -128,3 +128,20 @@ fn errors_are_structured() {
         other => panic!("expected DuplicateName, got {other:?}"),
     }
 }
+
+#[test]
+fn names_sql_cannot_use_as_written_are_refused() {
+    let message = error_of("[[source]]\nname = \"Orders\"\npath = \"a.jsonl\"\n");
+    assert_eq!(
+        message,
+        "DIR/kappa.toml:2: `Orders` cannot be a table name: use lowercase letters, digits and `_`, not starting with a \
+         digit (SQL folds unquoted names to lowercase)"
+    );
+    let message = error_of(&format!(
+        "{SOURCE}\n[[view]]\nname = \"raw.v\"\nsql = \"SELECT 1\"\n"
+    ));
+    assert!(
+        message.starts_with("DIR/kappa.toml:6: `raw.v` cannot be a table name"),
+        "{message}"
+    );
+}

@@ -366,3 +366,53 @@ fn schema_changes_are_reported_with_their_line() {
     );
     assert_eq!(d.schema_changes, 3);
 }
+
+#[test]
+fn a_declared_event_id_or_time_column_must_exist() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("e.jsonl"),
+        "{\"event_id\":\"a\",\"ts\":1}\n",
+    )
+    .expect("write");
+    for (key, column) in [("event_id", "eventId"), ("time", "when")] {
+        let pipeline = kappa_tests::write_pipeline(
+            dir.path(),
+            &format!("[[source]]\nname = \"e\"\npath = \"e.jsonl\"\n{key} = \"{column}\"\n"),
+        );
+        let engine =
+            Engine::start(Pipeline::load(&pipeline).expect("load"), no_waker()).expect("start");
+        let snapshot = engine.wait_ready().expect("ready");
+        assert_eq!(
+            snapshot.sources[0].status,
+            NodeStatus::Error(format!(
+                "{}: source `e`: the {key} column `{column}` is not in the source (its columns: _offset, event_id, ts)",
+                dir.path().join("e.jsonl").display()
+            ))
+        );
+    }
+}
+
+#[test]
+fn the_next_offset_skips_a_half_written_line_after_many_bad_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("noisy.jsonl");
+    let mut text = "oops\n".repeat(1200);
+    text.push_str("{\"a\":1}\n{\"a\":");
+    std::fs::write(&path, text).expect("write");
+    let engine = open_files(&[&path]);
+    let snapshot = engine.snapshot();
+    let source = snapshot.source("noisy").expect("source");
+    assert_eq!(
+        (
+            source.rows,
+            source.diagnostics.malformed,
+            source.diagnostics.incomplete
+        ),
+        (1, 1200, 1)
+    );
+    assert_eq!(
+        source.next_offset, 1201,
+        "the half-written line 1202 has no offset yet"
+    );
+}

@@ -403,3 +403,103 @@ fn check_definitions_are_validated() {
         "{message}"
     );
 }
+
+#[test]
+fn a_view_with_offsets_checks_against_its_own_export() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("e.jsonl"), "{\"k\":1}\n{\"k\":2}\n").expect("write");
+    std::fs::write(
+        dir.path().join("out.jsonl"),
+        "{\"_offset\":0,\"k\":1}\n{\"_offset\":1,\"k\":2}\n",
+    )
+    .expect("write");
+    let path = write_pipeline(
+        dir.path(),
+        "[[source]]\nname = \"e\"\npath = \"e.jsonl\"\n\n[[view]]\nname = \"v\"\nsql = \"SELECT * FROM e\"\n\n\
+         [[check]]\nview = \"v\"\nagainst = \"out.jsonl\"\nkey = [\"_offset\"]\n",
+    );
+    let report = check_of(&path);
+    assert_eq!(report.status, CheckStatus::Pass, "{report:?}");
+    assert_eq!(report.diff.expect("diff").matching, 2);
+}
+
+#[test]
+fn unreadable_rows_in_the_output_make_the_check_an_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = pipeline_with(
+        dir.path(),
+        ("out.csv", "k,v,s\n1,1.5,a\n2,2.5\n3,3.5,c\n"),
+        "[[check]]\nname = \"c\"\nview = \"v\"\nagainst = \"out.csv\"\nkey = [\"k\"]\n",
+    );
+    let report = check_of(&path);
+    assert_eq!(report.status, CheckStatus::Error);
+    assert_eq!(
+        report.error.as_deref(),
+        Some(
+            format!(
+                "{}: 1 unreadable records (the first, line 3: expected 3 fields, found 2); fix the file to compare it",
+                dir.path().join("out.csv").display()
+            )
+            .as_str()
+        )
+    );
+}
+
+#[test]
+fn ordered_diffs_of_empty_sides_and_infinities_within_tolerance() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let empty = dir.path().join("empty.csv");
+    let one = dir.path().join("one.csv");
+    std::fs::write(&empty, "k,x\n").expect("write");
+    std::fs::write(&one, "k,x\n1,inf\n").expect("write");
+    kappa()
+        .arg("diff")
+        .arg(&empty)
+        .arg(&empty)
+        .arg("--ordered")
+        .assert()
+        .code(0);
+    kappa()
+        .arg("diff")
+        .arg(&empty)
+        .arg(&one)
+        .args(["--ordered", "--format", "json"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("\"extra\": 1"));
+    // Two infinities are equal, tolerance or not.
+    kappa()
+        .arg("diff")
+        .arg(&one)
+        .arg(&one)
+        .args(["--key", "k", "--tolerance", "0.01"])
+        .assert()
+        .code(0);
+    kappa()
+        .arg("diff")
+        .arg(&one)
+        .arg(&one)
+        .args(["--tolerance", "0.01"])
+        .assert()
+        .code(2)
+        .stderr(
+            "error: --tolerance needs --key: without a key, rows are compared as exact multisets\n",
+        );
+}
+
+#[test]
+fn a_tolerance_without_a_key_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = pipeline_with(
+        dir.path(),
+        ("x.csv", "k\n"),
+        "[[check]]\nview = \"v\"\nagainst = \"x.csv\"\ntolerance = 0.1\n",
+    );
+    let message = Pipeline::load(&path).expect_err("refused").to_string();
+    assert!(
+        message.ends_with(
+            ":9: a tolerance needs a `key`: without one, rows are compared as exact multisets"
+        ),
+        "{message}"
+    );
+}

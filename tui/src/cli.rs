@@ -616,6 +616,9 @@ fn verify(args: &VerifyArgs) -> Result<ExitCode> {
 }
 
 fn diff(args: &DiffArgs) -> Result<ExitCode> {
+    if args.tolerance > 0.0 && args.key.is_empty() {
+        bail!("--tolerance needs --key: without a key, rows are compared as exact multisets");
+    }
     let pipeline =
         Pipeline::from_named_paths(&[("a", args.expected.clone()), ("b", args.actual.clone())])?;
     let engine = Engine::start(pipeline, no_waker())?;
