@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -17,6 +17,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::MemTable;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::FutureExt as _;
 
 use crate::cdc::CHANGES_SUFFIX;
 use crate::diagnostics::Diagnostics;
@@ -28,7 +29,7 @@ use crate::pipeline::{
 };
 use crate::source;
 use crate::sql;
-use crate::verify::{self, CheckReport, CheckStatus, DiffOptions, DiffReport, Violations};
+use crate::verify::{self, CheckReport, CheckStatus, DiffOptions, DiffReport, Side, Violations};
 
 /// Called by the engine, from its own thread, whenever a new snapshot is published (egui: `request_repaint`; the TUI:
 /// push an event into its queue).
@@ -109,9 +110,19 @@ pub enum Command {
     /// published in [`Snapshot::checks`].
     RunChecks {
         names: Option<Vec<String>>,
+        /// Run every diff in bounded memory (see [`DiffOptions::memory_limit`]).
+        memory_limit: Option<usize>,
         reply: Option<Reply<Vec<CheckReport>>>,
     },
-    /// Diffs two tables (sources or views), as `kappa diff` does.
+    /// Diffs two files, as `kappa diff` does: Parquet is streamed, so with a memory limit the diff runs in bounded
+    /// memory.
+    DiffFiles {
+        expected: PathBuf,
+        actual: PathBuf,
+        options: DiffOptions,
+        reply: Reply<DiffReport>,
+    },
+    /// Diffs two tables (sources or views).
     Diff {
         expected: String,
         actual: String,
@@ -667,8 +678,12 @@ impl Worker {
                     reply.send(Ok(self.published.clone()));
                 }
             }
-            Command::RunChecks { names, reply } => {
-                let result = self.run_checks(names.as_deref()).await;
+            Command::RunChecks {
+                names,
+                memory_limit,
+                reply,
+            } => {
+                let result = self.run_checks(names.as_deref(), memory_limit).await;
                 if let Ok(reports) = &result {
                     self.checks.clone_from(reports);
                     self.publish();
@@ -676,6 +691,19 @@ impl Worker {
                 if let Some(reply) = reply {
                     reply.send(result);
                 }
+            }
+            Command::DiffFiles {
+                expected,
+                actual,
+                options,
+                reply,
+            } => {
+                let result = async {
+                    let expected = Self::file_side(&expected, 0)?;
+                    let actual = Self::file_side(&actual, 0)?;
+                    self.diff_sides(expected, actual, &options).await
+                };
+                reply.send(result.await);
             }
             Command::Diff {
                 expected,
@@ -723,40 +751,111 @@ impl Worker {
         Ok((schema, frame.collect().await?))
     }
 
-    /// Registers the two sides, diffs them, and removes them again.
+    /// Registers the two sides, diffs them, and removes them again. With a memory limit the diff runs in a session of
+    /// its own whose joins sort and merge and whose sorts and aggregates spill.
     async fn diff_sides(
         &self,
-        expected: (SchemaRef, Vec<RecordBatch>),
-        actual: (SchemaRef, Vec<RecordBatch>),
+        expected: Side,
+        actual: Side,
         options: &DiffOptions,
     ) -> Result<DiffReport> {
         let mut options = options.clone();
         let ordered = options.key.is_empty() && !options.ignore_order;
-        let table = |(schema, batches): (SchemaRef, Vec<RecordBatch>)| -> Result<MemTable> {
-            // Row by row in order: pair rows by their position.
-            let batches = if ordered {
-                verify::with_row_numbers(&schema, &batches)?
-            } else {
-                batches
+        let bounded = options
+            .memory_limit
+            .map(verify::bounded_context)
+            .transpose()?;
+        let ctx = bounded.as_ref().unwrap_or(&self.ctx);
+        let numbered = |side: Side| async move {
+            if !ordered {
+                return Ok::<Side, Error>(side);
+            }
+            // Row by row in order: pair rows by their position (which needs the rows in hand).
+            let (schema, batches) = match side {
+                Side::Batches(schema, batches) => (schema, batches),
+                Side::Parquet(path) => {
+                    let scratch = SessionContext::new();
+                    verify::register_side(&scratch, "side", Side::Parquet(path)).await?;
+                    let frame = scratch.table("side").await?;
+                    (
+                        Arc::new(frame.schema().as_arrow().clone()),
+                        frame.collect().await?,
+                    )
+                }
             };
+            let batches = verify::with_row_numbers(&schema, &batches)?;
             let schema = batches.first().map_or(schema, RecordBatch::schema);
-            Ok(MemTable::try_new(schema, vec![batches])?)
+            Ok(Side::Batches(schema, batches))
         };
         if ordered {
             options.key = vec![verify::ROW_COLUMN.to_owned()];
         }
-        self.ctx
-            .register_table(verify::EXPECTED_TABLE, Arc::new(table(expected)?))?;
-        self.ctx
-            .register_table(verify::ACTUAL_TABLE, Arc::new(table(actual)?))?;
-        let report = verify::diff(&self.ctx, &options).await;
-        let _ = self.ctx.deregister_table(verify::EXPECTED_TABLE);
-        let _ = self.ctx.deregister_table(verify::ACTUAL_TABLE);
+        verify::register_side(ctx, verify::EXPECTED_TABLE, numbered(expected).await?).await?;
+        let registered =
+            verify::register_side(ctx, verify::ACTUAL_TABLE, numbered(actual).await?).await;
+        let report = match registered {
+            // A corrupt Parquet file can make its reader panic mid-scan: report it, keep the engine.
+            Ok(()) => AssertUnwindSafe(verify::diff(ctx, &options))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|payload| {
+                    Err(Error::ReaderPanic {
+                        path: "<diff>".into(),
+                        format: "Parquet",
+                        message: panic_text(&*payload),
+                    })
+                }),
+            Err(e) => Err(e),
+        };
+        let _ = ctx.deregister_table(verify::EXPECTED_TABLE);
+        let _ = ctx.deregister_table(verify::ACTUAL_TABLE);
         let mut report = report?;
         if ordered {
             report.key.clear();
         }
         Ok(report)
+    }
+
+    /// A file as one side of a diff: Parquet is streamed by DataFusion; text formats are read by Kappa's loader, and
+    /// records it cannot read make the diff an error rather than silently "missing".
+    fn file_side(path: &Path, line: usize) -> Result<Side> {
+        let format = Format::infer(path).ok_or_else(|| Error::Decode {
+            path: path.to_path_buf(),
+            reason: "cannot infer the format (expected .parquet, .csv or .jsonl)".to_owned(),
+        })?;
+        if !path.exists() {
+            return Err(Error::FileNotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        if format == Format::Parquet {
+            return Ok(Side::Parquet(path.to_path_buf()));
+        }
+        let spec = SourceSpec {
+            name: "output".to_owned(),
+            path_as_written: path.to_path_buf(),
+            path: path.to_path_buf(),
+            kind: SourceKind::Snapshot,
+            format,
+            event_id: None,
+            dedup: false,
+            time: None,
+            key: Vec::new(),
+            line,
+        };
+        let loaded = source::load(&spec)?;
+        if let Some(first) = loaded.diagnostics.items.first() {
+            return Err(Error::Decode {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "{} unreadable records (the first, line {}: {}); fix the file to compare it",
+                    loaded.diagnostics.total(),
+                    first.line.map_or_else(|| "?".to_owned(), |l| l.to_string()),
+                    first.reason
+                ),
+            });
+        }
+        Ok(Side::Batches(loaded.schema, loaded.batches))
     }
 
     async fn diff_tables(
@@ -765,12 +864,18 @@ impl Worker {
         actual: &str,
         options: &DiffOptions,
     ) -> Result<DiffReport> {
-        let expected = self.stored(expected).await?;
-        let actual = self.stored(actual).await?;
-        self.diff_sides(expected, actual, options).await
+        let (schema, batches) = self.stored(expected).await?;
+        let expected = Side::Batches(schema, batches);
+        let (schema, batches) = self.stored(actual).await?;
+        self.diff_sides(expected, Side::Batches(schema, batches), options)
+            .await
     }
 
-    async fn run_checks(&self, names: Option<&[String]>) -> Result<Vec<CheckReport>> {
+    async fn run_checks(
+        &self,
+        names: Option<&[String]>,
+        memory_limit: Option<usize>,
+    ) -> Result<Vec<CheckReport>> {
         if let Some(names) = names
             && let Some(unknown) = names
                 .iter()
@@ -792,7 +897,13 @@ impl Worker {
                 continue;
             }
             let started = Instant::now();
-            let mut report = self.run_check(check).await;
+            let mut check = check.clone();
+            if let CheckKind::Diff { options, .. } = &mut check.kind
+                && memory_limit.is_some()
+            {
+                options.memory_limit = memory_limit;
+            }
+            let mut report = self.run_check(&check).await;
             report.elapsed_secs = started.elapsed().as_secs_f64();
             reports.push(report);
         }
@@ -811,38 +922,10 @@ impl Worker {
                 report.against = Some(against.clone());
                 async {
                     let expected = self.recompute(view).await?;
-                    let format = Format::infer(against).ok_or_else(|| Error::Decode {
-                        path: against.clone(),
-                        reason: "cannot infer the format (expected .parquet, .csv or .jsonl)"
-                            .to_owned(),
-                    })?;
-                    let spec = SourceSpec {
-                        name: check.name.clone(),
-                        path_as_written: against.clone(),
-                        path: against.clone(),
-                        kind: SourceKind::Snapshot,
-                        format,
-                        event_id: None,
-                        dedup: false,
-                        time: None,
-                        key: Vec::new(),
-                        line: check.line,
-                    };
-                    let loaded = source::load(&spec)?;
-                    // Rows of the output that could not be read would silently be "missing": say so instead.
-                    if let Some(first) = loaded.diagnostics.items.first() {
-                        return Err(Error::Decode {
-                            path: against.clone(),
-                            reason: format!(
-                                "{} unreadable records (the first, line {}: {}); fix the file to compare it",
-                                loaded.diagnostics.total(),
-                                first.line.map_or_else(|| "?".to_owned(), |l| l.to_string()),
-                                first.reason
-                            ),
-                        });
-                    }
+                    let (schema, batches) = expected;
+                    let actual = Self::file_side(against, check.line)?;
                     let diff = self
-                        .diff_sides(expected, (loaded.schema, loaded.batches), options)
+                        .diff_sides(Side::Batches(schema, batches), actual, options)
                         .await?;
                     Ok(CheckReport {
                         status: if diff.passed() {
@@ -902,14 +985,19 @@ impl Worker {
             let mut report = CheckReport::error(&format!("self:{}", view.name), String::new());
             report.view = Some(view.name.clone());
             let outcome = async {
-                let expected = self.recompute(&view.name).await?;
-                let actual = self.stored(&view.name).await?;
+                let (schema, batches) = self.recompute(&view.name).await?;
+                let (stored_schema, stored) = self.stored(&view.name).await?;
                 let options = DiffOptions {
                     ignore_order: true,
                     samples: 20,
                     ..DiffOptions::default()
                 };
-                self.diff_sides(expected, actual, &options).await
+                self.diff_sides(
+                    Side::Batches(schema, batches),
+                    Side::Batches(stored_schema, stored),
+                    &options,
+                )
+                .await
             }
             .await;
             let mut report = match outcome {
@@ -1355,6 +1443,15 @@ impl Worker {
     }
 }
 
+/// The message of a caught panic.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
 /// A SQL identifier, quoted.
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -1383,7 +1480,7 @@ fn fail(command: Command, error: &std::io::Error) {
             reply: Some(reply), ..
         }
         | Command::SelfAudit { reply } => reply.send(Err(error())),
-        Command::Diff { reply, .. } => reply.send(Err(error())),
+        Command::Diff { reply, .. } | Command::DiffFiles { reply, .. } => reply.send(Err(error())),
         Command::SetView {
             reply: Some(reply), ..
         } => reply.send(Err(error())),

@@ -67,9 +67,10 @@ pub use pipeline::{
 };
 pub use source::{LoadedSource, OFFSET_COLUMN, load as load_source, quiet_reader_panics};
 pub use verify::{
-    CheckReport, CheckStatus, DiffKind, DiffOptions, DiffReport, DiffRow, SchemaDiff, Tolerance,
-    Violations,
+    CheckReport, CheckStatus, DiffKind, DiffOptions, DiffReport, DiffRow, SchemaDiff, Side,
+    Tolerance, Violations,
 };
 
-/// Re-exported so front ends and tests use the exact Arrow version the engine does.
+/// Re-exported so front ends and tests use the exact Arrow and Parquet versions the engine does.
 pub use datafusion::arrow;
+pub use datafusion::parquet;

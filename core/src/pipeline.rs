@@ -369,6 +369,7 @@ impl Pipeline {
                         tolerance: raw.tolerance,
                         ignore_order: raw.ignore_order.unwrap_or(true),
                         samples: 20,
+                        memory_limit: None,
                     },
                 },
                 (None, None, Some(sql)) => CheckKind::Invariant { sql },

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Int64Type, Schema};
+use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
@@ -63,6 +63,59 @@ pub struct DiffOptions {
     pub ignore_order: bool,
     /// How many differing rows to keep as samples.
     pub samples: usize,
+    /// Run the diff in bounded memory: joins sort and merge, and sorts and aggregates spill to disk past this many
+    /// bytes. `None` runs it in memory with a hash join (faster while everything fits).
+    pub memory_limit: Option<usize>,
+}
+
+/// One side of a diff: rows already in memory, or a Parquet file (or folder) that DataFusion streams.
+#[derive(Debug, Clone)]
+pub enum Side {
+    Batches(SchemaRef, Vec<RecordBatch>),
+    Parquet(std::path::PathBuf),
+}
+
+/// A session for a diff in bounded memory: a spilling memory pool and sort-merge joins.
+pub(crate) fn bounded_context(limit: usize) -> Result<SessionContext> {
+    use datafusion::execution::memory_pool::FairSpillPool;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use datafusion::prelude::SessionConfig;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(std::sync::Arc::new(FairSpillPool::new(limit)))
+        .build_arc()?;
+    // Smaller batches: every spilling operator must hold at least one batch within its share of the limit.
+    let mut config = SessionConfig::new().with_information_schema(false).with_batch_size(2048);
+    config.options_mut().optimizer.prefer_hash_join = false;
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
+    // Each sorting partition reserves this much up front to be able to merge its spills; the default (10 MB) would
+    // not fit a small limit twice.
+    config.options_mut().execution.sort_spill_reservation_bytes = (limit / 64).max(64 * 1024);
+    Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// Registers a side under `name` in `ctx`.
+pub(crate) async fn register_side(ctx: &SessionContext, name: &str, side: Side) -> Result<()> {
+    match side {
+        Side::Batches(schema, batches) => {
+            let schema = batches.first().map_or(schema, RecordBatch::schema);
+            let table = datafusion::catalog::MemTable::try_new(schema, vec![batches])?;
+            ctx.register_table(name, std::sync::Arc::new(table))?;
+        }
+        Side::Parquet(path) => {
+            let options = datafusion::prelude::ParquetReadOptions::default();
+            ctx.register_parquet(name, path.to_string_lossy(), options)
+                .await
+                .map_err(|e| Error::Decode {
+                    path: path.clone(),
+                    reason: format!("cannot read it as Parquet: {e}"),
+                })?;
+        }
+    }
+    Ok(())
 }
 
 /// How a row differs.

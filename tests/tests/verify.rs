@@ -9,6 +9,7 @@ fn run_checks(engine: &Engine, names: Option<Vec<String>>) -> Vec<CheckReport> {
     engine
         .request(|reply| Command::RunChecks {
             names,
+            memory_limit: None,
             reply: Some(reply),
         })
         .expect("checks")
@@ -502,4 +503,115 @@ fn a_tolerance_without_a_key_is_refused() {
         ),
         "{message}"
     );
+}
+
+/// Writes `rows` rows of (id, category, amount) to a Parquet file; `edit` may change or drop a row by id.
+fn write_parquet(
+    path: &std::path::Path,
+    ids: impl Iterator<Item = i64>,
+    amount: impl Fn(i64) -> f64,
+) -> usize {
+    use kappa_core::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+    use kappa_core::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let ids: Vec<i64> = ids.collect();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("category", DataType::Utf8, false),
+        Field::new("amount", DataType::Float64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(
+                ids.iter()
+                    .map(|i| Some(format!("category-{:03}", i % 97)))
+                    .collect::<StringArray>(),
+            ),
+            Arc::new(ids.iter().map(|&i| amount(i)).collect::<Float64Array>()),
+        ],
+    )
+    .expect("batch");
+    let file = std::fs::File::create(path).expect("create");
+    let mut writer =
+        kappa_core::parquet::arrow::ArrowWriter::try_new(file, schema, None).expect("writer");
+    writer.write(&batch).expect("write");
+    writer.close().expect("close");
+    batch.get_array_memory_size()
+}
+
+#[test]
+fn a_diff_runs_in_less_memory_than_its_data() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+    let rows = 300_000i64;
+    let amount = |i: i64| (i * 7919 % 100_000) as f64 / 100.0;
+    let size_a = write_parquet(&a, 0..rows, amount);
+    // 240 changed amounts, 30 deleted rows, 30 added rows.
+    let size_b = write_parquet(
+        &b,
+        (0..rows).filter(|i| i % 10_000 != 3).chain(rows..rows + 30),
+        |i| {
+            if i % 1250 == 7 {
+                amount(i) + 1.0
+            } else {
+                amount(i)
+            }
+        },
+    );
+    let limit = 16 * 1024 * 1024;
+    assert!(
+        size_a + size_b > limit,
+        "the data ({} bytes) must not fit the limit",
+        size_a + size_b
+    );
+    let out = kappa()
+        .arg("diff")
+        .arg(&a)
+        .arg(&b)
+        .args([
+            "--key",
+            "id",
+            "--memory-limit",
+            "16M",
+            "--format",
+            "json",
+            "--samples",
+            "3",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let counts =
+        ["matching", "missing", "extra", "changed"].map(|k| json[k].as_u64().expect("count"));
+    assert_eq!(counts, [299_730, 30, 30, 240]);
+    assert_eq!(json["samples"].as_array().map(Vec::len), Some(3));
+    kappa()
+        .args([
+            "verify",
+            "sample-data/shop/kappa.toml",
+            "--check",
+            "warehouse_customer_orders",
+            "--memory-limit",
+            "64M",
+        ])
+        .assert()
+        .code(0);
+    kappa()
+        .arg("diff")
+        .arg(&a)
+        .arg(&b)
+        .args(["--key", "id", "--memory-limit", "lots"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "`lots`: use a number with K, M or G, like 512M",
+        ));
 }

@@ -127,6 +127,33 @@ struct VerifyArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     format: ReportFormat,
+    /// Diff in bounded memory (e.g. 512M, 4G): joins sort and merge, and spill to disk past this size.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memory_limit: Option<usize>,
+}
+
+/// `4096`, `64K`, `512M`, `4G` (powers of 1024; a trailing `B` or `iB` is allowed).
+fn parse_size(text: &str) -> std::result::Result<usize, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let digits = upper.trim_end_matches("IB").trim_end_matches('B');
+    let (number, unit) = match digits
+        .char_indices()
+        .find(|(_, c)| !c.is_ascii_digit() && *c != '.')
+    {
+        Some((i, _)) => digits.split_at(i),
+        None => (digits, ""),
+    };
+    let scale: f64 = match unit {
+        "" => 1.0,
+        "K" => 1024.0,
+        "M" => 1024.0 * 1024.0,
+        "G" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("`{text}`: use a number with K, M or G, like 512M")),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: use a number with K, M or G, like 512M"))?;
+    Ok((value * scale) as usize)
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -162,6 +189,9 @@ struct DiffArgs {
     /// How many differing rows to show.
     #[arg(long, default_value_t = 20)]
     samples: usize,
+    /// Diff in bounded memory (e.g. 512M, 4G): Parquet is streamed, joins sort and merge, and spill past this size.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memory_limit: Option<usize>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
     format: DiffFormat,
@@ -586,8 +616,10 @@ fn verify(args: &VerifyArgs) -> Result<ExitCode> {
         engine.request(|reply| kappa_core::Command::SelfAudit { reply })?
     } else {
         let names = (!args.checks.is_empty()).then(|| args.checks.clone());
+        let memory_limit = args.memory_limit;
         let reports = engine.request(|reply| kappa_core::Command::RunChecks {
             names,
+            memory_limit,
             reply: Some(reply),
         })?;
         if reports.is_empty() {
@@ -619,15 +651,8 @@ fn diff(args: &DiffArgs) -> Result<ExitCode> {
     if args.tolerance > 0.0 && args.key.is_empty() {
         bail!("--tolerance needs --key: without a key, rows are compared as exact multisets");
     }
-    let pipeline =
-        Pipeline::from_named_paths(&[("a", args.expected.clone()), ("b", args.actual.clone())])?;
-    let engine = Engine::start(pipeline, no_waker())?;
-    let snapshot = engine.wait_ready()?;
-    for source in &snapshot.sources {
-        if let NodeStatus::Error(message) = &source.status {
-            bail!("{message}");
-        }
-    }
+    // No sources: the engine reads the two files itself, streaming Parquet.
+    let engine = Engine::start(Pipeline::from_paths(&[])?, no_waker())?;
     let options = kappa_core::DiffOptions {
         key: args.key.clone(),
         columns: args.columns.clone(),
@@ -637,10 +662,11 @@ fn diff(args: &DiffArgs) -> Result<ExitCode> {
         },
         ignore_order: !args.ordered,
         samples: args.samples,
+        memory_limit: args.memory_limit,
     };
-    let report = engine.request(|reply| kappa_core::Command::Diff {
-        expected: "a".to_owned(),
-        actual: "b".to_owned(),
+    let report = engine.request(|reply| kappa_core::Command::DiffFiles {
+        expected: args.expected.clone(),
+        actual: args.actual.clone(),
         options,
         reply,
     })?;
