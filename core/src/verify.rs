@@ -3,7 +3,7 @@
 //! A keyed diff is one DataFusion query: a full outer join of the expected and actual tables on the key (`IS NOT
 //! DISTINCT FROM`, so null keys pair up), each row classified as matching, missing from the output, extra in the output,
 //! or changed, with one aggregate for the counts and per-column mismatches. It uses every core the way any DataFusion
-//! query does. (Both sides are in-memory tables today; the join itself would run the same over streamed sources.) Without a key the diff is a multiset diff: rows are grouped by every compared
+//! query does; Parquet sides are streamed, and with a memory limit the joins sort, merge and spill. Without a key the diff is a multiset diff: rows are grouped by every compared
 //! column and their counts compared, so duplicates count.
 
 use std::fmt::Write as _;
