@@ -84,7 +84,9 @@ pub(crate) fn bounded_context(limit: usize) -> Result<SessionContext> {
         .with_memory_pool(std::sync::Arc::new(FairSpillPool::new(limit)))
         .build_arc()?;
     // Smaller batches: every spilling operator must hold at least one batch within its share of the limit.
-    let mut config = SessionConfig::new().with_information_schema(false).with_batch_size(2048);
+    let mut config = SessionConfig::new()
+        .with_information_schema(false)
+        .with_batch_size(2048);
     config.options_mut().optimizer.prefer_hash_join = false;
     config
         .options_mut()
