@@ -122,13 +122,6 @@ pub enum Command {
         options: DiffOptions,
         reply: Reply<DiffReport>,
     },
-    /// Diffs two tables (sources or views).
-    Diff {
-        expected: String,
-        actual: String,
-        options: DiffOptions,
-        reply: Reply<DiffReport>,
-    },
     /// The self-audit: recomputes every materialized view from the log and diffs it with the stored state, proving the
     /// write path correct (or showing where it is not).
     SelfAudit { reply: Reply<Vec<CheckReport>> },
@@ -593,11 +586,7 @@ impl Worker {
                 if self.replay_running() {
                     self.finish_replay();
                 }
-                let message = payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_default();
+                let message = source::panic_message(&*payload);
                 self.publish_with(|s| {
                     for v in &mut s.views {
                         if v.status == NodeStatus::Pending {
@@ -705,14 +694,6 @@ impl Worker {
                 };
                 reply.send(result.await);
             }
-            Command::Diff {
-                expected,
-                actual,
-                options,
-                reply,
-            } => {
-                reply.send(self.diff_tables(&expected, &actual, &options).await);
-            }
             Command::SelfAudit { reply } => reply.send(Ok(self.self_audit().await)),
             Command::TamperViewState { view, keep_rows } => {
                 if let Ok((schema, batches)) = self.stored(&view).await
@@ -802,7 +783,7 @@ impl Worker {
                     Err(Error::ReaderPanic {
                         path: "<diff>".into(),
                         format: "Parquet",
-                        message: panic_text(&*payload),
+                        message: source::panic_message(&*payload),
                     })
                 }),
             Err(e) => Err(e),
@@ -856,19 +837,6 @@ impl Worker {
             });
         }
         Ok(Side::Batches(loaded.schema, loaded.batches))
-    }
-
-    async fn diff_tables(
-        &self,
-        expected: &str,
-        actual: &str,
-        options: &DiffOptions,
-    ) -> Result<DiffReport> {
-        let (schema, batches) = self.stored(expected).await?;
-        let expected = Side::Batches(schema, batches);
-        let (schema, batches) = self.stored(actual).await?;
-        self.diff_sides(expected, Side::Batches(schema, batches), options)
-            .await
     }
 
     async fn run_checks(
@@ -961,7 +929,7 @@ impl Worker {
                                     .map(|f| f.name().clone())
                                     .collect(),
                                 rows,
-                                samples: verify::sample_rows(&result.batches, 20)
+                                samples: crate::output::display_rows(&result.batches, 20)
                                     .unwrap_or_default(),
                             }),
                             ..report.clone()
@@ -1443,15 +1411,6 @@ impl Worker {
     }
 }
 
-/// The message of a caught panic.
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "unknown panic".to_owned())
-}
-
 /// A SQL identifier, quoted.
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -1480,7 +1439,7 @@ fn fail(command: Command, error: &std::io::Error) {
             reply: Some(reply), ..
         }
         | Command::SelfAudit { reply } => reply.send(Err(error())),
-        Command::Diff { reply, .. } | Command::DiffFiles { reply, .. } => reply.send(Err(error())),
+        Command::DiffFiles { reply, .. } => reply.send(Err(error())),
         Command::SetView {
             reply: Some(reply), ..
         } => reply.send(Err(error())),

@@ -60,7 +60,7 @@ pub use generate::{
     shop as generate_shop,
 };
 pub use lineage::{ColumnLineage, ColumnRef, Edge, Lineage, LineageNode, NodeKind};
-pub use output::{TextFormat, write_atomic, write_batches};
+pub use output::{TextFormat, display_rows, write_atomic, write_batches};
 pub use pipeline::{
     CheckKind, CheckSpec, Format, Pipeline, SourceKind, SourceSpec, ViewMode, ViewSpec,
     table_name_for,

@@ -3,8 +3,9 @@
 use std::io::Write;
 use std::path::Path;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 
 use crate::error::{Error, Result};
@@ -81,7 +82,6 @@ pub fn write_batches(
 fn flatten_for_csv(batch: &RecordBatch) -> Result<RecordBatch> {
     use datafusion::arrow::array::{ArrayRef, StringBuilder};
     use datafusion::arrow::datatypes::{Field, Schema};
-    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
     if !batch
         .schema()
@@ -166,4 +166,31 @@ fn default_permissions() -> std::fs::Permissions {
         .and_then(|f| f.metadata())
         .map(|m| m.permissions())
         .unwrap_or_else(|_| unreachable!())
+}
+
+/// The first `limit` rows of batches as display text, `None` for null (for tables on screen and report samples).
+pub fn display_rows(batches: &[RecordBatch], limit: usize) -> Result<Vec<Vec<Option<String>>>> {
+    let options = FormatOptions::default();
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        for row in 0..batch.num_rows() {
+            if rows.len() >= limit {
+                return Ok(rows);
+            }
+            rows.push(
+                batch
+                    .columns()
+                    .iter()
+                    .zip(&formatters)
+                    .map(|(c, f)| (!c.is_null(row)).then(|| f.value(row).to_string()))
+                    .collect(),
+            );
+        }
+    }
+    Ok(rows)
 }

@@ -509,18 +509,6 @@ impl Pipeline {
         })
     }
 
-    /// Builds a pipeline of files read whole as snapshots (no offsets), with chosen table names, as `kappa diff` does
-    /// with `a` and `b`.
-    pub fn from_named_paths(files: &[(&str, PathBuf)]) -> Result<Pipeline> {
-        let paths: Vec<PathBuf> = files.iter().map(|(_, p)| p.clone()).collect();
-        let mut pipeline = Self::from_paths_unchecked(&paths)?;
-        for (source, (name, _)) in pipeline.sources.iter_mut().zip(files) {
-            (*name).clone_into(&mut source.name);
-            source.kind = SourceKind::Snapshot;
-        }
-        Ok(pipeline)
-    }
-
     /// The tables the sources expose, in order: each source's name, and for a Debezium source also its
     /// `<name>__changes` table of raw events.
     #[must_use]

@@ -117,21 +117,25 @@ fn without_offsets(loaded: LoadedSource) -> Result<LoadedSource> {
     })
 }
 
+/// The text of a caught panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
 /// Runs a third-party reader, turning a panic into [`Error::ReaderPanic`].
 fn guard<T>(path: &Path, format: &'static str, read: impl FnOnce() -> Result<T>) -> Result<T> {
     let was = IN_GUARD.with(|g| g.replace(true));
     let outcome = catch_unwind(AssertUnwindSafe(read));
     IN_GUARD.with(|g| g.set(was));
     outcome.unwrap_or_else(|payload| {
-        let message = payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_else(|| "unknown panic".to_owned());
         Err(Error::ReaderPanic {
             path: path.to_path_buf(),
             format,
-            message,
+            message: panic_message(&*payload),
         })
     })
 }

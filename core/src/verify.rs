@@ -663,36 +663,6 @@ impl CheckReport {
     }
 }
 
-/// The first `limit` rows of batches, as display text.
-pub(crate) fn sample_rows(
-    batches: &[RecordBatch],
-    limit: usize,
-) -> Result<Vec<Vec<Option<String>>>> {
-    let options = FormatOptions::default();
-    let mut rows = Vec::new();
-    for batch in batches {
-        let formatters = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<Result<Vec<_>, _>>()?;
-        for row in 0..batch.num_rows() {
-            if rows.len() >= limit {
-                return Ok(rows);
-            }
-            rows.push(
-                batch
-                    .columns()
-                    .iter()
-                    .zip(&formatters)
-                    .map(|(c, f)| (!c.is_null(row)).then(|| f.value(row).to_string()))
-                    .collect(),
-            );
-        }
-    }
-    Ok(rows)
-}
-
 /// Adds a `__row` column (the row's position) so an ordered comparison can pair rows by position.
 pub(crate) fn with_row_numbers(
     schema: &datafusion::arrow::datatypes::SchemaRef,

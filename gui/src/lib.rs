@@ -9,8 +9,6 @@ use std::sync::mpsc::Receiver;
 
 use eframe::egui;
 use egui_extras::{Column, TableBuilder};
-use kappa_core::arrow::array::RecordBatch;
-use kappa_core::arrow::util::display::{ArrayFormatter, FormatOptions};
 use kappa_core::{
     Command, Engine, NodeStatus, Pipeline, QueryResult, QueryTarget, Reply, Snapshot,
 };
@@ -41,32 +39,20 @@ impl Table {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let mut cells = Vec::new();
-        let options = FormatOptions::default().with_null("∅");
-        for batch in &result.batches {
-            append_rows(&mut cells, batch, &options);
-        }
+        let cells = kappa_core::display_rows(&result.batches, PREVIEW_ROWS)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|c| c.unwrap_or_else(|| "∅".to_owned()))
+                    .collect()
+            })
+            .collect();
         Table {
             name,
             header,
             cells,
         }
-    }
-}
-
-fn append_rows(cells: &mut Vec<Vec<String>>, batch: &RecordBatch, options: &FormatOptions<'_>) {
-    let formatters: Vec<_> = batch
-        .columns()
-        .iter()
-        .filter_map(|c| ArrayFormatter::try_new(c.as_ref(), options).ok())
-        .collect();
-    for row in 0..batch.num_rows() {
-        cells.push(
-            formatters
-                .iter()
-                .map(|f| f.value(row).to_string())
-                .collect(),
-        );
     }
 }
 
