@@ -189,6 +189,12 @@ pub(crate) fn load_debezium(path: &Path, key: &[String]) -> Result<LoadedSource>
             changes,
             state: ObjectSchema::infer(&images),
         }),
+        tail: Some(crate::source::tail_of(
+            path,
+            &data,
+            crate::source::complete_len(&data),
+            None,
+        )),
     })
 }
 

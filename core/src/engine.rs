@@ -19,9 +19,14 @@ use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::FutureExt as _;
 
+mod live;
+
+pub use live::{LiveEvent, LiveUpdate, PathMetrics, ViewChange};
+
 use crate::cdc::CHANGES_SUFFIX;
 use crate::diagnostics::Diagnostics;
 use crate::error::{Error, Result};
+use crate::incremental::{Maintenance, MaintenanceKind};
 use crate::ingest::SourceLog;
 use crate::lineage::{Lineage, PlanLineage, plan_lineage};
 use crate::pipeline::{
@@ -125,6 +130,19 @@ pub enum Command {
     /// The self-audit: recomputes every materialized view from the log and diffs it with the stored state, proving the
     /// write path correct (or showing where it is not).
     SelfAudit { reply: Reply<Vec<CheckReport>> },
+    /// Source files changed: reads what was appended (from the last byte read), and reloads what was truncated,
+    /// rotated, rewritten or replaced; views are kept up to date. The engine's own watcher sends this; an empty list
+    /// checks every source, so a front end (or a test) can ask for a check at any time.
+    FilesChanged { paths: Vec<PathBuf> },
+    /// Measures both paths of every view, as [`PathMetrics`]: the write path by time-travelling to `batches` batches
+    /// of `batch_size` events before the head and appending them one batch at a time, through the same code as live
+    /// appends; the read path by computing each view from the log, and by reading its stored state. Answers with the
+    /// snapshot holding the figures.
+    MeasurePaths {
+        batch_size: u64,
+        batches: u64,
+        reply: Reply<Arc<Snapshot>>,
+    },
     /// Replaces a materialized view's stored state with its first `keep_rows` rows, so tests can show that the
     /// self-audit catches a corrupted state. Not for front ends.
     #[doc(hidden)]
@@ -202,6 +220,8 @@ pub enum NodeStatus {
     Fresh,
     /// Could not be loaded or computed; the message says why.
     Error(String),
+    /// Kept as it last was, because its file is gone; the message says why.
+    Stale(String),
 }
 
 /// A source as the front ends see it.
@@ -224,6 +244,8 @@ pub struct SourceState {
     pub schema: Option<SchemaRef>,
     pub diagnostics: Diagnostics,
     pub load_secs: f64,
+    /// The last thing that happened to the file while watched (truncated, rotated, deleted, reloaded), in words.
+    pub notice: Option<String>,
 }
 
 /// A view as the front ends see it.
@@ -239,6 +261,14 @@ pub struct ViewState {
     /// The tables this view reads.
     pub reads: Vec<String>,
     pub compute_secs: f64,
+    /// How the view is kept up to date, and why (None until planned, or when its SQL fails).
+    pub maintenance: Option<Maintenance>,
+    /// The read path and the write path, measured.
+    pub paths: PathMetrics,
+    /// Events appended that a recomputed view does not show yet (its recompute is throttled).
+    pub pending_events: u64,
+    /// Why the view shows an older state (a source it reads was deleted).
+    pub stale: Option<String>,
 }
 
 /// An immutable picture of the engine's state, for drawing. Cheap to clone (it is handed out in an `Arc`).
@@ -260,6 +290,33 @@ pub struct Snapshot {
     pub checks: Vec<CheckReport>,
     /// Grows by one with every published snapshot.
     pub version: u64,
+    /// True while the views follow the head of the log (live appends are fed); false after time travel to an
+    /// earlier offset.
+    pub following: bool,
+    /// The latest live updates, oldest first (at most [`MAX_UPDATES`]); each has a sequence number.
+    pub updates: Vec<LiveUpdate>,
+}
+
+/// How many live updates a snapshot keeps.
+pub const MAX_UPDATES: usize = 256;
+
+/// How an engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Watch the source files and keep the views up to date as they change.
+    pub watch: bool,
+    /// Recompute views that cannot be maintained incrementally at most every so often while events arrive, so the
+    /// rest stays live. When false, they are recomputed after every batch of appends.
+    pub throttle: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> EngineOptions {
+        EngineOptions {
+            watch: false,
+            throttle: true,
+        }
+    }
 }
 
 impl Snapshot {
@@ -295,6 +352,8 @@ pub struct Engine {
     commands: Sender<Command>,
     snapshot: Arc<Mutex<Arc<Snapshot>>>,
     worker: Option<JoinHandle<()>>,
+    /// Watches the source files while the engine lives (with [`EngineOptions::watch`]).
+    _watcher: Option<live::Watcher>,
 }
 
 impl Engine {
@@ -303,9 +362,15 @@ impl Engine {
     /// Returns at once; the snapshot says `Loading` until the sources are read and the views computed. A view whose
     /// SQL fails is not an error here: it is reported on that view, and the others keep working.
     pub fn start(pipeline: Pipeline, waker: Waker) -> Result<Engine> {
-        let ctx =
-            SessionContext::new_with_config(SessionConfig::new().with_information_schema(false));
+        Engine::start_with(pipeline, waker, EngineOptions::default())
+    }
+
+    /// [`Engine::start`], with options: watch the files (live), or recompute every view after every append.
+    pub fn start_with(pipeline: Pipeline, waker: Waker, options: EngineOptions) -> Result<Engine> {
+        let config = || SessionConfig::new().with_information_schema(false);
+        let ctx = SessionContext::new_with_config(config());
         let order = view_order(&ctx, &pipeline)?;
+        let watched = live::watched_paths(&pipeline);
         let first = Arc::new(initial_snapshot(&pipeline));
         let snapshot = Arc::new(Mutex::new(first.clone()));
         let (commands, inbox) = channel();
@@ -321,15 +386,35 @@ impl Engine {
             published: first,
             snapshot: snapshot.clone(),
             waker,
+            delta_ctx: SessionContext::new_with_config(config().with_target_partitions(1)),
+            delta_tables: BTreeMap::new(),
+            maint: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            pending_since: None,
+            last_recompute_secs: 0.0,
+            options,
+            following: true,
+            updates: std::collections::VecDeque::new(),
+            update_seq: 0,
+            signatures: BTreeMap::new(),
+            watched: watched.clone(),
+            last_poll: Instant::now(),
         };
         let handle = std::thread::Builder::new()
             .name("kappa-engine".into())
             .spawn(move || worker.run(&inbox))
             .map_err(|source| Error::EngineStart { source })?;
+        let watcher = if options.watch {
+            Some(live::Watcher::start(&watched, commands.clone())?)
+        } else {
+            None
+        };
         Ok(Engine {
             commands,
             snapshot,
             worker: Some(handle),
+            _watcher: watcher,
         })
     }
 
@@ -438,6 +523,7 @@ fn initial_snapshot(pipeline: &Pipeline) -> Snapshot {
                 schema: None,
                 diagnostics: Diagnostics::default(),
                 load_secs: 0.0,
+                notice: None,
             })
             .collect(),
         views: pipeline.views.iter().map(pending_view).collect(),
@@ -454,6 +540,8 @@ fn initial_snapshot(pipeline: &Pipeline) -> Snapshot {
         replay: None,
         checks: Vec::new(),
         version: 0,
+        following: true,
+        updates: Vec::new(),
     }
 }
 
@@ -467,6 +555,10 @@ fn pending_view(v: &ViewSpec) -> ViewState {
         schema: None,
         reads: Vec::new(),
         compute_secs: 0.0,
+        maintenance: None,
+        paths: PathMetrics::default(),
+        pending_events: 0,
+        stale: None,
     }
 }
 
@@ -474,6 +566,8 @@ fn pending_view(v: &ViewSpec) -> ViewState {
 struct ComputedView {
     state: ViewState,
     lineage: Option<PlanLineage>,
+    /// How it is maintained from here on (None when it failed).
+    maint: Option<live::Maint>,
 }
 
 /// Everything the worker thread owns.
@@ -521,6 +615,28 @@ struct Worker {
     published: Arc<Snapshot>,
     snapshot: Arc<Mutex<Arc<Snapshot>>>,
     waker: Waker,
+    /// A second context, for the write path: its log tables (and append views) hold only the new events.
+    delta_ctx: SessionContext,
+    delta_tables: BTreeMap<String, Arc<crate::incremental::DeltaTable>>,
+    /// How every computed view is maintained.
+    maint: BTreeMap<String, live::Maint>,
+    /// Each view's path figures (they outlive recomputes).
+    metrics: BTreeMap<String, PathMetrics>,
+    /// Recomputed views that are behind, with the events they have not seen.
+    pending: BTreeMap<String, u64>,
+    pending_since: Option<Instant>,
+    /// How long the last round of throttled recomputes took.
+    last_recompute_secs: f64,
+    options: EngineOptions,
+    /// Live appends are fed to the views (false after time travel to an earlier offset).
+    following: bool,
+    updates: std::collections::VecDeque<LiveUpdate>,
+    update_seq: u64,
+    /// What each snapshot source's files looked like when read.
+    signatures: BTreeMap<String, Option<live::Signature>>,
+    /// Each source's name and the absolute path watched for it.
+    watched: Vec<(String, PathBuf)>,
+    last_poll: Instant,
 }
 
 impl Worker {
@@ -556,12 +672,28 @@ impl Worker {
             });
         }
         loop {
-            // While a replay runs, commands are taken between batches; otherwise the worker sleeps until one comes.
+            // While a replay runs, commands are taken between batches; otherwise the worker sleeps until one comes, or
+            // until a throttled recompute is due, or (when watching) until the next poll of the files.
             let command = if self.replay_running() {
                 match inbox.try_recv() {
                     Ok(command) => Some(command),
                     Err(std::sync::mpsc::TryRecvError::Empty) => None,
                     Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                }
+            } else if let Some(wait) = self.idle_timeout() {
+                match inbox.recv_timeout(wait) {
+                    Ok(command) => Some(command),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        let outcome = catch_unwind(AssertUnwindSafe(|| {
+                            runtime.block_on(self.on_idle());
+                        }));
+                        if outcome.is_err() {
+                            self.pending.clear();
+                            self.pending_since = None;
+                        }
+                        continue;
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             } else {
                 match inbox.recv() {
@@ -605,7 +737,19 @@ impl Worker {
                 target,
                 limit,
                 reply,
-            } => reply.send(self.query(target, limit).await),
+            } => {
+                self.refresh_recomputes(true).await;
+                reply.send(self.query(target, limit).await);
+            }
+            Command::FilesChanged { paths } => self.files_changed(&paths).await,
+            Command::MeasurePaths {
+                batch_size,
+                batches,
+                reply,
+            } => {
+                let result = self.measure_paths(batch_size, batches).await;
+                reply.send(result);
+            }
             Command::SetView {
                 name,
                 sql,
@@ -627,6 +771,8 @@ impl Worker {
                     run.set_running(false);
                     run.progress.state = ReplayState::Paused;
                     run.progress.eta_secs = None;
+                    // A paused replay shows every view as of its position.
+                    self.refresh_recomputes(true).await;
                     self.publish();
                 }
             }
@@ -654,12 +800,14 @@ impl Worker {
                     if let Some(run) = self.replay.as_mut() {
                         run.set_running(false);
                     }
+                    self.refresh_recomputes(true).await;
                     self.publish();
                 }
             }
             Command::Seek { to, reply } => {
                 self.replay = None;
                 self.reset_logs();
+                self.following = to.is_none_or(|to| to >= self.head());
                 self.feed_all(to.unwrap_or(u64::MAX));
                 self.compute_views(None).await;
                 self.publish();
@@ -672,6 +820,7 @@ impl Worker {
                 memory_limit,
                 reply,
             } => {
+                self.refresh_recomputes(true).await;
                 let result = self.run_checks(names.as_deref(), memory_limit).await;
                 if let Ok(reports) = &result {
                     self.checks.clone_from(reports);
@@ -694,7 +843,10 @@ impl Worker {
                 };
                 reply.send(result.await);
             }
-            Command::SelfAudit { reply } => reply.send(Ok(self.self_audit().await)),
+            Command::SelfAudit { reply } => {
+                self.refresh_recomputes(true).await;
+                reply.send(Ok(self.self_audit().await));
+            }
             Command::TamperViewState { view, keep_rows } => {
                 if let Ok((schema, batches)) = self.stored(&view).await
                     && let Ok(all) = datafusion::arrow::compute::concat_batches(&schema, &batches)
@@ -1013,9 +1165,13 @@ impl Worker {
     }
 
     /// Feeds every source up to `offset` and makes what the views see current. The one path all records take.
-    fn feed_all(&mut self, offset: u64) -> (u64, u64) {
-        let mut fed = (0, 0);
+    ///
+    /// Returns the records fed, the duplicates dropped, and the new visible records of every log table (the delta the
+    /// write path maintains the views with).
+    fn feed_all(&mut self, offset: u64) -> (u64, u64, BTreeMap<String, Vec<RecordBatch>>) {
+        let mut fed = (0, 0, BTreeMap::new());
         for (name, log) in &mut self.logs {
+            let before = log.visible.len();
             let f = log.feed_to(offset);
             fed.0 += f.records;
             fed.1 += f.duplicates;
@@ -1026,15 +1182,38 @@ impl Worker {
                 }
                 _ => (name.clone(), None),
             };
-            register(
+            let table = register(
                 &self.ctx,
                 &events_table,
                 log.schema.clone(),
                 log.visible.clone(),
             );
+            if log.is_log() {
+                // The write path sees only the new records of a log.
+                let delta = self
+                    .delta_tables
+                    .entry(events_table.clone())
+                    .or_insert_with(|| crate::incremental::DeltaTable::new(log.schema.clone()));
+                if *delta.schema_ref() != log.schema {
+                    *delta = crate::incremental::DeltaTable::new(log.schema.clone());
+                }
+                let _ = self.delta_ctx.deregister_table(events_table.as_str());
+                let _ = self
+                    .delta_ctx
+                    .register_table(events_table.as_str(), delta.clone());
+                fed.2.insert(events_table, log.visible[before..].to_vec());
+            } else if let Some(table) = table {
+                let _ = self.delta_ctx.deregister_table(events_table.as_str());
+                let _ = self.delta_ctx.register_table(events_table.as_str(), table);
+            }
             if let Some((schema, batch)) = state {
                 match batch {
-                    Ok(batch) => register(&self.ctx, name, schema, vec![batch]),
+                    Ok(batch) => {
+                        if let Some(table) = register(&self.ctx, name, schema, vec![batch]) {
+                            let _ = self.delta_ctx.deregister_table(name.as_str());
+                            let _ = self.delta_ctx.register_table(name.as_str(), table);
+                        }
+                    }
                     Err(e) => {
                         if let Some(state) = self.sources.get_mut(name) {
                             state.status = NodeStatus::Error(e.to_string());
@@ -1088,8 +1267,10 @@ impl Worker {
             .saturating_add(run.progress.batch_size)
             .min(run.progress.target);
         let started = Instant::now();
-        let (events, duplicates) = self.feed_all(next);
-        self.compute_views(None).await;
+        let (events, duplicates, deltas) = self.feed_all(next);
+        // The same write path as live appends: incremental views take the batch, the rest are recomputed
+        // (throttled, and at the end).
+        self.maintain(&deltas, events).await;
         let batch_secs = started.elapsed().as_secs_f64();
         let malformed: u64 = self.logs.values().map(SourceLog::malformed_passed).sum();
         if let Some(run) = self.replay.as_mut() {
@@ -1123,6 +1304,7 @@ impl Worker {
                 (offsets_per_sec > 0.0).then(|| (p.target - p.position) as f64 / offsets_per_sec);
         }
         if next >= self.replay.as_ref().map_or(0, |r| r.progress.target) {
+            self.refresh_recomputes(true).await;
             self.finish_replay();
         } else {
             self.publish();
@@ -1130,6 +1312,10 @@ impl Worker {
     }
 
     fn finish_replay(&mut self) {
+        self.following = self
+            .replay
+            .as_ref()
+            .is_none_or(|r| r.progress.target >= self.head());
         if let Some(run) = self.replay.as_mut() {
             run.set_running(false);
             run.progress.state = ReplayState::Finished;
@@ -1154,6 +1340,8 @@ impl Worker {
                     state.status = NodeStatus::Fresh;
                     state.schema = Some(log.schema.clone());
                     self.logs.insert(spec.name.clone(), log);
+                    self.signatures
+                        .insert(spec.name.clone(), live::Signature::of(&spec.path));
                 }
                 Err(e) => state.status = NodeStatus::Error(e.to_string()),
             }
@@ -1167,19 +1355,36 @@ impl Worker {
 
     /// (Re)computes every view in dependency order and rebuilds the lineage. Returns the error of the view called
     /// `report`, if it failed, so an editor can show it.
+    ///
+    /// Every view is computed from all the records fed so far: incremental views through their write path, with all
+    /// of them as one delta (so loading, replaying and live appends share one code path), the rest by running their
+    /// query.
     async fn compute_views(&mut self, report: Option<&str>) -> Option<Error> {
         let mut reported = None;
+        self.pending.clear();
+        self.pending_since = None;
+        self.maint.clear();
+        // The whole of every log is the delta.
+        self.fill_deltas();
         for name in self.order.clone() {
             let _ = self.ctx.deregister_table(name.as_str());
+            let _ = self.delta_ctx.deregister_table(name.as_str());
             let Some(spec) = self.pipeline.view(&name).cloned() else {
                 continue;
             };
-            let (computed, error) = self.compute_view(&spec).await;
+            let (mut computed, error) = self.compute_view(&spec).await;
             if report == Some(name.as_str()) {
                 reported = error;
             }
+            if let Some(maint) = computed.maint.take() {
+                self.register_for_delta(&name, &maint).await;
+                self.maint.insert(name.clone(), maint);
+            }
             self.views.insert(name, computed);
             self.publish();
+        }
+        for delta in self.delta_tables.values() {
+            delta.set(Vec::new());
         }
         reported
     }
@@ -1188,6 +1393,7 @@ impl Worker {
         let started = Instant::now();
         let mut state = pending_view(spec);
         let mut lineage = None;
+        let mut maint = None;
         let result: Result<()> = async {
             let session = self.ctx.state();
             let name = Some(spec.name.as_str());
@@ -1207,20 +1413,61 @@ impl Worker {
             state.schema = Some(Arc::new(frame.schema().as_arrow().clone()));
             match spec.mode {
                 ViewMode::Materialized => {
-                    let batches = frame.collect().await.map_err(|source| Error::ViewSql {
-                        view: Some(spec.name.clone()),
-                        source,
-                    })?;
+                    let (maintenance, delta) = self.classify(spec).await;
+                    let incremental = match delta {
+                        Some(delta) => match self.start_incremental(delta).await {
+                            Ok(started) => Some(started),
+                            Err(e) => {
+                                // Never a wrong result: a view the write path cannot take is recomputed.
+                                state.maintenance = Some(Maintenance::new(
+                                    MaintenanceKind::Recompute,
+                                    format!(
+                                        "the incremental plan failed ({e}); recomputed instead"
+                                    ),
+                                ));
+                                None
+                            }
+                        },
+                        None => None,
+                    };
+                    let (batches, kept) = match incremental {
+                        Some((batches, kept)) => {
+                            state.maintenance = Some(maintenance);
+                            (batches, kept)
+                        }
+                        None => {
+                            if state.maintenance.is_none() {
+                                state.maintenance = Some(maintenance);
+                            }
+                            let batches =
+                                frame.collect().await.map_err(|source| Error::ViewSql {
+                                    view: Some(spec.name.clone()),
+                                    source,
+                                })?;
+                            let reads_logs = state.reads.iter().any(|t| self.reads_logs(t));
+                            (batches, live::Maint::Recompute { reads_logs })
+                        }
+                    };
                     state.rows = Some(batches.iter().map(|b| b.num_rows() as u64).sum());
-                    let schema = state.schema.clone().expect("set above");
+                    let schema = batches
+                        .first()
+                        .map(RecordBatch::schema)
+                        .or_else(|| state.schema.clone())
+                        .expect("set above");
                     self.ctx.register_table(
                         spec.name.as_str(),
                         Arc::new(MemTable::try_new(schema, vec![batches])?),
                     )?;
+                    maint = Some(kept);
                 }
                 ViewMode::OnRead => {
                     self.ctx
                         .register_table(spec.name.as_str(), frame.into_view())?;
+                    state.maintenance = Some(Maintenance::new(
+                        MaintenanceKind::OnRead,
+                        "computed when read (mode = \"on_read\"): nothing is stored or maintained",
+                    ));
+                    maint = Some(live::Maint::OnRead);
                 }
             }
             Ok(())
@@ -1234,10 +1481,18 @@ impl Worker {
             }
             Err(e) => {
                 state.status = NodeStatus::Error(e.to_string());
+                maint = None;
                 Some(e)
             }
         };
-        (ComputedView { state, lineage }, error)
+        (
+            ComputedView {
+                state,
+                lineage,
+                maint,
+            },
+            error,
+        )
     }
 
     async fn query(&self, target: QueryTarget, limit: Option<usize>) -> Result<QueryResult> {
@@ -1363,9 +1618,24 @@ impl Worker {
             .views
             .iter()
             .map(|v| {
-                self.views
+                let mut state = self
+                    .views
                     .get(&v.name)
-                    .map_or_else(|| pending_view(v), |c| c.state.clone())
+                    .map_or_else(|| pending_view(v), |c| c.state.clone());
+                if let Some(metrics) = self.metrics.get(&v.name) {
+                    state.paths = metrics.clone();
+                }
+                if let Some(maint) = self.maint.get(&v.name) {
+                    let (rows, bytes) = maint.state_size();
+                    state.paths.state_rows = rows;
+                    state.paths.state_bytes = bytes;
+                    if let Some(rows) = maint.rows() {
+                        state.rows = Some(rows);
+                    }
+                }
+                state.pending_events = self.pending.get(&v.name).copied().unwrap_or(0);
+                state.stale = self.stale_reason(&state.reads);
+                state
             })
             .collect();
         let source_names = self.pipeline.source_tables();
@@ -1402,6 +1672,8 @@ impl Worker {
             replay: self.replay.as_ref().map(|r| r.progress.clone()),
             checks: self.checks.clone(),
             version: self.published.version + 1,
+            following: self.following,
+            updates: self.updates.iter().cloned().collect(),
         };
         edit(&mut snapshot);
         let snapshot = Arc::new(snapshot);
@@ -1416,12 +1688,17 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Registers (or replaces) an in-memory table.
-fn register(ctx: &SessionContext, name: &str, schema: SchemaRef, batches: Vec<RecordBatch>) {
+/// Registers (or replaces) an in-memory table, and returns it.
+fn register(
+    ctx: &SessionContext,
+    name: &str,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Option<Arc<MemTable>> {
     let _ = ctx.deregister_table(name);
-    if let Ok(table) = MemTable::try_new(schema, vec![batches]) {
-        let _ = ctx.register_table(name, Arc::new(table));
-    }
+    let table = Arc::new(MemTable::try_new(schema, vec![batches]).ok()?);
+    ctx.register_table(name, table.clone()).ok()?;
+    Some(table)
 }
 
 /// Answers a command with an error (used when the worker cannot run at all).
@@ -1440,6 +1717,7 @@ fn fail(command: Command, error: &std::io::Error) {
         }
         | Command::SelfAudit { reply } => reply.send(Err(error())),
         Command::DiffFiles { reply, .. } => reply.send(Err(error())),
+        Command::MeasurePaths { reply, .. } => reply.send(Err(error())),
         Command::SetView {
             reply: Some(reply), ..
         } => reply.send(Err(error())),
@@ -1451,6 +1729,7 @@ fn fail(command: Command, error: &std::io::Error) {
         | Command::Step
         | Command::RunChecks { reply: None, .. }
         | Command::TamperViewState { .. }
+        | Command::FilesChanged { .. }
         | Command::Shutdown => {}
     }
 }

@@ -137,6 +137,10 @@ pub enum Error {
     #[error("{}: file not found", path.display())]
     FileNotFound { path: PathBuf },
 
+    /// The files could not be watched.
+    #[error("cannot watch {}: {reason}", path.display())]
+    Watch { path: PathBuf, reason: String },
+
     /// Reading a file failed.
     #[error("{}: {source}", path.display())]
     Io {

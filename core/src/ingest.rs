@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, SchemaRef};
 
@@ -38,10 +38,16 @@ pub(crate) struct Fed {
 /// One source's records and how far they have been fed to the views.
 pub(crate) struct SourceLog {
     pub schema: SchemaRef,
-    /// Every record read from the file, in offset order.
-    all: RecordBatch,
-    /// The `_offset` of every record of `all` (logs only).
-    offsets: Option<Int64Array>,
+    /// Every record read from the file, in offset order, in the chunks they were read in (appends add a chunk).
+    chunks: Vec<RecordBatch>,
+    /// The row (counting from the first record) each chunk starts at.
+    starts: Vec<usize>,
+    /// Records in all chunks.
+    rows: usize,
+    /// The `_offset` of every record (logs only).
+    offsets: Option<Vec<i64>>,
+    /// Where appends to the file start.
+    pub(crate) tail: Option<crate::source::Tail>,
     /// One past the last offset in the file.
     pub end_offset: u64,
     /// Offsets of malformed records, sorted, to count those passed over up to a position.
@@ -76,7 +82,8 @@ impl SourceLog {
             (SourceKind::Log, Ok(i)) => Some(
                 all.column(i)
                     .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                    .clone(),
+                    .values()
+                    .to_vec(),
             ),
             _ => None,
         };
@@ -104,8 +111,11 @@ impl SourceLog {
             time,
             offset_is_line: matches!(spec.format, Format::Jsonl | Format::Debezium),
             schema,
-            all,
+            rows: all.num_rows(),
+            chunks: vec![all],
+            starts: vec![0],
             offsets,
+            tail: loaded.tail,
             malformed_offsets,
             fed_rows: 0,
             position: 0,
@@ -121,7 +131,104 @@ impl SourceLog {
 
     /// Records read from the file.
     pub fn total_rows(&self) -> u64 {
-        self.all.num_rows() as u64
+        self.rows as u64
+    }
+
+    /// Adds records appended to the file (read from its tail): they get the offsets after the last, and are fed like
+    /// any others. A half-written line noted before is dropped from the diagnostics once its offset is reached.
+    pub fn append(&mut self, tail: LoadedSource) -> Result<()> {
+        if tail.schema != self.schema {
+            return Err(Error::Decode {
+                path: std::path::PathBuf::new(),
+                reason: "appended records do not match the source's schema".to_owned(),
+            });
+        }
+        let batch = concat_batches(&self.schema, &tail.batches)?;
+        if let (Some(offsets), Ok(i)) = (&mut self.offsets, self.schema.index_of(OFFSET_COLUMN)) {
+            offsets.extend_from_slice(
+                batch
+                    .column(i)
+                    .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                    .values(),
+            );
+        }
+        if batch.num_rows() > 0 {
+            self.starts.push(self.rows);
+            self.rows += batch.num_rows();
+            self.chunks.push(batch);
+        }
+        self.malformed_offsets
+            .extend(tail.diagnostics.malformed_offsets.iter().copied());
+        let end = tail.next_offset;
+        let mut load = std::mem::take(&mut self.load);
+        load.items
+            .retain(|d| !(d.kind == DiagnosticKind::IncompleteLine && d.offset < Some(end)));
+        load.incomplete = load
+            .items
+            .iter()
+            .filter(|d| d.kind == DiagnosticKind::IncompleteLine)
+            .count() as u64;
+        let mut merged = load.merged(&tail.diagnostics);
+        merged.malformed_offsets = Vec::new();
+        self.load = merged;
+        self.end_offset = end.max(self.end_offset);
+        self.tail = tail.tail;
+        Ok(())
+    }
+
+    /// Takes the records of a re-read of the same file whose first records are the ones read before (it only grew):
+    /// what was fed stays fed, and the new records are fed next. Returns false, changing nothing, when the re-read is
+    /// not an extension of what was read (another schema, or fewer records), and hands the re-read back.
+    pub fn extend_from_reread(
+        &mut self,
+        reread: SourceLog,
+    ) -> std::result::Result<(), Box<SourceLog>> {
+        if reread.schema != self.schema
+            || reread.rows < self.rows
+            || reread.offsets.is_some() != self.offsets.is_some()
+        {
+            return Err(Box::new(reread));
+        }
+        if let (Some(old), Some(new)) = (&self.offsets, &reread.offsets)
+            && new[..old.len()] != old[..]
+        {
+            return Err(Box::new(reread));
+        }
+        let cdc_state = self.cdc.take().map(|(_, state)| state);
+        self.chunks = reread.chunks;
+        self.starts = reread.starts;
+        self.rows = reread.rows;
+        self.offsets = reread.offsets;
+        self.tail = reread.tail;
+        self.end_offset = reread.end_offset;
+        self.malformed_offsets = reread.malformed_offsets;
+        self.load = reread.load;
+        self.cdc = match (reread.cdc, cdc_state) {
+            (Some((log, _)), Some(state)) => Some((log, state)),
+            (cdc, _) => cdc,
+        };
+        Ok(())
+    }
+
+    /// The records of rows `start..end`, as slices of the chunks, each with its first row.
+    fn rows_between(&self, start: usize, end: usize) -> Vec<(usize, RecordBatch)> {
+        let mut parts = Vec::new();
+        let first = self
+            .starts
+            .partition_point(|&s| s <= start)
+            .saturating_sub(1);
+        for (i, chunk) in self.chunks.iter().enumerate().skip(first) {
+            let chunk_start = self.starts[i];
+            if chunk_start >= end {
+                break;
+            }
+            let from = start.max(chunk_start);
+            let to = end.min(chunk_start + chunk.num_rows());
+            if to > from {
+                parts.push((from, chunk.slice(from - chunk_start, to - from)));
+            }
+        }
+        parts
     }
 
     /// True for an append-only log (it has offsets); snapshots are always fed whole.
@@ -176,11 +283,8 @@ impl SourceLog {
     /// Feeds every record with an offset below `offset` that has not been fed yet (a snapshot: all of it).
     pub fn feed_to(&mut self, offset: u64) -> Fed {
         let end = match &self.offsets {
-            Some(offsets) => {
-                let values = offsets.values();
-                values.partition_point(|&o| (o as u64) < offset)
-            }
-            None => self.all.num_rows(),
+            Some(offsets) => offsets.partition_point(|&o| (o as u64) < offset),
+            None => self.rows,
         };
         let target = if self.is_log() {
             offset.min(self.end_offset)
@@ -192,10 +296,15 @@ impl SourceLog {
             return Fed::default();
         }
         let start = self.fed_rows;
-        let batch = self.all.slice(start, end - start);
         self.fed_rows = end;
         self.position = self.position.max(target);
-        self.ingest_batch(&batch, start)
+        let mut fed = Fed::default();
+        for (first, batch) in self.rows_between(start, end) {
+            let part = self.ingest_batch(&batch, first);
+            fed.records += part.records;
+            fed.duplicates += part.duplicates;
+        }
+        fed
     }
 
     /// Drops duplicates, notes out-of-order times, and makes the rest visible; for a CDC source, applies the kept

@@ -40,6 +40,7 @@ mod diagnostics;
 mod engine;
 mod error;
 mod generate;
+mod incremental;
 mod ingest;
 mod lineage;
 mod output;
@@ -51,14 +52,16 @@ mod verify;
 pub use cdc::{CHANGES_SUFFIX, UNAVAILABLE_VALUE};
 pub use diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
 pub use engine::{
-    Command, Engine, EngineStatus, NodeStatus, QueryResult, QueryTarget, ReplayProgress,
-    ReplayState, Reply, Snapshot, SourceState, ViewState, Waker, no_waker,
+    Command, Engine, EngineOptions, EngineStatus, LiveEvent, LiveUpdate, MAX_UPDATES, NodeStatus,
+    PathMetrics, QueryResult, QueryTarget, ReplayProgress, ReplayState, Reply, Snapshot,
+    SourceState, ViewChange, ViewState, Waker, no_waker,
 };
 pub use error::{Error, Result};
 pub use generate::{
     BANK_PIPELINE, BankSummary, DEFAULT_SEED, SHOP_PIPELINE, ShopSummary, bank as generate_bank,
     shop as generate_shop,
 };
+pub use incremental::{Maintenance, MaintenanceKind};
 pub use lineage::{ColumnLineage, ColumnRef, Edge, Lineage, LineageNode, NodeKind};
 pub use output::{TextFormat, display_rows, write_atomic, write_batches};
 pub use pipeline::{

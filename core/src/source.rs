@@ -46,6 +46,206 @@ pub struct LoadedSource {
     pub diagnostics: Diagnostics,
     /// For a Debezium source: the changes to fold into its table state.
     pub cdc: Option<crate::cdc::CdcLog>,
+    /// Where a tail of the file starts, for reading appends from the last byte read.
+    pub(crate) tail: Option<Tail>,
+}
+
+/// How far a text log was read, and what it looked like then, so appends can be read from the last byte and a file
+/// that was truncated, rotated or rewritten is noticed.
+#[derive(Debug, Clone)]
+pub(crate) struct Tail {
+    /// One past the newline of the last complete line read.
+    pub bytes: u64,
+    /// The file's device and inode when it was read (a rotated file is a new inode at the same path).
+    pub file_id: Option<(u64, u64)>,
+    /// The file's first bytes (up to [`HEAD_BYTES`]) when it was read: a rewritten file differs there.
+    pub head: Vec<u8>,
+    /// For JSON Lines: the inferred fields, so appended lines decode into the same schema.
+    json: Option<Vec<(String, JsonType)>>,
+}
+
+/// How many of a file's first bytes are kept to notice it being rewritten in place.
+const HEAD_BYTES: usize = 256;
+
+/// Why a log is read again from the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReloadCause {
+    /// The file got shorter: it was truncated, so what was read is gone.
+    Truncated,
+    /// A new file was created at the path (as logrotate does).
+    Rotated,
+    /// The start of the file changed: it was rewritten in place.
+    Rewritten,
+    /// Appended lines change the inferred schema.
+    SchemaChanged,
+    /// The format is re-read whole on every change; records read before keep their offsets.
+    Reread,
+}
+
+impl ReloadCause {
+    /// True when what was read before may no longer hold, so the views are replayed from offset 0.
+    pub(crate) fn replays(self) -> bool {
+        self != ReloadCause::Reread
+    }
+}
+
+/// What reading a log's tail found.
+#[derive(Debug)]
+pub(crate) enum TailRead {
+    /// Nothing new (or only part of a line, which waits for the rest).
+    Unchanged,
+    /// Complete new lines, decoded into the source's schema, with the new tail position.
+    Appended(LoadedSource),
+    /// The file must be read again from the start; the reason says why in words.
+    Reload(ReloadCause, String),
+    /// The file is gone.
+    Deleted,
+}
+
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
+
+/// The tail position after reading `data` (the whole file) whose complete lines end at `consumed`.
+pub(crate) fn tail_of(
+    path: &Path,
+    data: &[u8],
+    consumed: usize,
+    json: Option<Vec<(String, JsonType)>>,
+) -> Tail {
+    Tail {
+        bytes: consumed as u64,
+        file_id: std::fs::metadata(path).ok().as_ref().and_then(file_id),
+        head: data[..data.len().min(HEAD_BYTES)].to_vec(),
+        json,
+    }
+}
+
+/// One past the last newline of `data` (0 when it has none).
+pub(crate) fn complete_len(data: &[u8]) -> usize {
+    data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+}
+
+/// Reads what was appended to a log since `tail`, whose next record gets offset `next_offset`.
+///
+/// JSON Lines are read from the last byte: only complete lines are parsed (a half-written line, or a UTF-8 character
+/// split across two writes, waits for the rest, as a newline never falls inside one). Lines that would change the
+/// inferred schema, and appends to the other formats, ask for a reload instead, which re-reads the file.
+pub(crate) fn read_tail(spec: &SourceSpec, tail: &Tail, next_offset: u64) -> TailRead {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let path = spec.path.as_path();
+    let Ok(meta) = std::fs::metadata(path) else {
+        return TailRead::Deleted;
+    };
+    if tail.file_id.is_some() && file_id(&meta) != tail.file_id {
+        return TailRead::Reload(
+            ReloadCause::Rotated,
+            "rotated: a new file was created at the path".to_owned(),
+        );
+    }
+    if meta.len() < tail.bytes {
+        return TailRead::Reload(
+            ReloadCause::Truncated,
+            format!(
+                "truncated: {} bytes, {} were read before",
+                meta.len(),
+                tail.bytes
+            ),
+        );
+    }
+    let read = || -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+        let mut file = File::open(path)?;
+        let mut head = vec![0; tail.head.len()];
+        file.read_exact(&mut head)?;
+        file.seek(SeekFrom::Start(tail.bytes))?;
+        let mut rest = Vec::new();
+        file.read_to_end(&mut rest)?;
+        Ok((head, rest))
+    };
+    let (head, rest) = match read() {
+        Ok(read) => read,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return TailRead::Deleted,
+        Err(e) => {
+            return TailRead::Reload(ReloadCause::Reread, format!("cannot read the tail: {e}"));
+        }
+    };
+    if head != tail.head {
+        return TailRead::Reload(
+            ReloadCause::Rewritten,
+            "rewritten: the start of the file changed".to_owned(),
+        );
+    }
+    let complete = complete_len(&rest);
+    if complete == 0 {
+        return TailRead::Unchanged;
+    }
+    let Some(known) = &tail.json else {
+        return TailRead::Reload(
+            ReloadCause::Reread,
+            format!("{} files are re-read whole", spec.format),
+        );
+    };
+    let data = &rest[..complete];
+    let (good, ty, mut diagnostics, end) = scan_jsonl(data, next_offset, Some(known));
+    let JsonType::Object(mut fields) = ty else {
+        unreachable!("every good line is an object")
+    };
+    fields.retain(|(name, _)| name != OFFSET_COLUMN);
+    if fields != *known {
+        let first = diagnostics
+            .items
+            .iter()
+            .find(|d| d.kind == DiagnosticKind::SchemaChange)
+            .map_or_else(String::new, |d| {
+                format!(" at line {}: {}", d.line.unwrap_or_default(), d.reason)
+            });
+        return TailRead::Reload(
+            ReloadCause::SchemaChanged,
+            format!("the schema changed{first}"),
+        );
+    }
+    let object = JsonType::Object(fields);
+    let (data_schema, schema) = jsonl_schemas(&object, OFFSET_COLUMN);
+    let batches = match decode_jsonl(
+        path,
+        &data_schema,
+        &object,
+        &schema,
+        &good,
+        &mut diagnostics,
+    ) {
+        Ok(batches) => batches,
+        Err(e) => {
+            return TailRead::Reload(
+                ReloadCause::Reread,
+                format!("cannot decode the appended lines: {e}"),
+            );
+        }
+    };
+    let JsonType::Object(fields) = object else {
+        unreachable!("built as an object above")
+    };
+    TailRead::Appended(LoadedSource {
+        rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
+        schema,
+        batches,
+        next_offset: end,
+        diagnostics,
+        cdc: None,
+        tail: Some(Tail {
+            bytes: tail.bytes + complete as u64,
+            file_id: tail.file_id,
+            head: tail.head.clone(),
+            json: Some(fields),
+        }),
+    })
 }
 
 /// Reads a source whole, as its spec says.
@@ -149,7 +349,7 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
 
 /// The inferred type of a JSON value, widened as more lines are seen.
 #[derive(Debug, Clone, PartialEq)]
-enum JsonType {
+pub(crate) enum JsonType {
     Null,
     Bool,
     Int,
@@ -293,10 +493,12 @@ pub(crate) struct Lines<'a> {
 
 impl<'a> Lines<'a> {
     pub(crate) fn new(data: &'a [u8]) -> Lines<'a> {
-        Lines {
-            rest: data,
-            offset: 0,
-        }
+        Lines::starting_at(data, 0)
+    }
+
+    /// The lines of `data`, the first of which has offset `offset`.
+    pub(crate) fn starting_at(data: &'a [u8], offset: u64) -> Lines<'a> {
+        Lines { rest: data, offset }
     }
 }
 
@@ -331,19 +533,24 @@ struct GoodLine<'a> {
 /// Splits `data` into lines and validates each one as a JSON object, inferring the schema over all of them.
 ///
 /// Returns the good lines, the merged type of all objects, and the diagnostics, and the offset after the last line.
-fn scan_jsonl(data: &[u8]) -> (Vec<GoodLine<'_>>, JsonType, Diagnostics, u64) {
+/// `base` is the first line's offset; `known` the fields inferred before, when `data` is a tail of the file.
+fn scan_jsonl<'a>(
+    data: &'a [u8],
+    base: u64,
+    known: Option<&[(String, JsonType)]>,
+) -> (Vec<GoodLine<'a>>, JsonType, Diagnostics, u64) {
     let mut good = Vec::new();
-    let mut fields: Vec<(String, JsonType)> = Vec::new();
+    let mut fields: Vec<(String, JsonType)> = known.map(<[_]>::to_vec).unwrap_or_default();
     let mut diagnostics = Diagnostics::default();
-    let mut offset = 0u64;
-    for (this, line, complete) in Lines::new(data) {
+    let mut offset = base;
+    for (this, line, complete) in Lines::starting_at(data, base) {
         offset = this + 1;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         match serde_json::from_slice::<Value>(line) {
             Ok(value @ Value::Object(_)) => {
-                let first = good.is_empty();
+                let first = good.is_empty() && known.is_none();
                 merge_fields(&mut fields, &value, first, this, &mut diagnostics);
                 good.push(GoodLine {
                     offset: this,
@@ -454,18 +661,57 @@ pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
 
 fn load_jsonl(path: &Path, offset_name: &str) -> Result<LoadedSource> {
     let data = read_file(path)?;
-    let (good, ty, mut diagnostics, next_offset) = scan_jsonl(&data);
+    let (good, ty, mut diagnostics, next_offset) = scan_jsonl(&data, 0, None);
     let JsonType::Object(mut fields) = ty else {
         unreachable!("every good line is an object")
     };
     // A user field that clashes with the offset column is ignored: `_offset` is Kappa's.
     fields.retain(|(name, _)| name != offset_name);
     let object = JsonType::Object(fields);
+    let (data_schema, schema) = jsonl_schemas(&object, offset_name);
+    let batches = decode_jsonl(
+        path,
+        &data_schema,
+        &object,
+        &schema,
+        &good,
+        &mut diagnostics,
+    )?;
+    diagnostics.items.sort_by_key(|d| d.offset);
+    let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let JsonType::Object(fields) = object else {
+        unreachable!("built as an object above")
+    };
+    Ok(LoadedSource {
+        schema,
+        batches,
+        rows,
+        next_offset,
+        diagnostics,
+        cdc: None,
+        tail: Some(tail_of(path, &data, complete_len(&data), Some(fields))),
+    })
+}
+
+/// The schema of an object's fields, and the same with the position column `offset_name` first.
+fn jsonl_schemas(object: &JsonType, offset_name: &str) -> (Schema, SchemaRef) {
     let data_schema = match object.data_type() {
         DataType::Struct(fields) => Schema::new(fields),
         _ => Schema::empty(),
     };
     let schema = Arc::new(with_offset_field(&data_schema, offset_name));
+    (data_schema, schema)
+}
+
+/// Decodes good lines into batches of `schema`; lines the decoder rejects become diagnostics.
+fn decode_jsonl(
+    path: &Path,
+    data_schema: &Schema,
+    object: &JsonType,
+    schema: &SchemaRef,
+    good: &[GoodLine<'_>],
+    diagnostics: &mut Diagnostics,
+) -> Result<Vec<RecordBatch>> {
     let mut batches = Vec::new();
     for chunk in good.chunks(BATCH_ROWS) {
         if data_schema.fields().is_empty() {
@@ -477,13 +723,12 @@ fn load_jsonl(path: &Path, offset_name: &str) -> Result<LoadedSource> {
             )?);
             continue;
         }
-        let (batch, bad) =
-            decode_json_chunk(&data_schema, &object, chunk, &schema).map_err(|e| {
-                Error::ArrowFile {
-                    path: path.to_path_buf(),
-                    source: e,
-                }
-            })?;
+        let (batch, bad) = decode_json_chunk(data_schema, object, chunk, schema).map_err(|e| {
+            Error::ArrowFile {
+                path: path.to_path_buf(),
+                source: e,
+            }
+        })?;
         for d in bad {
             diagnostics.push(d);
         }
@@ -491,16 +736,7 @@ fn load_jsonl(path: &Path, offset_name: &str) -> Result<LoadedSource> {
             batches.push(batch);
         }
     }
-    diagnostics.items.sort_by_key(|d| d.offset);
-    let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-    Ok(LoadedSource {
-        schema,
-        batches,
-        rows,
-        next_offset,
-        diagnostics,
-        cdc: None,
-    })
+    Ok(batches)
 }
 
 /// Decodes a chunk of valid JSON lines into one batch of `schema` (with `_offset` first). Lines the decoder still
@@ -795,6 +1031,7 @@ fn load_csv(path: &Path, offset_name: &str) -> Result<LoadedSource> {
         next_offset: offset,
         diagnostics,
         cdc: None,
+        tail: Some(tail_of(path, &data, complete_len(&data), None)),
     })
 }
 
@@ -952,6 +1189,7 @@ fn finish_columnar(
             next_offset: rows,
             diagnostics: Diagnostics::default(),
             cdc: None,
+            tail: None,
         });
     }
     let out_schema = Arc::new(with_offset_field(&schema, OFFSET_COLUMN));
@@ -969,6 +1207,7 @@ fn finish_columnar(
         next_offset: rows,
         diagnostics: Diagnostics::default(),
         cdc: None,
+        tail: None,
     })
 }
 
@@ -1004,7 +1243,7 @@ mod tests {
     #[test]
     fn scan_reports_bad_lines_with_line_numbers_and_gaps() {
         let data = b"{\"a\":1}\nnot json\n\n[1]\n{\"a\":2}\n{\"a\":";
-        let (good, _, diagnostics, next) = scan_jsonl(data);
+        let (good, _, diagnostics, next) = scan_jsonl(data, 0, None);
         assert_eq!(
             good.iter().map(|l| l.offset).collect::<Vec<_>>(),
             vec![0, 4]

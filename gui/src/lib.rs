@@ -183,10 +183,11 @@ fn node_row(ui: &mut egui::Ui, status: &NodeStatus, selected: bool, text: String
             NodeStatus::Pending => egui::Color32::GRAY,
             NodeStatus::Fresh => egui::Color32::from_rgb(80, 200, 120),
             NodeStatus::Error(_) => ui.visuals().error_fg_color,
+            NodeStatus::Stale(_) => egui::Color32::from_rgb(220, 170, 60),
         };
         ui.painter().circle_filled(rect.center(), 4.0, color);
         let response = ui.selectable_label(selected, text);
-        if let NodeStatus::Error(message) = status {
+        if let NodeStatus::Error(message) | NodeStatus::Stale(message) = status {
             response.clone().on_hover_text(message);
         }
         response.clicked()

@@ -99,6 +99,14 @@ pub fn fnv1a(text: &str) -> u64 {
 /// binaries for us), as an `assert_cmd` command.
 #[must_use]
 pub fn kappa() -> assert_cmd::Command {
+    let mut command = assert_cmd::Command::new(kappa_path());
+    command.current_dir(repo_root());
+    command
+}
+
+/// The path of the `kappa` binary, built once per test run (for commands that run on, like `kappa watch`).
+#[must_use]
+pub fn kappa_path() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let path = BUILT.get_or_init(|| {
         let status = std::process::Command::new(env!("CARGO"))
@@ -114,9 +122,7 @@ pub fn kappa() -> assert_cmd::Command {
             .expect("target dir")
             .join(format!("kappa{}", std::env::consts::EXE_SUFFIX))
     });
-    let mut command = assert_cmd::Command::new(path);
-    command.current_dir(repo_root());
-    command
+    path.clone()
 }
 
 /// Writes `text` as `kappa.toml` in `dir` and returns its path.

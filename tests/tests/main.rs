@@ -4,6 +4,7 @@ mod cdc;
 mod cli;
 mod engine;
 mod lineage;
+mod live;
 mod pipeline_errors;
 mod replay;
 mod security;

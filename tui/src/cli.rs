@@ -60,6 +60,24 @@ enum Command {
         after_help = "Example:\n  kappa diff expected.parquet actual.csv --key day --tolerance 0.01"
     )]
     Diff(DiffArgs),
+    /// Watch the sources and print one line per update: the source, the new offsets, the events appended, the views
+    /// changed (rows inserted/updated) and the lag from the file change to the views being up to date.
+    ///
+    /// Appends are read from the last byte read; truncation, rotation, deletion and replaced snapshots are reported
+    /// and handled. Ctrl-C stops.
+    #[command(
+        after_help = "Examples:\n  kappa watch sample-data/shop/kappa.toml\n  \
+        kappa watch sample-data/shop/kappa.toml --view revenue_by_day --json"
+    )]
+    Watch(crate::live::WatchArgs),
+    /// Measure every view's read path against its write path: the cost to maintain it per appended event, its state,
+    /// the time to compute it from the log and to read the stored state, and the reads per write above which
+    /// materializing pays off.
+    ///
+    /// The write path is measured by going back `--batches` x `--batch-size` events and appending them again, one
+    /// batch at a time, through the same code as live appends.
+    #[command(after_help = "Example:\n  kappa paths sample-data/shop/kappa.toml --batch-size 1000")]
+    Paths(crate::live::PathsArgs),
     /// Print the lineage graph: which sources feed which views, and the columns each view column comes from.
     Lineage(LineageArgs),
     /// Print each source's rows, offsets, schema and diagnostics (malformed lines with their line numbers).
@@ -300,6 +318,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Verify(args)) => verify(&args),
         Some(Command::Diff(args)) => diff(&args),
         Some(Command::Sources(args)) => sources(&args),
+        Some(Command::Watch(args)) => crate::live::watch(&args),
+        Some(Command::Paths(args)) => crate::live::paths(&args),
         Some(Command::Gen(GenCommand::Shop { events, out, seed })) => {
             let summary = kappa_core::generate_shop(&out, events, seed)
                 .with_context(|| format!("generating the shop into {}", out.display()))?;
@@ -334,7 +354,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// Opens the inputs as a pipeline: one `.toml` file (or a folder holding `kappa.toml`), or data files.
-fn open_pipeline(inputs: &[PathBuf]) -> Result<Pipeline> {
+pub(crate) fn open_pipeline(inputs: &[PathBuf]) -> Result<Pipeline> {
     Ok(Pipeline::open(inputs)?)
 }
 
@@ -698,6 +718,7 @@ fn status_word(status: &NodeStatus) -> &'static str {
         NodeStatus::Pending => "pending",
         NodeStatus::Fresh => "fresh",
         NodeStatus::Error(_) => "error",
+        NodeStatus::Stale(_) => "stale",
     }
 }
 

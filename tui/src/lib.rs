@@ -2,4 +2,5 @@
 //! printing lives in `kappa_core`.
 
 pub mod cli;
+pub mod live;
 pub mod report;

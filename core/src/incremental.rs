@@ -1,0 +1,891 @@
+//! Incremental view maintenance: the write path.
+//!
+//! Each materialized view is classified from its optimized logical plan:
+//!
+//! * **append**: filters and projections over a log (or over an append view): the rows the new events produce are
+//!   appended to the stored result;
+//! * **aggregate**: `count`, `sum`, `min`, `max` and `avg`, grouped or not, over such an input: the new events' values
+//!   are folded into a partial state per group, and `HAVING`, `ORDER BY` and `LIMIT` above the aggregate are applied to
+//!   the state when the result is built;
+//! * **join**: a log joined to snapshots (which do not change as events are appended), with or without an aggregate on
+//!   top: the new events are joined to the whole snapshot;
+//! * **recompute**: everything else; the whole query runs again, and the reason is shown.
+//!
+//! The new events (the *delta*) run through the view's own SQL, planned once in a second DataFusion context whose log
+//! tables hold only the delta ([`DeltaTable`]). Loading and replaying use the same path, with every event as one delta,
+//! so the incremental result is the full result by construction, and [`crate::Command::SelfAudit`] proves it against a
+//! recompute on demand.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::catalog::{MemTable, Session, TableProvider};
+use datafusion::common::tree_node::TreeNode as _;
+use datafusion::common::{Column, JoinType, ScalarValue};
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::{
+    Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, Projection, TableType,
+};
+use datafusion::physical_plan::ExecutionPlan;
+use serde::Serialize;
+
+use crate::error::Result;
+
+/// How a view is kept up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaintenanceKind {
+    /// New events' rows are appended.
+    Append,
+    /// Partial aggregates are merged by group key.
+    Aggregate,
+    /// New events are joined to snapshots (with or without an aggregate on top).
+    Join,
+    /// The whole query runs again.
+    Recompute,
+    /// Not stored: computed when read (the read path).
+    OnRead,
+}
+
+impl fmt::Display for MaintenanceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MaintenanceKind::Append => "append",
+            MaintenanceKind::Aggregate => "aggregate",
+            MaintenanceKind::Join => "join",
+            MaintenanceKind::Recompute => "recompute",
+            MaintenanceKind::OnRead => "on_read",
+        })
+    }
+}
+
+/// A view's maintenance kind and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Maintenance {
+    pub kind: MaintenanceKind,
+    pub reason: String,
+}
+
+impl Maintenance {
+    pub(crate) fn new(kind: MaintenanceKind, reason: impl Into<String>) -> Maintenance {
+        Maintenance {
+            kind,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a table is to the views that read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Grows only at the end: a log, its changes table, or an append view.
+    Log,
+    /// Does not change as events are appended: a snapshot.
+    Constant,
+    /// Changes in place as events are appended; the text says how.
+    Changing(String),
+}
+
+/// A table provider whose rows are swapped for every delta: the log tables of the delta context.
+#[derive(Debug)]
+pub(crate) struct DeltaTable {
+    schema: SchemaRef,
+    batches: Mutex<Vec<RecordBatch>>,
+}
+
+impl DeltaTable {
+    pub(crate) fn new(schema: SchemaRef) -> Arc<DeltaTable> {
+        Arc::new(DeltaTable {
+            schema,
+            batches: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub(crate) fn schema_ref(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    pub(crate) fn set(&self, batches: Vec<RecordBatch>) {
+        *self.batches.lock().unwrap_or_else(PoisonError::into_inner) = batches;
+    }
+}
+
+#[async_trait]
+impl TableProvider for DeltaTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let batches = self
+            .batches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        MemTable::try_new(self.schema.clone(), vec![batches])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
+/// How a view's delta is computed, once classified as incremental.
+#[derive(Debug, Clone)]
+pub(crate) enum DeltaPlan {
+    /// The view's plan (in the delta context): over the delta, the rows to append.
+    Append(LogicalPlan),
+    /// The aggregate's input over the delta, as group columns then argument columns, folded into the state.
+    Aggregate(AggregateShape),
+}
+
+/// The parts of an aggregate view's plan the state needs.
+#[derive(Debug, Clone)]
+pub(crate) struct AggregateShape {
+    /// The partial aggregate over the delta: group columns, then partial aggregates.
+    pub input: LogicalPlan,
+    pub groups: usize,
+    pub functions: Vec<Function>,
+    /// The aggregate's output schema (the state's rows).
+    pub schema: SchemaRef,
+    /// The optimized plan of the whole view, whose aggregate is replaced by a scan of the state when the result is
+    /// built.
+    pub plan: LogicalPlan,
+}
+
+/// A decomposable aggregate function and the column(s) of its partial aggregate in the delta's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Function {
+    Count(usize),
+    Sum(usize),
+    Min(usize),
+    Max(usize),
+    /// A Float64 sum and a count.
+    Avg(usize, usize),
+}
+
+/// Classifies a view from its optimized plan. `roles` says what each table it reads is.
+pub(crate) fn classify(
+    plan: &LogicalPlan,
+    role: &dyn Fn(&str) -> Role,
+) -> (Maintenance, Option<DeltaPlan>) {
+    let recompute = |reason: String| (Maintenance::new(MaintenanceKind::Recompute, reason), None);
+    // Walk down through what can be applied to a finished aggregate: projections, HAVING, ORDER BY, LIMIT.
+    let mut node = plan;
+    let mut ordered = None;
+    let mut applied: Vec<&str> = Vec::new();
+    loop {
+        match node {
+            LogicalPlan::Projection(p) => node = &p.input,
+            LogicalPlan::Filter(f) => {
+                applied.push("HAVING");
+                node = &f.input;
+            }
+            LogicalPlan::SubqueryAlias(a) => node = &a.input,
+            LogicalPlan::Sort(s) => {
+                ordered = Some("ORDER BY");
+                applied.push("ORDER BY");
+                node = &s.input;
+            }
+            LogicalPlan::Limit(l) => {
+                ordered = Some("LIMIT");
+                applied.push("LIMIT");
+                node = &l.input;
+            }
+            _ => break,
+        }
+    }
+    if let LogicalPlan::Aggregate(aggregate) = node {
+        if let Err(reason) = top_is_plain(plan, node) {
+            return recompute(reason);
+        }
+        let shape = match aggregate_shape(aggregate, plan) {
+            Ok(shape) => shape,
+            Err(reason) => return recompute(reason),
+        };
+        return match linear(&aggregate.input, role) {
+            Ok(Linear::Log { logs, snapshots }) => {
+                let functions = describe_functions(&shape.functions);
+                let grouped = if shape.groups == 0 {
+                    "over all rows".to_owned()
+                } else {
+                    format!("grouped by {} key(s)", shape.groups)
+                };
+                applied.reverse();
+                applied.dedup();
+                let top = if applied.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} applied to the state when the result is built",
+                        applied.join(", ")
+                    )
+                };
+                let maintenance = if snapshots.is_empty() {
+                    Maintenance::new(
+                        MaintenanceKind::Aggregate,
+                        format!(
+                            "{functions} {grouped} over {}: new events are folded into a state per group{top}",
+                            list(&logs)
+                        ),
+                    )
+                } else {
+                    Maintenance::new(
+                        MaintenanceKind::Join,
+                        format!(
+                            "{} joined to the snapshot {}, then {functions} {grouped}: new events are joined to \
+                             the snapshot and folded into a state per group{top}",
+                            list(&logs),
+                            list(&snapshots)
+                        ),
+                    )
+                };
+                (maintenance, Some(DeltaPlan::Aggregate(shape)))
+            }
+            Ok(Linear::Constant) => {
+                recompute("reads no log: recomputed when a snapshot it reads changes".to_owned())
+            }
+            Err(reason) => recompute(reason),
+        };
+    }
+    match linear(plan, role) {
+        Ok(Linear::Log { logs, snapshots }) => {
+            if let Some(what) = ordered {
+                return recompute(format!(
+                    "{what} over the whole of {}: every new event can move the rows",
+                    list(&logs)
+                ));
+            }
+            let maintenance = if snapshots.is_empty() {
+                Maintenance::new(
+                    MaintenanceKind::Append,
+                    format!(
+                        "filters and projections over {}: the rows of new events are appended",
+                        list(&logs)
+                    ),
+                )
+            } else {
+                Maintenance::new(
+                    MaintenanceKind::Join,
+                    format!(
+                        "{} joined to the snapshot {}: new events are joined to the snapshot and appended",
+                        list(&logs),
+                        list(&snapshots)
+                    ),
+                )
+            };
+            (maintenance, Some(DeltaPlan::Append(plan.clone())))
+        }
+        Ok(Linear::Constant) => {
+            recompute("reads no log: recomputed when a snapshot it reads changes".to_owned())
+        }
+        Err(reason) => recompute(reason),
+    }
+}
+
+fn list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe_functions(functions: &[Function]) -> String {
+    let mut names: Vec<&str> = functions
+        .iter()
+        .map(|f| match f {
+            Function::Count(_) => "count",
+            Function::Sum(_) => "sum",
+            Function::Min(_) => "min",
+            Function::Max(_) => "max",
+            Function::Avg(..) => "avg",
+        })
+        .collect();
+    names.dedup();
+    if names.is_empty() {
+        "distinct groups".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Refuses expressions above the aggregate that cannot be applied to its finished result (a subquery, or a volatile
+/// function).
+fn top_is_plain(plan: &LogicalPlan, aggregate: &LogicalPlan) -> Result<(), String> {
+    let mut node = plan;
+    while !std::ptr::eq(node, aggregate) {
+        for expr in node.expressions() {
+            check_expr(&expr)?;
+        }
+        let Some(input) = node.inputs().first().copied() else {
+            break;
+        };
+        node = input;
+    }
+    Ok(())
+}
+
+fn check_expr(expr: &Expr) -> Result<(), String> {
+    if expr.is_volatile() {
+        return Err(format!(
+            "uses a volatile function (`{expr}`): its result changes without new events"
+        ));
+    }
+    let subquery = expr
+        .exists(|e| {
+            Ok(matches!(
+                e,
+                Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+            ))
+        })
+        .unwrap_or(true);
+    if subquery {
+        return Err("has a subquery that could not be turned into a join".to_owned());
+    }
+    Ok(())
+}
+
+/// A plan's delta behaviour: constant while events are appended, or growing only with the new events of its logs.
+enum Linear {
+    Constant,
+    Log {
+        logs: Vec<String>,
+        snapshots: Vec<String>,
+    },
+}
+
+fn linear(plan: &LogicalPlan, role: &dyn Fn(&str) -> Role) -> Result<Linear, String> {
+    for expr in plan.expressions() {
+        check_expr(&expr)?;
+    }
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let name = scan.table_name.table().to_owned();
+            match role(&name) {
+                Role::Log if scan.fetch.is_some() => {
+                    Err(format!("takes a LIMIT of `{name}`, a log"))
+                }
+                Role::Log => Ok(Linear::Log {
+                    logs: vec![name],
+                    snapshots: Vec::new(),
+                }),
+                Role::Constant => Ok(Linear::Constant),
+                Role::Changing(how) => Err(format!("reads `{name}`, {how}")),
+            }
+        }
+        LogicalPlan::EmptyRelation(_) | LogicalPlan::Values(_) => Ok(Linear::Constant),
+        LogicalPlan::Projection(p) => linear(&p.input, role),
+        LogicalPlan::Filter(f) => linear(&f.input, role),
+        LogicalPlan::SubqueryAlias(a) => linear(&a.input, role),
+        LogicalPlan::Join(join) => {
+            let left = linear(&join.left, role)?;
+            let right = linear(&join.right, role)?;
+            let constant_names = |plan: &LogicalPlan| -> Vec<String> {
+                let mut names = Vec::new();
+                let _ = plan.apply(|node| {
+                    if let LogicalPlan::TableScan(scan) = node {
+                        names.push(scan.table_name.table().to_owned());
+                    }
+                    Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+                });
+                names
+            };
+            match (left, right) {
+                (Linear::Constant, Linear::Constant) => Ok(Linear::Constant),
+                (
+                    Linear::Log {
+                        logs,
+                        mut snapshots,
+                    },
+                    Linear::Constant,
+                ) if matches!(
+                    join.join_type,
+                    JoinType::Inner | JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti
+                ) =>
+                {
+                    snapshots.extend(constant_names(&join.right));
+                    Ok(Linear::Log { logs, snapshots })
+                }
+                (
+                    Linear::Constant,
+                    Linear::Log {
+                        logs,
+                        mut snapshots,
+                    },
+                ) if matches!(
+                    join.join_type,
+                    JoinType::Inner | JoinType::Right | JoinType::RightSemi | JoinType::RightAnti
+                ) =>
+                {
+                    snapshots.extend(constant_names(&join.left));
+                    Ok(Linear::Log { logs, snapshots })
+                }
+                (Linear::Log { logs: a, .. }, Linear::Log { logs: b, .. }) => Err(format!(
+                    "joins {} with {}: a new event on either side can match old events on the other",
+                    list(&a),
+                    list(&b)
+                )),
+                _ => Err(format!(
+                    "a {} join keeps rows of the snapshot side that new events can change",
+                    join.join_type
+                )),
+            }
+        }
+        LogicalPlan::Aggregate(_) => {
+            Err("aggregates over an aggregate: the inner groups change in place".to_owned())
+        }
+        LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => {
+            Err("sorts or limits below the top of the query".to_owned())
+        }
+        LogicalPlan::Window(_) => {
+            Err("has a window function: new events change earlier rows' windows".to_owned())
+        }
+        LogicalPlan::Union(_) => Err("has a UNION".to_owned()),
+        LogicalPlan::Distinct(_) => Err("has a DISTINCT below its top".to_owned()),
+        other => Err(format!(
+            "has a {} step, which Kappa does not maintain incrementally",
+            other
+                .display()
+                .to_string()
+                .split(':')
+                .next()
+                .unwrap_or("plan")
+        )),
+    }
+}
+
+/// Checks that every aggregate function is decomposable and builds the delta plan that feeds the state: the same
+/// groups, with partial aggregates (`count`, `sum`, `min`, `max`; `avg` as a Float64 sum and a count) that merge.
+fn aggregate_shape(aggregate: &Aggregate, plan: &LogicalPlan) -> Result<AggregateShape, String> {
+    use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
+    let mut group_exprs: Vec<Expr> = Vec::new();
+    for (i, group) in aggregate.group_expr.iter().enumerate() {
+        if matches!(group, Expr::GroupingSet(_)) {
+            return Err("groups by GROUPING SETS, ROLLUP or CUBE".to_owned());
+        }
+        group_exprs.push(group.clone().alias(format!("__kappa_g{i}")));
+    }
+    let groups = group_exprs.len();
+    let output = aggregate.schema.as_arrow();
+    let mut partials: Vec<Expr> = Vec::new();
+    let mut functions = Vec::new();
+    for (i, expr) in aggregate.aggr_expr.iter().enumerate() {
+        let inner = match expr {
+            Expr::Alias(alias) => alias.expr.as_ref(),
+            other => other,
+        };
+        let Expr::AggregateFunction(function) = inner else {
+            return Err(format!("`{expr}` is not an aggregate function"));
+        };
+        let params = &function.params;
+        let name = function.func.name().to_ascii_lowercase();
+        if !matches!(name.as_str(), "count" | "sum" | "min" | "max" | "avg") {
+            return Err(format!(
+                "the aggregate `{name}` is not decomposable (only count, sum, min, max and avg are maintained \
+                 incrementally)"
+            ));
+        }
+        if params.distinct {
+            return Err(format!(
+                "`{name}(DISTINCT …)` is not decomposable: a new value may have been seen before"
+            ));
+        }
+        if params.filter.is_some() || !params.order_by.is_empty() {
+            return Err(format!(
+                "`{name}` has a FILTER or ORDER BY, which Kappa does not maintain incrementally"
+            ));
+        }
+        if params.args.len() > 1 {
+            return Err(format!("`{name}` takes more than one argument"));
+        }
+        let argument = params
+            .args
+            .first()
+            .cloned()
+            .unwrap_or_else(|| Expr::Literal(ScalarValue::Int64(Some(1)), None));
+        let out_type = output.field(groups + i).data_type();
+        let mut partial = |expr: Expr| {
+            partials.push(expr.alias(format!("__kappa_p{}", partials.len())));
+            groups + partials.len() - 1
+        };
+        let function = match name.as_str() {
+            "count" => Function::Count(partial(count(argument))),
+            "sum" => Function::Sum(partial(sum(argument))),
+            "min" => Function::Min(partial(min(argument))),
+            "max" => Function::Max(partial(max(argument))),
+            "avg" if *out_type == DataType::Float64 => {
+                let total = partial(sum(datafusion::logical_expr::cast(
+                    argument.clone(),
+                    DataType::Float64,
+                )));
+                let n = partial(count(argument));
+                Function::Avg(total, n)
+            }
+            "avg" => {
+                return Err(format!(
+                    "`avg` returning {out_type} (only a Float64 average is maintained incrementally)"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "the aggregate `{name}` is not decomposable (only count, sum, min, max and avg are maintained \
+                     incrementally)"
+                ));
+            }
+        };
+        functions.push(function);
+    }
+    let input = LogicalPlanBuilder::from(aggregate.input.as_ref().clone())
+        .aggregate(group_exprs, partials)
+        .and_then(LogicalPlanBuilder::build)
+        .map_err(|e| format!("cannot plan the partial aggregate: {e}"))?;
+    Ok(AggregateShape {
+        input,
+        groups,
+        functions,
+        schema: Arc::new(output.clone()),
+        plan: plan.clone(),
+    })
+}
+
+/// One aggregate function's running values, one per group.
+#[derive(Debug, Clone)]
+enum Accumulator {
+    Count(Vec<i64>),
+    /// Sum, min or max, in the output's type (null until a value arrives).
+    Scalar(Vec<ScalarValue>, DataType),
+    Avg(Vec<(f64, i64)>),
+}
+
+/// The partial state of an aggregate view: one entry per group.
+#[derive(Debug)]
+pub(crate) struct AggregateState {
+    shape: AggregateShape,
+    converter: Option<RowConverter>,
+    index: HashMap<Box<[u8]>, usize>,
+    keys: Vec<OwnedRow>,
+    accumulators: Vec<Accumulator>,
+    groups: usize,
+}
+
+/// What folding a delta into an aggregate state did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Folded {
+    /// Groups that did not exist before.
+    pub inserted: u64,
+    /// Existing groups whose values the delta touched.
+    pub updated: u64,
+}
+
+impl AggregateState {
+    pub(crate) fn new(shape: AggregateShape) -> Result<AggregateState> {
+        let converter = if shape.groups == 0 {
+            None
+        } else {
+            let fields = (0..shape.groups)
+                .map(|i| SortField::new(shape.schema.field(i).data_type().clone()))
+                .collect();
+            Some(RowConverter::new(fields)?)
+        };
+        let accumulators = shape
+            .functions
+            .iter()
+            .enumerate()
+            .map(|(i, f)| match f {
+                Function::Count(_) => Accumulator::Count(Vec::new()),
+                Function::Avg(..) => Accumulator::Avg(Vec::new()),
+                Function::Sum(_) | Function::Min(_) | Function::Max(_) => Accumulator::Scalar(
+                    Vec::new(),
+                    shape.schema.field(shape.groups + i).data_type().clone(),
+                ),
+            })
+            .collect();
+        let mut state = AggregateState {
+            shape,
+            converter,
+            index: HashMap::new(),
+            keys: Vec::new(),
+            accumulators,
+            groups: 0,
+        };
+        if state.converter.is_none() {
+            // An aggregate over all rows has its one group even before any event (count 0, sum null).
+            state.add_group()?;
+        }
+        Ok(state)
+    }
+
+    pub(crate) fn shape(&self) -> &AggregateShape {
+        &self.shape
+    }
+
+    /// Groups in the state.
+    pub(crate) fn len(&self) -> usize {
+        self.groups
+    }
+
+    fn add_group(&mut self) -> Result<usize> {
+        for acc in &mut self.accumulators {
+            match acc {
+                Accumulator::Count(v) => v.push(0),
+                Accumulator::Avg(v) => v.push((0.0, 0)),
+                Accumulator::Scalar(v, ty) => v.push(ScalarValue::try_from(&*ty)?),
+            }
+        }
+        self.groups += 1;
+        Ok(self.groups - 1)
+    }
+
+    /// Merges the partial aggregates of a delta (group columns, then partial aggregates) into the state.
+    pub(crate) fn fold(&mut self, batches: &[RecordBatch]) -> Result<Folded> {
+        let mut folded = Folded::default();
+        let mut touched = vec![false; self.groups];
+        for batch in batches {
+            let rows = batch.num_rows();
+            if rows == 0 {
+                continue;
+            }
+            // The group of every row.
+            let mut group_of = Vec::with_capacity(rows);
+            if let Some(converter) = &self.converter {
+                let columns: Vec<ArrayRef> = (0..self.shape.groups)
+                    .map(|i| cast(batch.column(i), self.shape.schema.field(i).data_type()))
+                    .collect::<Result<_, _>>()?;
+                let converted = converter.convert_columns(&columns)?;
+                for row in converted.iter() {
+                    let group = if let Some(&group) = self.index.get(row.as_ref()) {
+                        group
+                    } else {
+                        let group = self.groups;
+                        for acc in &mut self.accumulators {
+                            match acc {
+                                Accumulator::Count(v) => v.push(0),
+                                Accumulator::Avg(v) => v.push((0.0, 0)),
+                                Accumulator::Scalar(v, ty) => {
+                                    v.push(ScalarValue::try_from(&*ty)?);
+                                }
+                            }
+                        }
+                        self.groups += 1;
+                        self.index.insert(row.as_ref().into(), group);
+                        self.keys.push(row.owned());
+                        touched.push(false);
+                        folded.inserted += 1;
+                        group
+                    };
+                    if group < touched.len() && !touched[group] {
+                        touched[group] = true;
+                    }
+                    group_of.push(group);
+                }
+            } else {
+                group_of.resize(rows, 0);
+                touched[0] = true;
+            }
+            for (acc, function) in self.accumulators.iter_mut().zip(&self.shape.functions) {
+                fold_one(acc, *function, batch, &group_of)?;
+            }
+        }
+        let new_from = self.groups - usize::try_from(folded.inserted).unwrap_or(0);
+        folded.updated = touched[..new_from.min(touched.len())]
+            .iter()
+            .filter(|t| **t)
+            .count() as u64;
+        Ok(folded)
+    }
+
+    /// The aggregate's output rows: group columns, then one column per function.
+    pub(crate) fn to_batch(&self) -> Result<RecordBatch> {
+        let schema = self.shape.schema.clone();
+        let mut columns: Vec<ArrayRef> = match &self.converter {
+            Some(converter) => converter.convert_rows(self.keys.iter().map(OwnedRow::row))?,
+            None => Vec::new(),
+        };
+        for (i, acc) in self.accumulators.iter().enumerate() {
+            let field = schema.field(self.shape.groups + i);
+            let array: ArrayRef = match acc {
+                Accumulator::Count(v) => {
+                    Arc::new(datafusion::arrow::array::Int64Array::from(v.clone()))
+                }
+                Accumulator::Avg(v) => Arc::new(
+                    v.iter()
+                        .map(|&(sum, n)| (n > 0).then(|| sum / n as f64))
+                        .collect::<datafusion::arrow::array::Float64Array>(),
+                ),
+                Accumulator::Scalar(v, ty) => {
+                    if v.is_empty() {
+                        datafusion::arrow::array::new_empty_array(ty)
+                    } else {
+                        ScalarValue::iter_to_array(v.iter().cloned())?
+                    }
+                }
+            };
+            let array = if array.data_type() == field.data_type() {
+                array
+            } else {
+                cast(&array, field.data_type())?
+            };
+            columns.push(array);
+        }
+        // The state's own schema: every field nullable (DataFusion's may say otherwise for a grouping column).
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
+    }
+
+    /// The view's plan with its aggregate replaced by a scan of `state` (the output of [`AggregateState::to_batch`]).
+    pub(crate) fn plan_over(&self, state: RecordBatch) -> Result<LogicalPlan> {
+        let schema = state.schema();
+        let table = MemTable::try_new(schema.clone(), vec![vec![state]])?;
+        let scan =
+            LogicalPlanBuilder::scan("__kappa_state", provider_as_source(Arc::new(table)), None)?
+                .build()?;
+        let plan = self.shape.plan.clone();
+        let mut replaced = None;
+        let rewritten = plan.transform_down(|node| {
+            if replaced.is_some() {
+                return Ok(datafusion::common::tree_node::Transformed::no(node));
+            }
+            if let LogicalPlan::Aggregate(aggregate) = &node {
+                let exprs: Vec<Expr> = aggregate
+                    .schema
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (qualifier, field))| {
+                        Expr::Column(Column::new(Some("__kappa_state"), schema.field(i).name()))
+                            .alias_qualified(qualifier.cloned(), field.name())
+                    })
+                    .collect();
+                let projection = Projection::try_new(exprs, Arc::new(scan.clone()))?;
+                replaced = Some(());
+                return Ok(datafusion::common::tree_node::Transformed::yes(
+                    LogicalPlan::Projection(projection),
+                ));
+            }
+            Ok(datafusion::common::tree_node::Transformed::no(node))
+        })?;
+        Ok(rewritten.data)
+    }
+
+    /// Bytes the state holds (keys and values), roughly as Arrow would.
+    pub(crate) fn bytes(&self) -> u64 {
+        let keys: usize = self.keys.iter().map(|k| k.as_ref().len()).sum();
+        let values: usize = self
+            .accumulators
+            .iter()
+            .map(|acc| match acc {
+                Accumulator::Count(v) => v.len() * 8,
+                Accumulator::Avg(v) => v.len() * 16,
+                Accumulator::Scalar(v, _) => v.iter().map(ScalarValue::size).sum(),
+            })
+            .sum();
+        (keys + values + self.index.len() * 24) as u64
+    }
+}
+
+fn fold_one(
+    acc: &mut Accumulator,
+    function: Function,
+    batch: &RecordBatch,
+    group_of: &[usize],
+) -> Result<()> {
+    match (acc, function) {
+        (Accumulator::Count(counts), Function::Count(column)) => {
+            let values = cast(batch.column(column), &DataType::Int64)?;
+            let values = values.as_primitive::<Int64Type>();
+            for (row, &g) in group_of.iter().enumerate() {
+                counts[g] += values.value(row);
+            }
+        }
+        (Accumulator::Avg(sums), Function::Avg(total, n)) => {
+            let totals = cast(batch.column(total), &DataType::Float64)?;
+            let totals = totals.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+            let counts = cast(batch.column(n), &DataType::Int64)?;
+            let counts = counts.as_primitive::<Int64Type>();
+            for (row, &g) in group_of.iter().enumerate() {
+                if totals.is_valid(row) {
+                    sums[g].0 += totals.value(row);
+                }
+                sums[g].1 += counts.value(row);
+            }
+        }
+        (Accumulator::Scalar(values, ty), Function::Sum(column)) => {
+            let column = cast(batch.column(column), ty)?;
+            if *ty == DataType::Float64 {
+                let column = column.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+                for (row, &g) in group_of.iter().enumerate() {
+                    if column.is_valid(row) {
+                        let v = column.value(row);
+                        values[g] = match values[g] {
+                            ScalarValue::Float64(Some(s)) => ScalarValue::Float64(Some(s + v)),
+                            _ => ScalarValue::Float64(Some(v)),
+                        };
+                    }
+                }
+            } else if *ty == DataType::Int64 {
+                let column = column.as_primitive::<Int64Type>();
+                for (row, &g) in group_of.iter().enumerate() {
+                    if column.is_valid(row) {
+                        let v = column.value(row);
+                        values[g] = match values[g] {
+                            ScalarValue::Int64(Some(s)) => {
+                                ScalarValue::Int64(Some(s.wrapping_add(v)))
+                            }
+                            _ => ScalarValue::Int64(Some(v)),
+                        };
+                    }
+                }
+            } else {
+                for (row, &g) in group_of.iter().enumerate() {
+                    if column.is_valid(row) {
+                        let v = ScalarValue::try_from_array(&column, row)?;
+                        values[g] = if values[g].is_null() {
+                            v
+                        } else {
+                            values[g].add(&v)?
+                        };
+                    }
+                }
+            }
+        }
+        (Accumulator::Scalar(values, ty), Function::Min(column) | Function::Max(column)) => {
+            let want = if matches!(function, Function::Min(_)) {
+                std::cmp::Ordering::Less
+            } else {
+                std::cmp::Ordering::Greater
+            };
+            let column = cast(batch.column(column), ty)?;
+            for (row, &g) in group_of.iter().enumerate() {
+                if column.is_valid(row) {
+                    let v = ScalarValue::try_from_array(&column, row)?;
+                    if values[g].is_null() || v.partial_cmp(&values[g]) == Some(want) {
+                        values[g] = v;
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,642 @@
+//! Live: tailing growing files, incremental maintenance (always equal to a recompute), truncation, rotation,
+//! deletion, replaced snapshots, `kappa watch` and `kappa paths`.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kappa_core::{
+    CheckStatus, Command, Engine, LiveEvent, MaintenanceKind, NodeStatus, Pipeline, Snapshot,
+    no_waker,
+};
+use kappa_tests::{csv_lines, kappa, kappa_path, open, sample, sql, table, write_pipeline};
+use proptest::prelude::*;
+
+/// Asks the engine to look at every source now, and waits until it has.
+fn refresh(engine: &Engine) -> std::sync::Arc<Snapshot> {
+    engine
+        .send(Command::FilesChanged { paths: Vec::new() })
+        .expect("send");
+    // Commands run in order: once this is answered, the change has been handled.
+    engine.wait_ready().expect("sync")
+}
+
+/// Every materialized view's stored state equals a recompute from the log.
+fn assert_self_audit_passes(engine: &Engine) {
+    let reports = engine
+        .request(|reply| Command::SelfAudit { reply })
+        .expect("audit");
+    assert!(!reports.is_empty());
+    for report in &reports {
+        assert_eq!(
+            report.status,
+            CheckStatus::Pass,
+            "{}: {:?} {:?}",
+            report.name,
+            report.error,
+            report.diff
+        );
+    }
+}
+
+fn append(path: &Path, bytes: &[u8]) {
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open for append");
+    file.write_all(bytes).expect("append");
+    file.sync_all().expect("sync");
+}
+
+#[test]
+fn every_sample_view_is_classified_with_its_reason() {
+    let mut text = String::new();
+    for pipeline in ["shop/kappa.toml", "bank/kappa.toml"] {
+        let engine = open(&sample(pipeline));
+        for view in &engine.snapshot().views {
+            let m = view.maintenance.as_ref().expect("classified");
+            text.push_str(&format!(
+                "{pipeline} {}: {} — {}\n",
+                view.name, m.kind, m.reason
+            ));
+        }
+    }
+    insta::assert_snapshot!(text);
+}
+
+/// A pipeline with one view of every kind, over a log and a snapshot.
+const KINDS: &str = r#"
+[[source]]
+name = "events"
+path = "events.jsonl"
+kind = "log"
+event_id = "id"
+
+[[source]]
+name = "users"
+path = "users.csv"
+kind = "snapshot"
+
+[[view]]
+name = "big"
+sql = "SELECT id, user_id, amount, note FROM events WHERE amount >= 50"
+
+[[view]]
+name = "per_user"
+sql = """
+SELECT user_id, count(*) AS n, count(note) AS notes, sum(amount) AS total, min(amount) AS low,
+       max(amount) AS high, avg(amount) AS mean, max(note) AS last_note
+FROM events GROUP BY user_id
+"""
+
+[[view]]
+name = "totals"
+sql = "SELECT count(*) AS n, sum(amount) AS total, min(note) AS first_note FROM events"
+
+[[view]]
+name = "by_country"
+sql = """
+SELECT u.country, count(*) AS n, sum(e.amount) AS total
+FROM events e JOIN users u ON e.user_id = u.user_id
+GROUP BY u.country HAVING count(*) > 0 ORDER BY u.country LIMIT 50
+"""
+
+[[view]]
+name = "big_by_user"
+sql = "SELECT user_id, count(*) AS n FROM big GROUP BY user_id"
+
+[[view]]
+name = "ranked"
+sql = "SELECT user_id, amount, rank() OVER (PARTITION BY user_id ORDER BY amount DESC) AS r FROM events"
+"#;
+
+fn kinds_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("users.csv"),
+        "user_id,country\n0,fr\n1,de\n2,jp\n3,fr\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("events.jsonl"), "").expect("write");
+    let _ = write_pipeline(dir.path(), KINDS);
+    dir
+}
+
+/// Random events with multi-byte text, and the whole log as bytes.
+fn event_line(i: usize, user: u8, amount: u16, note: &str) -> String {
+    let note = if note.is_empty() {
+        "null".to_owned()
+    } else {
+        serde_json::to_string(note).expect("json")
+    };
+    format!("{{\"id\":\"e{i}\",\"user_id\":{user},\"amount\":{amount},\"note\":{note}}}\n")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// A log written in random chunks that cut lines and UTF-8 characters anywhere: after every chunk, every
+    /// incremental view equals a full recompute, and every complete line was read exactly once (none lost,
+    /// duplicated or half-read).
+    #[test]
+    fn appends_in_random_chunks_equal_a_recompute(
+        events in proptest::collection::vec((0u8..5, 0u16..100, "[a-zé€😀]{0,3}"), 1..60),
+        duplicates in proptest::collection::vec(0usize..60, 0..5),
+        cuts in proptest::collection::vec(0usize..4000, 1..8),
+    ) {
+        let dir = kinds_dir();
+        let log = dir.path().join("events.jsonl");
+        let mut lines: Vec<String> = events
+            .iter()
+            .enumerate()
+            .map(|(i, (user, amount, note))| event_line(i, *user, *amount, note))
+            .collect();
+        // Re-sent events (same id) are dropped by dedup, across chunk boundaries.
+        for d in duplicates {
+            if let Some(line) = lines.get(d % lines.len()).cloned() {
+                lines.push(line);
+            }
+        }
+        let bytes: Vec<u8> = lines.concat().into_bytes();
+        // The first line is there when the log is opened (an empty log has no schema to plan the views with).
+        let first = bytes.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).filter(|&c| c > first).collect();
+        cuts.push(bytes.len());
+        cuts.sort_unstable();
+        cuts.dedup();
+
+        std::fs::write(&log, &bytes[..first]).expect("write");
+        let engine = open(&dir.path().join("kappa.toml"));
+        let kinds: Vec<(String, MaintenanceKind)> = engine
+            .snapshot()
+            .views
+            .iter()
+            .map(|v| (v.name.clone(), v.maintenance.as_ref().expect("classified").kind))
+            .collect();
+        prop_assert_eq!(kinds, vec![
+            ("big".to_owned(), MaintenanceKind::Append),
+            ("per_user".to_owned(), MaintenanceKind::Aggregate),
+            ("totals".to_owned(), MaintenanceKind::Aggregate),
+            ("by_country".to_owned(), MaintenanceKind::Join),
+            ("big_by_user".to_owned(), MaintenanceKind::Aggregate),
+            ("ranked".to_owned(), MaintenanceKind::Recompute),
+        ]);
+        let mut written = first;
+        for cut in cuts {
+            append(&log, &bytes[written..cut]);
+            written = cut;
+            let snapshot = refresh(&engine);
+            // Complete lines so far, by offset; the part after the last newline waits.
+            let text = std::str::from_utf8(&bytes[..bytes[..written].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)])
+                .expect("complete lines are whole UTF-8");
+            let mut seen_ids = std::collections::HashSet::new();
+            let expected: Vec<String> = text
+                .lines()
+                .enumerate()
+                .filter_map(|(offset, line)| {
+                    let value: serde_json::Value = serde_json::from_str(line).expect("json");
+                    let id = value["id"].as_str().expect("id").to_owned();
+                    seen_ids.insert(id.clone()).then(|| format!("{offset},{id}"))
+                })
+                .collect();
+            let got = csv_lines(&sql(&engine, "SELECT _offset, id FROM events ORDER BY _offset"));
+            prop_assert_eq!(&got[1..], &expected[..], "records read so far");
+            prop_assert_eq!(snapshot.source("events").map(|s| s.next_offset), Some(text.lines().count() as u64));
+            assert_self_audit_passes(&engine);
+        }
+    }
+}
+
+#[test]
+fn a_truncated_log_is_reloaded_and_replayed() {
+    let dir = kinds_dir();
+    let log = dir.path().join("events.jsonl");
+    std::fs::write(
+        &log,
+        (0..10)
+            .map(|i| event_line(i, 1, 60, "x"))
+            .collect::<String>(),
+    )
+    .expect("write");
+    let engine = open(&dir.path().join("kappa.toml"));
+    assert_eq!(
+        csv_lines(&table(&engine, "totals")),
+        ["n,total,first_note", "10,600,x"]
+    );
+    // Truncated, then a shorter history written.
+    std::fs::write(
+        &log,
+        (0..3)
+            .map(|i| event_line(i, 2, 70, "y"))
+            .collect::<String>(),
+    )
+    .expect("write");
+    let snapshot = refresh(&engine);
+    let update = snapshot.updates.last().expect("an update");
+    assert_eq!(update.event, LiveEvent::Truncated, "{update:?}");
+    assert_eq!(
+        (update.source.as_str(), update.from_offset, update.to_offset),
+        ("events", 10, 3)
+    );
+    assert_eq!(
+        csv_lines(&table(&engine, "totals")),
+        ["n,total,first_note", "3,210,y"]
+    );
+    assert_self_audit_passes(&engine);
+}
+
+#[test]
+fn a_rotated_log_is_reloaded_and_a_deleted_one_keeps_its_views_stale() {
+    let dir = kinds_dir();
+    let log = dir.path().join("events.jsonl");
+    std::fs::write(
+        &log,
+        (0..4)
+            .map(|i| event_line(i, 1, 60, "a"))
+            .collect::<String>(),
+    )
+    .expect("write");
+    let engine = open(&dir.path().join("kappa.toml"));
+    // logrotate: the file is renamed away and a new one created at the path, with more lines than before.
+    std::fs::rename(&log, dir.path().join("events.jsonl.1")).expect("rename");
+    std::fs::write(
+        &log,
+        (0..6)
+            .map(|i| event_line(i + 100, 3, 10, "b"))
+            .collect::<String>(),
+    )
+    .expect("write");
+    let snapshot = refresh(&engine);
+    let update = snapshot.updates.last().expect("an update");
+    assert_eq!(update.event, LiveEvent::Rotated, "{update:?}");
+    assert_eq!(
+        csv_lines(&table(&engine, "totals")),
+        ["n,total,first_note", "6,60,b"]
+    );
+
+    // Deleted: reported once, the views keep their last state and say they are stale.
+    std::fs::remove_file(&log).expect("delete");
+    let snapshot = refresh(&engine);
+    let update = snapshot.updates.last().expect("an update");
+    assert_eq!(update.event, LiveEvent::Deleted, "{update:?}");
+    assert!(matches!(
+        snapshot.source("events").map(|s| &s.status),
+        Some(NodeStatus::Stale(_))
+    ));
+    let per_user = snapshot.view("per_user").expect("view");
+    assert!(
+        per_user
+            .stale
+            .as_deref()
+            .is_some_and(|r| r.contains("deleted")),
+        "{:?}",
+        per_user.stale
+    );
+    assert!(
+        snapshot.view("big_by_user").expect("view").stale.is_some(),
+        "stale through a view"
+    );
+    assert_eq!(
+        csv_lines(&table(&engine, "totals")),
+        ["n,total,first_note", "6,60,b"]
+    );
+    let again = refresh(&engine);
+    assert_eq!(
+        again.updates.len(),
+        snapshot.updates.len(),
+        "a deletion is reported once"
+    );
+
+    // Back again: reloaded, fresh.
+    std::fs::write(&log, event_line(7, 0, 5, "c")).expect("write");
+    let snapshot = refresh(&engine);
+    assert_eq!(
+        snapshot.source("events").map(|s| &s.status),
+        Some(&NodeStatus::Fresh)
+    );
+    assert!(snapshot.view("per_user").expect("view").stale.is_none());
+    assert_eq!(
+        csv_lines(&table(&engine, "totals")),
+        ["n,total,first_note", "1,5,c"]
+    );
+}
+
+#[test]
+fn a_replaced_snapshot_updates_the_views_that_read_it() {
+    let dir = kinds_dir();
+    let log = dir.path().join("events.jsonl");
+    std::fs::write(
+        &log,
+        (0..4)
+            .map(|i| event_line(i, (i % 2) as u8, 10, ""))
+            .collect::<String>(),
+    )
+    .expect("write");
+    let engine = open(&dir.path().join("kappa.toml"));
+    assert_eq!(
+        csv_lines(&table(&engine, "by_country")),
+        ["country,n,total", "de,2,20", "fr,2,20"]
+    );
+    // Replaced by an atomic rename, as an export job would.
+    let temp = dir.path().join("users.csv.tmp");
+    std::fs::write(&temp, "user_id,country\n0,it\n1,it\n").expect("write");
+    std::fs::rename(&temp, dir.path().join("users.csv")).expect("rename");
+    let snapshot = refresh(&engine);
+    let update = snapshot.updates.last().expect("an update");
+    assert_eq!(
+        (update.event, update.source.as_str()),
+        (LiveEvent::Reloaded, "users")
+    );
+    assert_eq!(
+        csv_lines(&table(&engine, "by_country")),
+        ["country,n,total", "it,4,40"]
+    );
+    assert_self_audit_passes(&engine);
+}
+
+#[test]
+fn a_field_that_appears_later_reloads_with_the_wider_schema() {
+    let dir = kinds_dir();
+    let log = dir.path().join("events.jsonl");
+    std::fs::write(&log, event_line(0, 1, 10, "a")).expect("write");
+    let engine = open(&dir.path().join("kappa.toml"));
+    append(
+        &log,
+        b"{\"id\":\"e1\",\"user_id\":1,\"amount\":20,\"note\":\"b\",\"extra\":true}\n",
+    );
+    let snapshot = refresh(&engine);
+    assert_eq!(
+        snapshot.updates.last().map(|u| u.event),
+        Some(LiveEvent::SchemaChanged)
+    );
+    assert_eq!(
+        csv_lines(&sql(
+            &engine,
+            "SELECT id, extra FROM events ORDER BY _offset"
+        )),
+        ["id,extra", "e0,", "e1,true"]
+    );
+    assert_self_audit_passes(&engine);
+}
+
+#[test]
+fn after_time_travel_appends_are_read_but_not_shown_until_following_again() {
+    let dir = kinds_dir();
+    let log = dir.path().join("events.jsonl");
+    std::fs::write(
+        &log,
+        (0..5).map(|i| event_line(i, 1, 10, "")).collect::<String>(),
+    )
+    .expect("write");
+    let engine = open(&dir.path().join("kappa.toml"));
+    engine.seek(Some(2)).expect("seek");
+    append(&log, event_line(5, 1, 10, "").as_bytes());
+    let snapshot = refresh(&engine);
+    assert!(!snapshot.following);
+    assert_eq!(
+        snapshot
+            .source("events")
+            .map(|s| (s.position, s.next_offset)),
+        Some((2, 6))
+    );
+    assert_eq!(
+        csv_lines(&table(&engine, "totals")),
+        ["n,total,first_note", "2,20,"]
+    );
+    engine.seek(None).expect("follow");
+    assert_eq!(
+        csv_lines(&table(&engine, "totals")),
+        ["n,total,first_note", "6,60,"]
+    );
+}
+
+/// `kappa watch --json`, read line by line.
+struct Watch {
+    child: Child,
+    lines: mpsc::Receiver<serde_json::Value>,
+}
+
+impl Watch {
+    fn start(pipeline: &Path) -> Watch {
+        let mut child = std::process::Command::new(kappa_path())
+            .args(["watch", "--json"])
+            .arg(pipeline)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kappa watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(serde_json::from_str(&line).expect("a JSON line"));
+            }
+        });
+        // Ready once it says it is watching.
+        let mut first = String::new();
+        BufReader::new(stderr)
+            .read_line(&mut first)
+            .expect("stderr");
+        assert!(first.starts_with("watching"), "{first}");
+        Watch { child, lines }
+    }
+
+    /// The next update about `source` with `event`, skipping others (recomputes, say).
+    fn next(&self, source: &str, event: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if let Ok(update) = self.lines.recv_timeout(left)
+                && update["source"] == source
+                && update["event"] == event
+            {
+                return update;
+            }
+        }
+        panic!("no `{event}` update for `{source}` within 20 s");
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn kappa_watch_reports_appends_truncation_rotation_deletion_and_snapshots() {
+    let dir = kinds_dir();
+    let log = dir.path().join("events.jsonl");
+    std::fs::write(
+        &log,
+        (0..3)
+            .map(|i| event_line(i, 1, 60, "a"))
+            .collect::<String>(),
+    )
+    .expect("write");
+    let watch = Watch::start(&dir.path().join("kappa.toml"));
+
+    // Two lines, the second half-written: only the first is read until the rest arrives.
+    let line = event_line(3, 2, 70, "é");
+    let next = event_line(4, 2, 80, "😀");
+    let (head, tail) = next.as_bytes().split_at(next.len() - 3);
+    append(&log, &[line.as_bytes(), head].concat());
+    let update = watch.next("events", "appended");
+    assert_eq!(
+        (update["from_offset"].as_u64(), update["to_offset"].as_u64()),
+        (Some(3), Some(4))
+    );
+    assert_eq!(update["events"], 1);
+    let views: Vec<&str> = update["views"]
+        .as_array()
+        .expect("views")
+        .iter()
+        .filter_map(|v| v["view"].as_str())
+        .collect();
+    assert_eq!(
+        views,
+        ["big", "per_user", "totals", "by_country", "big_by_user"]
+    );
+    let per_user = &update["views"][1];
+    assert_eq!(
+        (per_user["inserted"].as_u64(), per_user["updated"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert!(update["lag_ms"].as_f64().is_some_and(|lag| lag >= 0.0));
+    append(&log, tail);
+    let update = watch.next("events", "appended");
+    assert_eq!(
+        (update["from_offset"].as_u64(), update["to_offset"].as_u64()),
+        (Some(4), Some(5))
+    );
+    let per_user = &update["views"][1];
+    assert_eq!(
+        (per_user["inserted"].as_u64(), per_user["updated"].as_u64()),
+        (Some(0), Some(1))
+    );
+
+    std::fs::write(&log, event_line(0, 1, 1, "t")).expect("truncate");
+    assert_eq!(watch.next("events", "truncated")["to_offset"], 1);
+
+    std::fs::rename(&log, dir.path().join("events.jsonl.1")).expect("rotate");
+    std::fs::write(
+        &log,
+        (0..2)
+            .map(|i| event_line(i + 50, 1, 1, "r"))
+            .collect::<String>(),
+    )
+    .expect("write");
+    assert_eq!(watch.next("events", "rotated")["to_offset"], 2);
+
+    let temp = dir.path().join("users.tmp");
+    std::fs::write(&temp, "user_id,country\n1,nz\n").expect("write");
+    std::fs::rename(&temp, dir.path().join("users.csv")).expect("replace");
+    watch.next("users", "reloaded");
+
+    std::fs::remove_file(&log).expect("delete");
+    let update = watch.next("events", "deleted");
+    assert!(
+        update["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("deleted"))
+    );
+}
+
+#[test]
+fn kappa_paths_measures_both_paths_of_every_view() {
+    let output = kappa()
+        .args(["paths", "--json", "--batch-size", "500", "--batches", "4"])
+        .arg(sample("shop/kappa.toml"))
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let views: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(views.len(), 6);
+    for view in &views {
+        let paths = &view["paths"];
+        let kind = view["maintenance"]["kind"].as_str().expect("kind");
+        assert!(
+            paths["read_path_secs"].as_f64().is_some_and(|s| s > 0.0),
+            "{view}"
+        );
+        if kind == "on_read" {
+            assert!(paths["write_path_read_secs"].is_null(), "{view}");
+            continue;
+        }
+        // 4 appends of 500 events each, measured.
+        assert_eq!(
+            (paths["updates"].as_u64(), paths["events"].as_u64()),
+            (Some(4), Some(2000)),
+            "{view}"
+        );
+        assert!(
+            paths["write_secs_per_event"]
+                .as_f64()
+                .is_some_and(|s| s > 0.0),
+            "{view}"
+        );
+        assert!(
+            paths["write_path_read_secs"]
+                .as_f64()
+                .is_some_and(|s| s > 0.0),
+            "{view}"
+        );
+        if kind == "aggregate" {
+            assert_eq!(paths["state_rows"], view_rows(&view["view"]), "{view}");
+        }
+    }
+    let text = kappa()
+        .args(["paths"])
+        .arg(sample("shop/kappa.toml"))
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("order_status: recompute — the aggregate `last_value` is not decomposable"),
+        "{text}"
+    );
+}
+
+fn view_rows(name: &serde_json::Value) -> serde_json::Value {
+    let engine = open(&sample("shop/kappa.toml"));
+    let name = name.as_str().expect("name");
+    serde_json::Value::from(
+        engine
+            .snapshot()
+            .view(name)
+            .and_then(|v| v.rows)
+            .expect("rows"),
+    )
+}
+
+#[test]
+fn an_aggregate_state_grows_with_its_groups_not_with_the_log() {
+    let dir = kinds_dir();
+    let log = dir.path().join("events.jsonl");
+    std::fs::write(&log, "").expect("write");
+    let engine = Engine::start(
+        Pipeline::load(&dir.path().join("kappa.toml")).expect("load"),
+        no_waker(),
+    )
+    .expect("start");
+    engine.wait_ready().expect("ready");
+    let mut sizes = Vec::new();
+    for round in 0..3 {
+        let lines: String = (0..2000)
+            .map(|i| event_line(round * 2000 + i, (i % 5) as u8, 7, "n"))
+            .collect();
+        append(&log, lines.as_bytes());
+        let snapshot = refresh(&engine);
+        let paths = &snapshot.view("per_user").expect("view").paths;
+        sizes.push((paths.state_rows, paths.state_bytes));
+    }
+    assert_eq!(sizes.iter().map(|s| s.0).collect::<Vec<_>>(), [5, 5, 5]);
+    assert!(sizes.windows(2).all(|w| w[0].1 == w[1].1), "{sizes:?}");
+}

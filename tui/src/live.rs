@@ -1,0 +1,250 @@
+//! `kappa watch` (the headless live mode) and `kappa paths` (read path vs write path).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use kappa_core::{Command, Engine, EngineOptions, LiveUpdate, Snapshot, no_waker};
+
+use crate::cli::open_pipeline;
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// A pipeline file (or data files).
+    #[arg(required = true, value_name = "PIPELINE | FILE")]
+    inputs: Vec<PathBuf>,
+    /// Only report these views (repeat for more); updates that change none of them are still shown, without views.
+    #[arg(long = "view", value_name = "VIEW")]
+    views: Vec<String>,
+    /// One JSON object per update (source, event, offsets, events, views, lag_ms) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PathsArgs {
+    /// A pipeline file (or data files).
+    #[arg(required = true, value_name = "PIPELINE | FILE")]
+    inputs: Vec<PathBuf>,
+    /// Events per append when measuring the write path.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    batch_size: u64,
+    /// Appends measured (taken from the end of the log).
+    #[arg(long, value_name = "K", default_value_t = 10)]
+    batches: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `kappa watch`: prints every live update until Ctrl-C.
+pub fn watch(args: &WatchArgs) -> Result<ExitCode> {
+    let pipeline = open_pipeline(&args.inputs)?;
+    let (tx, woken) = mpsc::channel();
+    let waker = Arc::new(move || {
+        let _ = tx.send(());
+    });
+    let engine = Engine::start_with(
+        pipeline,
+        waker,
+        EngineOptions {
+            watch: true,
+            throttle: true,
+        },
+    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // Without a handler (another one is installed), Ctrl-C still ends the process.
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let ready = engine.wait_ready()?;
+    if let Some(unknown) = args.views.iter().find(|v| ready.view(v).is_none()) {
+        anyhow::bail!(
+            "no view called `{unknown}` (views: {})",
+            ready
+                .views
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    eprintln!(
+        "watching {} source(s) of `{}` at offset {}; Ctrl-C to stop",
+        ready.sources.len(),
+        ready.title,
+        ready.head
+    );
+    let mut seen = ready.updates.last().map_or(0, |u| u.seq);
+    let mut out = std::io::stdout().lock();
+    while !stop.load(Ordering::SeqCst) {
+        let _ = woken.recv_timeout(Duration::from_millis(100));
+        let snapshot = engine.snapshot();
+        let since = seen;
+        for update in snapshot.updates.iter().filter(|u| u.seq > since) {
+            seen = update.seq;
+            let update = filtered(update, &args.views);
+            let line = if args.json {
+                serde_json::to_string(&update)?
+            } else {
+                update_line(&update)
+            };
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                // The reader went away (a closed pipe): stop quietly.
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+    eprintln!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn filtered(update: &LiveUpdate, views: &[String]) -> LiveUpdate {
+    let mut update = update.clone();
+    if !views.is_empty() {
+        update.views.retain(|v| views.contains(&v.view));
+    }
+    update
+}
+
+/// One update in words: `orders appended: 3 events, offsets 100..103; views: revenue_by_day +0 ~1 (31 rows); lag 4.2 ms`.
+fn update_line(update: &LiveUpdate) -> String {
+    let event = serde_json::to_value(update.event)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut line = if update.source.is_empty() {
+        format!("{event}: {}", update.detail)
+    } else {
+        format!("{} {event}: {}", update.source, update.detail)
+    };
+    if update.duplicates > 0 {
+        line.push_str(&format!(" ({} duplicate(s) dropped)", update.duplicates));
+    }
+    if !update.views.is_empty() {
+        let views: Vec<String> = update
+            .views
+            .iter()
+            .map(|v| {
+                format!(
+                    "{} +{} ~{} ({} rows, {:.2} ms)",
+                    v.view,
+                    v.inserted,
+                    v.updated,
+                    v.rows,
+                    v.secs * 1000.0
+                )
+            })
+            .collect();
+        line.push_str(&format!("; views: {}", views.join(", ")));
+    }
+    if let Some(lag) = update.lag_ms {
+        line.push_str(&format!("; lag {lag:.1} ms"));
+    }
+    line
+}
+
+/// `kappa paths`: measures and prints both paths of every view.
+pub fn paths(args: &PathsArgs) -> Result<ExitCode> {
+    let pipeline = open_pipeline(&args.inputs)?;
+    let engine = Engine::start(pipeline, no_waker())?;
+    engine.wait_ready()?;
+    let snapshot = engine.request(|reply| Command::MeasurePaths {
+        batch_size: args.batch_size,
+        batches: args.batches,
+        reply,
+    })?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let views: Vec<serde_json::Value> = snapshot
+            .views
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "view": v.name,
+                    "mode": v.mode.to_string(),
+                    "maintenance": v.maintenance,
+                    "paths": v.paths,
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&views)?)?;
+    } else {
+        write!(out, "{}", paths_table(&snapshot, args.batch_size))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn secs(value: Option<f64>) -> String {
+    match value {
+        None => "-".to_owned(),
+        Some(s) if s < 1e-3 => format!("{:.1} µs", s * 1e6),
+        Some(s) if s < 1.0 => format!("{:.2} ms", s * 1e3),
+        Some(s) => format!("{s:.2} s"),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    if n < 1024 {
+        format!("{n} B")
+    } else if n < 1024 * 1024 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
+    }
+}
+
+/// The paths as a table, then each view's maintenance reason.
+pub fn paths_table(snapshot: &Snapshot, batch_size: u64) -> String {
+    let mut text = format!(
+        "{:<20} {:<10} {:>12} {:>10} {:>10} {:>12} {:>12} {:>16}\n",
+        "view", "kind", "write/event", "rows", "state", "read: log", "read: state", "crossover"
+    );
+    for v in &snapshot.views {
+        let kind = v
+            .maintenance
+            .as_ref()
+            .map_or_else(|| "error".to_owned(), |m| m.kind.to_string());
+        let crossover = match (
+            v.paths.crossover_reads_per_write,
+            v.paths.write_path_read_secs,
+        ) {
+            (Some(c), _) => format!("{c:.4} reads/ev"),
+            (None, Some(_)) => "never".to_owned(),
+            (None, None) => "-".to_owned(),
+        };
+        text.push_str(&format!(
+            "{:<20} {:<10} {:>12} {:>10} {:>10} {:>12} {:>12} {:>16}\n",
+            v.name,
+            kind,
+            secs(v.paths.write_secs_per_event),
+            v.rows.map_or_else(|| "-".to_owned(), |r| r.to_string()),
+            if v.paths.state_bytes > 0 {
+                bytes(v.paths.state_bytes)
+            } else {
+                "-".to_owned()
+            },
+            secs(v.paths.read_path_secs),
+            secs(v.paths.write_path_read_secs),
+            crossover,
+        ));
+    }
+    text.push_str(&format!(
+        "\nwrite/event: time to maintain the view per appended event (appends of {batch_size}); read: log: time to \
+         compute it from the log now; read: state: time to read what is stored; crossover: reads per appended event \
+         above which materializing is cheaper.\n\n"
+    ));
+    for v in &snapshot.views {
+        if let Some(m) = &v.maintenance {
+            text.push_str(&format!("{}: {} — {}\n", v.name, m.kind, m.reason));
+        }
+    }
+    text
+}
