@@ -405,7 +405,7 @@ impl Engine {
             .name("kappa-engine".into())
             .spawn(move || worker.run(&inbox))
             .map_err(|source| Error::EngineStart { source })?;
-        let watcher = if options.watch {
+        let file_watcher = if options.watch {
             Some(live::Watcher::start(&watched, commands.clone())?)
         } else {
             None
@@ -414,7 +414,7 @@ impl Engine {
             commands,
             snapshot,
             worker: Some(handle),
-            _watcher: watcher,
+            _watcher: file_watcher,
         })
     }
 
@@ -1430,23 +1430,19 @@ impl Worker {
                         },
                         None => None,
                     };
-                    let (batches, kept) = match incremental {
-                        Some((batches, kept)) => {
+                    let (batches, kept) = if let Some((batches, kept)) = incremental {
+                        state.maintenance = Some(maintenance);
+                        (batches, kept)
+                    } else {
+                        if state.maintenance.is_none() {
                             state.maintenance = Some(maintenance);
-                            (batches, kept)
                         }
-                        None => {
-                            if state.maintenance.is_none() {
-                                state.maintenance = Some(maintenance);
-                            }
-                            let batches =
-                                frame.collect().await.map_err(|source| Error::ViewSql {
-                                    view: Some(spec.name.clone()),
-                                    source,
-                                })?;
-                            let reads_logs = state.reads.iter().any(|t| self.reads_logs(t));
-                            (batches, live::Maint::Recompute { reads_logs })
-                        }
+                        let batches = frame.collect().await.map_err(|source| Error::ViewSql {
+                            view: Some(spec.name.clone()),
+                            source,
+                        })?;
+                        let reads_logs = state.reads.iter().any(|t| self.reads_logs(t));
+                        (batches, live::Maint::Recompute { reads_logs })
                     };
                     state.rows = Some(batches.iter().map(|b| b.num_rows() as u64).sum());
                     let schema = batches
@@ -1710,14 +1706,14 @@ fn fail(command: Command, error: &std::io::Error) {
         Command::WaitReady { reply }
         | Command::Seek {
             reply: Some(reply), ..
-        } => reply.send(Err(error())),
+        }
+        | Command::MeasurePaths { reply, .. } => reply.send(Err(error())),
         Command::Query { reply, .. } => reply.send(Err(error())),
         Command::RunChecks {
             reply: Some(reply), ..
         }
         | Command::SelfAudit { reply } => reply.send(Err(error())),
         Command::DiffFiles { reply, .. } => reply.send(Err(error())),
-        Command::MeasurePaths { reply, .. } => reply.send(Err(error())),
         Command::SetView {
             reply: Some(reply), ..
         } => reply.send(Err(error())),

@@ -150,7 +150,7 @@ pub(crate) enum DeltaPlan {
     /// The view's plan (in the delta context): over the delta, the rows to append.
     Append(LogicalPlan),
     /// The aggregate's input over the delta, as group columns then argument columns, folded into the state.
-    Aggregate(AggregateShape),
+    Aggregate(Box<AggregateShape>),
 }
 
 /// The parts of an aggregate view's plan the state needs.
@@ -254,7 +254,7 @@ pub(crate) fn classify(
                         ),
                     )
                 };
-                (maintenance, Some(DeltaPlan::Aggregate(shape)))
+                (maintenance, Some(DeltaPlan::Aggregate(Box::new(shape))))
             }
             Ok(Linear::Constant) => {
                 recompute("reads no log: recomputed when a snapshot it reads changes".to_owned())
@@ -667,7 +667,7 @@ impl AggregateState {
                     .map(|i| cast(batch.column(i), self.shape.schema.field(i).data_type()))
                     .collect::<Result<_, _>>()?;
                 let converted = converter.convert_columns(&columns)?;
-                for row in converted.iter() {
+                for row in &converted {
                     let group = if let Some(&group) = self.index.get(row.as_ref()) {
                         group
                     } else {

@@ -95,7 +95,7 @@ pub(crate) enum TailRead {
     /// Nothing new (or only part of a line, which waits for the rest).
     Unchanged,
     /// Complete new lines, decoded into the source's schema, with the new tail position.
-    Appended(LoadedSource),
+    Appended(Box<LoadedSource>),
     /// The file must be read again from the start; the reason says why in words.
     Reload(ReloadCause, String),
     /// The file is gone.
@@ -103,13 +103,14 @@ pub(crate) enum TailRead {
 }
 
 #[cfg(unix)]
-fn file_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+#[allow(clippy::unnecessary_wraps)] // None where files have no identity (see below).
+pub(crate) fn file_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
     Some((meta.dev(), meta.ino()))
 }
 
 #[cfg(not(unix))]
-fn file_id(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+pub(crate) fn file_id(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     None
 }
 
@@ -232,7 +233,7 @@ pub(crate) fn read_tail(spec: &SourceSpec, tail: &Tail, next_offset: u64) -> Tai
     let JsonType::Object(fields) = object else {
         unreachable!("built as an object above")
     };
-    TailRead::Appended(LoadedSource {
+    TailRead::Appended(Box::new(LoadedSource {
         rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
         schema,
         batches,
@@ -245,7 +246,7 @@ pub(crate) fn read_tail(spec: &SourceSpec, tail: &Tail, next_offset: u64) -> Tai
             head: tail.head.clone(),
             json: Some(fields),
         }),
-    })
+    }))
 }
 
 /// Reads a source whole, as its spec says.

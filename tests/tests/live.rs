@@ -1,6 +1,7 @@
 //! Live: tailing growing files, incremental maintenance (always equal to a recompute), truncation, rotation,
 //! deletion, replaced snapshots, `kappa watch` and `kappa paths`.
 
+use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -57,10 +58,7 @@ fn every_sample_view_is_classified_with_its_reason() {
         let engine = open(&sample(pipeline));
         for view in &engine.snapshot().views {
             let m = view.maintenance.as_ref().expect("classified");
-            text.push_str(&format!(
-                "{pipeline} {}: {} — {}\n",
-                view.name, m.kind, m.reason
-            ));
+            let _ = writeln!(text, "{pipeline} {}: {} — {}", view.name, m.kind, m.reason);
         }
     }
     insta::assert_snapshot!(text);
@@ -106,6 +104,11 @@ GROUP BY u.country HAVING count(*) > 0 ORDER BY u.country LIMIT 50
 [[view]]
 name = "big_by_user"
 sql = "SELECT user_id, count(*) AS n FROM big GROUP BY user_id"
+
+[[view]]
+name = "heavy_users"
+mode = "on_read"
+sql = "SELECT user_id, total FROM per_user WHERE total > 100"
 
 [[view]]
 name = "ranked"
@@ -181,6 +184,7 @@ proptest! {
             ("totals".to_owned(), MaintenanceKind::Aggregate),
             ("by_country".to_owned(), MaintenanceKind::Join),
             ("big_by_user".to_owned(), MaintenanceKind::Aggregate),
+            ("heavy_users".to_owned(), MaintenanceKind::OnRead),
             ("ranked".to_owned(), MaintenanceKind::Recompute),
         ]);
         let mut written = first;
@@ -205,6 +209,12 @@ proptest! {
             prop_assert_eq!(&got[1..], &expected[..], "records read so far");
             prop_assert_eq!(snapshot.source("events").map(|s| s.next_offset), Some(text.lines().count() as u64));
             assert_self_audit_passes(&engine);
+            // An on-read view reads the maintained views as they are now.
+            let mut on_read = csv_lines(&table(&engine, "heavy_users"));
+            let mut direct = csv_lines(&sql(&engine, "SELECT user_id, total FROM per_user WHERE total > 100"));
+            on_read.sort();
+            direct.sort();
+            prop_assert_eq!(on_read, direct);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `kappa watch` (the headless live mode) and `kappa paths` (read path vs write path).
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +23,7 @@ pub struct WatchArgs {
     /// Only report these views (repeat for more); updates that change none of them are still shown, without views.
     #[arg(long = "view", value_name = "VIEW")]
     views: Vec<String>,
-    /// One JSON object per update (source, event, offsets, events, views, lag_ms) instead of text.
+    /// One JSON object per update (source, event, offsets, events, views, `lag_ms`) instead of text.
     #[arg(long)]
     json: bool,
 }
@@ -126,7 +127,7 @@ fn update_line(update: &LiveUpdate) -> String {
         format!("{} {event}: {}", update.source, update.detail)
     };
     if update.duplicates > 0 {
-        line.push_str(&format!(" ({} duplicate(s) dropped)", update.duplicates));
+        let _ = write!(line, " ({} duplicate(s) dropped)", update.duplicates);
     }
     if !update.views.is_empty() {
         let views: Vec<String> = update
@@ -143,10 +144,10 @@ fn update_line(update: &LiveUpdate) -> String {
                 )
             })
             .collect();
-        line.push_str(&format!("; views: {}", views.join(", ")));
+        let _ = write!(line, "; views: {}", views.join(", "));
     }
     if let Some(lag) = update.lag_ms {
-        line.push_str(&format!("; lag {lag:.1} ms"));
+        let _ = write!(line, "; lag {lag:.1} ms");
     }
     line
 }
@@ -202,6 +203,7 @@ fn bytes(n: u64) -> String {
 }
 
 /// The paths as a table, then each view's maintenance reason.
+#[must_use]
 pub fn paths_table(snapshot: &Snapshot, batch_size: u64) -> String {
     let mut text = format!(
         "{:<20} {:<10} {:>12} {:>10} {:>10} {:>12} {:>12} {:>16}\n",
@@ -220,8 +222,9 @@ pub fn paths_table(snapshot: &Snapshot, batch_size: u64) -> String {
             (None, Some(_)) => "never".to_owned(),
             (None, None) => "-".to_owned(),
         };
-        text.push_str(&format!(
-            "{:<20} {:<10} {:>12} {:>10} {:>10} {:>12} {:>12} {:>16}\n",
+        let _ = writeln!(
+            text,
+            "{:<20} {:<10} {:>12} {:>10} {:>10} {:>12} {:>12} {:>16}",
             v.name,
             kind,
             secs(v.paths.write_secs_per_event),
@@ -234,16 +237,17 @@ pub fn paths_table(snapshot: &Snapshot, batch_size: u64) -> String {
             secs(v.paths.read_path_secs),
             secs(v.paths.write_path_read_secs),
             crossover,
-        ));
+        );
     }
-    text.push_str(&format!(
+    let _ = write!(
+        text,
         "\nwrite/event: time to maintain the view per appended event (appends of {batch_size}); read: log: time to \
          compute it from the log now; read: state: time to read what is stored; crossover: reads per appended event \
          above which materializing is cheaper.\n\n"
-    ));
+    );
     for v in &snapshot.views {
         if let Some(m) = &v.maintenance {
-            text.push_str(&format!("{}: {} — {}\n", v.name, m.kind, m.reason));
+            let _ = writeln!(text, "{}: {} — {}", v.name, m.kind, m.reason);
         }
     }
     text

@@ -22,7 +22,7 @@ use crate::incremental::{
 };
 use crate::ingest::SourceLog;
 use crate::pipeline::{Pipeline, ViewSpec};
-use crate::source::{self, ReloadCause, TailRead};
+use crate::source::{self, ReloadCause, TailRead, file_id};
 use crate::sql;
 
 /// How often a watching engine looks at its files even without a notification (a safety net for file systems that
@@ -189,7 +189,10 @@ impl Maint {
 
 /// What a file (or a directory's files) looked like: names, sizes, modification times and identities.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Signature(Vec<(PathBuf, u64, Option<SystemTime>, Option<(u64, u64)>)>);
+pub(super) struct Signature(Vec<SignatureEntry>);
+
+/// A file's path, size, modification time and identity.
+type SignatureEntry = (PathBuf, u64, Option<SystemTime>, Option<(u64, u64)>);
 
 impl Signature {
     pub(super) fn of(path: &Path) -> Option<Signature> {
@@ -219,17 +222,6 @@ impl Signature {
     fn modified(&self) -> Option<SystemTime> {
         self.0.iter().filter_map(|e| e.2).max()
     }
-}
-
-#[cfg(unix)]
-fn file_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt as _;
-    Some((meta.dev(), meta.ino()))
-}
-
-#[cfg(not(unix))]
-fn file_id(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
-    None
 }
 
 /// Every source's name and absolute path.
@@ -385,7 +377,7 @@ impl Worker {
                 Ok((output.clone(), Maint::Append { plan, output, rows }))
             }
             DeltaPlan::Aggregate(shape) => {
-                let mut state = Box::new(AggregateState::new(shape)?);
+                let mut state = Box::new(AggregateState::new(*shape)?);
                 let partial = run(&self.delta_ctx, state.shape().input.clone()).await?;
                 state.fold(&partial)?;
                 let output = self.aggregate_output(&state).await?;
@@ -405,25 +397,22 @@ impl Worker {
     /// for the views computed after it), any other as its stored result.
     pub(super) async fn register_for_delta(&mut self, name: &str, maint: &Maint) {
         let _ = self.delta_ctx.deregister_table(name);
-        match maint {
-            Maint::Append { output, .. } => {
-                let schema = match output.first() {
-                    Some(batch) => batch.schema(),
-                    None => match self.ctx.table_provider(name).await {
-                        Ok(table) => table.schema(),
-                        Err(_) => return,
-                    },
-                };
-                let delta = DeltaTable::new(schema);
-                delta.set(output.clone());
-                let _ = self.delta_ctx.register_table(name, delta.clone());
-                self.delta_tables.insert(name.to_owned(), delta);
-            }
-            _ => {
-                self.delta_tables.remove(name);
-                if let Ok(table) = self.ctx.table_provider(name).await {
-                    let _ = self.delta_ctx.register_table(name, table);
-                }
+        if let Maint::Append { output, .. } = maint {
+            let schema = match output.first() {
+                Some(batch) => batch.schema(),
+                None => match self.ctx.table_provider(name).await {
+                    Ok(table) => table.schema(),
+                    Err(_) => return,
+                },
+            };
+            let delta = DeltaTable::new(schema);
+            delta.set(output.clone());
+            let _ = self.delta_ctx.register_table(name, delta.clone());
+            self.delta_tables.insert(name.to_owned(), delta);
+        } else {
+            self.delta_tables.remove(name);
+            if let Ok(table) = self.ctx.table_provider(name).await {
+                let _ = self.delta_ctx.register_table(name, table);
             }
         }
     }
@@ -462,9 +451,9 @@ impl Worker {
                 changed.insert(name.clone());
             }
         }
-        let mut changes = Vec::new();
+        let mut view_changes = Vec::new();
         if changed.is_empty() {
-            return changes;
+            return view_changes;
         }
         for (table, delta) in &self.delta_tables {
             delta.set(deltas.get(table).cloned().unwrap_or_default());
@@ -493,9 +482,14 @@ impl Worker {
                         .entry(name.clone())
                         .or_default()
                         .add_update(events, secs);
-                    changes.push(ViewChange { secs, ..change });
+                    view_changes.push(ViewChange { secs, ..change });
                 }
                 Ok(None) => {
+                    if matches!(maint, Maint::OnRead) {
+                        // An on-read view's plan holds the tables it read when planned: plan it again over the
+                        // updated ones (nothing runs until someone reads it).
+                        self.replan(&name).await;
+                    }
                     if matches!(maint, Maint::Recompute { reads_logs: true }) {
                         *self.pending.entry(name.clone()).or_default() += events;
                         self.pending_since.get_or_insert_with(Instant::now);
@@ -522,9 +516,9 @@ impl Worker {
             delta.set(Vec::new());
         }
         if !self.options.throttle {
-            changes.extend(self.refresh_recomputes(true).await);
+            view_changes.extend(self.refresh_recomputes(true).await);
         }
-        changes
+        view_changes
     }
 
     /// Applies the current deltas to one incremental view; None for a view that is not incremental.
@@ -586,6 +580,20 @@ impl Worker {
         }
     }
 
+    /// Plans an on-read view again, so it reads the tables as they are now.
+    async fn replan(&mut self, name: &str) {
+        let Some(spec) = self.pipeline.view(name).cloned() else {
+            return;
+        };
+        let _ = self.ctx.deregister_table(name);
+        let (mut computed, _) = self.compute_view(&spec).await;
+        if let Some(maint) = computed.maint.take() {
+            self.register_for_delta(name, &maint).await;
+            self.maint.insert(name.to_owned(), maint);
+        }
+        self.views.insert(name.to_owned(), computed);
+    }
+
     /// Fills every log's delta table with all its records fed so far, as a full compute reads them.
     pub(super) fn fill_deltas(&self) {
         for (table, delta) in &self.delta_tables {
@@ -620,7 +628,7 @@ impl Worker {
             return Vec::new();
         }
         let started = Instant::now();
-        let mut changes = Vec::new();
+        let mut view_changes = Vec::new();
         // A view recomputed here may turn out incremental again: its state starts from every record fed.
         self.fill_deltas();
         for name in self.order.clone() {
@@ -644,7 +652,7 @@ impl Worker {
                 .entry(name.clone())
                 .or_default()
                 .add_update(events, secs);
-            changes.push(ViewChange {
+            view_changes.push(ViewChange {
                 view: name,
                 kind: MaintenanceKind::Recompute,
                 inserted: 0,
@@ -656,9 +664,15 @@ impl Worker {
         for delta in self.delta_tables.values() {
             delta.set(Vec::new());
         }
+        // On-read views over what was recomputed read the new results.
+        for name in self.order.clone() {
+            if matches!(self.maint.get(&name), Some(Maint::OnRead)) {
+                self.replan(&name).await;
+            }
+        }
         self.pending_since = None;
         self.last_recompute_secs = started.elapsed().as_secs_f64();
-        if !changes.is_empty() && !self.replay_running() {
+        if !view_changes.is_empty() && !self.replay_running() {
             let head = self.head();
             self.push_update(LiveUpdate {
                 seq: 0,
@@ -666,19 +680,19 @@ impl Worker {
                 event: super::LiveEvent::Recomputed,
                 detail: format!(
                     "recomputed {} view(s) in {:.1} ms",
-                    changes.len(),
+                    view_changes.len(),
                     self.last_recompute_secs * 1000.0
                 ),
                 from_offset: head,
                 to_offset: head,
                 events: 0,
                 duplicates: 0,
-                views: changes.clone(),
+                views: view_changes.clone(),
                 lag_ms: None,
             });
             self.publish();
         }
-        changes
+        view_changes
     }
 
     /// How long the worker may sleep before it has something to do on its own (None: until a command comes).
@@ -774,6 +788,7 @@ impl Worker {
             match read {
                 TailRead::Unchanged => {}
                 TailRead::Appended(tail) => {
+                    let tail = *tail;
                     modified = modified.max(Signature::of(&spec.path).and_then(|s| s.modified()));
                     let Some(log) = self.logs.get_mut(&name) else {
                         continue;
@@ -783,13 +798,11 @@ impl Worker {
                     if log.append(tail).is_ok() {
                         appended.push((name.clone(), from, records));
                     } else {
-                        replay |= self
-                            .reload(
-                                &name,
-                                ReloadCause::SchemaChanged,
-                                "the appended records do not fit the schema",
-                            )
-                            .await;
+                        replay |= self.reload(
+                            &name,
+                            ReloadCause::SchemaChanged,
+                            "the appended records do not fit the schema",
+                        );
                     }
                 }
                 TailRead::Reload(cause, reason) => {
@@ -811,7 +824,7 @@ impl Worker {
                             }
                         }
                     }
-                    replay |= self.reload(&name, cause, &reason).await;
+                    replay |= self.reload(&name, cause, &reason);
                 }
                 TailRead::Deleted => {
                     if !was_stale {
@@ -863,10 +876,10 @@ impl Worker {
             .iter()
             .map(|(name, log)| (name.clone(), log.position))
             .collect();
-        let (events, duplicates, changes) = if self.following && self.replay.is_none() {
+        let (events, duplicates, view_changes) = if self.following && self.replay.is_none() {
             let (events, duplicates, deltas) = self.feed_all(u64::MAX);
-            let changes = self.maintain(&deltas, events).await;
-            (events, duplicates, changes)
+            let view_changes = self.maintain(&deltas, events).await;
+            (events, duplicates, view_changes)
         } else {
             (0, 0, Vec::new())
         };
@@ -894,7 +907,11 @@ impl Worker {
                     *records
                 },
                 duplicates: if i == 0 { duplicates } else { 0 },
-                views: if i == 0 { changes.clone() } else { Vec::new() },
+                views: if i == 0 {
+                    view_changes.clone()
+                } else {
+                    Vec::new()
+                },
                 lag_ms,
             });
         }
@@ -942,7 +959,7 @@ impl Worker {
     }
 
     /// Reads a source again from the start and reports it. True when the views must be replayed.
-    async fn reload(&mut self, name: &str, cause: ReloadCause, reason: &str) -> bool {
+    fn reload(&mut self, name: &str, cause: ReloadCause, reason: &str) -> bool {
         let Some(spec) = self
             .pipeline
             .sources
