@@ -400,6 +400,7 @@ impl Engine {
             signatures: BTreeMap::new(),
             watched: watched.clone(),
             last_poll: Instant::now(),
+            background: None,
         };
         let handle = std::thread::Builder::new()
             .name("kappa-engine".into())
@@ -637,6 +638,8 @@ struct Worker {
     /// Each source's name and the absolute path watched for it.
     watched: Vec<(String, PathBuf)>,
     last_poll: Instant,
+    /// A round of recomputes running in the background.
+    background: Option<live::Background>,
 }
 
 impl Worker {
@@ -703,6 +706,11 @@ impl Worker {
             };
             if matches!(command, Some(Command::Shutdown)) {
                 break;
+            }
+            if self.background_done() {
+                let _ = catch_unwind(AssertUnwindSafe(|| {
+                    runtime.block_on(self.refresh_recomputes(false));
+                }));
             }
             // A panic inside DataFusion must not take the engine down with it.
             let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -1363,6 +1371,10 @@ impl Worker {
         let mut reported = None;
         self.pending.clear();
         self.pending_since = None;
+        // A background round computes from tables about to be replaced: its results would be stale.
+        if let Some(background) = self.background.take() {
+            background.abort();
+        }
         self.maint.clear();
         // The whole of every log is the delta.
         self.fill_deltas();

@@ -650,3 +650,64 @@ fn an_aggregate_state_grows_with_its_groups_not_with_the_log() {
     assert_eq!(sizes.iter().map(|s| s.0).collect::<Vec<_>>(), [5, 5, 5]);
     assert!(sizes.windows(2).all(|w| w[0].1 == w[1].1), "{sizes:?}");
 }
+
+#[test]
+fn a_snapshot_folder_is_reloaded_when_a_file_is_added() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let parts = dir.path().join("products");
+    std::fs::create_dir(&parts).expect("mkdir");
+    std::fs::copy(
+        sample("shop/products.parquet"),
+        parts.join("part-0.parquet"),
+    )
+    .expect("copy");
+    std::fs::write(
+        dir.path().join("orders.jsonl"),
+        "{\"product_id\":1,\"qty\":2}\n",
+    )
+    .expect("write");
+    let pipeline = write_pipeline(
+        dir.path(),
+        "[[source]]\nname = \"orders\"\npath = \"orders.jsonl\"\n\n\
+         [[source]]\nname = \"products\"\npath = \"products\"\nkind = \"snapshot\"\nformat = \"parquet\"\n\n\
+         [[view]]\nname = \"catalog\"\nsql = \"SELECT count(*) AS n FROM products\"\n\n\
+         [[view]]\nname = \"sold\"\nsql = \"SELECT p.category, sum(o.qty) AS qty FROM orders o JOIN products p ON o.product_id = p.product_id GROUP BY p.category\"\n",
+    );
+    let engine = open(&pipeline);
+    let before = csv_lines(&table(&engine, "catalog"));
+    let n: u64 = before[1].parse().expect("count");
+    std::fs::copy(
+        sample("shop/products.parquet"),
+        parts.join("part-1.parquet"),
+    )
+    .expect("copy");
+    let snapshot = refresh(&engine);
+    assert_eq!(
+        snapshot.updates.last().map(|u| (u.event, u.source.clone())),
+        Some((LiveEvent::Reloaded, "products".to_owned()))
+    );
+    assert_eq!(
+        csv_lines(&table(&engine, "catalog")),
+        ["n".to_owned(), (2 * n).to_string()]
+    );
+    // Product 1 is in both parts now: the join sees it twice.
+    assert_eq!(
+        csv_lines(&sql(&engine, "SELECT sum(qty) AS q FROM sold")),
+        ["q", "4"]
+    );
+    assert_self_audit_passes(&engine);
+}
+
+#[test]
+fn kappa_watch_stops_cleanly_on_ctrl_c() {
+    let dir = kinds_dir();
+    std::fs::write(dir.path().join("events.jsonl"), event_line(0, 1, 1, "")).expect("write");
+    let mut watch = Watch::start(&dir.path().join("kappa.toml"));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &watch.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = watch.child.wait().expect("wait");
+    assert!(exit.success(), "{exit:?}");
+}

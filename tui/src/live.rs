@@ -103,7 +103,8 @@ pub fn watch(args: &WatchArgs) -> Result<ExitCode> {
             }
         }
     }
-    eprintln!("stopped");
+    // stderr may be closed by now (a pipe whose reader left): saying so is not worth a panic.
+    let _ = writeln!(std::io::stderr(), "stopped");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -187,6 +187,47 @@ impl Maint {
     }
 }
 
+/// One view's recompute in a background round: its name, its rows (or why not), and the seconds it took.
+type Recomputed = (String, Result<Vec<RecordBatch>>, f64);
+
+/// A round of recomputes running on DataFusion's runtime while the worker goes on.
+pub(super) struct Background {
+    handle: tokio::task::JoinHandle<Vec<Recomputed>>,
+    /// The events each view had not seen when the round started.
+    events: BTreeMap<String, u64>,
+    started: Instant,
+}
+
+impl Background {
+    pub(super) fn abort(self) {
+        self.handle.abort();
+    }
+}
+
+/// Runs a view's SQL in `ctx` and registers the result there, for the views after it.
+async fn recompute_in(
+    ctx: &SessionContext,
+    name: &str,
+    sql_text: &str,
+) -> Result<Vec<RecordBatch>> {
+    let state = ctx.state();
+    let statement = sql::parse_query(&state, Some(name), sql_text)?;
+    let plan = sql::plan_query(&state, Some(name), statement).await?;
+    let frame = DataFrame::new(state, plan);
+    let schema = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame.collect().await.map_err(|source| Error::ViewSql {
+        view: Some(name.to_owned()),
+        source,
+    })?;
+    let schema = batches.first().map_or(schema, RecordBatch::schema);
+    let _ = ctx.deregister_table(name);
+    ctx.register_table(
+        name,
+        Arc::new(MemTable::try_new(schema, vec![batches.clone()])?),
+    )?;
+    Ok(batches)
+}
+
 /// What a file (or a directory's files) looked like: names, sizes, modification times and identities.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Signature(Vec<SignatureEntry>);
@@ -580,6 +621,133 @@ impl Worker {
         }
     }
 
+    /// Starts a round of recomputes in the background over a snapshot of the tables (they are immutable: an update
+    /// registers a new table), in dependency order, each result visible to the next.
+    async fn start_background(&mut self) {
+        let events = std::mem::take(&mut self.pending);
+        self.pending_since = None;
+        let snapshot = SessionContext::new_with_config(
+            datafusion::prelude::SessionConfig::new().with_information_schema(false),
+        );
+        let mut names = self.published.table_names();
+        names.extend(self.order.iter().cloned());
+        for name in names {
+            if let Ok(table) = self.ctx.table_provider(name.as_str()).await {
+                let _ = snapshot.deregister_table(name.as_str());
+                let _ = snapshot.register_table(name.as_str(), table);
+            }
+        }
+        let jobs: Vec<(String, String)> = self
+            .order
+            .iter()
+            .filter(|name| events.contains_key(*name))
+            .filter_map(|name| {
+                self.pipeline
+                    .view(name)
+                    .map(|v| (name.clone(), v.sql.clone()))
+            })
+            .collect();
+        let handle = tokio::spawn(async move {
+            let mut results = Vec::new();
+            for (name, sql) in jobs {
+                let started = Instant::now();
+                let result = recompute_in(&snapshot, &name, &sql).await;
+                results.push((name, result, started.elapsed().as_secs_f64()));
+            }
+            results
+        });
+        self.background = Some(Background {
+            handle,
+            events,
+            started: Instant::now(),
+        });
+    }
+
+    /// Takes in the results of a finished (or, waited for) background round.
+    async fn take_background(&mut self, background: Background) -> Vec<ViewChange> {
+        let results = background.handle.await.unwrap_or_default();
+        let mut view_changes = Vec::new();
+        for (name, result, secs) in results {
+            let events = background.events.get(&name).copied().unwrap_or(0);
+            match result {
+                Ok(batches) => {
+                    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+                    let schema = match batches.first() {
+                        Some(batch) => batch.schema(),
+                        None => match self.ctx.table_provider(name.as_str()).await {
+                            Ok(table) => table.schema(),
+                            Err(_) => continue,
+                        },
+                    };
+                    let Ok(table) = MemTable::try_new(schema, vec![batches]) else {
+                        continue;
+                    };
+                    let table = Arc::new(table);
+                    let _ = self.ctx.deregister_table(name.as_str());
+                    let _ = self.ctx.register_table(name.as_str(), table.clone());
+                    let _ = self.delta_ctx.deregister_table(name.as_str());
+                    let _ = self.delta_ctx.register_table(name.as_str(), table);
+                    if let Some(view) = self.views.get_mut(&name) {
+                        view.state.rows = Some(rows);
+                        view.state.compute_secs = secs;
+                        view.state.status = NodeStatus::Fresh;
+                    }
+                    self.metrics
+                        .entry(name.clone())
+                        .or_default()
+                        .add_update(events, secs);
+                    view_changes.push(ViewChange {
+                        view: name,
+                        kind: MaintenanceKind::Recompute,
+                        inserted: 0,
+                        updated: rows,
+                        rows,
+                        secs,
+                    });
+                }
+                Err(e) => {
+                    if let Some(view) = self.views.get_mut(&name) {
+                        view.state.status = NodeStatus::Error(e.to_string());
+                    }
+                }
+            }
+        }
+        for name in self.order.clone() {
+            if matches!(self.maint.get(&name), Some(Maint::OnRead)) {
+                self.replan(&name).await;
+            }
+        }
+        self.last_recompute_secs = background.started.elapsed().as_secs_f64();
+        if !view_changes.is_empty() && !self.replay_running() {
+            let head = self.head();
+            self.push_update(LiveUpdate {
+                seq: 0,
+                source: String::new(),
+                event: LiveEvent::Recomputed,
+                detail: format!(
+                    "recomputed {} view(s) in {:.1} ms, in the background",
+                    view_changes.len(),
+                    self.last_recompute_secs * 1000.0
+                ),
+                from_offset: head,
+                to_offset: head,
+                events: 0,
+                duplicates: 0,
+                views: view_changes.clone(),
+                lag_ms: None,
+            });
+        }
+        self.publish();
+        view_changes
+    }
+
+    /// True when a background round has finished and waits to be taken in.
+    pub(super) fn background_done(&self) -> bool {
+        self.background
+            .as_ref()
+            .is_some_and(|b| b.handle.is_finished())
+    }
+
     /// Plans an on-read view again, so it reads the tables as they are now.
     async fn replan(&mut self, name: &str) {
         let Some(spec) = self.pipeline.view(name).cloned() else {
@@ -615,9 +783,22 @@ impl Worker {
     }
 
     /// Recomputes the views that are behind, when due (or now, with `force`). Returns what changed.
+    ///
+    /// Without `force`, the round runs in the background on DataFusion's runtime, over the tables as they are when it
+    /// starts, so appends keep flowing through the incremental views meanwhile; its results are taken in when it
+    /// finishes. With `force`, a running round is waited for and what is still behind is recomputed now.
     pub(super) async fn refresh_recomputes(&mut self, force: bool) -> Vec<ViewChange> {
+        let mut view_changes = Vec::new();
+        if let Some(background) = self.background.take() {
+            if force || background.handle.is_finished() {
+                view_changes = self.take_background(background).await;
+            } else {
+                self.background = Some(background);
+                return view_changes;
+            }
+        }
         if self.pending.is_empty() {
-            return Vec::new();
+            return view_changes;
         }
         if !force
             && self.options.throttle
@@ -625,10 +806,13 @@ impl Worker {
                 .pending_since
                 .is_some_and(|since| since.elapsed() < self.recompute_interval())
         {
-            return Vec::new();
+            return view_changes;
+        }
+        if !force && self.options.throttle {
+            self.start_background().await;
+            return view_changes;
         }
         let started = Instant::now();
-        let mut view_changes = Vec::new();
         // A view recomputed here may turn out incremental again: its state starts from every record fed.
         self.fill_deltas();
         for name in self.order.clone() {
@@ -704,6 +888,12 @@ impl Worker {
             .options
             .watch
             .then(|| POLL.saturating_sub(self.last_poll.elapsed()));
+        // A background round is looked at often, so its results show soon after it ends.
+        let recompute = match (recompute, self.background.is_some()) {
+            (Some(wait), true) => Some(wait.min(Duration::from_millis(5))),
+            (None, true) => Some(Duration::from_millis(5)),
+            (wait, false) => wait,
+        };
         match (recompute, poll) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
