@@ -1462,10 +1462,15 @@ impl Worker {
                         .map(RecordBatch::schema)
                         .or_else(|| state.schema.clone())
                         .expect("set above");
-                    self.ctx.register_table(
-                        spec.name.as_str(),
-                        Arc::new(MemTable::try_new(schema, vec![batches])?),
-                    )?;
+                    if let live::Maint::Aggregate { view } = &kept {
+                        // Read from its state: the write path only folds deltas into it.
+                        self.ctx.register_table(spec.name.as_str(), view.clone())?;
+                    } else {
+                        self.ctx.register_table(
+                            spec.name.as_str(),
+                            Arc::new(MemTable::try_new(schema, vec![batches])?),
+                        )?;
+                    }
                     maint = Some(kept);
                 }
                 ViewMode::OnRead => {

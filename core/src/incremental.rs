@@ -144,6 +144,132 @@ impl TableProvider for DeltaTable {
     }
 }
 
+/// An aggregate view as DataFusion sees it: its result is built from the state when read (what is above the aggregate
+/// applied then), and kept until the next delta, so the write path only folds the delta into the state.
+#[derive(Debug)]
+pub(crate) struct AggregateView {
+    state: Mutex<AggregateState>,
+    schema: SchemaRef,
+    /// The result built at the last read, until the next delta.
+    cache: Mutex<Option<Vec<RecordBatch>>>,
+    /// Rows of the last result built.
+    last_rows: Mutex<u64>,
+}
+
+impl AggregateView {
+    pub(crate) fn new(state: AggregateState, schema: &Schema) -> Arc<AggregateView> {
+        // Every field nullable: the result is built again and again, and its plan may say otherwise than the first.
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        Arc::new(AggregateView {
+            state: Mutex::new(state),
+            schema: Arc::new(Schema::new(fields)),
+            cache: Mutex::new(None),
+            last_rows: Mutex::new(0),
+        })
+    }
+
+    /// The partial aggregate to run over a delta.
+    pub(crate) fn delta_plan(&self) -> LogicalPlan {
+        self.lock_state().shape.input.clone()
+    }
+
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, AggregateState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Folds a delta's partial aggregates into the state; the result is built again at the next read.
+    pub(crate) fn fold(&self, partial: &[RecordBatch]) -> Result<Folded> {
+        let folded = self.lock_state().fold(partial)?;
+        *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        Ok(folded)
+    }
+
+    /// Groups in the state, and its bytes.
+    pub(crate) fn size(&self) -> (u64, u64) {
+        let state = self.lock_state();
+        (state.len() as u64, state.bytes())
+    }
+
+    /// Rows of the result: the groups when nothing above the aggregate filters or limits them, else the rows of the
+    /// result last built.
+    pub(crate) fn rows(&self) -> u64 {
+        let state = self.lock_state();
+        if state.shape.filters_or_limits {
+            *self
+                .last_rows
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        } else {
+            state.len() as u64
+        }
+    }
+
+    /// The view's result now (built from the state, or the one built since the last delta).
+    pub(crate) async fn output(
+        &self,
+        session: &dyn Session,
+    ) -> datafusion::error::Result<Vec<RecordBatch>> {
+        if let Some(batches) = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        {
+            return Ok(batches);
+        }
+        let plan = {
+            let state = self.lock_state();
+            let batch = state
+                .to_batch()
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            state
+                .plan_over(batch)
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
+        };
+        let physical = session.create_physical_plan(&plan).await?;
+        let batches = datafusion::physical_plan::collect(physical, session.task_ctx())
+            .await?
+            .into_iter()
+            .map(|b| RecordBatch::try_new(self.schema.clone(), b.columns().to_vec()))
+            .collect::<Result<Vec<_>, _>>()?;
+        *self
+            .last_rows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
+            batches.iter().map(|b| b.num_rows() as u64).sum();
+        *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = Some(batches.clone());
+        Ok(batches)
+    }
+}
+
+#[async_trait]
+impl TableProvider for AggregateView {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let batches = self.output(state).await?;
+        MemTable::try_new(self.schema.clone(), vec![batches])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
 /// How a view's delta is computed, once classified as incremental.
 #[derive(Debug, Clone)]
 pub(crate) enum DeltaPlan {
@@ -165,6 +291,8 @@ pub(crate) struct AggregateShape {
     /// The optimized plan of the whole view, whose aggregate is replaced by a scan of the state when the result is
     /// built.
     pub plan: LogicalPlan,
+    /// True when a HAVING or LIMIT above the aggregate drops groups from the result.
+    pub filters_or_limits: bool,
 }
 
 /// A decomposable aggregate function and the column(s) of its partial aggregate in the delta's rows.
@@ -214,7 +342,10 @@ pub(crate) fn classify(
             return recompute(reason);
         }
         let shape = match aggregate_shape(aggregate, plan) {
-            Ok(shape) => shape,
+            Ok(mut shape) => {
+                shape.filters_or_limits = applied.iter().any(|a| *a == "HAVING" || *a == "LIMIT");
+                shape
+            }
             Err(reason) => return recompute(reason),
         };
         return match linear(&aggregate.input, role) {
@@ -560,6 +691,7 @@ fn aggregate_shape(aggregate: &Aggregate, plan: &LogicalPlan) -> Result<Aggregat
         functions,
         schema: Arc::new(output.clone()),
         plan: plan.clone(),
+        filters_or_limits: false,
     })
 }
 

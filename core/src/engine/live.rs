@@ -8,7 +8,7 @@ use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant, SystemTime};
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::catalog::MemTable;
+use datafusion::catalog::{MemTable, TableProvider as _};
 use datafusion::dataframe::DataFrame;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
@@ -18,7 +18,8 @@ use super::{Command, NodeStatus, Worker};
 use crate::cdc::CHANGES_SUFFIX;
 use crate::error::{Error, Result};
 use crate::incremental::{
-    AggregateState, DeltaPlan, DeltaTable, Maintenance, MaintenanceKind, Role, classify,
+    AggregateState, AggregateView, DeltaPlan, DeltaTable, Maintenance, MaintenanceKind, Role,
+    classify,
 };
 use crate::ingest::SourceLog;
 use crate::pipeline::{Pipeline, ViewSpec};
@@ -152,8 +153,8 @@ pub(super) enum Maint {
         rows: u64,
     },
     Aggregate {
-        state: Box<AggregateState>,
-        rows: u64,
+        /// The state, registered as the view's table: its result is built when read.
+        view: Arc<AggregateView>,
     },
     Recompute {
         /// False for a view over snapshots only: appends never change it.
@@ -173,7 +174,7 @@ impl Maint {
                     .map(|b| b.get_array_memory_size() as u64)
                     .sum(),
             ),
-            Maint::Aggregate { state, .. } => (state.len() as u64, state.bytes()),
+            Maint::Aggregate { view } => view.size(),
             Maint::Recompute { .. } | Maint::OnRead => (0, 0),
         }
     }
@@ -181,7 +182,8 @@ impl Maint {
     /// Rows of the view's result, when the write path keeps it.
     pub(super) fn rows(&self) -> Option<u64> {
         match self {
-            Maint::Append { rows, .. } | Maint::Aggregate { rows, .. } => Some(*rows),
+            Maint::Append { rows, .. } => Some(*rows),
+            Maint::Aggregate { view } => Some(view.rows()),
             Maint::Recompute { .. } | Maint::OnRead => None,
         }
     }
@@ -328,6 +330,18 @@ impl Watcher {
     }
 }
 
+/// The schema of an aggregate view's result, planned over its state.
+fn output_schema(
+    ctx: &SessionContext,
+    state: &AggregateState,
+) -> Result<datafusion::arrow::datatypes::Schema> {
+    let plan = state.plan_over(state.to_batch()?)?;
+    Ok(DataFrame::new(ctx.state(), plan)
+        .schema()
+        .as_arrow()
+        .clone())
+}
+
 /// Runs a plan to its batches.
 async fn run(ctx: &SessionContext, plan: LogicalPlan) -> Result<Vec<RecordBatch>> {
     Ok(DataFrame::new(ctx.state(), plan).collect().await?)
@@ -418,20 +432,23 @@ impl Worker {
                 Ok((output.clone(), Maint::Append { plan, output, rows }))
             }
             DeltaPlan::Aggregate(shape) => {
-                let mut state = Box::new(AggregateState::new(*shape)?);
+                let mut state = AggregateState::new(*shape)?;
                 let partial = run(&self.delta_ctx, state.shape().input.clone()).await?;
                 state.fold(&partial)?;
-                let output = self.aggregate_output(&state).await?;
-                let rows = output.iter().map(|b| b.num_rows() as u64).sum();
-                Ok((output, Maint::Aggregate { state, rows }))
+                let plan = state.plan_over(state.to_batch()?)?;
+                let output = run(&self.ctx, plan).await?;
+                let schema = match output.first() {
+                    Some(batch) => batch.schema(),
+                    None => Arc::new(output_schema(&self.ctx, &state)?),
+                };
+                let view = AggregateView::new(state, &schema);
+                let output = output
+                    .into_iter()
+                    .map(|b| RecordBatch::try_new(view.schema(), b.columns().to_vec()))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Ok((output, Maint::Aggregate { view }))
             }
         }
-    }
-
-    /// An aggregate view's result from its state: the state's rows, with what is above the aggregate applied.
-    async fn aggregate_output(&self, state: &AggregateState) -> Result<Vec<RecordBatch>> {
-        let plan = state.plan_over(state.to_batch()?)?;
-        run(&self.ctx, plan).await
     }
 
     /// Makes a computed view readable in the delta context: an append view as a delta table (holding everything now,
@@ -596,24 +613,15 @@ impl Worker {
                     secs: 0.0,
                 }))
             }
-            Maint::Aggregate { state, rows } => {
-                let partial = run(&self.delta_ctx, state.shape().input.clone()).await?;
-                let folded = state.fold(&partial)?;
-                let output = self.aggregate_output(state).await?;
-                *rows = output.iter().map(|b| b.num_rows() as u64).sum();
-                let schema = match output.first() {
-                    Some(batch) => batch.schema(),
-                    None => self.ctx.table_provider(name).await?.schema(),
-                };
-                let table = MemTable::try_new(schema, vec![output])?;
-                let _ = self.ctx.deregister_table(name);
-                self.ctx.register_table(name, Arc::new(table))?;
+            Maint::Aggregate { view } => {
+                let partial = run(&self.delta_ctx, view.delta_plan()).await?;
+                let folded = view.fold(&partial)?;
                 Ok(Some(ViewChange {
                     view: name.to_owned(),
                     kind,
                     inserted: folded.inserted,
                     updated: folded.updated,
-                    rows: *rows,
+                    rows: view.rows(),
                     secs: 0.0,
                 }))
             }
