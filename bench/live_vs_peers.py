@@ -68,8 +68,11 @@ def to_parquet(directory: pathlib.Path):
     import duckdb
 
     con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    # DuckDB reads `ts` as a timestamp; the log has it as ISO 8601 text, and so does the Parquet copy.
     con.execute(
-        f"COPY (SELECT * FROM read_json_auto('{directory / 'orders.jsonl'}', format='newline_delimited')) "
+        f"COPY (SELECT * REPLACE (strftime(ts, '%Y-%m-%dT%H:%M:%S.%gZ') AS ts) "
+        f"FROM read_json_auto('{directory / 'orders.jsonl'}', format='newline_delimited')) "
         f"TO '{directory / 'orders.parquet'}' (FORMAT PARQUET)"
     )
 

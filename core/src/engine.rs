@@ -386,7 +386,7 @@ impl Engine {
             published: first,
             snapshot: snapshot.clone(),
             waker,
-            delta_ctx: SessionContext::new_with_config(config().with_target_partitions(1)),
+            delta_ctx: SessionContext::new_with_config(delta_config(config())),
             delta_tables: BTreeMap::new(),
             maint: BTreeMap::new(),
             metrics: BTreeMap::new(),
@@ -482,6 +482,18 @@ impl Drop for Engine {
             let _ = worker.join();
         }
     }
+}
+
+/// The configuration of the write path's context: one partition (deltas are small), and no dynamic filters, which a
+/// physical plan executed again for every delta cannot have.
+fn delta_config(config: SessionConfig) -> SessionConfig {
+    let mut config = config.with_target_partitions(1);
+    let optimizer = &mut config.options_mut().optimizer;
+    optimizer.enable_dynamic_filter_pushdown = false;
+    optimizer.enable_join_dynamic_filter_pushdown = false;
+    optimizer.enable_topk_dynamic_filter_pushdown = false;
+    optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+    config
 }
 
 /// The order views are computed in, after checking every reference. Views whose SQL does not parse read nothing here;
@@ -1462,7 +1474,7 @@ impl Worker {
                         .map(RecordBatch::schema)
                         .or_else(|| state.schema.clone())
                         .expect("set above");
-                    if let live::Maint::Aggregate { view } = &kept {
+                    if let live::Maint::Aggregate { view, .. } = &kept {
                         // Read from its state: the write path only folds deltas into it.
                         self.ctx.register_table(spec.name.as_str(), view.clone())?;
                     } else {

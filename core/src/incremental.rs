@@ -93,17 +93,20 @@ pub(crate) enum Role {
 }
 
 /// A table provider whose rows are swapped for every delta: the log tables of the delta context.
+///
+/// Its scan is a [`DeltaExec`], which reads the rows when executed, not when planned: a view's physical plan over the
+/// delta is planned once and executed for every delta.
 #[derive(Debug)]
 pub(crate) struct DeltaTable {
     schema: SchemaRef,
-    batches: Mutex<Vec<RecordBatch>>,
+    batches: Arc<Mutex<Vec<RecordBatch>>>,
 }
 
 impl DeltaTable {
     pub(crate) fn new(schema: SchemaRef) -> Arc<DeltaTable> {
         Arc::new(DeltaTable {
             schema,
-            batches: Mutex::new(Vec::new()),
+            batches: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -128,19 +131,121 @@ impl TableProvider for DeltaTable {
 
     async fn scan(
         &self,
-        state: &dyn Session,
+        _state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        // Filters are not pushed down (the default), and a LIMIT over a log is never maintained incrementally.
+        Ok(Arc::new(DeltaExec::new(
+            self.batches.clone(),
+            self.schema.clone(),
+            projection.cloned(),
+        )?))
+    }
+}
+
+/// The scan of a [`DeltaTable`]: the rows it holds when executed.
+#[derive(Debug)]
+pub(crate) struct DeltaExec {
+    batches: Arc<Mutex<Vec<RecordBatch>>>,
+    schema: SchemaRef,
+    projection: Option<Vec<usize>>,
+    properties: Arc<datafusion::physical_plan::PlanProperties>,
+}
+
+impl DeltaExec {
+    fn new(
+        batches: Arc<Mutex<Vec<RecordBatch>>>,
+        schema: SchemaRef,
+        projection: Option<Vec<usize>>,
+    ) -> datafusion::error::Result<DeltaExec> {
+        use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+        let projected = match &projection {
+            Some(columns) => Arc::new(schema.project(columns)?),
+            None => schema.clone(),
+        };
+        let properties = datafusion::physical_plan::PlanProperties::new(
+            datafusion::physical_expr::EquivalenceProperties::new(projected),
+            datafusion::physical_plan::Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(DeltaExec {
+            batches,
+            schema,
+            projection,
+            properties: Arc::new(properties),
+        })
+    }
+}
+
+impl datafusion::physical_plan::DisplayAs for DeltaExec {
+    fn fmt_as(
+        &self,
+        _format: datafusion::physical_plan::DisplayFormatType,
+        f: &mut fmt::Formatter<'_>,
+    ) -> fmt::Result {
+        write!(f, "DeltaExec")
+    }
+}
+
+impl ExecutionPlan for DeltaExec {
+    fn name(&self) -> &'static str {
+        "DeltaExec"
+    }
+
+    fn properties(&self) -> &Arc<datafusion::physical_plan::PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+        ) -> datafusion::error::Result<
+            datafusion::common::tree_node::TreeNodeRecursion,
+        >,
+    ) -> datafusion::error::Result<datafusion::common::tree_node::TreeNodeRecursion> {
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: datafusion::physical_plan::ReplaceChildrenOptions,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<datafusion::execution::TaskContext>,
+    ) -> datafusion::error::Result<datafusion::execution::SendableRecordBatchStream> {
         let batches = self
             .batches
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        MemTable::try_new(self.schema.clone(), vec![batches])?
-            .scan(state, projection, filters, limit)
-            .await
+        Ok(Box::pin(
+            datafusion::physical_plan::memory::MemoryStream::try_new(
+                batches,
+                self.properties.eq_properties.schema().clone(),
+                self.projection.clone(),
+            )?,
+        ))
     }
 }
 
@@ -326,6 +431,10 @@ pub(crate) fn classify(
             LogicalPlan::SubqueryAlias(a) => node = &a.input,
             LogicalPlan::Sort(s) => {
                 ordered = Some("ORDER BY");
+                // Pushed in reverse: the list is read from the top of the plan down.
+                if s.fetch.is_some() {
+                    applied.push("LIMIT");
+                }
                 applied.push("ORDER BY");
                 node = &s.input;
             }

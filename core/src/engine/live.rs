@@ -11,6 +11,8 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::{MemTable, TableProvider as _};
 use datafusion::dataframe::DataFrame;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
@@ -149,12 +151,16 @@ pub(super) enum Maint {
     Append {
         /// The view's plan in the delta context.
         plan: LogicalPlan,
+        /// The same, planned once for every delta.
+        physical: Option<Arc<dyn ExecutionPlan>>,
         output: Vec<RecordBatch>,
         rows: u64,
     },
     Aggregate {
         /// The state, registered as the view's table: its result is built when read.
         view: Arc<AggregateView>,
+        /// The partial aggregate over the delta, planned once.
+        physical: Option<Arc<dyn ExecutionPlan>>,
     },
     Recompute {
         /// False for a view over snapshots only: appends never change it.
@@ -174,7 +180,7 @@ impl Maint {
                     .map(|b| b.get_array_memory_size() as u64)
                     .sum(),
             ),
-            Maint::Aggregate { view } => view.size(),
+            Maint::Aggregate { view, .. } => view.size(),
             Maint::Recompute { .. } | Maint::OnRead => (0, 0),
         }
     }
@@ -183,7 +189,7 @@ impl Maint {
     pub(super) fn rows(&self) -> Option<u64> {
         match self {
             Maint::Append { rows, .. } => Some(*rows),
-            Maint::Aggregate { view } => Some(view.rows()),
+            Maint::Aggregate { view, .. } => Some(view.rows()),
             Maint::Recompute { .. } | Maint::OnRead => None,
         }
     }
@@ -429,7 +435,15 @@ impl Worker {
             DeltaPlan::Append(plan) => {
                 let output = run(&self.delta_ctx, plan.clone()).await?;
                 let rows = output.iter().map(|b| b.num_rows() as u64).sum();
-                Ok((output.clone(), Maint::Append { plan, output, rows }))
+                Ok((
+                    output.clone(),
+                    Maint::Append {
+                        plan,
+                        physical: None,
+                        output,
+                        rows,
+                    },
+                ))
             }
             DeltaPlan::Aggregate(shape) => {
                 let mut state = AggregateState::new(*shape)?;
@@ -446,7 +460,13 @@ impl Worker {
                     .into_iter()
                     .map(|b| RecordBatch::try_new(view.schema(), b.columns().to_vec()))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
-                Ok((output, Maint::Aggregate { view }))
+                Ok((
+                    output,
+                    Maint::Aggregate {
+                        view,
+                        physical: None,
+                    },
+                ))
             }
         }
     }
@@ -587,8 +607,13 @@ impl Worker {
             .and_then(|v| v.state.maintenance.as_ref())
             .map_or(MaintenanceKind::Recompute, |m| m.kind);
         match maint {
-            Maint::Append { plan, output, rows } => {
-                let batches = run(&self.delta_ctx, plan.clone()).await?;
+            Maint::Append {
+                plan,
+                physical,
+                output,
+                rows,
+            } => {
+                let batches = self.run_delta(physical, plan).await?;
                 let inserted: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
                 if let Some(delta) = self.delta_tables.get(name) {
                     delta.set(batches.clone());
@@ -613,8 +638,8 @@ impl Worker {
                     secs: 0.0,
                 }))
             }
-            Maint::Aggregate { view } => {
-                let partial = run(&self.delta_ctx, view.delta_plan()).await?;
+            Maint::Aggregate { view, physical } => {
+                let partial = self.run_delta(physical, &view.delta_plan()).await?;
                 let folded = view.fold(&partial)?;
                 Ok(Some(ViewChange {
                     view: name.to_owned(),
@@ -783,6 +808,23 @@ impl Worker {
                 delta.set(all);
             }
         }
+    }
+
+    /// Runs a delta plan: planned once (the first time), then executed again for every delta, its state reset.
+    async fn run_delta(
+        &self,
+        physical: &mut Option<Arc<dyn ExecutionPlan>>,
+        plan: &LogicalPlan,
+    ) -> Result<Vec<RecordBatch>> {
+        let plan = match physical {
+            Some(planned) => reset_plan_states(planned.clone())?,
+            None => {
+                let planned = self.delta_ctx.state().create_physical_plan(plan).await?;
+                *physical = Some(planned.clone());
+                planned
+            }
+        };
+        Ok(collect(plan, self.delta_ctx.task_ctx()).await?)
     }
 
     /// How long recomputes wait while events keep arriving: twice what the last round took, within bounds.
