@@ -149,7 +149,6 @@ impl TableProvider for DeltaTable {
 #[derive(Debug)]
 pub(crate) struct DeltaExec {
     batches: Arc<Mutex<Vec<RecordBatch>>>,
-    schema: SchemaRef,
     projection: Option<Vec<usize>>,
     properties: Arc<datafusion::physical_plan::PlanProperties>,
 }
@@ -173,7 +172,6 @@ impl DeltaExec {
         );
         Ok(DeltaExec {
             batches,
-            schema,
             projection,
             properties: Arc::new(properties),
         })

@@ -816,13 +816,12 @@ impl Worker {
         physical: &mut Option<Arc<dyn ExecutionPlan>>,
         plan: &LogicalPlan,
     ) -> Result<Vec<RecordBatch>> {
-        let plan = match physical {
-            Some(planned) => reset_plan_states(planned.clone())?,
-            None => {
-                let planned = self.delta_ctx.state().create_physical_plan(plan).await?;
-                *physical = Some(planned.clone());
-                planned
-            }
+        let plan = if let Some(planned) = physical {
+            reset_plan_states(planned.clone())?
+        } else {
+            let planned = self.delta_ctx.state().create_physical_plan(plan).await?;
+            *physical = Some(planned.clone());
+            planned
         };
         Ok(collect(plan, self.delta_ctx.task_ctx()).await?)
     }
