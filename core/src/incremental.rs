@@ -139,7 +139,7 @@ impl TableProvider for DeltaTable {
         // Filters are not pushed down (the default), and a LIMIT over a log is never maintained incrementally.
         Ok(Arc::new(DeltaExec::new(
             self.batches.clone(),
-            self.schema.clone(),
+            &self.schema,
             projection.cloned(),
         )?))
     }
@@ -156,7 +156,7 @@ pub(crate) struct DeltaExec {
 impl DeltaExec {
     fn new(
         batches: Arc<Mutex<Vec<RecordBatch>>>,
-        schema: SchemaRef,
+        schema: &SchemaRef,
         projection: Option<Vec<usize>>,
     ) -> datafusion::error::Result<DeltaExec> {
         use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
