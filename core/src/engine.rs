@@ -401,6 +401,7 @@ impl Engine {
             watched: watched.clone(),
             last_poll: Instant::now(),
             background: None,
+            failed_at: BTreeMap::new(),
         };
         let handle = std::thread::Builder::new()
             .name("kappa-engine".into())
@@ -652,6 +653,8 @@ struct Worker {
     last_poll: Instant,
     /// A round of recomputes running in the background.
     background: Option<live::Background>,
+    /// Sources whose file could not be read again, with what the file looked like then.
+    failed_at: BTreeMap<String, Option<live::Signature>>,
 }
 
 impl Worker {

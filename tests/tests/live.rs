@@ -711,3 +711,47 @@ fn kappa_watch_stops_cleanly_on_ctrl_c() {
     let exit = watch.child.wait().expect("wait");
     assert!(exit.success(), "{exit:?}");
 }
+
+#[test]
+fn a_log_emptied_out_shows_empty_views_and_an_unreadable_one_is_reported_once() {
+    let dir = kinds_dir();
+    let log = dir.path().join("events.jsonl");
+    std::fs::write(
+        &log,
+        (0..3).map(|i| event_line(i, 1, 5, "a")).collect::<String>(),
+    )
+    .expect("write");
+    let engine = open(&dir.path().join("kappa.toml"));
+    // Truncated to nothing: the log keeps its columns, with no records.
+    std::fs::write(&log, "").expect("truncate");
+    let snapshot = refresh(&engine);
+    assert_eq!(
+        snapshot.updates.last().map(|u| u.event),
+        Some(LiveEvent::Truncated)
+    );
+    assert_eq!(
+        csv_lines(&table(&engine, "totals")),
+        ["n,total,first_note", "0,,"]
+    );
+    assert_eq!(table(&engine, "per_user").num_rows(), 0);
+
+    // Records without the declared event_id column cannot be read: reported once, not on every look.
+    std::fs::write(&log, "{\"x\":1}\n").expect("write");
+    let snapshot = refresh(&engine);
+    let update = snapshot.updates.last().expect("an update");
+    assert_eq!(update.event, LiveEvent::Failed, "{update:?}");
+    assert!(update.detail.contains("event_id"), "{}", update.detail);
+    assert_eq!(refresh(&engine).updates.len(), snapshot.updates.len());
+    assert_eq!(refresh(&engine).updates.len(), snapshot.updates.len());
+    // Fixed: read again.
+    std::fs::write(&log, event_line(9, 2, 7, "z")).expect("write");
+    let snapshot = refresh(&engine);
+    assert_eq!(
+        snapshot.source("events").map(|s| &s.status),
+        Some(&NodeStatus::Fresh)
+    );
+    assert_eq!(
+        csv_lines(&table(&engine, "totals")),
+        ["n,total,first_note", "1,7,z"]
+    );
+}

@@ -995,6 +995,12 @@ impl Worker {
             else {
                 continue;
             };
+            if let Some(failed) = self.failed_at.get(&name) {
+                if Signature::of(&spec.path) == *failed {
+                    continue;
+                }
+                self.failed_at.remove(&name);
+            }
             let tail = self
                 .logs
                 .get(&name)
@@ -1177,6 +1183,11 @@ impl Worker {
     }
 
     fn failed(&mut self, name: &str, reason: &str) {
+        // Reported once: the file is looked at again when it changes.
+        if let Some(spec) = self.pipeline.sources.iter().find(|s| s.name == name) {
+            let signature = Signature::of(&spec.path);
+            self.failed_at.insert(name.to_owned(), signature);
+        }
         self.set_source_notice(
             name,
             NodeStatus::Error(reason.to_owned()),
@@ -1209,8 +1220,25 @@ impl Worker {
             return false;
         };
         let from = self.logs.get(name).map_or(0, |l| l.end_offset);
-        match source::load(&spec).and_then(|l| SourceLog::new(&spec, l)) {
+        let previous = self.logs.get(name).map(|l| l.schema.clone());
+        let loaded = source::load(&spec).and_then(|loaded| {
+            match (SourceLog::new(&spec, loaded.clone()), previous) {
+                // A log emptied out (truncated to nothing) has no columns to infer: it keeps the ones it had, with no
+                // records, so its views show the empty log instead of failing.
+                (Err(_), Some(schema)) if loaded.rows == 0 => SourceLog::new(
+                    &spec,
+                    source::LoadedSource {
+                        schema,
+                        batches: Vec::new(),
+                        ..loaded
+                    },
+                ),
+                (log, _) => log,
+            }
+        });
+        match loaded {
             Ok(log) => {
+                self.failed_at.remove(name);
                 let to = log.end_offset;
                 let schema = log.schema.clone();
                 self.logs.insert(name.to_owned(), log);
