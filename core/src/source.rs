@@ -64,6 +64,16 @@ pub(crate) struct Tail {
     json: Option<Vec<(String, JsonType)>>,
 }
 
+impl Tail {
+    /// This tail, decoding appended lines with the fields `other` knew (a log emptied out keeps its columns).
+    pub(crate) fn with_fields_of(mut self, other: &Tail) -> Tail {
+        if self.json.as_ref().is_some_and(Vec::is_empty) {
+            self.json.clone_from(&other.json);
+        }
+        self
+    }
+}
+
 /// How many of a file's first bytes are kept to notice it being rewritten in place.
 const HEAD_BYTES: usize = 256;
 

@@ -321,11 +321,23 @@ proptest! {
         let dir = tempfile::tempdir().expect("temp dir");
         let full = dir.path().join("full");
         kappa_core::generate_shop(&full, events, seed).expect("gen");
-        // At least one line: an empty log has none of the declared columns (a clear error of its own).
-        let n = ((events as f64 * cut) as u64).max(1);
+        let text = std::fs::read_to_string(full.join("orders.jsonl")).expect("read");
+        // A prefix long enough to hold every field the views read: a log whose lines lack a column cannot plan
+        // them (a clear error of its own, tested elsewhere).
+        let mut seen = std::collections::BTreeSet::new();
+        let enough = text
+            .lines()
+            .position(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).expect("json");
+                seen.extend(value.as_object().expect("object").keys().cloned());
+                ["amount", "qty", "product_id", "order_id", "customer_id"]
+                    .iter()
+                    .all(|f| seen.contains(*f))
+            })
+            .map_or(1, |i| i as u64 + 1);
+        let n = ((events as f64 * cut) as u64).max(enough);
         let prefix = dir.path().join("prefix");
         std::fs::create_dir(&prefix).expect("mkdir");
-        let text = std::fs::read_to_string(full.join("orders.jsonl")).expect("read");
         let head: String = text.lines().take(n as usize).flat_map(|l| [l, "\n"]).collect();
         std::fs::write(prefix.join("orders.jsonl"), head).expect("write");
         for file in ["products.parquet", "kappa.toml"] {

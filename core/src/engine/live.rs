@@ -1042,6 +1042,13 @@ impl Worker {
                     let records = tail.rows;
                     if log.append(tail).is_ok() {
                         appended.push((name.clone(), from, records));
+                        // Read again after a failure: the source is fine now.
+                        if let Some(state) = self.sources.get_mut(&name)
+                            && matches!(state.status, NodeStatus::Error(_))
+                        {
+                            state.status = NodeStatus::Fresh;
+                            state.notice = Some("read again".to_owned());
+                        }
                     } else {
                         replay |= self.reload(
                             &name,
@@ -1220,19 +1227,30 @@ impl Worker {
             return false;
         };
         let from = self.logs.get(name).map_or(0, |l| l.end_offset);
-        let previous = self.logs.get(name).map(|l| l.schema.clone());
+        let previous = self
+            .logs
+            .get(name)
+            .map(|l| (l.schema.clone(), l.tail.clone()));
         let loaded = source::load(&spec).and_then(|loaded| {
             match (SourceLog::new(&spec, loaded.clone()), previous) {
                 // A log emptied out (truncated to nothing) has no columns to infer: it keeps the ones it had, with no
-                // records, so its views show the empty log instead of failing.
-                (Err(_), Some(schema)) if loaded.rows == 0 => SourceLog::new(
-                    &spec,
-                    source::LoadedSource {
-                        schema,
-                        batches: Vec::new(),
-                        ..loaded
-                    },
-                ),
+                // records, so its views show the empty log instead of failing, and lines appended to it decode as
+                // before.
+                (Err(_), Some((schema, old_tail))) if loaded.rows == 0 => {
+                    let tail = match (loaded.tail.clone(), old_tail) {
+                        (Some(tail), Some(old)) => Some(tail.with_fields_of(&old)),
+                        (tail, _) => tail,
+                    };
+                    SourceLog::new(
+                        &spec,
+                        source::LoadedSource {
+                            schema,
+                            batches: Vec::new(),
+                            tail,
+                            ..loaded
+                        },
+                    )
+                }
                 (log, _) => log,
             }
         });
