@@ -1399,15 +1399,11 @@ impl Worker {
             let Some(spec) = self.pipeline.view(&name).cloned() else {
                 continue;
             };
-            let (mut computed, error) = self.compute_view(&spec).await;
+            let (computed, error) = self.compute_view(&spec).await;
             if report == Some(name.as_str()) {
                 reported = error;
             }
-            if let Some(maint) = computed.maint.take() {
-                self.register_for_delta(&name, &maint).await;
-                self.maint.insert(name.clone(), maint);
-            }
-            self.views.insert(name, computed);
+            self.install(&name, computed).await;
             self.publish();
         }
         for delta in self.delta_tables.values() {

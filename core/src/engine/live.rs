@@ -146,6 +146,24 @@ pub struct LiveUpdate {
     pub lag_ms: Option<f64>,
 }
 
+impl LiveUpdate {
+    /// An update about `source` that fed no events: from and to `offset`, no views.
+    fn notice(source: &str, event: LiveEvent, detail: String, offset: u64) -> LiveUpdate {
+        LiveUpdate {
+            seq: 0,
+            source: source.to_owned(),
+            event,
+            detail,
+            from_offset: offset,
+            to_offset: offset,
+            events: 0,
+            duplicates: 0,
+            views: Vec::new(),
+            lag_ms: None,
+        }
+    }
+}
+
 /// How a computed view is kept up to date.
 pub(super) enum Maint {
     Append {
@@ -753,21 +771,14 @@ impl Worker {
         self.last_recompute_secs = background.started.elapsed().as_secs_f64();
         if !view_changes.is_empty() && !self.replay_running() {
             let head = self.head();
+            let detail = format!(
+                "recomputed {} view(s) in {:.1} ms, in the background",
+                view_changes.len(),
+                self.last_recompute_secs * 1000.0
+            );
             self.push_update(LiveUpdate {
-                seq: 0,
-                source: String::new(),
-                event: LiveEvent::Recomputed,
-                detail: format!(
-                    "recomputed {} view(s) in {:.1} ms, in the background",
-                    view_changes.len(),
-                    self.last_recompute_secs * 1000.0
-                ),
-                from_offset: head,
-                to_offset: head,
-                events: 0,
-                duplicates: 0,
                 views: view_changes.clone(),
-                lag_ms: None,
+                ..LiveUpdate::notice("", LiveEvent::Recomputed, detail, head)
             });
         }
         self.publish();
@@ -787,7 +798,12 @@ impl Worker {
             return;
         };
         let _ = self.ctx.deregister_table(name);
-        let (mut computed, _) = self.compute_view(&spec).await;
+        let (computed, _) = self.compute_view(&spec).await;
+        self.install(name, computed).await;
+    }
+
+    /// Keeps a view just computed: how it is maintained (and its table in the delta context), and its state.
+    pub(super) async fn install(&mut self, name: &str, mut computed: super::ComputedView) {
         if let Some(maint) = computed.maint.take() {
             self.register_for_delta(name, &maint).await;
             self.maint.insert(name.to_owned(), maint);
@@ -873,14 +889,10 @@ impl Worker {
             };
             let view_started = Instant::now();
             let _ = self.ctx.deregister_table(name.as_str());
-            let (mut computed, _) = self.compute_view(&spec).await;
-            if let Some(maint) = computed.maint.take() {
-                self.register_for_delta(&name, &maint).await;
-                self.maint.insert(name.clone(), maint);
-            }
-            let secs = view_started.elapsed().as_secs_f64();
+            let (computed, _) = self.compute_view(&spec).await;
             let rows = computed.state.rows.unwrap_or(0);
-            self.views.insert(name.clone(), computed);
+            self.install(&name, computed).await;
+            let secs = view_started.elapsed().as_secs_f64();
             self.metrics
                 .entry(name.clone())
                 .or_default()
@@ -907,21 +919,14 @@ impl Worker {
         self.last_recompute_secs = started.elapsed().as_secs_f64();
         if !view_changes.is_empty() && !self.replay_running() {
             let head = self.head();
+            let detail = format!(
+                "recomputed {} view(s) in {:.1} ms",
+                view_changes.len(),
+                self.last_recompute_secs * 1000.0
+            );
             self.push_update(LiveUpdate {
-                seq: 0,
-                source: String::new(),
-                event: super::LiveEvent::Recomputed,
-                detail: format!(
-                    "recomputed {} view(s) in {:.1} ms",
-                    view_changes.len(),
-                    self.last_recompute_secs * 1000.0
-                ),
-                from_offset: head,
-                to_offset: head,
-                events: 0,
-                duplicates: 0,
                 views: view_changes.clone(),
-                lag_ms: None,
+                ..LiveUpdate::notice("", LiveEvent::Recomputed, detail, head)
             });
             self.publish();
         }
@@ -1090,18 +1095,12 @@ impl Worker {
                             reason.clone(),
                         );
                         let offset = self.logs.get(&name).map_or(0, |l| l.end_offset);
-                        self.push_update(LiveUpdate {
-                            seq: 0,
-                            source: name.clone(),
-                            event: LiveEvent::Deleted,
-                            detail: reason,
-                            from_offset: offset,
-                            to_offset: offset,
-                            events: 0,
-                            duplicates: 0,
-                            views: Vec::new(),
-                            lag_ms: None,
-                        });
+                        self.push_update(LiveUpdate::notice(
+                            &name,
+                            LiveEvent::Deleted,
+                            reason,
+                            offset,
+                        ));
                         self.publish();
                     }
                 }
@@ -1201,18 +1200,12 @@ impl Worker {
             format!("could not be read again: {reason}"),
         );
         let offset = self.logs.get(name).map_or(0, |l| l.end_offset);
-        self.push_update(LiveUpdate {
-            seq: 0,
-            source: name.to_owned(),
-            event: LiveEvent::Failed,
-            detail: reason.to_owned(),
-            from_offset: offset,
-            to_offset: offset,
-            events: 0,
-            duplicates: 0,
-            views: Vec::new(),
-            lag_ms: None,
-        });
+        self.push_update(LiveUpdate::notice(
+            name,
+            LiveEvent::Failed,
+            reason.to_owned(),
+            offset,
+        ));
     }
 
     /// Reads a source again from the start and reports it. True when the views must be replayed.
@@ -1283,16 +1276,8 @@ impl Worker {
                     state.schema = Some(schema);
                 }
                 self.push_update(LiveUpdate {
-                    seq: 0,
-                    source: name.to_owned(),
-                    event,
-                    detail,
-                    from_offset: from,
                     to_offset: to,
-                    events: 0,
-                    duplicates: 0,
-                    views: Vec::new(),
-                    lag_ms: None,
+                    ..LiveUpdate::notice(name, event, detail, from)
                 });
                 true
             }
