@@ -275,6 +275,16 @@ impl AggregateView {
         })
     }
 
+    /// Keeps `batches` as the result built from the state as it is now (the first compute builds it anyway).
+    pub(crate) fn set_output(&self, batches: Vec<RecordBatch>) {
+        *self
+            .last_rows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
+            batches.iter().map(|b| b.num_rows() as u64).sum();
+        *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = Some(batches);
+    }
+
     /// The partial aggregate to run over a delta.
     pub(crate) fn delta_plan(&self) -> LogicalPlan {
         self.lock_state().shape.input.clone()

@@ -473,15 +473,16 @@ impl Watch {
     /// The next update about `source` with `event`, skipping others (recomputes, say).
     fn next(&self, source: &str, event: &str) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut skipped = Vec::new();
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            if let Ok(update) = self.lines.recv_timeout(left)
-                && update["source"] == source
-                && update["event"] == event
-            {
-                return update;
+            if let Ok(update) = self.lines.recv_timeout(left) {
+                if update["source"] == source && update["event"] == event {
+                    return update;
+                }
+                skipped.push(update);
             }
         }
-        panic!("no `{event}` update for `{source}` within 20 s");
+        panic!("no `{event}` update for `{source}` within 20 s; seen instead: {skipped:#?}");
     }
 }
 
@@ -791,5 +792,16 @@ fn lines_appended_to_an_emptied_log_are_read_as_appends() {
     assert_eq!(
         csv_lines(&table(&engine, "totals")),
         ["n,total,first_note", "1,6,b"]
+    );
+}
+
+#[test]
+fn an_aggregate_with_a_limit_shows_its_rows_before_anyone_reads_it() {
+    let engine = open(&sample("shop/kappa.toml"));
+    let snapshot = engine.snapshot();
+    assert_eq!(snapshot.view("top_products").and_then(|v| v.rows), Some(10));
+    assert_eq!(
+        snapshot.view("revenue_by_day").and_then(|v| v.rows),
+        Some(30)
     );
 }

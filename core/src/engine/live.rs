@@ -478,6 +478,7 @@ impl Worker {
                     .into_iter()
                     .map(|b| RecordBatch::try_new(view.schema(), b.columns().to_vec()))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
+                view.set_output(output.clone());
                 Ok((
                     output,
                     Maint::Aggregate {
