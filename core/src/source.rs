@@ -54,8 +54,12 @@ pub struct LoadedSource {
 /// that was truncated, rotated or rewritten is noticed.
 #[derive(Debug, Clone)]
 pub(crate) struct Tail {
-    /// One past the newline of the last complete line read.
+    /// One past the last byte read: the newline of the last complete line, or the end of a last line that was a
+    /// whole record before its newline was written (see `open_line`).
     pub bytes: u64,
+    /// The last line read had no newline yet (it parsed as a whole object, so it was read): the newline that ends
+    /// it is skipped when it comes, without a new offset.
+    pub open_line: bool,
     /// The file's device and inode when it was read (a rotated file is a new inode at the same path).
     pub file_id: Option<(u64, u64)>,
     /// The file's first bytes (up to [`HEAD_BYTES`]) when it was read: a rewritten file differs there.
@@ -133,6 +137,7 @@ pub(crate) fn tail_of(
 ) -> Tail {
     Tail {
         bytes: consumed as u64,
+        open_line: consumed > 0 && data[consumed - 1] != b'\n',
         file_id: std::fs::metadata(path).ok().as_ref().and_then(file_id),
         head: data[..data.len().min(HEAD_BYTES)].to_vec(),
         json,
@@ -151,37 +156,45 @@ pub(crate) fn complete_len(data: &[u8]) -> usize {
 /// inferred schema, and appends to the other formats, ask for a reload instead, which re-reads the file.
 pub(crate) fn read_tail(spec: &SourceSpec, tail: &Tail, next_offset: u64) -> TailRead {
     use std::io::{Read as _, Seek as _, SeekFrom};
+    /// The file's first bytes and what follows the tail, or what changed instead.
+    type Read = Result<(Vec<u8>, Vec<u8>), TailRead>;
     let path = spec.path.as_path();
-    let Ok(meta) = std::fs::metadata(path) else {
-        return TailRead::Deleted;
-    };
-    if tail.file_id.is_some() && file_id(&meta) != tail.file_id {
-        return TailRead::Reload(
-            ReloadCause::Rotated,
-            "rotated: a new file was created at the path".to_owned(),
-        );
-    }
-    if meta.len() < tail.bytes {
-        return TailRead::Reload(
+    let truncated = |len: u64| {
+        TailRead::Reload(
             ReloadCause::Truncated,
-            format!(
-                "truncated: {} bytes, {} were read before",
-                meta.len(),
-                tail.bytes
-            ),
-        );
-    }
-    let read = || -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+            format!("truncated: {len} bytes, {} were read before", tail.bytes),
+        )
+    };
+    // Everything is read through one handle, and its length is asked again after
+    // reading: a writer may truncate the file between any two of these calls.
+    let read = || -> std::io::Result<Read> {
         let mut file = File::open(path)?;
-        let mut head = vec![0; tail.head.len()];
-        file.read_exact(&mut head)?;
+        let meta = file.metadata()?;
+        if tail.file_id.is_some() && file_id(&meta) != tail.file_id {
+            return Ok(Err(TailRead::Reload(
+                ReloadCause::Rotated,
+                "rotated: a new file was created at the path".to_owned(),
+            )));
+        }
+        if meta.len() < tail.bytes {
+            return Ok(Err(truncated(meta.len())));
+        }
+        let mut head = Vec::with_capacity(tail.head.len());
+        (&mut file)
+            .take(tail.head.len() as u64)
+            .read_to_end(&mut head)?;
         file.seek(SeekFrom::Start(tail.bytes))?;
         let mut rest = Vec::new();
         file.read_to_end(&mut rest)?;
-        Ok((head, rest))
+        let len = file.metadata()?.len();
+        if len < tail.bytes || head.len() < tail.head.len() {
+            return Ok(Err(truncated(len)));
+        }
+        Ok(Ok((head, rest)))
     };
     let (head, rest) = match read() {
-        Ok(read) => read,
+        Ok(Ok(read)) => read,
+        Ok(Err(changed)) => return changed,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return TailRead::Deleted,
         Err(e) => {
             return TailRead::Reload(ReloadCause::Reread, format!("cannot read the tail: {e}"));
@@ -193,18 +206,40 @@ pub(crate) fn read_tail(spec: &SourceSpec, tail: &Tail, next_offset: u64) -> Tai
             "rewritten: the start of the file changed".to_owned(),
         );
     }
-    let complete = complete_len(&rest);
-    if complete == 0 {
-        return TailRead::Unchanged;
-    }
     let Some(known) = &tail.json else {
+        if complete_len(&rest) == 0 {
+            return TailRead::Unchanged;
+        }
         return TailRead::Reload(
             ReloadCause::Reread,
             format!("{} files are re-read whole", spec.format),
         );
     };
-    let data = &rest[..complete];
-    let (good, ty, mut diagnostics, end) = scan_jsonl(data, next_offset, Some(known));
+    // The newline that ends a line already read (whitespace before it changes nothing) has no offset.
+    let mut closed = 0;
+    if tail.open_line {
+        match rest.iter().position(|b| !matches!(b, b' ' | b'\t' | b'\r')) {
+            None => return TailRead::Unchanged,
+            Some(i) if rest[i] == b'\n' => closed = i + 1,
+            Some(_) => {
+                return TailRead::Reload(
+                    ReloadCause::Rewritten,
+                    "rewritten: the last line, read before its newline came, went on".to_owned(),
+                );
+            }
+        }
+    }
+    let data = &rest[closed..];
+    let Scan {
+        good,
+        ty,
+        mut diagnostics,
+        next_offset: end,
+        consumed,
+    } = scan_jsonl(data, next_offset, Some(known));
+    if consumed == 0 {
+        return TailRead::Unchanged;
+    }
     let JsonType::Object(mut fields) = ty else {
         unreachable!("every good line is an object")
     };
@@ -251,7 +286,8 @@ pub(crate) fn read_tail(spec: &SourceSpec, tail: &Tail, next_offset: u64) -> Tai
         diagnostics,
         cdc: None,
         tail: Some(Tail {
-            bytes: tail.bytes + complete as u64,
+            bytes: tail.bytes + (closed + consumed) as u64,
+            open_line: data[consumed - 1] != b'\n',
             file_id: tail.file_id,
             head: tail.head.clone(),
             json: Some(fields),
@@ -541,22 +577,36 @@ struct GoodLine<'a> {
     bytes: &'a [u8],
 }
 
+/// What [`scan_jsonl`] found.
+struct Scan<'a> {
+    /// The lines that parsed as objects.
+    good: Vec<GoodLine<'a>>,
+    /// The merged type of all objects.
+    ty: JsonType,
+    diagnostics: Diagnostics,
+    /// The offset after the last line read.
+    next_offset: u64,
+    /// The bytes read: up to the last newline, or to the end when the last line, without its newline yet, is a
+    /// whole object. A last line that is not (half-written, or not valid JSON yet) waits for its newline.
+    consumed: usize,
+}
+
 /// Splits `data` into lines and validates each one as a JSON object, inferring the schema over all of them.
 ///
-/// Returns the good lines, the merged type of all objects, and the diagnostics, and the offset after the last line.
 /// `base` is the first line's offset; `known` the fields inferred before, when `data` is a tail of the file.
-fn scan_jsonl<'a>(
-    data: &'a [u8],
-    base: u64,
-    known: Option<&[(String, JsonType)]>,
-) -> (Vec<GoodLine<'a>>, JsonType, Diagnostics, u64) {
+fn scan_jsonl<'a>(data: &'a [u8], base: u64, known: Option<&[(String, JsonType)]>) -> Scan<'a> {
     let mut good = Vec::new();
     let mut fields: Vec<(String, JsonType)> = known.map(<[_]>::to_vec).unwrap_or_default();
     let mut diagnostics = Diagnostics::default();
     let mut offset = base;
+    let mut consumed = complete_len(data);
     for (this, line, complete) in Lines::starting_at(data, base) {
         offset = this + 1;
         if line.iter().all(u8::is_ascii_whitespace) {
+            if !complete {
+                // Spaces after the last newline: no line yet.
+                offset = this;
+            }
             continue;
         }
         match serde_json::from_slice::<Value>(line) {
@@ -567,7 +617,19 @@ fn scan_jsonl<'a>(
                     offset: this,
                     bytes: line,
                 });
+                if !complete {
+                    consumed = data.len();
+                }
             }
+            Ok(other) if !complete => diagnostics.push(Diagnostic {
+                kind: DiagnosticKind::IncompleteLine,
+                line: Some(this + 1),
+                offset: Some(this),
+                reason: format!(
+                    "the last line has no newline yet and is {}, not an object; it is read when its newline comes",
+                    json_kind(&other)
+                ),
+            }),
             Ok(other) => diagnostics.push(Diagnostic {
                 kind: DiagnosticKind::Malformed,
                 line: Some(this + 1),
@@ -579,6 +641,15 @@ fn scan_jsonl<'a>(
                 line: Some(this + 1),
                 offset: Some(this),
                 reason: "the last line is incomplete (no newline yet); it is not read".to_owned(),
+            }),
+            Err(e) if !complete => diagnostics.push(Diagnostic {
+                kind: DiagnosticKind::IncompleteLine,
+                line: Some(this + 1),
+                offset: Some(this),
+                reason: format!(
+                    "the last line has no newline yet and is not valid JSON ({}); it is read when its newline comes",
+                    describe_json_error(&e)
+                ),
             }),
             Err(e) => diagnostics.push(Diagnostic {
                 kind: DiagnosticKind::Malformed,
@@ -595,7 +666,13 @@ fn scan_jsonl<'a>(
     } else {
         offset
     };
-    (good, JsonType::Object(fields), diagnostics, next_offset)
+    Scan {
+        good,
+        ty: JsonType::Object(fields),
+        diagnostics,
+        next_offset,
+        consumed,
+    }
 }
 
 /// Merges one object's fields into the schema so far, noting a top-level field that appears after the first record or
@@ -672,7 +749,13 @@ pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
 
 fn load_jsonl(path: &Path, offset_name: &str) -> Result<LoadedSource> {
     let data = read_file(path)?;
-    let (good, ty, mut diagnostics, next_offset) = scan_jsonl(&data, 0, None);
+    let Scan {
+        good,
+        ty,
+        mut diagnostics,
+        next_offset,
+        consumed,
+    } = scan_jsonl(&data, 0, None);
     let JsonType::Object(mut fields) = ty else {
         unreachable!("every good line is an object")
     };
@@ -700,7 +783,7 @@ fn load_jsonl(path: &Path, offset_name: &str) -> Result<LoadedSource> {
         next_offset,
         diagnostics,
         cdc: None,
-        tail: Some(tail_of(path, &data, complete_len(&data), Some(fields))),
+        tail: Some(tail_of(path, &data, consumed, Some(fields))),
     })
 }
 
@@ -1254,7 +1337,12 @@ mod tests {
     #[test]
     fn scan_reports_bad_lines_with_line_numbers_and_gaps() {
         let data = b"{\"a\":1}\nnot json\n\n[1]\n{\"a\":2}\n{\"a\":";
-        let (good, _, diagnostics, next) = scan_jsonl(data, 0, None);
+        let Scan {
+            good,
+            diagnostics,
+            next_offset: next,
+            ..
+        } = scan_jsonl(data, 0, None);
         assert_eq!(
             good.iter().map(|l| l.offset).collect::<Vec<_>>(),
             vec![0, 4]

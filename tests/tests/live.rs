@@ -192,8 +192,11 @@ proptest! {
             append(&log, &bytes[written..cut]);
             written = cut;
             let snapshot = refresh(&engine);
-            // Complete lines so far, by offset; the part after the last newline waits.
-            let text = std::str::from_utf8(&bytes[..bytes[..written].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)])
+            // Complete lines so far, by offset; the part after the last newline waits, unless it is a whole
+            // object already (cut just before its newline), which is read as a file without a final newline is.
+            let complete = bytes[..written].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let whole = serde_json::from_slice::<serde_json::Value>(&bytes[complete..written]).is_ok_and(|v| v.is_object());
+            let text = std::str::from_utf8(&bytes[..if whole { written } else { complete }])
                 .expect("complete lines are whole UTF-8");
             let mut seen_ids = std::collections::HashSet::new();
             let expected: Vec<String> = text
@@ -804,4 +807,48 @@ fn an_aggregate_with_a_limit_shows_its_rows_before_anyone_reads_it() {
         snapshot.view("revenue_by_day").and_then(|v| v.rows),
         Some(30)
     );
+}
+
+/// A last line without its newline that is a whole object is read (as in a file that ends without one); its newline,
+/// when it comes, adds no line, and a line that goes on instead reloads the log.
+#[test]
+fn a_whole_last_line_without_a_newline_is_read_once() {
+    let dir = kinds_dir();
+    let log = dir.path().join("events.jsonl");
+    let first = event_line(0, 1, 5, "a");
+    std::fs::write(&log, first.trim_end()).expect("write");
+    let engine = open(&dir.path().join("kappa.toml"));
+    let ids = || {
+        csv_lines(&sql(
+            &engine,
+            "SELECT _offset, id FROM events ORDER BY _offset",
+        ))
+    };
+    assert_eq!(ids(), ["_offset,id", "0,e0"]);
+    // Its newline, then the next line without one, then spaces and the newline that ends it.
+    append(&log, b"\n");
+    assert_eq!(
+        refresh(&engine).source("events").map(|s| s.next_offset),
+        Some(1)
+    );
+    append(&log, event_line(1, 2, 6, "b").trim_end().as_bytes());
+    refresh(&engine);
+    append(&log, b"  \r\n");
+    append(&log, event_line(2, 3, 7, "c").as_bytes());
+    let snapshot = refresh(&engine);
+    assert_eq!(ids(), ["_offset,id", "0,e0", "1,e1", "2,e2"]);
+    assert_eq!(snapshot.source("events").map(|s| s.next_offset), Some(3));
+    assert_self_audit_passes(&engine);
+    // A line read before its newline that then goes on is not the line that was read: the log is read again.
+    append(&log, event_line(3, 4, 8, "d").trim_end().as_bytes());
+    refresh(&engine);
+    append(&log, b"x\n");
+    let snapshot = refresh(&engine);
+    assert_eq!(
+        snapshot.updates.last().map(|u| u.event),
+        Some(LiveEvent::Rewritten)
+    );
+    assert_eq!(ids(), ["_offset,id", "0,e0", "1,e1", "2,e2"]);
+    let source = snapshot.source("events").expect("events");
+    assert_eq!((source.next_offset, source.diagnostics.malformed), (4, 1));
 }
