@@ -71,6 +71,28 @@ pub enum QueryTarget {
     Table(String),
     /// An ad-hoc read-only `SELECT` over the pipeline's tables.
     Sql(String),
+    /// A source or view as a front end browses it: filtered, then sorted.
+    Browse(Browse),
+}
+
+/// How a front end browses a table: which rows, in what order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Browse {
+    pub table: String,
+    /// A SQL predicate over the table's columns (`amount > 10 AND type = 'order_placed'`); text that is not one is
+    /// matched as a case-insensitive substring of any column instead.
+    pub filter: Option<String>,
+    /// The column to sort by, and whether descending.
+    pub sort: Option<(String, bool)>,
+}
+
+/// How a browse filter was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterUse {
+    /// As a SQL predicate.
+    Predicate,
+    /// As a substring of any column, because it is not a predicate over the table (the reason says why).
+    Substring(String),
 }
 
 /// What the front ends ask of the engine.
@@ -147,6 +169,14 @@ pub enum Command {
     /// self-audit catches a corrupted state. Not for front ends.
     #[doc(hidden)]
     TamperViewState { view: String, keep_rows: usize },
+    /// Writes a table (or a query's rows) to a file, atomically: Parquet, CSV, JSON Lines or JSON, as `format` says
+    /// or else as the file name's extension does. Answers with the rows written.
+    Export {
+        target: QueryTarget,
+        path: PathBuf,
+        format: Option<crate::output::ExportFormat>,
+        reply: Reply<u64>,
+    },
     /// Stops the worker.
     Shutdown,
 }
@@ -194,6 +224,8 @@ pub struct QueryResult {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
     pub elapsed_secs: f64,
+    /// For a browse with a filter: how the filter was applied.
+    pub filter: Option<FilterUse>,
 }
 
 impl QueryResult {
@@ -763,6 +795,15 @@ impl Worker {
             } => {
                 self.refresh_recomputes(true).await;
                 reply.send(self.query(target, limit).await);
+            }
+            Command::Export {
+                target,
+                path,
+                format,
+                reply,
+            } => {
+                self.refresh_recomputes(true).await;
+                reply.send(self.export(target, &path, format).await);
             }
             Command::FilesChanged { paths } => self.files_changed(&paths).await,
             Command::MeasurePaths {
@@ -1519,32 +1560,62 @@ impl Worker {
         )
     }
 
+    /// Writes a query's rows to a file (see [`Command::Export`]).
+    async fn export(
+        &self,
+        target: QueryTarget,
+        path: &Path,
+        format: Option<crate::output::ExportFormat>,
+    ) -> Result<u64> {
+        let format = format
+            .or_else(|| crate::output::ExportFormat::from_path(path))
+            .ok_or_else(|| Error::ExportFormat {
+                path: path.to_path_buf(),
+            })?;
+        let result = self.query(target, None).await?;
+        crate::output::export_batches(path, &result.schema, &result.batches, format)
+    }
+
+    /// A source or view that can be read now, or why not.
+    fn readable(&self, name: &str) -> Result<()> {
+        if let Some(reason) = self.failure(name) {
+            return Err(Error::Unavailable {
+                name: name.to_owned(),
+                reason,
+            });
+        }
+        if !self.published.table_names().iter().any(|n| n == name) {
+            return Err(Error::NotFound {
+                name: name.to_owned(),
+                known: self.published.table_names(),
+            });
+        }
+        Ok(())
+    }
+
     async fn query(&self, target: QueryTarget, limit: Option<usize>) -> Result<QueryResult> {
         let started = Instant::now();
         let session = self.ctx.state();
-        let (name, sql) = match &target {
+        let mut filter = None;
+        let (name, plan) = match &target {
             QueryTarget::Table(name) => {
-                if let Some(reason) = self.failure(name) {
-                    return Err(Error::Unavailable {
-                        name: name.clone(),
-                        reason,
-                    });
-                }
-                if !self.published.table_names().contains(name) {
-                    return Err(Error::NotFound {
-                        name: name.clone(),
-                        known: self.published.table_names(),
-                    });
-                }
-                (
-                    Some(name.clone()),
-                    format!("SELECT * FROM {}", quote_ident(name)),
-                )
+                self.readable(name)?;
+                let sql = format!("SELECT * FROM {}", quote_ident(name));
+                let statement = sql::parse_query(&session, Some(name), &sql)?;
+                let plan = sql::plan_query(&session, Some(name), statement).await?;
+                (Some(name.clone()), plan)
             }
-            QueryTarget::Sql(sql) => (None, sql.clone()),
+            QueryTarget::Sql(sql) => {
+                let statement = sql::parse_query(&session, None, sql)?;
+                (None, sql::plan_query(&session, None, statement).await?)
+            }
+            QueryTarget::Browse(browse) => {
+                self.readable(&browse.table)?;
+                let (plan, used) = self.plan_browse(browse).await?;
+                filter = used;
+                (Some(browse.table.clone()), plan)
+            }
         };
-        let statement = sql::parse_query(&session, name.as_deref(), &sql)?;
-        let plan = sql::plan_query(&session, name.as_deref(), statement).await?;
         let mut frame = DataFrame::new(session, plan);
         if let Some(limit) = limit {
             frame = frame.limit(0, Some(limit))?;
@@ -1558,7 +1629,76 @@ impl Worker {
             schema,
             batches,
             elapsed_secs: started.elapsed().as_secs_f64(),
+            filter,
         })
+    }
+
+    /// The plan of a browse: its filter as a predicate when it plans as one, or else as a substring of any column.
+    async fn plan_browse(
+        &self,
+        browse: &Browse,
+    ) -> Result<(datafusion::logical_expr::LogicalPlan, Option<FilterUse>)> {
+        let session = self.ctx.state();
+        let table = quote_ident(&browse.table);
+        let order = browse
+            .sort
+            .as_ref()
+            .map_or_else(String::new, |(column, descending)| {
+                let direction = if *descending {
+                    "DESC NULLS LAST"
+                } else {
+                    "ASC NULLS LAST"
+                };
+                format!(" ORDER BY {} {direction}", quote_ident(column))
+            });
+        let plan = |sql: String| {
+            let session = session.clone();
+            let name = browse.table.clone();
+            async move {
+                let statement = sql::parse_query(&session, Some(&name), &sql)?;
+                sql::plan_query(&session, Some(&name), statement).await
+            }
+        };
+        let Some(text) = browse
+            .filter
+            .as_deref()
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+        else {
+            return Ok((plan(format!("SELECT * FROM {table}{order}")).await?, None));
+        };
+        let predicate = plan(format!("SELECT * FROM {table} WHERE {text}{order}")).await;
+        match predicate {
+            Ok(planned) => Ok((planned, Some(FilterUse::Predicate))),
+            Err(error) => {
+                let schema = self
+                    .ctx
+                    .table(table.as_str())
+                    .await?
+                    .schema()
+                    .as_arrow()
+                    .clone();
+                let columns: Vec<String> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| format!("coalesce(CAST({} AS VARCHAR), '')", quote_ident(f.name())))
+                    .collect();
+                let pattern = text
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+                    .replace('\'', "''");
+                let sql = format!(
+                    "SELECT * FROM {table} WHERE concat_ws(' ', {}) ILIKE '%{pattern}%' ESCAPE '\\'{order}",
+                    columns.join(", ")
+                );
+                let reason = match &error {
+                    Error::ViewSql { source, .. } => crate::error::datafusion_message(source),
+                    other => other.to_string(),
+                };
+                Ok((plan(sql).await?, Some(FilterUse::Substring(reason))))
+            }
+        }
     }
 
     /// Why `table` failed, if it is a source or view in error.
@@ -1737,6 +1877,7 @@ fn fail(command: Command, error: &std::io::Error) {
         }
         | Command::MeasurePaths { reply, .. } => reply.send(Err(error())),
         Command::Query { reply, .. } => reply.send(Err(error())),
+        Command::Export { reply, .. } => reply.send(Err(error())),
         Command::RunChecks {
             reply: Some(reply), ..
         }

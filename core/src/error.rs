@@ -196,6 +196,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// An export was asked for a file name whose format is not known.
+    #[error("{}: cannot tell the export format from the file name; end it in .parquet, .csv, .jsonl or .json", path.display())]
+    ExportFormat { path: PathBuf },
+
+    /// A pipeline opened from bare files has no file to write views back to.
+    #[error("no pipeline file to write to: the pipeline was opened from data files")]
+    NoPipelineFile,
+
     /// The engine's worker thread has stopped, so it cannot answer.
     #[error("the engine has stopped")]
     EngineStopped,
@@ -207,7 +215,7 @@ fn subject(view: Option<&str>) -> String {
 }
 
 /// DataFusion's message, with a parser error shown as text rather than as its debug form.
-fn datafusion_message(error: &DataFusionError) -> String {
+pub(crate) fn datafusion_message(error: &DataFusionError) -> String {
     match error.find_root() {
         DataFusionError::SQL(parser, _) => format!(
             "SQL syntax error: {}",

@@ -309,6 +309,16 @@ impl AggregateView {
 
     /// Rows of the result: the groups when nothing above the aggregate filters or limits them, else the rows of the
     /// result last built.
+    /// Whether the row count waits for the result to be built (a HAVING or LIMIT that changed since last read).
+    pub(crate) fn needs_output(&self) -> bool {
+        self.lock_state().shape.filters_or_limits
+            && self
+                .cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_none()
+    }
+
     pub(crate) fn rows(&self) -> u64 {
         let state = self.lock_state();
         if state.shape.filters_or_limits {

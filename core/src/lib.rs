@@ -52,9 +52,9 @@ mod verify;
 pub use cdc::{CHANGES_SUFFIX, UNAVAILABLE_VALUE};
 pub use diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
 pub use engine::{
-    Command, Engine, EngineOptions, EngineStatus, LiveEvent, LiveUpdate, MAX_UPDATES, NodeStatus,
-    PathMetrics, QueryResult, QueryTarget, ReplayProgress, ReplayState, Reply, Snapshot,
-    SourceState, ViewChange, ViewState, Waker, no_waker,
+    Browse, Command, Engine, EngineOptions, EngineStatus, FilterUse, LiveEvent, LiveUpdate,
+    MAX_UPDATES, NodeStatus, PathMetrics, QueryResult, QueryTarget, ReplayProgress, ReplayState,
+    Reply, Snapshot, SourceState, ViewChange, ViewState, Waker, no_waker,
 };
 pub use error::{Error, Result};
 pub use generate::{
@@ -63,9 +63,11 @@ pub use generate::{
 };
 pub use incremental::{Maintenance, MaintenanceKind};
 pub use lineage::{ColumnLineage, ColumnRef, Edge, Lineage, LineageNode, NodeKind};
-pub use output::{TextFormat, display_rows, write_atomic, write_batches};
+pub use output::{
+    ExportFormat, TextFormat, display_rows, export_batches, write_atomic, write_batches,
+};
 pub use pipeline::{
-    CheckKind, CheckSpec, Format, Pipeline, SourceKind, SourceSpec, ViewMode, ViewSpec,
+    CheckKind, CheckSpec, Format, Pipeline, SourceKind, SourceSpec, ViewMode, ViewSpec, save_views,
     table_name_for,
 };
 pub use source::{LoadedSource, OFFSET_COLUMN, load as load_source, quiet_reader_panics};

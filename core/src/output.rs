@@ -194,3 +194,65 @@ pub fn display_rows(batches: &[RecordBatch], limit: usize) -> Result<Vec<Vec<Opt
     }
     Ok(rows)
 }
+
+/// A file format a table can be exported to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Parquet,
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+    /// One JSON array of objects.
+    Json,
+}
+
+impl ExportFormat {
+    /// The format a file name asks for, by its extension (`.parquet`, `.csv`, `.jsonl`/`.ndjson`, `.json`).
+    #[must_use]
+    pub fn from_path(path: &Path) -> Option<ExportFormat> {
+        let extension = path.extension()?.to_str()?.to_ascii_lowercase();
+        match extension.as_str() {
+            "parquet" | "pq" => Some(ExportFormat::Parquet),
+            "csv" => Some(ExportFormat::Csv),
+            "jsonl" | "ndjson" => Some(ExportFormat::Jsonl),
+            "json" => Some(ExportFormat::Json),
+            _ => None,
+        }
+    }
+}
+
+/// Writes `batches` to `path` in `format`, atomically (a temporary file renamed into place), and returns the rows
+/// written.
+pub fn export_batches(
+    path: &Path,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    format: ExportFormat,
+) -> Result<u64> {
+    use datafusion::parquet::arrow::ArrowWriter;
+    let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    write_atomic(path, |file| {
+        let text = match format {
+            ExportFormat::Parquet => {
+                let parquet = |source| Error::ParquetFile {
+                    path: path.to_path_buf(),
+                    source,
+                };
+                let mut writer =
+                    ArrowWriter::try_new(&mut *file, schema.clone(), None).map_err(parquet)?;
+                for batch in batches {
+                    writer.write(batch).map_err(parquet)?;
+                }
+                writer.close().map_err(parquet)?;
+                return Ok(());
+            }
+            ExportFormat::Csv => TextFormat::Csv,
+            ExportFormat::Jsonl => TextFormat::Jsonl,
+            ExportFormat::Json => TextFormat::Json,
+        };
+        let mut out = std::io::BufWriter::new(&mut *file);
+        write_batches(&mut out, schema, batches, text)?;
+        out.flush().map_err(|e| Error::io(path, e))
+    })?;
+    Ok(rows)
+}

@@ -674,6 +674,93 @@ pub fn table_name_for(path: &Path) -> String {
     name
 }
 
+/// Writes views back to the pipeline file at `path`, keeping everything else as it was written (comments, layout,
+/// sources, checks): a view already in the file gets its new SQL and mode, a new one is added at the end. Views of
+/// the file that are not given are left alone. The file is replaced atomically.
+pub fn save_views(path: &Path, views: &[ViewSpec]) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
+        let (line, column) = e.span().map_or((0, 0), |span| line_col(&text, span.start));
+        Error::PipelineSyntax {
+            path: path.to_path_buf(),
+            line,
+            column,
+            reason: e.message().to_owned(),
+        }
+    })?;
+    let tables = doc
+        .entry("view")
+        .or_insert_with(|| toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new()))
+        .as_array_of_tables_mut()
+        .ok_or_else(|| Error::PipelineSyntax {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            reason: "`view` must be an array of tables ([[view]])".to_owned(),
+        })?;
+    for view in views {
+        let existing = tables
+            .iter_mut()
+            .find(|t| t.get("name").and_then(toml_edit::Item::as_str) == Some(view.name.as_str()));
+        let table = if let Some(table) = existing {
+            table
+        } else {
+            let mut table = toml_edit::Table::new();
+            table.insert("name", toml_edit::value(view.name.as_str()));
+            tables.push(table);
+            tables.iter_mut().last().expect("just pushed")
+        };
+        if table.get("sql").and_then(toml_edit::Item::as_str) != Some(view.sql.as_str()) {
+            let decor = table
+                .get("sql")
+                .and_then(toml_edit::Item::as_value)
+                .map(|v| v.decor().clone());
+            let mut value = sql_value(&view.sql);
+            if let Some(decor) = decor {
+                *value.decor_mut() = decor;
+            }
+            table.insert("sql", toml_edit::Item::Value(value));
+        }
+        let written = match table.get("mode").and_then(toml_edit::Item::as_str) {
+            Some("on_read") => ViewMode::OnRead,
+            _ => ViewMode::Materialized,
+        };
+        if written != view.mode {
+            let name = match view.mode {
+                ViewMode::Materialized => "materialized",
+                ViewMode::OnRead => "on_read",
+            };
+            table.insert("mode", toml_edit::value(name));
+        }
+    }
+    let text = doc.to_string();
+    crate::output::write_atomic(path, |file| {
+        use std::io::Write as _;
+        file.write_all(text.as_bytes())
+            .map_err(|e| Error::io(path, e))
+    })
+}
+
+/// SQL as a TOML value: a multi-line literal string (`'''`) when it can be one, so it reads as it was typed.
+fn sql_value(sql: &str) -> toml_edit::Value {
+    let literal = !sql.contains("'''")
+        && !sql.ends_with('\'')
+        && !sql
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r');
+    if literal && sql.contains('\n') {
+        let body = if sql.ends_with('\n') {
+            sql.to_owned()
+        } else {
+            format!("{sql}\n")
+        };
+        if let Ok(value) = format!("'''\n{body}'''").parse::<toml_edit::Value>() {
+            return value;
+        }
+    }
+    toml_edit::Value::from(sql)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,4 +10,5 @@ mod replay;
 mod security;
 mod shop;
 mod sources;
+mod tui;
 mod verify;

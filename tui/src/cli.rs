@@ -349,6 +349,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        // In a terminal, the app; piped or in a script, the overview as text.
+        None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
+            crate::terminal::open(&cli.inputs)
+        }
         None => overview(&cli.inputs),
     }
 }

@@ -117,7 +117,7 @@ fn filtered(update: &LiveUpdate, views: &[String]) -> LiveUpdate {
 }
 
 /// One update in words: `orders appended: 3 events, offsets 100..103; views: revenue_by_day +0 ~1 (31 rows); lag 4.2 ms`.
-fn update_line(update: &LiveUpdate) -> String {
+pub(crate) fn update_line(update: &LiveUpdate) -> String {
     let event = serde_json::to_value(update.event)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
@@ -184,7 +184,7 @@ pub fn paths(args: &PathsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn secs(value: Option<f64>) -> String {
+pub(crate) fn secs(value: Option<f64>) -> String {
     match value {
         None => "-".to_owned(),
         Some(s) if s < 1e-3 => format!("{:.1} µs", s * 1e6),
@@ -193,7 +193,7 @@ fn secs(value: Option<f64>) -> String {
     }
 }
 
-fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     if n < 1024 {
         format!("{n} B")
     } else if n < 1024 * 1024 {

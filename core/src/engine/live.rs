@@ -854,6 +854,28 @@ impl Worker {
     /// starts, so appends keep flowing through the incremental views meanwhile; its results are taken in when it
     /// finishes. With `force`, a running round is waited for and what is still behind is recomputed now.
     pub(super) async fn refresh_recomputes(&mut self, force: bool) -> Vec<ViewChange> {
+        let view_changes = self.recompute_round(force).await;
+        if force {
+            self.build_limited_outputs().await;
+        }
+        view_changes
+    }
+
+    /// Builds the result of every aggregate view with a HAVING or LIMIT that changed since it was last read, so its
+    /// row count is true (its result is otherwise built when read, to keep the write path to folding).
+    async fn build_limited_outputs(&mut self) {
+        let session = self.ctx.state();
+        for maint in self.maint.values() {
+            if let Maint::Aggregate { view, .. } = maint
+                && view.needs_output()
+            {
+                // A failure here shows when the view is read; the count stays as it was.
+                let _ = view.output(&session).await;
+            }
+        }
+    }
+
+    async fn recompute_round(&mut self, force: bool) -> Vec<ViewChange> {
         let mut view_changes = Vec::new();
         if let Some(background) = self.background.take() {
             if force || background.handle.is_finished() {

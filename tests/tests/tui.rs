@@ -1,0 +1,326 @@
+//! The terminal app, driven by keys and drawn on a fixed-size `TestBackend`, as a user would use it.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
+use kappa_core::{Engine, Pipeline, no_waker};
+use kappa_tests::{csv_lines, sample, sql};
+use kappa_tui::app::{App, Event, Overlay, Tab};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+/// A copy of the shop sample, so a test may append to it and write the pipeline back.
+fn shop_copy() -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("create");
+        for entry in std::fs::read_dir(from).expect("read") {
+            let entry = entry.expect("entry");
+            if entry.file_type().expect("type").is_dir() {
+                copy(&entry.path(), &to.join(entry.file_name()));
+            } else {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy(&sample("shop"), dir.path());
+    dir
+}
+
+fn app_on(pipeline: &Path) -> App {
+    let pipeline = Pipeline::load(pipeline).unwrap_or_else(|e| panic!("{e}"));
+    let engine = Engine::start(pipeline, no_waker()).unwrap_or_else(|e| panic!("{e}"));
+    let mut app = App::new(engine);
+    app.settle(Duration::from_mins(1));
+    app
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    key_with(app, code, KeyModifiers::NONE);
+}
+
+fn key_with(app: &mut App, code: KeyCode, modifiers: KeyModifiers) {
+    app.handle(Event::Term(TermEvent::Key(KeyEvent::new(code, modifiers))));
+    app.settle(Duration::from_mins(1));
+}
+
+fn type_text(app: &mut App, text: &str) {
+    for c in text.chars() {
+        app.handle(Event::Term(TermEvent::Key(KeyEvent::new(
+            KeyCode::Char(c),
+            KeyModifiers::NONE,
+        ))));
+    }
+    app.settle(Duration::from_mins(1));
+}
+
+/// Draws the app and returns the screen as text, one line per row.
+fn screen(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
+    terminal
+        .draw(|frame| frame.render_widget(app, frame.area()))
+        .expect("draw");
+    let buffer = terminal.backend().buffer();
+    let mut text = String::new();
+    for y in 0..buffer.area.height {
+        let mut line = String::new();
+        for x in 0..buffer.area.width {
+            line.push_str(buffer[(x, y)].symbol());
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// Selects a source or view in the tree with the arrow keys, as a user would.
+fn select(app: &mut App, name: &str) {
+    key(app, KeyCode::Esc);
+    for _ in 0..app.tree.len() {
+        if app.selected_name() == Some(name) {
+            return;
+        }
+        key(app, KeyCode::Down);
+    }
+    panic!("`{name}` is not in the tree: {:?}", app.tree);
+}
+
+/// The data tab's cells of a row, as shown.
+fn shown_row(app: &App, row: usize) -> Vec<String> {
+    let (batch, at) = app.data.locate(row).expect("row");
+    kappa_core::display_rows(&[batch.slice(at, 1)], 1).expect("display")[0]
+        .iter()
+        .map(|c| c.clone().unwrap_or_default())
+        .collect()
+}
+
+/// Timings change from run to run; everything else on screen must not.
+fn snapshot_settings() -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"\d+(\.\d+)? ?(µs|ms|s)\b", "[time]");
+    settings.set_snapshot_path("snapshots");
+    settings
+}
+
+#[test]
+fn every_tab_of_the_shop_sample() {
+    let dir = shop_copy();
+    let mut app = app_on(&dir.path().join("kappa.toml"));
+    // The checks tab shows results once they are run.
+    key(&mut app, KeyCode::Char('5'));
+    key(&mut app, KeyCode::Char('c'));
+    // The failing one, at its second difference.
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Char('n'));
+    assert_eq!(
+        app.snapshot.checks[app.check].name,
+        "revenue_dashboard_cache"
+    );
+    assert_eq!(app.difference, 1);
+    select(&mut app, "revenue_by_day");
+    let settings = snapshot_settings();
+    for tab in Tab::ALL {
+        app.update(kappa_tui::app::Msg::ShowTab(tab));
+        app.settle(Duration::from_mins(1));
+        settings.bind(|| {
+            insta::assert_snapshot!(
+                format!("tab_{}", tab.title().to_lowercase()),
+                screen(&app, 110, 32)
+            );
+        });
+    }
+    key(&mut app, KeyCode::Char('?'));
+    assert!(matches!(app.overlay, Some(Overlay::Help)));
+    settings.bind(|| insta::assert_snapshot!("help", screen(&app, 110, 32)));
+    // The smallest usual terminal still draws every part.
+    key(&mut app, KeyCode::Esc);
+    app.update(kappa_tui::app::Msg::ShowTab(Tab::Data));
+    let small = screen(&app, 80, 24);
+    assert!(small.contains("revenue_by_day"), "{small}");
+    assert!(small.contains("? help"), "{small}");
+}
+
+#[test]
+fn a_view_is_opened_sorted_filtered_and_edited_with_keys() {
+    let dir = shop_copy();
+    let pipeline = dir.path().join("kappa.toml");
+    let mut app = app_on(&pipeline);
+    select(&mut app, "revenue_by_day");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.data.browse.table, "revenue_by_day");
+    assert_eq!(app.data.rows(), 30);
+    assert_eq!(shown_row(&app, 0)[0], "2024-06-01");
+
+    // Sort by revenue (the third column), descending on the second press.
+    key(&mut app, KeyCode::Right);
+    key(&mut app, KeyCode::Right);
+    key(&mut app, KeyCode::Char('s'));
+    key(&mut app, KeyCode::Char('s'));
+    let top = csv_lines(&sql(
+        app.engine(),
+        "SELECT day, payments, revenue FROM revenue_by_day ORDER BY revenue DESC LIMIT 1",
+    ));
+    assert_eq!(shown_row(&app, 0).join(","), top[1]);
+    assert!(screen(&app, 110, 32).contains("revenue ↓"));
+
+    // Filter with a predicate, then with text that is not one.
+    key(&mut app, KeyCode::Char('/'));
+    type_text(&mut app, "payments > 120");
+    key(&mut app, KeyCode::Enter);
+    let expected = csv_lines(&sql(
+        app.engine(),
+        "SELECT count(*) AS n FROM revenue_by_day WHERE payments > 120",
+    ));
+    assert_eq!(app.data.rows().to_string(), expected[1]);
+    key(&mut app, KeyCode::Char('/'));
+    for _ in 0..20 {
+        key(&mut app, KeyCode::Backspace);
+    }
+    type_text(&mut app, "06-1");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.data.rows(), 10, "days 2024-06-10 to 2024-06-19");
+    key(&mut app, KeyCode::Char('/'));
+    for _ in 0..20 {
+        key(&mut app, KeyCode::Backspace);
+    }
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.data.rows(), 30);
+
+    // Edit the SQL into an invalid query: the error shows under the text, which is kept.
+    key(&mut app, KeyCode::Char('e'));
+    type_text(&mut app, " WHERE");
+    key_with(&mut app, KeyCode::Char('s'), KeyModifiers::CONTROL);
+    let Some(Overlay::Editor(editor)) = &app.overlay else {
+        panic!("the editor closed on an error");
+    };
+    assert!(
+        editor
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("revenue_by_day")),
+        "{:?}",
+        editor.error
+    );
+    assert!(
+        editor
+            .text
+            .lines()
+            .join("\n")
+            .ends_with("ORDER BY day WHERE")
+    );
+    assert!(screen(&app, 110, 32).contains("SQL syntax error"));
+    // Closing and opening it again keeps the text too.
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Char('e'));
+    let Some(Overlay::Editor(editor)) = &app.overlay else {
+        panic!("no editor");
+    };
+    assert!(
+        editor
+            .text
+            .lines()
+            .join("\n")
+            .ends_with("ORDER BY day WHERE")
+    );
+
+    // Then a valid one: the result changes.
+    for _ in 0.." WHERE".len() {
+        key(&mut app, KeyCode::Backspace);
+    }
+    type_text(&mut app, " DESC");
+    key_with(&mut app, KeyCode::Char('s'), KeyModifiers::CONTROL);
+    assert!(
+        app.overlay.is_none(),
+        "the editor stays open after a valid query"
+    );
+    assert_eq!(app.selected_name(), Some("revenue_by_day"));
+    assert_eq!(app.data.rows(), 30);
+    assert_eq!(shown_row(&app, 0)[0], "2024-06-30");
+
+    // w writes it back, keeping the file's comments.
+    key(&mut app, KeyCode::Char('w'));
+    let text = std::fs::read_to_string(&pipeline).expect("pipeline");
+    assert!(text.contains("# Money actually taken, per day."), "{text}");
+    assert!(text.contains("# The product catalog"), "{text}");
+    let reread = Pipeline::load(&pipeline).expect("the written pipeline loads");
+    let view = reread
+        .views
+        .iter()
+        .find(|v| v.name == "revenue_by_day")
+        .expect("view");
+    assert!(
+        view.sql.trim_end().ends_with("ORDER BY day DESC"),
+        "{}",
+        view.sql
+    );
+
+    // a adds a view, x exports it.
+    key(&mut app, KeyCode::Char('a'));
+    type_text(&mut app, "big_days");
+    key(&mut app, KeyCode::Enter);
+    for _ in 0.."FROM revenue_by_day".len() {
+        key(&mut app, KeyCode::Backspace);
+    }
+    type_text(&mut app, "FROM revenue_by_day WHERE payments > 120");
+    key_with(&mut app, KeyCode::Char('s'), KeyModifiers::CONTROL);
+    assert!(app.overlay.is_none(), "{:?}", app.status);
+    assert_eq!(app.selected_name(), Some("big_days"));
+    assert_eq!(app.data.rows().to_string(), expected[1]);
+    let export = dir.path().join("big_days.csv");
+    key(&mut app, KeyCode::Char('x'));
+    for _ in 0..40 {
+        key(&mut app, KeyCode::Backspace);
+    }
+    type_text(&mut app, export.to_str().expect("utf-8 path"));
+    key(&mut app, KeyCode::Enter);
+    let written = std::fs::read_to_string(&export).expect("export");
+    assert_eq!(
+        written.lines().count().to_string(),
+        (expected[1].parse::<usize>().expect("n") + 1).to_string()
+    );
+    assert!(written.starts_with("day,payments,revenue\n"), "{written}");
+}
+
+#[test]
+fn appends_show_up_without_moving_the_cursor() {
+    let dir = shop_copy();
+    let log: PathBuf = dir.path().join("orders.jsonl");
+    let mut app = app_on(&dir.path().join("kappa.toml"));
+    select(&mut app, "orders");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.data.rows(), 20_000);
+    for _ in 0..5 {
+        key(&mut app, KeyCode::Down);
+    }
+    assert!(screen(&app, 110, 32).contains("head 20,000"));
+    let mut lines = String::new();
+    for i in 0..3 {
+        let _ = writeln!(
+            lines,
+            "{{\"event_id\":\"evt-new-{i}\",\"ts\":\"2024-07-01T00:00:0{i}Z\",\"type\":\"item_viewed\",\"customer_id\":1}}"
+        );
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .expect("open");
+    std::io::Write::write_all(&mut file, lines.as_bytes()).expect("append");
+    app.engine()
+        .send(kappa_core::Command::FilesChanged { paths: Vec::new() })
+        .expect("send");
+    let until = Instant::now() + Duration::from_secs(30);
+    while app.data.rows() != 20_003 && Instant::now() < until {
+        app.handle(Event::Tick);
+        app.settle(Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(app.data.rows(), 20_003);
+    assert_eq!(app.data.row, 5, "the cursor stays where it was");
+    let shown = screen(&app, 110, 32);
+    assert!(shown.contains("head 20,003"), "{shown}");
+    assert!(shown.contains("orders · 20,003 rows"), "{shown}");
+}
