@@ -216,7 +216,8 @@ impl DataView {
         Some((&result.batches[batch], row - self.starts[batch]))
     }
 
-    fn set_result(&mut self, result: QueryResult) {
+    /// Shows a query's rows (keeping the cursor where it can stay).
+    pub fn show(&mut self, result: QueryResult) {
         let mut starts = vec![0];
         for batch in &result.batches {
             starts.push(starts.last().copied().unwrap_or(0) + batch.num_rows());
@@ -1189,7 +1190,7 @@ impl App {
                                     false,
                                 ));
                             }
-                            self.data.set_result(result);
+                            self.data.show(result);
                         }
                         Err(e) => self.data.error = Some(e.to_string()),
                     }

@@ -13,7 +13,7 @@ use ratatui::symbols;
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Clear, Gauge, Paragraph, Row, Sparkline, Table, Widget, Wrap};
 
-use crate::app::{App, Focus, Overlay, Tab};
+use crate::app::{App, DataView, Focus, Overlay, Tab};
 use crate::live::{bytes, secs, update_line};
 
 /// Where each part of the screen is.
@@ -460,7 +460,29 @@ fn main_block<'a>(app: &App, theme: &Theme, title: String) -> Block<'a> {
 }
 
 fn render_data(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
-    let data = &app.data;
+    let block = main_block(app, theme, String::new());
+    let empty = if app.tree.is_empty() {
+        "no sources"
+    } else {
+        "reading…"
+    };
+    render_table(&app.data, theme, block, empty, area, buf);
+}
+
+/// Draws a table as the Data tab does, in a plain frame (for benchmarks: only the visible rows are formatted).
+pub fn draw_data(data: &DataView, no_color: bool, area: Rect, buf: &mut Buffer) {
+    let theme = Theme { color: !no_color };
+    render_table(data, &theme, Block::bordered(), "reading…", area, buf);
+}
+
+fn render_table(
+    data: &DataView,
+    theme: &Theme,
+    block: Block,
+    empty: &str,
+    area: Rect,
+    buf: &mut Buffer,
+) {
     let mut title = format!(" {} ", data.browse.table);
     if data.result.is_some() {
         let _ = write!(title, "· {} rows ", count(data.rows() as u64));
@@ -475,7 +497,7 @@ fn render_data(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     if let Some(filter) = &data.browse.filter {
         let _ = write!(title, "· filter: {filter} ");
     }
-    let block = main_block(app, theme, title);
+    let block = block.title(title);
     let inner = block.inner(area);
     block.render(area, buf);
     if let Some(error) = &data.error {
@@ -486,12 +508,7 @@ fn render_data(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         return;
     }
     let Some(result) = &data.result else {
-        let text = if app.tree.is_empty() {
-            "no sources"
-        } else {
-            "reading…"
-        };
-        Paragraph::new(text).style(theme.dim()).render(inner, buf);
+        Paragraph::new(empty).style(theme.dim()).render(inner, buf);
         return;
     };
     let height = usize::from(inner.height.saturating_sub(1)).max(1);
