@@ -624,6 +624,9 @@ struct ReplayRun {
     running_since: Option<Instant>,
     /// Time spent running before the current stretch.
     elapsed_before: f64,
+    /// Replaying to the end of the log, wherever it is when the replay gets there (appends during the replay are
+    /// replayed too, and the views follow the head afterwards).
+    to_end: bool,
 }
 
 impl ReplayRun {
@@ -1316,6 +1319,7 @@ impl Worker {
             },
             running_since: Some(Instant::now()),
             elapsed_before: 0.0,
+            to_end: to.is_none_or(|to| to >= total),
         });
         self.compute_views(None).await;
         if target == 0 {
@@ -1366,6 +1370,14 @@ impl Worker {
             };
             p.eta_secs =
                 (offsets_per_sec > 0.0).then(|| (p.target - p.position) as f64 / offsets_per_sec);
+        }
+        let head = self.head();
+        if let Some(run) = self.replay.as_mut()
+            && run.to_end
+            && head > run.progress.target
+        {
+            run.progress.target = head;
+            run.progress.total = head;
         }
         if next >= self.replay.as_ref().map_or(0, |r| r.progress.target) {
             self.refresh_recomputes(true).await;

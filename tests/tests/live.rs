@@ -852,3 +852,55 @@ fn a_whole_last_line_without_a_newline_is_read_once() {
     let source = snapshot.source("events").expect("events");
     assert_eq!((source.next_offset, source.diagnostics.malformed), (4, 1));
 }
+
+/// A replay to the end replays what was appended while it ran, and the views follow the head afterwards.
+#[test]
+fn a_replay_to_the_end_takes_in_appends_made_while_it_runs() {
+    let dir = kinds_dir();
+    let log = dir.path().join("events.jsonl");
+    let lines: String = (0..50)
+        .map(|i| event_line(i, (i % 5) as u8, 10, ""))
+        .collect();
+    std::fs::write(&log, lines).expect("write");
+    let engine = open(&dir.path().join("kappa.toml"));
+    engine
+        .send(Command::Replay {
+            to: None,
+            batch_size: Some(10),
+        })
+        .expect("send");
+    engine.send(Command::Pause).expect("send");
+    let appended: String = (50..53).map(|i| event_line(i, 1, 10, "")).collect();
+    append(&log, appended.as_bytes());
+    refresh(&engine);
+    engine.send(Command::Resume).expect("send");
+    let until = Instant::now() + Duration::from_mins(1);
+    let snapshot = loop {
+        let snapshot = engine.wait_ready().expect("snapshot");
+        let finished = snapshot
+            .replay
+            .as_ref()
+            .is_some_and(|r| r.state == kappa_core::ReplayState::Finished);
+        if finished || Instant::now() > until {
+            break snapshot;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let replay = snapshot.replay.as_ref().expect("a replay");
+    assert_eq!(replay.state, kappa_core::ReplayState::Finished);
+    assert_eq!(
+        (replay.position, replay.target, snapshot.head),
+        (53, 53, 53)
+    );
+    assert!(
+        snapshot.following,
+        "the views follow the head after a replay to the end"
+    );
+    assert_eq!(
+        csv_lines(&table(&engine, "totals")),
+        csv_lines(&sql(
+            &engine,
+            "SELECT count(*) AS n, sum(amount) AS total, min(note) AS first_note FROM events"
+        ))
+    );
+}

@@ -323,4 +323,27 @@ fn appends_show_up_without_moving_the_cursor() {
     let shown = screen(&app, 110, 32);
     assert!(shown.contains("head 20,003"), "{shown}");
     assert!(shown.contains("orders · 20,003 rows"), "{shown}");
+
+    // On the last row, the cursor follows the rows that come, as `tail -f` does.
+    key(&mut app, KeyCode::End);
+    assert_eq!(app.data.row, 20_002);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .expect("open");
+    std::io::Write::write_all(
+        &mut file,
+        b"{\"event_id\":\"evt-new-9\",\"ts\":\"2024-07-01T00:00:09Z\",\"type\":\"item_viewed\",\"customer_id\":1}\n",
+    )
+    .expect("append");
+    app.engine()
+        .send(kappa_core::Command::FilesChanged { paths: Vec::new() })
+        .expect("send");
+    let until = Instant::now() + Duration::from_secs(30);
+    while app.data.rows() != 20_004 && Instant::now() < until {
+        app.handle(Event::Tick);
+        app.settle(Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!((app.data.rows(), app.data.row), (20_004, 20_003));
 }

@@ -218,6 +218,8 @@ impl DataView {
 
     /// Shows a query's rows (keeping the cursor where it can stay).
     pub fn show(&mut self, result: QueryResult) {
+        // On the last row, the cursor follows new rows as they come (as `tail -f` does); anywhere else it stays.
+        let following = self.rows() > 0 && self.row + 1 == self.rows();
         let mut starts = vec![0];
         for batch in &result.batches {
             starts.push(starts.last().copied().unwrap_or(0) + batch.num_rows());
@@ -234,6 +236,9 @@ impl DataView {
         }
         self.result = Some(result);
         self.error = None;
+        if following {
+            self.row = self.rows().saturating_sub(1);
+        }
         self.clamp();
     }
 
@@ -321,6 +326,8 @@ pub struct App {
     /// A message for the footer, and whether it is an error.
     pub status: Option<(String, bool)>,
     pending: Vec<Pending>,
+    /// When the oldest awaited answer was asked for (the spinner shows only for work that takes a while).
+    waiting_since: Option<Instant>,
     pub spinner: usize,
     pub no_color: bool,
     pub quit: bool,
@@ -356,6 +363,7 @@ impl App {
             overlay: None,
             status: None,
             pending: Vec::new(),
+            waiting_since: None,
             spinner: 0,
             no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
             quit: false,
@@ -389,7 +397,10 @@ impl App {
     #[must_use]
     pub fn busy(&self) -> Option<String> {
         let first = self.pending.first()?;
-        Some(first.describe())
+        let slow = self
+            .waiting_since
+            .is_some_and(|since| since.elapsed() >= Duration::from_millis(300));
+        slow.then(|| first.describe())
     }
 
     /// Whether any answer is still awaited.
@@ -1165,6 +1176,11 @@ impl App {
         // Answers may have queued more work (an applied view reads its data again).
         still.append(&mut self.pending);
         self.pending = still;
+        if self.pending.is_empty() {
+            self.waiting_since = None;
+        } else {
+            self.waiting_since.get_or_insert_with(Instant::now);
+        }
     }
 
     /// Handles one answer if it came; gives the request back if not.

@@ -460,7 +460,11 @@ fn main_block<'a>(app: &App, theme: &Theme, title: String) -> Block<'a> {
 }
 
 fn render_data(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
-    let block = main_block(app, theme, String::new());
+    let block = Block::bordered().border_style(if app.focus == Focus::Main {
+        theme.title()
+    } else {
+        theme.dim()
+    });
     let empty = if app.tree.is_empty() {
         "no sources"
     } else {
@@ -910,7 +914,9 @@ fn render_replay(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             theme.dim(),
         ));
     }
-    Paragraph::new(lines).render(summary, buf);
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: true })
+        .render(summary, buf);
     #[allow(clippy::cast_precision_loss)] // a ratio for a gauge
     let ratio = (position as f64 / target.max(1) as f64).clamp(0.0, 1.0);
     Gauge::default()
