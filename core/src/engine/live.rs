@@ -876,17 +876,18 @@ impl Worker {
     }
 
     async fn recompute_round(&mut self, force: bool) -> Vec<ViewChange> {
-        let mut view_changes = Vec::new();
+        // What a background round changed was reported when it was taken in; this round reports only its own.
+        let mut earlier = Vec::new();
         if let Some(background) = self.background.take() {
             if force || background.handle.is_finished() {
-                view_changes = self.take_background(background).await;
+                earlier = self.take_background(background).await;
             } else {
                 self.background = Some(background);
-                return view_changes;
+                return earlier;
             }
         }
         if self.pending.is_empty() {
-            return view_changes;
+            return earlier;
         }
         if !force
             && self.options.throttle
@@ -894,12 +895,13 @@ impl Worker {
                 .pending_since
                 .is_some_and(|since| since.elapsed() < self.recompute_interval())
         {
-            return view_changes;
+            return earlier;
         }
         if !force && self.options.throttle {
             self.start_background().await;
-            return view_changes;
+            return earlier;
         }
+        let mut view_changes = Vec::new();
         let started = Instant::now();
         // A view recomputed here may turn out incremental again: its state starts from every record fed.
         self.fill_deltas();
@@ -953,7 +955,8 @@ impl Worker {
             });
             self.publish();
         }
-        view_changes
+        earlier.extend(view_changes);
+        earlier
     }
 
     /// How long the worker may sleep before it has something to do on its own (None: until a command comes).
