@@ -347,3 +347,75 @@ fn appends_show_up_without_moving_the_cursor() {
     }
     assert_eq!((app.data.rows(), app.data.row), (20_004, 20_003));
 }
+
+/// The real loop, on a `TestBackend`: events from the queue (keys, mouse, the engine's wake-ups) until `q`.
+#[test]
+fn the_loop_runs_on_any_backend_and_the_mouse_clicks_tabs_and_nodes() {
+    use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let dir = shop_copy();
+    let mut app = app_on(&dir.path().join("kappa.toml"));
+    let mut terminal = Terminal::new(TestBackend::new(100, 30)).expect("terminal");
+    // One frame, so the app knows where things are.
+    terminal
+        .draw(|frame| frame.render_widget(&app, frame.area()))
+        .expect("draw");
+    let areas = kappa_tui::ui::Areas::of(ratatui::layout::Rect::new(0, 0, 100, 30));
+    let click = |column: u16, row: u16| {
+        Event::Term(TermEvent::Mouse(MouseEvent {
+            kind: MouseEventKind::Down(MouseButton::Left),
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        }))
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    // " 1 Data " is 8 cells and " 2 Lineage " 11: the third title starts at 19.
+    tx.send(click(areas.tabs.x + 20, areas.tabs.y))
+        .expect("send");
+    // The third entry of the tree (inside its border).
+    tx.send(click(areas.tree.x + 3, areas.tree.y + 3))
+        .expect("send");
+    tx.send(Event::Engine).expect("send");
+    tx.send(Event::Term(TermEvent::Key(KeyEvent::new(
+        KeyCode::Char('q'),
+        KeyModifiers::NONE,
+    ))))
+    .expect("send");
+    kappa_tui::terminal::run(&mut terminal, &mut app, &rx).expect("run");
+    assert!(app.quit);
+    assert_eq!(app.tab, Tab::Replay);
+    assert_eq!(app.selected, 2);
+    assert_eq!(app.selected_name(), Some(app.tree[2].name.as_str()));
+}
+
+/// With `NO_COLOR`, nothing on screen has a colour; selection and emphasis stay (reversed, bold).
+#[test]
+fn no_color_draws_without_colours() {
+    let dir = shop_copy();
+    let mut app = app_on(&dir.path().join("kappa.toml"));
+    let mut terminal = Terminal::new(TestBackend::new(100, 30)).expect("terminal");
+    let colours = |terminal: &Terminal<TestBackend>| {
+        terminal
+            .backend()
+            .buffer()
+            .content()
+            .iter()
+            .filter(|cell| {
+                cell.fg != ratatui::style::Color::Reset || cell.bg != ratatui::style::Color::Reset
+            })
+            .count()
+    };
+    terminal
+        .draw(|frame| frame.render_widget(&app, frame.area()))
+        .expect("draw");
+    assert!(colours(&terminal) > 0, "colours by default");
+    app.no_color = true;
+    for tab in Tab::ALL {
+        app.update(kappa_tui::app::Msg::ShowTab(tab));
+        app.settle(Duration::from_mins(1));
+        terminal
+            .draw(|frame| frame.render_widget(&app, frame.area()))
+            .expect("draw");
+        assert_eq!(colours(&terminal), 0, "{} tab", tab.title());
+    }
+}
