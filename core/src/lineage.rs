@@ -233,6 +233,43 @@ impl Lineage {
         (graph, index)
     }
 
+    /// The nodes in layers, left to right, for drawing: sources (and anything that reads nothing) first, then each
+    /// view one layer after the deepest node it reads. Within a layer, pipeline order.
+    #[must_use]
+    pub fn layers(&self) -> Vec<Vec<String>> {
+        let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
+        // Edges always go from an earlier node to a later one in a valid pipeline, but iterate to a fixed point so a
+        // different order still gets the right layers (bounded: a cycle cannot be built).
+        for _ in 0..=self.nodes.len() {
+            let mut changed = false;
+            for node in &self.nodes {
+                let d = self
+                    .edges
+                    .iter()
+                    .filter(|e| e.to == node.name)
+                    .map(|e| depth.get(e.from.as_str()).map_or(1, |d| d + 1))
+                    .max()
+                    .unwrap_or(0);
+                if depth.insert(node.name.as_str(), d) != Some(d) {
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let mut layers: Vec<Vec<String>> = Vec::new();
+        for node in &self.nodes {
+            let d = depth.get(node.name.as_str()).copied().unwrap_or(0);
+            if layers.len() <= d {
+                layers.resize(d + 1, Vec::new());
+            }
+            layers[d].push(node.name.clone());
+        }
+        layers.retain(|l| !l.is_empty());
+        layers
+    }
+
     /// Every node `name` reads from, directly or not (not including itself), in pipeline order.
     #[must_use]
     pub fn upstream(&self, name: &str) -> Vec<String> {

@@ -1,14 +1,38 @@
-//! `kappa-gui [PIPELINE | FILE...]`: opens a pipeline file, a folder holding `kappa.toml`, or data files.
+//! `kappa-gui [PIPELINE | FILE...]`: opens a pipeline file, a folder holding `kappa.toml`, or data files in a window.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
+use clap::Parser;
 use kappa_core::Pipeline;
+
+/// Kappa's desktop app: the lineage graph, a timeline to replay and time travel, each view's data and SQL, its read
+/// path against its write path, the checks and the diagnostics, live as the files change.
+#[derive(Debug, Parser)]
+#[command(name = "kappa-gui", version)]
+struct Args {
+    /// A pipeline file (kappa.toml), a folder holding one, or data files to open as sources.
+    #[arg(required = true, value_name = "PIPELINE | FILE")]
+    inputs: Vec<PathBuf>,
+    /// Render the window once everything has settled, save it as a PNG, and exit.
+    #[arg(long, value_name = "PNG")]
+    screenshot: Option<PathBuf>,
+    /// Select this source or view first.
+    #[arg(long, value_name = "NAME")]
+    select: Option<String>,
+    /// Time travel to this offset first.
+    #[arg(long, value_name = "OFFSET")]
+    at: Option<u64>,
+    /// The window's size in points, as `WIDTHxHEIGHT`.
+    #[arg(long, default_value = "1280x800")]
+    size: String,
+}
 
 fn main() -> ExitCode {
     kappa_core::quiet_reader_panics();
-    match run() {
+    match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -17,27 +41,56 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<()> {
-    let inputs: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
-    if inputs.is_empty() || inputs.iter().any(|a| a == "--help" || a == "-h") {
-        println!(
-            "usage: kappa-gui PIPELINE | FOLDER | FILE...\n\nOpens a Kappa pipeline (kappa.toml) or data files in a window."
-        );
-        return Ok(());
-    }
-    let pipeline = Pipeline::open(&inputs)?;
+fn run(args: Args) -> Result<()> {
+    let pipeline = Pipeline::open(&args.inputs)?;
+    let (width, height) = args
+        .size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<f32>().ok()?, h.parse::<f32>().ok()?)))
+        .ok_or_else(|| anyhow!("--size {}: expected WIDTHxHEIGHT, like 1280x800", args.size))?;
     let title = format!("Kappa — {}", pipeline.title);
     let options = eframe::NativeOptions {
         viewport: eframe::egui::ViewportBuilder::default()
-            .with_inner_size([1200.0, 760.0])
-            .with_title(&title),
+            .with_inner_size([width, height])
+            .with_title(&title)
+            .with_drag_and_drop(true),
         ..Default::default()
+    };
+    let shot = Arc::new(Mutex::new(None));
+    let app_shot = shot.clone();
+    let app_options = kappa_gui::Options {
+        screenshot: args.screenshot.clone(),
+        select: args.select,
+        at: args.at,
+        watch: true,
     };
     eframe::run_native(
         "kappa-gui",
         options,
-        Box::new(move |cc| Ok(Box::new(kappa_gui::KappaApp::new(&cc.egui_ctx, pipeline)?))),
+        Box::new(move |cc| {
+            let mut app = kappa_gui::KappaApp::new(&cc.egui_ctx, pipeline, app_options)?;
+            app.recent = kappa_gui::recent_from(cc.storage);
+            app.shot_result = app_shot;
+            Ok(Box::new(app))
+        }),
     )
-    .map_err(|e| anyhow::anyhow!("{e}"))
-    .context("opening the window")
+    .map_err(|e| anyhow!("{e}"))
+    .context("opening the window")?;
+    if let Some(path) = args.screenshot {
+        let outcome = shot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match outcome {
+            Some(Ok(())) => eprintln!("saved {}", path.display()),
+            Some(Err(e)) => return Err(anyhow!("{}: {e}", path.display())),
+            None => {
+                return Err(anyhow!(
+                    "{}: the window closed before the screenshot",
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(())
 }

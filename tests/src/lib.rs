@@ -151,3 +151,23 @@ pub fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
     out.sort();
     out
 }
+
+/// The path of the `kappa-gui` binary, built once per test run.
+#[must_use]
+pub fn kappa_gui_path() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let path = BUILT.get_or_init(|| {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "kappa_gui", "--bin", "kappa-gui"])
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the kappa-gui binary failed");
+        let exe = std::env::current_exe().expect("test exe path");
+        exe.parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .join(format!("kappa-gui{}", std::env::consts::EXE_SUFFIX))
+    });
+    path.clone()
+}

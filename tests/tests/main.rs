@@ -3,6 +3,7 @@
 mod cdc;
 mod cli;
 mod engine;
+mod gui;
 mod lineage;
 mod live;
 mod pipeline_errors;

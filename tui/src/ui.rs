@@ -599,51 +599,20 @@ fn render_table(
         .render(inner, buf);
 }
 
-/// The layers of the lineage DAG: sources first, then each view one layer after the deepest table it reads.
+/// The lineage DAG's layers, or only the selection's upstream and downstream when focused.
 fn layers(app: &App) -> Vec<Vec<String>> {
     let lineage = &app.snapshot.lineage;
-    let mut depth: BTreeMap<String, usize> = BTreeMap::new();
-    let names: Vec<String> = lineage.nodes.iter().map(|n| n.name.clone()).collect();
-    // Nodes come in an order where inputs precede views (sources, then views in dependency order); iterate to a
-    // fixed point anyway.
-    for _ in 0..names.len().max(1) {
-        let mut changed = false;
-        for name in &names {
-            let d = lineage
-                .edges
-                .iter()
-                .filter(|e| e.to == *name)
-                .map(|e| depth.get(&e.from).copied().unwrap_or(0) + 1)
-                .max()
-                .unwrap_or(0);
-            if depth.get(name) != Some(&d) {
-                depth.insert(name.clone(), d);
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    let keep: Option<BTreeSet<String>> = app.lineage_focus.then(|| {
+    let mut layers = lineage.layers();
+    if app.lineage_focus {
         let selected = app.selected_name().unwrap_or_default().to_owned();
         let mut keep: BTreeSet<String> = lineage.upstream(&selected).into_iter().collect();
         keep.extend(lineage.downstream(&selected));
         keep.insert(selected);
-        keep
-    });
-    let mut layers: Vec<Vec<String>> = Vec::new();
-    for name in names {
-        if keep.as_ref().is_some_and(|k| !k.contains(&name)) {
-            continue;
+        for layer in &mut layers {
+            layer.retain(|n| keep.contains(n));
         }
-        let d = depth.get(&name).copied().unwrap_or(0);
-        if layers.len() <= d {
-            layers.resize(d + 1, Vec::new());
-        }
-        layers[d].push(name);
+        layers.retain(|l| !l.is_empty());
     }
-    layers.retain(|l| !l.is_empty());
     layers
 }
 

@@ -1,0 +1,631 @@
+//! The panels around the graph: the menu bar, the node list, the timeline, and the selected node's data, SQL, paths,
+//! checks and diagnostics. Drawing only: what the user asks for is pushed as an [`Action`].
+
+use eframe::egui::{self, Color32, RichText};
+use egui_extras::{Column, TableBuilder};
+use egui_plot::{Line, Plot, VLine};
+use kappa_core::{CheckStatus, DiffKind, NodeStatus, ReplayState};
+
+use crate::{Action, KappaApp, Tab};
+
+/// Thousands separated by commas.
+fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn secs(value: Option<f64>) -> String {
+    match value {
+        None => "-".to_owned(),
+        Some(s) if s < 1e-3 => format!("{:.1} µs", s * 1e6),
+        Some(s) if s < 1.0 => format!("{:.2} ms", s * 1e3),
+        Some(s) => format!("{s:.2} s"),
+    }
+}
+
+/// File > Open (a path typed, or files dropped on the window), recent pipelines, and the status line.
+pub fn menu(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+    egui::Panel::top("menu").show(ui, |ui| {
+        egui::MenuBar::new().ui(ui, |ui| {
+            ui.menu_button("File", |ui| {
+                ui.label("Open a pipeline (kappa.toml), a folder, or data files:");
+                ui.text_edit_singleline(&mut app.open_path);
+                if ui.button("Open").clicked() && !app.open_path.trim().is_empty() {
+                    let paths = app
+                        .open_path
+                        .split_whitespace()
+                        .map(std::path::PathBuf::from)
+                        .collect();
+                    actions.push(Action::Open(paths));
+                    ui.close();
+                }
+                if !app.recent.is_empty() {
+                    ui.separator();
+                    ui.label("Recent:");
+                    for recent in app.recent.clone() {
+                        if ui.button(&recent).clicked() {
+                            actions.push(Action::Open(
+                                recent.split(' ').map(std::path::PathBuf::from).collect(),
+                            ));
+                            ui.close();
+                        }
+                    }
+                }
+                ui.separator();
+                ui.label("Or drop files on the window: each becomes a source.");
+            });
+            ui.separator();
+            ui.strong(&app.snapshot.title);
+            let mode = match &app.snapshot.replay {
+                Some(r) if r.state == ReplayState::Running => "replaying",
+                Some(r) if r.state == ReplayState::Paused => "paused",
+                _ if !app.snapshot.following => "time travel",
+                _ => "live",
+            };
+            ui.label(format!("{mode} · head {}", count(app.snapshot.head)));
+            if let Some((message, error)) = &app.status {
+                let color = if *error {
+                    ui.visuals().error_fg_color
+                } else {
+                    ui.visuals().weak_text_color()
+                };
+                ui.colored_label(color, message);
+            }
+        });
+    });
+}
+
+/// The node list: every source and view, by name (the graph's nodes, for keyboard and screen-reader users too).
+pub fn nodes(app: &KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+    egui::Panel::left("nodes")
+        .resizable(true)
+        .default_size(200.0)
+        .show(ui, |ui| {
+            ui.heading("Nodes");
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                for name in app.snapshot.table_names() {
+                    let status = app
+                        .snapshot
+                        .source(&name)
+                        .map(|s| &s.status)
+                        .or_else(|| app.snapshot.view(&name).map(|v| &v.status));
+                    ui.horizontal(|ui| {
+                        let (rect, _) =
+                            ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
+                        let color = match status {
+                            Some(NodeStatus::Error(_)) => ui.visuals().error_fg_color,
+                            Some(NodeStatus::Stale(_)) => Color32::GRAY,
+                            Some(NodeStatus::Pending) => Color32::from_rgb(220, 170, 60),
+                            _ => Color32::from_rgb(80, 200, 120),
+                        };
+                        ui.painter().circle_filled(rect.center(), 4.0, color);
+                        let selected = app.selected.as_deref() == Some(name.as_str());
+                        if ui.selectable_label(selected, &name).clicked() {
+                            actions.push(Action::Select(name.clone()));
+                        }
+                    });
+                }
+            });
+        });
+}
+
+/// The timeline: a scrubber over the log's offsets, play/pause/step, batch size, follow live, progress and events/s.
+pub fn timeline(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+    egui::Panel::bottom("timeline")
+        .resizable(true)
+        .default_size(150.0)
+        .show(ui, |ui| {
+            let snapshot = app.snapshot.clone();
+            ui.horizontal(|ui| {
+                if ui.button("Replay").on_hover_text("replay the log from offset 0").clicked() {
+                    actions.push(Action::Replay);
+                }
+                let running = snapshot
+                    .replay
+                    .as_ref()
+                    .is_some_and(|r| r.state == ReplayState::Running);
+                if ui.button(if running { "Pause" } else { "Resume" }).clicked() {
+                    actions.push(Action::PauseOrResume);
+                }
+                if ui.button("Step").clicked() {
+                    actions.push(Action::Step);
+                }
+                let mut batch = app.batch_size;
+                let label = ui.label("events per batch");
+                if ui
+                    .add(egui::DragValue::new(&mut batch).range(1..=1_000_000).speed(50))
+                    .labelled_by(label.id)
+                    .changed()
+                {
+                    actions.push(Action::SetBatch(batch));
+                }
+                let mut follow = snapshot.following;
+                if ui.checkbox(&mut follow, "Follow live").changed() && follow {
+                    actions.push(Action::Seek(None));
+                }
+            });
+            let head = snapshot.head.max(1);
+            let slider = ui.add(
+                egui::Slider::new(&mut app.scrub, 0..=head)
+                    .text("offset")
+                    .clamping(egui::SliderClamping::Always),
+            );
+            if slider.drag_stopped() || (slider.changed() && !slider.dragged()) {
+                let to = app.scrub;
+                actions.push(Action::Seek(if to >= snapshot.head { None } else { Some(to) }));
+            }
+            if let Some(replay) = &snapshot.replay {
+                #[allow(clippy::cast_precision_loss)] // a ratio for a progress bar
+                let ratio = replay.position as f32 / replay.target.max(1) as f32;
+                ui.add(egui::ProgressBar::new(ratio).text(format!(
+                    "{} / {} · {} events/s",
+                    count(replay.position),
+                    count(replay.target),
+                    count(replay.events_per_sec as u64)
+                )));
+                let points: Vec<[f64; 2]> = replay
+                    .rate_history
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| [i as f64, *r])
+                    .collect();
+                Plot::new("rate")
+                    .height(ui.available_height().max(40.0))
+                    .show_axes([false, true])
+                    .allow_scroll(false)
+                    .allow_drag(false)
+                    .show(ui, |plot| plot.line(Line::new("events/s per batch", points)));
+            } else {
+                ui.label(
+                    RichText::new(
+                        "Drag the offset to see every view as of that point in the log; Replay feeds the log \
+                         from offset 0 through the same code as live appends.",
+                    )
+                    .weak(),
+                );
+            }
+        });
+}
+
+/// The selected node's tabs.
+pub fn details(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+    egui::Panel::right("details")
+        .resizable(true)
+        .default_size(560.0)
+        .show(ui, |ui| {
+            ui.horizontal(|ui| {
+                for (tab, label) in [
+                    (Tab::Data, "Data"),
+                    (Tab::Sql, "SQL"),
+                    (Tab::Paths, "Paths"),
+                    (Tab::Checks, "Checks"),
+                    (Tab::Diagnostics, "Diagnostics"),
+                ] {
+                    ui.selectable_value(&mut app.tab, tab, label);
+                }
+            });
+            ui.separator();
+            match app.tab {
+                Tab::Data => data(app, ui, actions),
+                Tab::Sql => sql(app, ui, actions),
+                Tab::Paths => paths(app, ui, actions),
+                Tab::Checks => checks(app, ui, actions),
+                Tab::Diagnostics => diagnostics(app, ui),
+            }
+        });
+}
+
+fn data(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+    let Some(name) = app.selected.clone() else {
+        ui.label("Select a node in the graph or the list.");
+        return;
+    };
+    ui.horizontal(|ui| {
+        ui.strong(&name);
+        ui.label(format!("{} rows", count(app.rows.len() as u64)));
+    });
+    ui.horizontal(|ui| {
+        let filter = ui.add(
+            egui::TextEdit::singleline(&mut app.filter_text)
+                .hint_text("filter: a SQL predicate (amount > 10) or text")
+                .desired_width(280.0),
+        );
+        if filter.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) {
+            actions.push(Action::Filter(app.filter_text.clone()));
+        }
+        if ui.button("Filter").clicked() {
+            actions.push(Action::Filter(app.filter_text.clone()));
+        }
+        ui.add(
+            egui::TextEdit::singleline(&mut app.export_path)
+                .hint_text("export to .parquet/.csv/.jsonl/.json")
+                .desired_width(160.0),
+        );
+        if ui.button("Export").clicked() && !app.export_path.trim().is_empty() {
+            actions.push(Action::Export(app.export_path.trim().into()));
+        }
+    });
+    if let Some(error) = &app.rows.error {
+        ui.colored_label(ui.visuals().error_fg_color, error);
+        return;
+    }
+    let Some(result) = &app.rows.result else {
+        ui.spinner();
+        return;
+    };
+    let header: Vec<String> = result
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let row_height = ui.text_style_height(&egui::TextStyle::Monospace) + 4.0;
+    let rows = &app.rows;
+    let sort = app.browse.sort.clone();
+    egui::ScrollArea::horizontal().show(ui, |ui| {
+        TableBuilder::new(ui)
+            .striped(true)
+            .resizable(true)
+            .columns(Column::auto().at_least(60.0), header.len())
+            .header(row_height, |mut row| {
+                for name in &header {
+                    row.col(|ui| {
+                        let arrow = match &sort {
+                            Some((c, false)) if c == name => " (ascending)",
+                            Some((c, true)) if c == name => " (descending)",
+                            _ => "",
+                        };
+                        if ui
+                            .button(RichText::new(format!("{name}{arrow}")).strong())
+                            .on_hover_text("sort: ascending, descending, off")
+                            .clicked()
+                        {
+                            actions.push(Action::Sort(name.clone()));
+                        }
+                    });
+                }
+            })
+            .body(|body| {
+                // Only the visible rows are formatted.
+                body.rows(row_height, rows.len(), |mut row| {
+                    for cell in rows.row(row.index()) {
+                        row.col(|ui| match cell {
+                            Some(text) => {
+                                ui.monospace(text);
+                            }
+                            None => {
+                                ui.label(RichText::new("null").weak());
+                            }
+                        });
+                    }
+                });
+            });
+    });
+}
+
+/// SQL keywords, for highlighting.
+const KEYWORDS: &[&str] = &[
+    "SELECT",
+    "FROM",
+    "WHERE",
+    "GROUP",
+    "BY",
+    "ORDER",
+    "HAVING",
+    "LIMIT",
+    "JOIN",
+    "LEFT",
+    "RIGHT",
+    "INNER",
+    "OUTER",
+    "ON",
+    "AS",
+    "AND",
+    "OR",
+    "NOT",
+    "IN",
+    "IS",
+    "NULL",
+    "DESC",
+    "ASC",
+    "WITH",
+    "UNION",
+    "ALL",
+    "DISTINCT",
+    "CASE",
+    "WHEN",
+    "THEN",
+    "ELSE",
+    "END",
+    "OVER",
+    "PARTITION",
+    "COUNT",
+    "SUM",
+    "MIN",
+    "MAX",
+    "AVG",
+    "ROUND",
+];
+
+/// A layout of SQL with keywords, strings and numbers coloured.
+fn highlight(ui: &egui::Ui, text: &str) -> egui::text::LayoutJob {
+    let mono = egui::FontId::monospace(13.0);
+    let plain = ui.visuals().text_color();
+    let keyword = Color32::from_rgb(86, 156, 214);
+    let string = Color32::from_rgb(206, 145, 120);
+    let number = Color32::from_rgb(181, 206, 168);
+    let mut job = egui::text::LayoutJob::default();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let first = rest.chars().next().unwrap_or(' ');
+        let (len, color) = if first == '\'' {
+            let end = rest[1..].find('\'').map_or(rest.len(), |i| i + 2);
+            (end, string)
+        } else if first.is_ascii_digit() {
+            (
+                rest.find(|c: char| !c.is_ascii_digit() && c != '.')
+                    .unwrap_or(rest.len()),
+                number,
+            )
+        } else if first.is_alphanumeric() || first == '_' {
+            let end = rest
+                .find(|c: char| !c.is_alphanumeric() && c != '_')
+                .unwrap_or(rest.len());
+            let word = &rest[..end];
+            let is_keyword = KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(word));
+            (end, if is_keyword { keyword } else { plain })
+        } else {
+            (first.len_utf8(), plain)
+        };
+        job.append(
+            &rest[..len],
+            0.0,
+            egui::TextFormat::simple(mono.clone(), color),
+        );
+        rest = &rest[len..];
+    }
+    job
+}
+
+fn sql(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+    let Some(view) = app.sql_for.clone() else {
+        ui.label("Select a view to see and edit its SQL.");
+        return;
+    };
+    ui.strong(format!("SQL of {view}"));
+    let mut layouter = |ui: &egui::Ui, text: &dyn egui::TextBuffer, wrap: f32| {
+        let mut job = highlight(ui, text.as_str());
+        job.wrap.max_width = wrap;
+        ui.ctx().fonts_mut(|f| f.layout_job(job))
+    };
+    ui.add(
+        egui::TextEdit::multiline(&mut app.sql_text)
+            .code_editor()
+            .desired_rows(12)
+            .desired_width(f32::INFINITY)
+            .layouter(&mut layouter),
+    );
+    if ui.button("Apply").clicked() {
+        actions.push(Action::ApplySql);
+    }
+    if let Some(error) = &app.sql_error {
+        ui.colored_label(ui.visuals().error_fg_color, error);
+    }
+}
+
+fn paths(app: &KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+    if ui.button("Measure both paths").clicked() {
+        actions.push(Action::Measure);
+    }
+    let Some(view) = app.selected.as_deref().and_then(|n| app.snapshot.view(n)) else {
+        ui.label("Select a view to compare its read path and write path.");
+        return;
+    };
+    let p = &view.paths;
+    egui::Grid::new("paths").striped(true).show(ui, |ui| {
+        let kind = view
+            .maintenance
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |m| format!("{} — {}", m.kind, m.reason));
+        for (label, value) in [
+            ("maintenance", kind),
+            ("write cost per event", secs(p.write_secs_per_event)),
+            ("write cost in total", secs(Some(p.write_secs))),
+            (
+                "stored state",
+                format!(
+                    "{} rows, {} bytes",
+                    count(p.state_rows),
+                    count(p.state_bytes)
+                ),
+            ),
+            ("read: compute from the log", secs(p.read_path_secs)),
+            ("read: the stored state", secs(p.write_path_read_secs)),
+            (
+                "materializing pays off above",
+                p.crossover_reads_per_write.map_or_else(
+                    || "-".to_owned(),
+                    |c| format!("{c:.4} reads per appended event"),
+                ),
+            ),
+        ] {
+            ui.label(label);
+            ui.label(value);
+            ui.end_row();
+        }
+    });
+    ui.label(
+        RichText::new(
+            "The read path computes the view from the log each time someone reads it: nothing to maintain, but every \
+             read pays for the whole log. The write path keeps the result up to date as events are appended: every \
+             event costs a little, and a read only reads the stored state. Which is cheaper depends on how often the \
+             view is read per appended event: below the crossing point, compute on read; above it, materialize.",
+        )
+        .weak(),
+    );
+    if let (Some(read), Some(write), Some(state_read)) = (
+        p.read_path_secs,
+        p.write_secs_per_event,
+        p.write_path_read_secs,
+    ) {
+        let crossing = p.crossover_reads_per_write.unwrap_or(0.01).max(1e-6);
+        let points = |f: &dyn Fn(f64) -> f64| -> Vec<[f64; 2]> {
+            (0..=40)
+                .map(|i| {
+                    let r = f64::from(i) / 20.0 * crossing;
+                    [r, f(r) * 1e6]
+                })
+                .collect()
+        };
+        Plot::new("crossover")
+            .height(180.0)
+            .x_axis_label("reads per appended event")
+            .y_axis_label("µs per appended event")
+            .show(ui, |plot| {
+                plot.line(Line::new(
+                    "read path: compute on every read",
+                    points(&|r| r * read),
+                ));
+                plot.line(Line::new(
+                    "write path: maintain, then read the state",
+                    points(&|r| write + r * state_read),
+                ));
+                plot.vline(VLine::new("crossover", crossing));
+            });
+    }
+}
+
+fn checks(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+    if ui.button("Run checks").clicked() {
+        actions.push(Action::RunChecks);
+    }
+    let checks = app.snapshot.checks.clone();
+    if checks.is_empty() {
+        ui.label("No check results yet.");
+        return;
+    }
+    for (i, check) in checks.iter().enumerate() {
+        let mark = match check.status {
+            CheckStatus::Pass => "pass",
+            CheckStatus::Fail => "FAIL",
+            CheckStatus::Error => "error",
+        };
+        if ui
+            .selectable_label(app.check == i, format!("{mark} {}", check.name))
+            .clicked()
+        {
+            app.check = i;
+            app.difference = 0;
+        }
+    }
+    ui.separator();
+    let Some(check) = checks.get(app.check) else {
+        return;
+    };
+    if let Some(error) = &check.error {
+        ui.colored_label(ui.visuals().error_fg_color, error);
+    }
+    if let Some(diff) = &check.diff {
+        ui.label(format!(
+            "{} matching, {} missing, {} extra, {} changed",
+            count(diff.matching),
+            count(diff.missing),
+            count(diff.extra),
+            count(diff.changed)
+        ));
+        ui.horizontal(|ui| {
+            let n = diff.samples.len();
+            if ui.button("Previous difference").clicked() && n > 0 {
+                app.difference = (app.difference + n - 1) % n;
+            }
+            if ui.button("Next difference").clicked() && n > 0 {
+                app.difference = (app.difference + 1) % n;
+            }
+        });
+        let changed_color = Color32::from_rgb(230, 180, 40);
+        egui::Grid::new("diff").striped(true).show(ui, |ui| {
+            ui.strong("");
+            ui.strong(diff.key.join(", "));
+            for column in &diff.columns {
+                ui.strong(format!("expected {column}"));
+            }
+            for column in &diff.columns {
+                ui.strong(format!("actual {column}"));
+            }
+            ui.end_row();
+            for (i, row) in diff.samples.iter().enumerate() {
+                let kind = match row.kind {
+                    DiffKind::Missing => "missing",
+                    DiffKind::Extra => "extra",
+                    DiffKind::Changed => "changed",
+                };
+                ui.label(if i == app.difference {
+                    RichText::new(format!("> {kind}")).strong()
+                } else {
+                    RichText::new(kind)
+                });
+                let key: Vec<String> = row
+                    .key
+                    .iter()
+                    .map(|k| k.clone().unwrap_or_default())
+                    .collect();
+                ui.label(key.join(", "));
+                for side in [&row.expected, &row.actual] {
+                    for c in 0..diff.columns.len() {
+                        let text = side
+                            .as_ref()
+                            .and_then(|v| v.get(c).cloned().flatten())
+                            .unwrap_or_default();
+                        if row.changed.get(c).copied().unwrap_or(false) {
+                            ui.label(RichText::new(text).color(changed_color).strong());
+                        } else {
+                            ui.label(text);
+                        }
+                    }
+                }
+                ui.end_row();
+            }
+        });
+    }
+    if let Some(violations) = &check.violations {
+        ui.label(format!(
+            "{} rows violate the invariant",
+            count(violations.rows)
+        ));
+        for sample in &violations.samples {
+            let values: Vec<String> = sample
+                .iter()
+                .map(|v| v.clone().unwrap_or_default())
+                .collect();
+            ui.monospace(values.join(" │ "));
+        }
+    }
+}
+
+fn diagnostics(app: &KappaApp, ui: &mut egui::Ui) {
+    egui::ScrollArea::vertical().show(ui, |ui| {
+        for source in &app.snapshot.sources {
+            let d = &source.diagnostics;
+            ui.strong(format!(
+                "{}: {} malformed, {} duplicates, {} out of order, {} schema changes",
+                source.name, d.malformed, d.duplicates, d.out_of_order, d.schema_changes
+            ));
+            for item in &d.items {
+                ui.monospace(format!(
+                    "{}:{} {:?}: {}",
+                    source.path_as_written.display(),
+                    item.line.map_or_else(String::new, |l| l.to_string()),
+                    item.kind,
+                    item.reason
+                ));
+            }
+        }
+    });
+}

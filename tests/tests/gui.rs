@@ -1,0 +1,180 @@
+//! The desktop app, driven through `egui_kittest` by labels, and once in a real window under Xvfb.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable as _;
+use kappa_core::{Pipeline, QueryTarget};
+use kappa_gui::{KappaApp, Options};
+use kappa_tests::{csv_lines, kappa_gui_path, open, sample};
+
+fn harness(pipeline: &Path) -> Harness<'static, KappaApp> {
+    let pipeline = Pipeline::load(pipeline).unwrap_or_else(|e| panic!("{e}"));
+    let mut harness = Harness::builder()
+        .with_size([1500.0, 950.0])
+        .build_eframe(move |cc| {
+            KappaApp::new(&cc.egui_ctx, pipeline, Options::default()).expect("app")
+        });
+    settle(&mut harness);
+    harness
+}
+
+/// Runs frames until every answer has come (the engine works on its own thread).
+fn settle(harness: &mut Harness<'static, KappaApp>) {
+    let until = Instant::now() + Duration::from_mins(1);
+    loop {
+        harness.step();
+        if harness.state().is_settled() && !harness.state().rows.table.is_empty() {
+            harness.step();
+            if harness.state().is_settled() {
+                break;
+            }
+        }
+        assert!(Instant::now() < until, "the app did not settle");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The shown rows as CSV lines (no header), to compare with the engine's.
+fn shown(harness: &Harness<'static, KappaApp>) -> Vec<String> {
+    let rows = &harness.state().rows;
+    (0..rows.len())
+        .map(|i| {
+            rows.row(i)
+                .into_iter()
+                .map(Option::unwrap_or_default)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+#[test]
+fn a_view_is_selected_time_travelled_edited_and_checked() {
+    let pipeline = sample("shop/kappa.toml");
+    let mut harness = harness(&pipeline);
+    // The first view is shown at first; selecting another from the node list shows its rows.
+    assert_eq!(harness.state().rows.table, "revenue_by_day");
+    harness.get_by_label("status_counts").click();
+    settle(&mut harness);
+    assert_eq!(harness.state().selected.as_deref(), Some("status_counts"));
+    let engine = open(&pipeline);
+    let expected = |engine: &kappa_core::Engine| {
+        let result = engine
+            .query(QueryTarget::Table("status_counts".into()), None)
+            .expect("query");
+        let mut lines = csv_lines(&result);
+        lines.remove(0);
+        lines
+    };
+    assert_eq!(shown(&harness), expected(&engine));
+
+    // The timeline: every view as of offset 5,000.
+    harness
+        .get_by_role(egui::accesskit::Role::Slider)
+        .set_value_accesskit(5000.0);
+    settle(&mut harness);
+    assert_eq!(harness.state().snapshot.position, 5000);
+    assert!(!harness.state().snapshot.following);
+    engine.seek(Some(5000)).expect("seek");
+    assert_eq!(shown(&harness), expected(&engine));
+    harness.get_by_label("Follow live").click();
+    settle(&mut harness);
+    assert!(harness.state().snapshot.following);
+    assert_eq!(harness.state().snapshot.position, 20_000);
+
+    // SQL: an error is shown and the text kept; then a valid query changes the rows.
+    harness.get_by_label("SQL").click();
+    harness.step();
+    let original = harness.state().sql_text.clone();
+    harness.state_mut().sql_text.push_str(" WHERE");
+    harness.get_by_label("Apply").click();
+    settle(&mut harness);
+    let error = harness.state().sql_error.clone().expect("an error");
+    assert!(error.contains("SQL syntax error"), "{error}");
+    assert!(
+        harness.state().sql_text.ends_with(" WHERE"),
+        "the text is kept"
+    );
+    harness.step();
+    assert!(
+        harness
+            .query_all_by_label_contains("SQL syntax error")
+            .next()
+            .is_some()
+    );
+    harness.state_mut().sql_text = format!("{original} LIMIT 2");
+    harness.get_by_label("Apply").click();
+    settle(&mut harness);
+    assert_eq!(harness.state().sql_error, None);
+    assert_eq!(harness.state().rows.len(), 2);
+
+    // A failing check: its diff rows appear, the changed cell among them.
+    harness.get_by_label("Checks").click();
+    harness.step();
+    harness.get_by_label("Run checks").click();
+    settle(&mut harness);
+    harness.get_by_label("FAIL revenue_dashboard_cache").click();
+    harness.step();
+    harness.step();
+    assert!(
+        harness.query_by_label("2024-06-12").is_some(),
+        "the changed row"
+    );
+    assert!(
+        harness.query_by_label("30330.57").is_some(),
+        "its changed value"
+    );
+    assert!(
+        harness.query_by_label("2024-07-01").is_some(),
+        "the extra row"
+    );
+    harness.get_by_label("Next difference").click();
+    harness.step();
+    assert_eq!(harness.state().difference, 1);
+}
+
+/// A real window under Xvfb: `--screenshot` renders it once settled, saves the PNG and exits.
+#[test]
+fn the_window_renders_under_xvfb_and_saves_a_screenshot() {
+    let display = ":97";
+    let mut xvfb = std::process::Command::new("Xvfb")
+        .args([display, "-screen", "0", "1600x1000x24", "-nolisten", "tcp"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("Xvfb is installed (.ci/run installs it: apt-get install -y xvfb)");
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let png = dir.path().join("shot.png");
+    let output = std::process::Command::new(kappa_gui_path())
+        .args([
+            sample("shop/kappa.toml").to_str().expect("utf-8"),
+            "--screenshot",
+            png.to_str().expect("utf-8"),
+            "--select",
+            "revenue_by_day",
+            "--size",
+            "1280x800",
+        ])
+        .env("DISPLAY", display)
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .expect("run kappa-gui");
+    let _ = xvfb.kill();
+    let _ = xvfb.wait();
+    assert!(
+        output.status.success(),
+        "kappa-gui failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let image = image::open(&png).expect("a PNG").to_rgba8();
+    assert_eq!(image.dimensions(), (1280, 800));
+    let colours: std::collections::HashSet<[u8; 4]> = image.pixels().map(|p| p.0).collect();
+    assert!(
+        colours.len() > 20,
+        "a blank window: {} colours",
+        colours.len()
+    );
+}
