@@ -18,6 +18,10 @@ pub struct GraphState {
     pub zoom: f32,
     /// Nodes the user dragged, by how far.
     pub moved: HashMap<String, Vec2>,
+    /// The area and the layers' shape the graph was last fitted to; it is fitted again when either changes, until the
+    /// user pans, zooms or drags (a double click on the background fits it again).
+    pub fitted: Option<(Vec2, usize, usize)>,
+    pub user_moved: bool,
 }
 
 impl Default for GraphState {
@@ -26,6 +30,8 @@ impl Default for GraphState {
             pan: Vec2::new(24.0, 24.0),
             zoom: 1.0,
             moved: HashMap::new(),
+            fitted: None,
+            user_moved: false,
         }
     }
 }
@@ -96,6 +102,13 @@ pub fn show(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
     let (area, background) = ui.allocate_exact_size(ui.available_size(), Sense::click_and_drag());
     if background.dragged() {
         app.graph.pan += background.drag_delta();
+        app.graph.user_moved = true;
+    }
+    if background.double_clicked() {
+        // Back to the laid-out graph, fitted to the area.
+        app.graph.moved.clear();
+        app.graph.user_moved = false;
+        app.graph.fitted = None;
     }
     if background.hovered() || ui.rect_contains_pointer(area) {
         let (scroll, zoom) = ui.input(|i| (i.smooth_scroll_delta.y, i.zoom_delta()));
@@ -109,15 +122,36 @@ pub fn show(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
             if let Some(pointer) = ui.input(|i| i.pointer.hover_pos()) {
                 let before = (pointer - area.min - app.graph.pan) / app.graph.zoom;
                 app.graph.zoom = (app.graph.zoom * factor).clamp(0.2, 3.0);
+                app.graph.user_moved = true;
                 app.graph.pan = pointer - area.min - before * app.graph.zoom;
             }
         }
     }
     let painter = ui.painter_at(area);
     painter.rect_filled(area, 0.0, ui.visuals().extreme_bg_color);
+    let layers = app.snapshot.lineage.layers();
+    let shape = (
+        area.size(),
+        layers.len(),
+        layers.iter().map(Vec::len).max().unwrap_or(0),
+    );
+    if !app.graph.user_moved && app.graph.fitted != Some(shape) && !layers.is_empty() {
+        // Zoom so the whole graph fits, with a margin; never above 1.
+        #[allow(clippy::cast_precision_loss)] // a few hundred nodes at most
+        let size = Vec2::new(
+            layers.len() as f32 * (NODE.x + GAP.x) - GAP.x,
+            layers.iter().map(Vec::len).max().unwrap_or(1) as f32 * (NODE.y + GAP.y) - GAP.y,
+        );
+        let margin = 24.0;
+        let fit = ((area.width() - 2.0 * margin) / size.x)
+            .min((area.height() - 2.0 * margin) / size.y)
+            .clamp(0.2, 1.0);
+        app.graph.zoom = fit;
+        app.graph.pan = Vec2::splat(margin);
+        app.graph.fitted = Some(shape);
+    }
     let zoom = app.graph.zoom;
     let origin = area.min + app.graph.pan;
-    let layers = app.snapshot.lineage.layers();
     let mut rects: HashMap<String, Rect> = HashMap::new();
     for (l, layer) in layers.iter().enumerate() {
         for (i, name) in layer.iter().enumerate() {
@@ -183,6 +217,7 @@ pub fn show(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
         let response = ui.interact(*rect, id, Sense::click_and_drag());
         if response.dragged() {
             *app.graph.moved.entry(name.clone()).or_default() += response.drag_delta() / zoom;
+            app.graph.user_moved = true;
         }
         if response.clicked() {
             actions.push(Action::Select(name.clone()));

@@ -25,9 +25,9 @@ struct Args {
     /// Time travel to this offset first.
     #[arg(long, value_name = "OFFSET")]
     at: Option<u64>,
-    /// The window's size in points, as `WIDTHxHEIGHT`.
-    #[arg(long, default_value = "1280x800")]
-    size: String,
+    /// The window's size in points, as `WIDTHxHEIGHT` (by default the size it had last time, or 1280x800).
+    #[arg(long)]
+    size: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -43,19 +43,27 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<()> {
     let pipeline = Pipeline::open(&args.inputs)?;
-    let (width, height) = args
-        .size
+    let size = args.size.as_deref().unwrap_or("1280x800");
+    let (width, height) = size
         .split_once('x')
         .and_then(|(w, h)| Some((w.parse::<f32>().ok()?, h.parse::<f32>().ok()?)))
-        .ok_or_else(|| anyhow!("--size {}: expected WIDTHxHEIGHT, like 1280x800", args.size))?;
+        .ok_or_else(|| anyhow!("--size {size}: expected WIDTHxHEIGHT, like 1280x800"))?;
     let title = format!("Kappa — {}", pipeline.title);
+    let throwaway = args.screenshot.as_ref().map(|_| {
+        std::env::temp_dir().join(format!("kappa-gui-screenshot-{}.ron", std::process::id()))
+    });
     let options = eframe::NativeOptions {
         viewport: eframe::egui::ViewportBuilder::default()
             .with_inner_size([width, height])
             .with_title(&title)
             .with_drag_and_drop(true),
+        // An asked-for size (or a screenshot) wins over the size remembered from last time.
+        persist_window: args.size.is_none() && args.screenshot.is_none(),
+        // A screenshot neither reads nor changes what the app remembers (the window's size, recent pipelines).
+        persistence_path: throwaway.clone(),
         ..Default::default()
     };
+    let asked_size = args.size.is_some().then_some([width, height]);
     let shot = Arc::new(Mutex::new(None));
     let app_shot = shot.clone();
     let app_options = kappa_gui::Options {
@@ -68,6 +76,12 @@ fn run(args: Args) -> Result<()> {
         "kappa-gui",
         options,
         Box::new(move |cc| {
+            if let Some([width, height]) = asked_size {
+                cc.egui_ctx
+                    .send_viewport_cmd(eframe::egui::ViewportCommand::InnerSize(
+                        [width, height].into(),
+                    ));
+            }
             let mut app = kappa_gui::KappaApp::new(&cc.egui_ctx, pipeline, app_options)?;
             app.recent = kappa_gui::recent_from(cc.storage);
             app.shot_result = app_shot;
@@ -76,6 +90,9 @@ fn run(args: Args) -> Result<()> {
     )
     .map_err(|e| anyhow!("{e}"))
     .context("opening the window")?;
+    if let Some(path) = &throwaway {
+        let _ = std::fs::remove_file(path);
+    }
     if let Some(path) = args.screenshot {
         let outcome = shot
             .lock()

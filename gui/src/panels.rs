@@ -152,6 +152,7 @@ pub fn timeline(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>
                 }
             });
             let head = snapshot.head.max(1);
+            ui.spacing_mut().slider_width = (ui.available_width() - 160.0).max(100.0);
             let slider = ui.add(
                 egui::Slider::new(&mut app.scrub, 0..=head)
                     .text("offset")
