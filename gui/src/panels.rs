@@ -197,9 +197,12 @@ pub fn timeline(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>
 
 /// The selected node's tabs.
 pub fn details(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+    // At most 60% of the window, so the graph always keeps some room.
+    let max = (ui.available_width() * 0.6).max(300.0);
     egui::Panel::right("details")
         .resizable(true)
-        .default_size(560.0)
+        .default_size(560.0_f32.min(max))
+        .max_size(max)
         .show(ui, |ui| {
             ui.horizontal(|ui| {
                 for (tab, label) in [
@@ -430,13 +433,12 @@ fn paths(app: &KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
         return;
     };
     let p = &view.paths;
+    if let Some(m) = &view.maintenance {
+        // A reason can be long: a wrapped label, not a grid cell that would widen the panel.
+        ui.add(egui::Label::new(format!("{}: {} — {}", view.name, m.kind, m.reason)).wrap());
+    }
     egui::Grid::new("paths").striped(true).show(ui, |ui| {
-        let kind = view
-            .maintenance
-            .as_ref()
-            .map_or_else(|| "-".to_owned(), |m| format!("{} — {}", m.kind, m.reason));
         for (label, value) in [
-            ("maintenance", kind),
             ("write cost per event", secs(p.write_secs_per_event)),
             ("write cost in total", secs(Some(p.write_secs))),
             (
