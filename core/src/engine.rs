@@ -86,6 +86,30 @@ pub struct Browse {
     pub sort: Option<(String, bool)>,
 }
 
+impl Browse {
+    /// Sorting by `column` again: ascending, then descending, then not sorted.
+    pub fn cycle_sort(&mut self, column: String) {
+        self.sort = match &self.sort {
+            Some((c, false)) if *c == column => Some((column, true)),
+            Some((c, true)) if *c == column => None,
+            _ => Some((column, false)),
+        };
+    }
+}
+
+/// A source or view at a glance, as both front ends mark it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Fresh,
+    /// Being computed, behind the log (a throttled recompute), or a replay is running.
+    Updating,
+    /// Showing an older state: its file, or a file it depends on, is gone.
+    Stale,
+    Error,
+    /// Fresh, but a check on it did not pass.
+    CheckFailed,
+}
+
 /// How a browse filter was applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FilterUse {
@@ -362,6 +386,39 @@ impl Snapshot {
     #[must_use]
     pub fn view(&self, name: &str) -> Option<&ViewState> {
         self.views.iter().find(|v| v.name == name)
+    }
+
+    /// How the source or view `name` is doing, at a glance.
+    #[must_use]
+    pub fn health(&self, name: &str) -> Health {
+        if let Some(source) = self.source(name) {
+            return match &source.status {
+                NodeStatus::Error(_) => Health::Error,
+                NodeStatus::Stale(_) => Health::Stale,
+                NodeStatus::Pending => Health::Updating,
+                NodeStatus::Fresh => Health::Fresh,
+            };
+        }
+        let Some(view) = self.view(name) else {
+            return Health::Fresh;
+        };
+        let failed = self
+            .checks
+            .iter()
+            .any(|c| c.view.as_deref() == Some(name) && c.status != CheckStatus::Pass);
+        let replaying = self
+            .replay
+            .as_ref()
+            .is_some_and(|r| r.state == ReplayState::Running);
+        match &view.status {
+            NodeStatus::Error(_) => Health::Error,
+            NodeStatus::Stale(_) => Health::Stale,
+            _ if view.stale.is_some() => Health::Stale,
+            _ if failed => Health::CheckFailed,
+            NodeStatus::Pending => Health::Updating,
+            _ if view.pending_events > 0 || replaying => Health::Updating,
+            NodeStatus::Fresh => Health::Fresh,
+        }
     }
 
     /// The names of every source and view, in pipeline order.

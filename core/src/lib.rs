@@ -52,7 +52,7 @@ mod verify;
 pub use cdc::{CHANGES_SUFFIX, UNAVAILABLE_VALUE};
 pub use diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
 pub use engine::{
-    Browse, Command, Engine, EngineOptions, EngineStatus, FilterUse, LiveEvent, LiveUpdate,
+    Browse, Command, Engine, EngineOptions, EngineStatus, FilterUse, Health, LiveEvent, LiveUpdate,
     MAX_UPDATES, NodeStatus, PathMetrics, QueryResult, QueryTarget, ReplayProgress, ReplayState,
     Reply, Snapshot, SourceState, ViewChange, ViewState, Waker, no_waker,
 };
@@ -64,7 +64,8 @@ pub use generate::{
 pub use incremental::{Maintenance, MaintenanceKind};
 pub use lineage::{ColumnLineage, ColumnRef, Edge, Lineage, LineageNode, NodeKind};
 pub use output::{
-    ExportFormat, TextFormat, display_rows, export_batches, write_atomic, write_batches,
+    ExportFormat, TextFormat, display_rows, export_batches, human_bytes, human_secs, thousands,
+    write_atomic, write_batches,
 };
 pub use pipeline::{
     CheckKind, CheckSpec, Format, Pipeline, SourceKind, SourceSpec, ViewMode, ViewSpec, save_views,

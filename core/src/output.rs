@@ -256,3 +256,41 @@ pub fn export_batches(
     })?;
     Ok(rows)
 }
+
+/// A count with thousands separated by commas: `20,000`.
+#[must_use]
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Seconds for people, in the unit that reads best (`3.9 µs`, `33.76 ms`, `1.20 s`); `-` when not measured.
+#[must_use]
+pub fn human_secs(value: Option<f64>) -> String {
+    match value {
+        None => "-".to_owned(),
+        Some(s) if s < 1e-3 => format!("{:.1} µs", s * 1e6),
+        Some(s) if s < 1.0 => format!("{:.2} ms", s * 1e3),
+        Some(s) => format!("{s:.2} s"),
+    }
+}
+
+/// Bytes for people: `512 B`, `3.4 KiB`, `1.2 MiB`.
+#[must_use]
+#[allow(clippy::cast_precision_loss)] // a figure to read, not to compute with
+pub fn human_bytes(n: u64) -> String {
+    if n < 1024 {
+        format!("{n} B")
+    } else if n < 1024 * 1024 {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
+    }
+}

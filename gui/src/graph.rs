@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use eframe::egui::{self, Color32, Pos2, Rect, Sense, Stroke, Vec2};
-use kappa_core::{CheckStatus, NodeStatus};
+use kappa_core::{CheckStatus, Health, NodeStatus};
 
 use crate::{Action, KappaApp};
 
@@ -41,23 +41,13 @@ const GAP: Vec2 = Vec2::new(90.0, 26.0);
 /// How long edges pulse after a change.
 const PULSE: Duration = Duration::from_millis(1500);
 
-/// A node's colour by status (and a failing check).
+/// A node's colour by its health (a failing check is a badge, not a colour).
 fn color(app: &KappaApp, name: &str) -> Color32 {
-    let snapshot = &app.snapshot;
-    let status = snapshot
-        .source(name)
-        .map(|s| &s.status)
-        .or_else(|| snapshot.view(name).map(|v| &v.status));
-    let stale = snapshot.view(name).and_then(|v| v.stale.as_ref()).is_some();
-    match status {
-        Some(NodeStatus::Error(_)) => Color32::from_rgb(200, 60, 60),
-        Some(NodeStatus::Stale(_)) => Color32::from_rgb(150, 150, 150),
-        _ if stale => Color32::from_rgb(150, 150, 150),
-        Some(NodeStatus::Pending) => Color32::from_rgb(220, 170, 60),
-        _ if snapshot.view(name).is_some_and(|v| v.pending_events > 0) => {
-            Color32::from_rgb(220, 170, 60)
-        }
-        _ => Color32::from_rgb(70, 170, 110),
+    match app.snapshot.health(name) {
+        Health::Error => Color32::from_rgb(200, 60, 60),
+        Health::Stale => Color32::from_rgb(150, 150, 150),
+        Health::Updating => Color32::from_rgb(220, 170, 60),
+        Health::Fresh | Health::CheckFailed => Color32::from_rgb(70, 170, 110),
     }
 }
 

@@ -255,11 +255,7 @@ impl KappaApp {
             }
             Action::SetBatch(size) => self.batch_size = size.max(1),
             Action::Sort(column) => {
-                self.browse.sort = match &self.browse.sort {
-                    Some((c, false)) if *c == column => Some((column, true)),
-                    Some((c, true)) if *c == column => None,
-                    _ => Some((column, false)),
-                };
+                self.browse.cycle_sort(column);
                 self.query_rows();
             }
             Action::Filter(text) => {

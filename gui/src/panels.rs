@@ -4,31 +4,9 @@
 use eframe::egui::{self, Color32, RichText};
 use egui_extras::{Column, TableBuilder};
 use egui_plot::{Line, Plot, VLine};
-use kappa_core::{CheckStatus, DiffKind, NodeStatus, ReplayState};
+use kappa_core::{CheckStatus, DiffKind, NodeStatus, ReplayState, human_secs, thousands};
 
 use crate::{Action, KappaApp, Tab};
-
-/// Thousands separated by commas.
-fn count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn secs(value: Option<f64>) -> String {
-    match value {
-        None => "-".to_owned(),
-        Some(s) if s < 1e-3 => format!("{:.1} µs", s * 1e6),
-        Some(s) if s < 1.0 => format!("{:.2} ms", s * 1e3),
-        Some(s) => format!("{s:.2} s"),
-    }
-}
 
 /// File > Open (a path typed, or files dropped on the window), recent pipelines, and the status line.
 pub fn menu(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
@@ -69,7 +47,7 @@ pub fn menu(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
                 _ if !app.snapshot.following => "time travel",
                 _ => "live",
             };
-            ui.label(format!("{mode} · head {}", count(app.snapshot.head)));
+            ui.label(format!("{mode} · head {}", thousands(app.snapshot.head)));
             if let Some((message, error)) = &app.status {
                 let color = if *error {
                     ui.visuals().error_fg_color
@@ -167,9 +145,9 @@ pub fn timeline(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>
                 let ratio = replay.position as f32 / replay.target.max(1) as f32;
                 ui.add(egui::ProgressBar::new(ratio).text(format!(
                     "{} / {} · {} events/s",
-                    count(replay.position),
-                    count(replay.target),
-                    count(replay.events_per_sec as u64)
+                    thousands(replay.position),
+                    thousands(replay.target),
+                    thousands(replay.events_per_sec as u64)
                 )));
                 let points: Vec<[f64; 2]> = replay
                     .rate_history
@@ -233,7 +211,7 @@ fn data(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
     };
     ui.horizontal(|ui| {
         ui.strong(&name);
-        ui.label(format!("{} rows", count(app.rows.len() as u64)));
+        ui.label(format!("{} rows", thousands(app.rows.len() as u64)));
     });
     ui.horizontal(|ui| {
         let filter = ui.add(
@@ -439,18 +417,18 @@ fn paths(app: &KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
     }
     egui::Grid::new("paths").striped(true).show(ui, |ui| {
         for (label, value) in [
-            ("write cost per event", secs(p.write_secs_per_event)),
-            ("write cost in total", secs(Some(p.write_secs))),
+            ("write cost per event", human_secs(p.write_secs_per_event)),
+            ("write cost in total", human_secs(Some(p.write_secs))),
             (
                 "stored state",
                 format!(
                     "{} rows, {} bytes",
-                    count(p.state_rows),
-                    count(p.state_bytes)
+                    thousands(p.state_rows),
+                    thousands(p.state_bytes)
                 ),
             ),
-            ("read: compute from the log", secs(p.read_path_secs)),
-            ("read: the stored state", secs(p.write_path_read_secs)),
+            ("read: compute from the log", human_secs(p.read_path_secs)),
+            ("read: the stored state", human_secs(p.write_path_read_secs)),
             (
                 "materializing pays off above",
                 p.crossover_reads_per_write.map_or_else(
@@ -538,10 +516,10 @@ fn checks(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
     if let Some(diff) = &check.diff {
         ui.label(format!(
             "{} matching, {} missing, {} extra, {} changed",
-            count(diff.matching),
-            count(diff.missing),
-            count(diff.extra),
-            count(diff.changed)
+            thousands(diff.matching),
+            thousands(diff.missing),
+            thousands(diff.extra),
+            thousands(diff.changed)
         ));
         ui.horizontal(|ui| {
             let n = diff.samples.len();
@@ -600,7 +578,7 @@ fn checks(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
     if let Some(violations) = &check.violations {
         ui.label(format!(
             "{} rows violate the invariant",
-            count(violations.rows)
+            thousands(violations.rows)
         ));
         for sample in &violations.samples {
             let values: Vec<String> = sample

@@ -809,11 +809,7 @@ impl App {
             return;
         };
         let name = field.name().clone();
-        self.data.browse.sort = match &self.data.browse.sort {
-            Some((column, false)) if *column == name => Some((name, true)),
-            Some((column, true)) if *column == name => None,
-            _ => Some((name, false)),
-        };
+        self.data.browse.cycle_sort(name);
         self.query_data(true);
     }
 

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use kappa_core::{Command, Engine, EngineOptions, LiveUpdate, Snapshot, no_waker};
+use kappa_core::{
+    Command, Engine, EngineOptions, LiveUpdate, Snapshot, human_bytes, human_secs, no_waker,
+};
 
 use crate::cli::open_pipeline;
 
@@ -184,25 +186,6 @@ pub fn paths(args: &PathsArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn secs(value: Option<f64>) -> String {
-    match value {
-        None => "-".to_owned(),
-        Some(s) if s < 1e-3 => format!("{:.1} µs", s * 1e6),
-        Some(s) if s < 1.0 => format!("{:.2} ms", s * 1e3),
-        Some(s) => format!("{s:.2} s"),
-    }
-}
-
-pub(crate) fn bytes(n: u64) -> String {
-    if n < 1024 {
-        format!("{n} B")
-    } else if n < 1024 * 1024 {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    } else {
-        format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
-    }
-}
-
 /// The paths as a table, then each view's maintenance reason.
 #[must_use]
 pub fn paths_table(snapshot: &Snapshot, batch_size: u64) -> String {
@@ -228,15 +211,15 @@ pub fn paths_table(snapshot: &Snapshot, batch_size: u64) -> String {
             "{:<20} {:<10} {:>12} {:>10} {:>10} {:>12} {:>12} {:>16}",
             v.name,
             kind,
-            secs(v.paths.write_secs_per_event),
+            human_secs(v.paths.write_secs_per_event),
             v.rows.map_or_else(|| "-".to_owned(), |r| r.to_string()),
             if v.paths.state_bytes > 0 {
-                bytes(v.paths.state_bytes)
+                human_bytes(v.paths.state_bytes)
             } else {
                 "-".to_owned()
             },
-            secs(v.paths.read_path_secs),
-            secs(v.paths.write_path_read_secs),
+            human_secs(v.paths.read_path_secs),
+            human_secs(v.paths.write_path_read_secs),
             crossover,
         );
     }

@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use kappa_core::arrow::util::display::{ArrayFormatter, FormatOptions};
-use kappa_core::{CheckStatus, DiffKind, MaintenanceKind, NodeStatus, ReplayState};
+use kappa_core::{
+    CheckStatus, DiffKind, Health, MaintenanceKind, NodeStatus, ReplayState, human_bytes,
+    human_secs, thousands,
+};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -14,7 +17,7 @@ use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Clear, Gauge, Paragraph, Row, Sparkline, Table, Widget, Wrap};
 
 use crate::app::{App, DataView, Focus, Overlay, Tab};
-use crate::live::{bytes, secs, update_line};
+use crate::live::update_line;
 
 /// Where each part of the screen is.
 #[derive(Debug, Clone, Copy)]
@@ -160,51 +163,13 @@ impl Mark {
 
 /// The mark of a source or view.
 fn mark(app: &App, name: &str) -> Mark {
-    let snapshot = &app.snapshot;
-    if let Some(source) = snapshot.source(name) {
-        return match &source.status {
-            NodeStatus::Error(_) => Mark::Error,
-            NodeStatus::Stale(_) => Mark::Stale,
-            NodeStatus::Pending => Mark::Updating,
-            NodeStatus::Fresh => Mark::Fresh,
-        };
+    match app.snapshot.health(name) {
+        Health::Fresh => Mark::Fresh,
+        Health::Updating => Mark::Updating,
+        Health::Stale => Mark::Stale,
+        Health::Error => Mark::Error,
+        Health::CheckFailed => Mark::CheckFailed,
     }
-    let Some(view) = snapshot.view(name) else {
-        return Mark::Fresh;
-    };
-    let failed = snapshot
-        .checks
-        .iter()
-        .any(|c| c.view.as_deref() == Some(name) && c.status != CheckStatus::Pass);
-    match &view.status {
-        NodeStatus::Error(_) => Mark::Error,
-        NodeStatus::Stale(_) => Mark::Stale,
-        _ if view.stale.is_some() => Mark::Stale,
-        _ if failed => Mark::CheckFailed,
-        NodeStatus::Pending => Mark::Updating,
-        _ if view.pending_events > 0 => Mark::Updating,
-        _ if snapshot
-            .replay
-            .as_ref()
-            .is_some_and(|r| r.state == ReplayState::Running) =>
-        {
-            Mark::Updating
-        }
-        NodeStatus::Fresh => Mark::Fresh,
-    }
-}
-
-/// Thousands separated by commas.
-fn count(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
@@ -344,7 +309,7 @@ fn render_header(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             Span::styled("⏸ paused", theme.fg(Color::Yellow))
         }
         _ if !snapshot.following => Span::styled(
-            format!("⏪ time travel @ {}", count(snapshot.position)),
+            format!("⏪ time travel @ {}", thousands(snapshot.position)),
             theme.fg(Color::Magenta),
         ),
         _ if snapshot.status == kappa_core::EngineStatus::Loading => {
@@ -362,7 +327,7 @@ fn render_header(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         Span::styled(" kappa ", theme.title()),
         Span::raw(format!("{} │ ", snapshot.title)),
         mode,
-        Span::raw(format!(" │ head {} │ lag {lag}", count(snapshot.head))),
+        Span::raw(format!(" │ head {} │ lag {lag}", thousands(snapshot.head))),
     ];
     if let Some(busy) = app.busy() {
         spans.push(Span::styled(
@@ -402,7 +367,7 @@ fn render_tree(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             .map(|s| Some(s.rows))
             .or_else(|| app.snapshot.view(&entry.name).map(|v| v.rows))
             .flatten()
-            .map_or_else(|| "·".to_owned(), count);
+            .map_or_else(|| "·".to_owned(), thousands);
         let indent = if entry.depth == 0 {
             String::new()
         } else {
@@ -489,7 +454,7 @@ fn render_table(
 ) {
     let mut title = format!(" {} ", data.browse.table);
     if data.result.is_some() {
-        let _ = write!(title, "· {} rows ", count(data.rows() as u64));
+        let _ = write!(title, "· {} rows ", thousands(data.rows() as u64));
     }
     if let Some((column, descending)) = &data.browse.sort {
         let _ = write!(
@@ -860,21 +825,21 @@ fn render_replay(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         Span::styled(format!("{state}: "), theme.title()),
         Span::raw(format!(
             "every view as of offset {} of {}{}",
-            count(snapshot.position),
-            count(snapshot.head),
+            thousands(snapshot.position),
+            thousands(snapshot.head),
             if snapshot.following { " (live)" } else { "" }
         )),
     ])];
     if let Some(r) = &snapshot.replay {
         lines.push(Line::raw(format!(
             "{} batches of {}, {} events, {} duplicates dropped, {} malformed; {:.2} s, {} events/s{}",
-            count(r.batches),
-            count(r.batch_size),
-            count(r.events),
-            count(r.duplicates),
-            count(r.malformed),
+            thousands(r.batches),
+            thousands(r.batch_size),
+            thousands(r.events),
+            thousands(r.duplicates),
+            thousands(r.malformed),
             r.elapsed_secs,
-            count(r.events_per_sec as u64),
+            thousands(r.events_per_sec as u64),
             r.eta_secs.map_or_else(String::new, |eta| format!(", {eta:.1} s left")),
         )));
     } else {
@@ -890,7 +855,7 @@ fn render_replay(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     let ratio = (position as f64 / target.max(1) as f64).clamp(0.0, 1.0);
     Gauge::default()
         .ratio(ratio)
-        .label(format!("{} / {}", count(position), count(target)))
+        .label(format!("{} / {}", thousands(position), thousands(target)))
         .gauge_style(theme.fg(Color::Cyan))
         .use_unicode(true)
         .render(gauge, buf);
@@ -958,14 +923,14 @@ fn render_paths(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         Row::new(vec![
             ratatui::widgets::Cell::from(v.name.clone()),
             ratatui::widgets::Cell::from(kind).style(kind_style),
-            ratatui::widgets::Cell::from(secs(v.paths.write_secs_per_event)),
+            ratatui::widgets::Cell::from(human_secs(v.paths.write_secs_per_event)),
             ratatui::widgets::Cell::from(if v.paths.state_bytes > 0 {
-                bytes(v.paths.state_bytes)
+                human_bytes(v.paths.state_bytes)
             } else {
                 "-".to_owned()
             }),
-            ratatui::widgets::Cell::from(secs(v.paths.read_path_secs)),
-            ratatui::widgets::Cell::from(secs(v.paths.write_path_read_secs)),
+            ratatui::widgets::Cell::from(human_secs(v.paths.read_path_secs)),
+            ratatui::widgets::Cell::from(human_secs(v.paths.write_path_read_secs)),
             ratatui::widgets::Cell::from(crossover),
         ])
     });
@@ -1021,12 +986,12 @@ fn render_paths(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         lines.push(Line::from(vec![
             Span::raw(format!("{name:<name_width$} ")),
             Span::styled(bar(v.paths.read_path_secs), theme.fg(Color::Yellow)),
-            Span::raw(format!(" {}", secs(v.paths.read_path_secs))),
+            Span::raw(format!(" {}", human_secs(v.paths.read_path_secs))),
         ]));
         lines.push(Line::from(vec![
             Span::raw(format!("{:<name_width$} ", "")),
             Span::styled(bar(v.paths.write_path_read_secs), theme.fg(Color::Green)),
-            Span::raw(format!(" {}", secs(v.paths.write_path_read_secs))),
+            Span::raw(format!(" {}", human_secs(v.paths.write_path_read_secs))),
         ]));
     }
     if let Some(view) = app.snapshot.view(selected)
@@ -1102,12 +1067,12 @@ fn render_checks(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     if let Some(diff) = &check.diff {
         lines.push(Line::raw(format!(
             "{} expected, {} actual: {} matching, {} missing, {} extra, {} changed",
-            count(diff.expected_rows),
-            count(diff.actual_rows),
-            count(diff.matching),
-            count(diff.missing),
-            count(diff.extra),
-            count(diff.changed)
+            thousands(diff.expected_rows),
+            thousands(diff.actual_rows),
+            thousands(diff.matching),
+            thousands(diff.missing),
+            thousands(diff.extra),
+            thousands(diff.changed)
         )));
         if !diff.column_mismatches.is_empty() {
             let columns: Vec<String> = diff
@@ -1205,7 +1170,7 @@ fn render_checks(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     if let Some(violations) = &check.violations {
         lines.push(Line::raw(format!(
             "{} rows violate the invariant",
-            count(violations.rows)
+            thousands(violations.rows)
         )));
         lines.push(Line::styled(violations.columns.join(" │ "), theme.title()));
         for (i, sample) in violations.samples.iter().enumerate() {
