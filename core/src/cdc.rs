@@ -109,13 +109,25 @@ impl TableState {
 /// Reads a Debezium change log. `key` names the primary-key columns.
 pub(crate) fn load_debezium(path: &Path, key: &[String]) -> Result<LoadedSource> {
     let data = read_file(path)?;
+    let mut loaded = parse_debezium(path, &data, key)?;
+    loaded.tail = Some(crate::source::tail_of(
+        path,
+        &data,
+        crate::source::complete_len(&data),
+        None,
+    ));
+    Ok(loaded)
+}
+
+/// Parses `data`, the whole of the Debezium change log `path` (without a tail yet).
+pub(crate) fn parse_debezium(path: &Path, data: &[u8], key: &[String]) -> Result<LoadedSource> {
     let mut diagnostics = Diagnostics::default();
     let mut offsets = Vec::new();
     let mut flat = Vec::new();
     let mut changes = Vec::new();
     let mut images: Vec<Value> = Vec::new();
     let mut next_offset = 0;
-    for (offset, line, complete) in Lines::new(&data) {
+    for (offset, line, complete) in Lines::new(data) {
         next_offset = offset + 1;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -189,12 +201,7 @@ pub(crate) fn load_debezium(path: &Path, key: &[String]) -> Result<LoadedSource>
             changes,
             state: ObjectSchema::infer(&images),
         }),
-        tail: Some(crate::source::tail_of(
-            path,
-            &data,
-            crate::source::complete_len(&data),
-            None,
-        )),
+        tail: None,
     })
 }
 

@@ -286,6 +286,9 @@ pub struct SourceState {
     pub name: String,
     pub path: PathBuf,
     pub path_as_written: PathBuf,
+    /// The path leads out of the pipeline file's folder (`../../elsewhere`, an absolute path, or a link out): allowed,
+    /// as Kappa is a local tool, but shown, since the pipeline may come from someone else.
+    pub outside_folder: bool,
     pub kind: SourceKind,
     pub format: Format,
     pub status: NodeStatus,
@@ -616,6 +619,7 @@ fn initial_snapshot(pipeline: &Pipeline) -> Snapshot {
                 name: s.name.clone(),
                 path: s.path.clone(),
                 path_as_written: s.path_as_written.clone(),
+                outside_folder: pipeline.is_outside_folder(s),
                 kind: s.kind,
                 format: s.format,
                 status: NodeStatus::Pending,
@@ -1676,6 +1680,15 @@ impl Worker {
             }
             QueryTarget::Sql(sql) => {
                 let statement = sql::parse_query(&session, None, sql)?;
+                // A table that failed to load is not registered: say why, not "table not found".
+                for table in sql::table_references(&session, None, &statement)? {
+                    if let Some(reason) = self.failure(&table) {
+                        return Err(Error::Unavailable {
+                            name: table,
+                            reason,
+                        });
+                    }
+                }
                 (None, sql::plan_query(&session, None, statement).await?)
             }
             QueryTarget::Browse(browse) => {

@@ -39,6 +39,8 @@ mod cdc;
 mod diagnostics;
 mod engine;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod generate;
 mod incremental;
 mod ingest;
@@ -64,14 +66,16 @@ pub use generate::{
 pub use incremental::{Maintenance, MaintenanceKind};
 pub use lineage::{ColumnLineage, ColumnRef, Edge, Lineage, LineageNode, NodeKind};
 pub use output::{
-    ExportFormat, TextFormat, display_rows, export_batches, human_bytes, human_secs, thousands,
-    write_atomic, write_batches,
+    ExportFormat, TextFormat, display_rows, export_batches, human_bytes, human_secs, parse_size,
+    thousands, write_atomic, write_batches,
 };
 pub use pipeline::{
     CheckKind, CheckSpec, Format, Pipeline, SourceKind, SourceSpec, ViewMode, ViewSpec, save_views,
     table_name_for,
 };
-pub use source::{LoadedSource, OFFSET_COLUMN, load as load_source, quiet_reader_panics};
+pub use source::{
+    LoadedSource, MAX_SOURCE_SIZE_VAR, OFFSET_COLUMN, load as load_source, quiet_reader_panics,
+};
 pub use verify::{
     CheckReport, CheckStatus, DiffKind, DiffOptions, DiffReport, DiffRow, SchemaDiff, Side,
     Tolerance, Violations,

@@ -282,6 +282,31 @@ pub fn human_secs(value: Option<f64>) -> String {
     }
 }
 
+/// `4096`, `64K`, `512M`, `4G` (powers of 1024; a trailing `B` or `iB` is allowed).
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+pub fn parse_size(text: &str) -> std::result::Result<usize, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let digits = upper.trim_end_matches("IB").trim_end_matches('B');
+    let (number, unit) = match digits
+        .char_indices()
+        .find(|(_, c)| !c.is_ascii_digit() && *c != '.')
+    {
+        Some((i, _)) => digits.split_at(i),
+        None => (digits, ""),
+    };
+    let scale: f64 = match unit {
+        "" => 1.0,
+        "K" => 1024.0,
+        "M" => 1024.0 * 1024.0,
+        "G" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("`{text}`: use a number with K, M or G, like 512M")),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: use a number with K, M or G, like 512M"))?;
+    Ok((value * scale) as usize)
+}
+
 /// Bytes for people: `512 B`, `3.4 KiB`, `1.2 MiB`.
 #[must_use]
 #[allow(clippy::cast_precision_loss)] // a figure to read, not to compute with
@@ -290,7 +315,9 @@ pub fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else if n < 1024 * 1024 {
         format!("{:.1} KiB", n as f64 / 1024.0)
-    } else {
+    } else if n < 1024 * 1024 * 1024 {
         format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
+    } else {
+        format!("{:.1} GiB", n as f64 / (1024.0 * 1024.0 * 1024.0))
     }
 }

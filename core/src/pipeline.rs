@@ -509,6 +509,19 @@ impl Pipeline {
         })
     }
 
+    /// True when `source`'s path leads out of the pipeline file's folder (`../../etc/passwd`, an absolute path
+    /// elsewhere, or a link that points out). Allowed, as Kappa is a local tool, but the front ends show it: a
+    /// pipeline may come from someone else.
+    #[must_use]
+    pub fn is_outside_folder(&self, source: &SourceSpec) -> bool {
+        if self.file.is_none() {
+            // Files named on the command line: there is no pipeline folder to leave.
+            return false;
+        }
+        let resolve = |path: &Path| std::fs::canonicalize(path).unwrap_or_else(|_| lexical(path));
+        !resolve(&source.path).starts_with(resolve(&self.base_dir))
+    }
+
     /// The tables the sources expose, in order: each source's name, and for a Debezium source also its
     /// `<name>__changes` table of raw events.
     #[must_use]
@@ -643,6 +656,23 @@ fn cycle_in(graph: &DiGraph<&str, ()>, component: &[petgraph::graph::NodeIndex])
 
 /// True for a name SQL can use unquoted and unchanged: lowercase letters, digits and `_`, not starting with a digit.
 /// (DataFusion folds unquoted identifiers to lowercase, so `Orders` could never be found as written.)
+/// `path` with `.` and `..` folded away without touching the file system (for paths that do not exist).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 fn is_identifier(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with(|c: char| c.is_ascii_digit())

@@ -136,11 +136,25 @@ pub(crate) fn tail_of(
     json: Option<Vec<(String, JsonType)>>,
 ) -> Tail {
     Tail {
-        bytes: consumed as u64,
-        open_line: consumed > 0 && data[consumed - 1] != b'\n',
         file_id: std::fs::metadata(path).ok().as_ref().and_then(file_id),
-        head: data[..data.len().min(HEAD_BYTES)].to_vec(),
-        json,
+        ..Tail::of_bytes(data, consumed, json)
+    }
+}
+
+impl Tail {
+    /// The tail position after reading `data` whose complete lines end at `consumed`, without a file identity.
+    pub(crate) fn of_bytes(
+        data: &[u8],
+        consumed: usize,
+        json: Option<Vec<(String, JsonType)>>,
+    ) -> Tail {
+        Tail {
+            bytes: consumed as u64,
+            open_line: consumed > 0 && data[consumed - 1] != b'\n',
+            file_id: None,
+            head: data[..data.len().min(HEAD_BYTES)].to_vec(),
+            json,
+        }
     }
 }
 
@@ -206,13 +220,24 @@ pub(crate) fn read_tail(spec: &SourceSpec, tail: &Tail, next_offset: u64) -> Tai
             "rewritten: the start of the file changed".to_owned(),
         );
     }
+    read_appended(path, spec.format, tail, &rest, next_offset)
+}
+
+/// Reads `rest`, the bytes appended after `tail`, whose first record gets offset `next_offset`.
+pub(crate) fn read_appended(
+    path: &Path,
+    format: Format,
+    tail: &Tail,
+    rest: &[u8],
+    next_offset: u64,
+) -> TailRead {
     let Some(known) = &tail.json else {
-        if complete_len(&rest) == 0 {
+        if complete_len(rest) == 0 {
             return TailRead::Unchanged;
         }
         return TailRead::Reload(
             ReloadCause::Reread,
-            format!("{} files are re-read whole", spec.format),
+            format!("{format} files are re-read whole"),
         );
     };
     // The newline that ends a line already read (whitespace before it changes nothing) has no offset.
@@ -749,13 +774,28 @@ pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
 
 fn load_jsonl(path: &Path, offset_name: &str) -> Result<LoadedSource> {
     let data = read_file(path)?;
+    let (mut loaded, consumed, fields) = parse_jsonl(path, &data, offset_name)?;
+    loaded.tail = Some(tail_of(path, &data, consumed, Some(fields)));
+    Ok(loaded)
+}
+
+/// The fields inferred from a JSON Lines log, in the order they first appear.
+pub(crate) type JsonFields = Vec<(String, JsonType)>;
+
+/// Parses `data`, the whole of the JSON Lines file `path`: the rows (without a tail yet), the bytes read and the
+/// inferred fields.
+pub(crate) fn parse_jsonl(
+    path: &Path,
+    data: &[u8],
+    offset_name: &str,
+) -> Result<(LoadedSource, usize, JsonFields)> {
     let Scan {
         good,
         ty,
         mut diagnostics,
         next_offset,
         consumed,
-    } = scan_jsonl(&data, 0, None);
+    } = scan_jsonl(data, 0, None);
     let JsonType::Object(mut fields) = ty else {
         unreachable!("every good line is an object")
     };
@@ -776,15 +816,16 @@ fn load_jsonl(path: &Path, offset_name: &str) -> Result<LoadedSource> {
     let JsonType::Object(fields) = object else {
         unreachable!("built as an object above")
     };
-    Ok(LoadedSource {
+    let loaded = LoadedSource {
         schema,
         batches,
         rows,
         next_offset,
         diagnostics,
         cdc: None,
-        tail: Some(tail_of(path, &data, consumed, Some(fields))),
-    })
+        tail: None,
+    };
+    Ok((loaded, consumed, fields))
 }
 
 /// The schema of an object's fields, and the same with the position column `offset_name` first.
@@ -1188,13 +1229,13 @@ fn load_parquet(path: &Path, with_offsets: bool) -> Result<LoadedSource> {
     let mut schema: Option<SchemaRef> = None;
     let mut batches = Vec::new();
     for file_path in parquet_files(path)? {
-        let parquet_error = |e| Error::ParquetFile {
-            path: file_path.clone(),
-            source: e,
+        let parquet_error = |e: datafusion::parquet::errors::ParquetError| {
+            unreadable_parquet(&file_path, &e.to_string())
         };
         let file = File::open(&file_path).map_err(|e| Error::io(&file_path, e))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| explain_parquet_error(&file_path, e))?
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?;
+        check_parquet_size(&file_path, builder.metadata())?;
+        let reader = builder
             .with_batch_size(BATCH_ROWS)
             .build()
             .map_err(parquet_error)?;
@@ -1213,29 +1254,85 @@ fn load_parquet(path: &Path, with_offsets: bool) -> Result<LoadedSource> {
             Some(_) => {}
         }
         for batch in reader {
-            batches.push(batch.map_err(|e| Error::ArrowFile {
-                path: file_path.clone(),
-                source: e,
-            })?);
+            batches.push(batch.map_err(|e| unreadable_parquet(&file_path, &e.to_string()))?);
         }
     }
     let schema = schema.unwrap_or_else(|| Arc::new(Schema::empty()));
     finish_columnar(schema, batches, with_offsets)
 }
 
-/// Parquet's message for encrypted files is obscure ("Required field type_ is missing" for some); say what it means.
-fn explain_parquet_error(path: &Path, e: datafusion::parquet::errors::ParquetError) -> Error {
-    let message = e.to_string();
-    if message.contains("encrypt") || path.to_string_lossy().ends_with(".encrypted") {
-        Error::Decode {
+/// The environment variable that caps how much decoded data one Parquet file may claim (`512M`, `4G`...).
+pub const MAX_SOURCE_SIZE_VAR: &str = "KAPPA_MAX_SOURCE_SIZE";
+
+/// How much decoded column data one Parquet file may claim before Kappa refuses to load it: `KAPPA_MAX_SOURCE_SIZE`,
+/// or half of the machine's memory.
+fn max_source_size() -> u64 {
+    if let Some(size) = std::env::var(MAX_SOURCE_SIZE_VAR)
+        .ok()
+        .and_then(|v| crate::output::parse_size(&v).ok())
+    {
+        return size as u64;
+    }
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    });
+    total.map_or(8 << 30, |kib| kib * 1024 / 2)
+}
+
+/// Refuses a Parquet file whose footer says its columns decode to more than [`max_source_size`]: a small file can claim
+/// gigabytes (a corrupt or hostile length), and Kappa holds sources in memory.
+fn check_parquet_size(
+    path: &Path,
+    metadata: &datafusion::parquet::file::metadata::ParquetMetaData,
+) -> Result<()> {
+    let claimed: u64 = metadata
+        .row_groups()
+        .iter()
+        .flat_map(datafusion::parquet::file::metadata::RowGroupMetaData::columns)
+        .map(|c| c.uncompressed_size().max(0) as u64)
+        .sum();
+    let limit = max_source_size();
+    if claimed > limit {
+        return Err(Error::Decode {
             path: path.to_path_buf(),
-            reason: format!("encrypted Parquet is not supported ({message})"),
-        }
+            reason: format!(
+                "its columns decode to {} ({} rows), more than the {} Kappa allows for one file \
+                 (set {MAX_SOURCE_SIZE_VAR}, e.g. {MAX_SOURCE_SIZE_VAR}=16G, to allow more)",
+                crate::output::human_bytes(claimed),
+                metadata.file_metadata().num_rows(),
+                crate::output::human_bytes(limit),
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Why a Parquet file cannot be read, in words (encrypted files get their own message: Parquet's is obscure, "Required
+/// field type_ is missing" for some).
+fn unreadable_parquet(path: &Path, message: &str) -> Error {
+    // The reader's errors arrive wrapped ("Parquet argument error: Parquet error: ..."): keep what it found.
+    let mut found = message.trim();
+    while let Some(rest) = [
+        "Parquet argument error: ",
+        "Parquet error: ",
+        "External: ",
+        "EOF: ",
+    ]
+    .iter()
+    .find_map(|prefix| found.strip_prefix(prefix))
+    {
+        found = rest;
+    }
+    let reason = if message.contains("encrypt") || path.to_string_lossy().ends_with(".encrypted") {
+        format!("encrypted Parquet is not supported ({found})")
     } else {
-        Error::ParquetFile {
-            path: path.to_path_buf(),
-            source: e,
-        }
+        format!("not a readable Parquet file: {found}")
+    };
+    Error::Decode {
+        path: path.to_path_buf(),
+        reason,
     }
 }
 

@@ -49,9 +49,8 @@ pub fn parse_query(state: &SessionState, name: Option<&str>, sql: &str) -> Resul
 /// The leading keywords of a statement, for the error message: `INSERT INTO`, `CREATE TABLE`, `DROP VIEW`.
 fn statement_keywords(text: &str) -> String {
     text.split_whitespace()
-        .take_while(|w| w.chars().all(|c| c.is_ascii_alphabetic()))
+        .take_while(|w| w.chars().all(|c| c.is_ascii_uppercase()))
         .take(3)
-        .filter(|w| w.chars().all(|c| c.is_ascii_uppercase()))
         .collect::<Vec<_>>()
         .join(" ")
 }

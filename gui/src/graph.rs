@@ -57,6 +57,13 @@ fn describe(app: &KappaApp, name: &str) -> String {
     let mut text = String::new();
     let (schema, rows, status) = if let Some(source) = snapshot.source(name) {
         let _ = writeln!(text, "source ({} {})", source.kind, source.format);
+        if source.outside_folder {
+            let _ = writeln!(
+                text,
+                "{} is outside the pipeline's folder",
+                source.path_as_written.display()
+            );
+        }
         (source.schema.clone(), Some(source.rows), &source.status)
     } else if let Some(view) = snapshot.view(name) {
         let _ = writeln!(text, "view ({})", view.mode);

@@ -171,3 +171,92 @@ pub fn kappa_gui_path() -> PathBuf {
     });
     path.clone()
 }
+
+/// The bytes of every file under some paths, checked again when this is dropped: Kappa must never modify the files
+/// it reads. Create one at the start of a test over the sources it opens; the test fails if any file changed, was
+/// removed, or appeared (checked unless the test is already failing).
+pub struct Untouched {
+    files: Vec<(PathBuf, Option<u64>)>,
+    roots: Vec<PathBuf>,
+}
+
+impl Untouched {
+    /// Checksums every file under `paths` (files, or folders walked whole) now.
+    #[must_use]
+    pub fn new<P: AsRef<Path>>(paths: impl IntoIterator<Item = P>) -> Untouched {
+        let roots: Vec<PathBuf> = paths
+            .into_iter()
+            .map(|p| p.as_ref().to_path_buf())
+            .collect();
+        Untouched {
+            files: Self::digests(&roots),
+            roots,
+        }
+    }
+
+    fn digests(roots: &[PathBuf]) -> Vec<(PathBuf, Option<u64>)> {
+        let mut files = Vec::new();
+        for root in roots {
+            if root.is_dir() {
+                files.extend(listing(root).into_iter().map(|(path, _)| path));
+            } else {
+                files.push(root.clone());
+            }
+        }
+        files.sort();
+        files.dedup();
+        files
+            .into_iter()
+            .map(|path| {
+                let digest = std::fs::read(&path).ok().map(|bytes| {
+                    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h: u64, &b| {
+                        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                    })
+                });
+                (path, digest)
+            })
+            .collect()
+    }
+
+    /// Panics unless every file is byte-identical to when this was created (also done on drop).
+    pub fn check(&self) {
+        let now = Self::digests(&self.roots);
+        for (path, before) in &self.files {
+            let after = now.iter().find(|(p, _)| p == path).and_then(|(_, d)| *d);
+            assert_eq!(after, *before, "{} was modified or removed", path.display());
+        }
+        for (path, _) in &now {
+            assert!(
+                self.files.iter().any(|(p, _)| p == path),
+                "{} appeared among the sources",
+                path.display()
+            );
+        }
+    }
+}
+
+impl Drop for Untouched {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.check();
+        }
+    }
+}
+
+/// Line `i` of the concurrent writer's log (`log_writer`): multi-byte UTF-8 in every line, so random writes split
+/// characters.
+#[must_use]
+pub fn writer_line(i: usize) -> String {
+    format!(
+        "{{\"id\":{i},\"name\":\"é✓{}€\",\"n\":{}}}\n",
+        i % 97,
+        i % 1000
+    )
+}
+
+/// Where the concurrent writer rotates and truncates its log, for `events` events: the events from the second on
+/// are the final file.
+#[must_use]
+pub fn writer_phases(events: usize) -> (usize, usize) {
+    (events * 3 / 10, events * 6 / 10)
+}

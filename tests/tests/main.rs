@@ -2,6 +2,8 @@
 
 mod cdc;
 mod cli;
+mod concurrent;
+mod corpora;
 mod engine;
 mod gui;
 mod lineage;

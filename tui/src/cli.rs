@@ -9,7 +9,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use kappa_core::{Engine, NodeStatus, Pipeline, QueryTarget, Snapshot, TextFormat, no_waker};
+use kappa_core::{
+    Engine, ExportFormat, NodeStatus, Pipeline, QueryTarget, Snapshot, TextFormat, no_waker,
+};
 
 /// Kappa: explore event logs and the views derived from them.
 ///
@@ -95,9 +97,13 @@ struct QueryArgs {
     /// A read-only SELECT over the pipeline's sources and views, instead of a view name.
     #[arg(long)]
     sql: Option<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    format: OutputFormat,
+    /// Output format [default: table, or with --output the file's extension].
+    #[arg(long, value_enum)]
+    format: Option<OutputFormat>,
+    /// Write the result to FILE instead of printing it (.parquet, .csv, .jsonl or .json). The file is written
+    /// whole to a temporary file beside it and renamed into place: it is never left half-written.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
     /// Print at most N rows.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
@@ -146,32 +152,8 @@ struct VerifyArgs {
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     format: ReportFormat,
     /// Diff in bounded memory (e.g. 512M, 4G): joins sort and merge, and spill to disk past this size.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = kappa_core::parse_size)]
     memory_limit: Option<usize>,
-}
-
-/// `4096`, `64K`, `512M`, `4G` (powers of 1024; a trailing `B` or `iB` is allowed).
-fn parse_size(text: &str) -> std::result::Result<usize, String> {
-    let upper = text.trim().to_ascii_uppercase();
-    let digits = upper.trim_end_matches("IB").trim_end_matches('B');
-    let (number, unit) = match digits
-        .char_indices()
-        .find(|(_, c)| !c.is_ascii_digit() && *c != '.')
-    {
-        Some((i, _)) => digits.split_at(i),
-        None => (digits, ""),
-    };
-    let scale: f64 = match unit {
-        "" => 1.0,
-        "K" => 1024.0,
-        "M" => 1024.0 * 1024.0,
-        "G" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(format!("`{text}`: use a number with K, M or G, like 512M")),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}`: use a number with K, M or G, like 512M"))?;
-    Ok((value * scale) as usize)
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -208,7 +190,7 @@ struct DiffArgs {
     #[arg(long, default_value_t = 20)]
     samples: usize,
     /// Diff in bounded memory (e.g. 512M, 4G): Parquet is streamed, joins sort and merge, and spill past this size.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = kappa_core::parse_size)]
     memory_limit: Option<usize>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
@@ -391,7 +373,27 @@ fn query(args: QueryArgs) -> Result<ExitCode> {
         engine.seek(Some(at))?;
     }
     let result = engine.query(target, args.limit)?;
-    let format = match args.format {
+    if let Some(path) = &args.output {
+        let format = match args.format {
+            None | Some(OutputFormat::Table) => ExportFormat::from_path(path).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: cannot tell the format from the extension; use .parquet, .csv, .jsonl or .json, or --format",
+                    path.display()
+                )
+            })?,
+            Some(OutputFormat::Csv) => ExportFormat::Csv,
+            Some(OutputFormat::Json) => ExportFormat::Json,
+            Some(OutputFormat::Jsonl) => ExportFormat::Jsonl,
+        };
+        let rows = kappa_core::export_batches(path, &result.schema, &result.batches, format)?;
+        eprintln!(
+            "wrote {} rows to {}",
+            kappa_core::thousands(rows),
+            path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let format = match args.format.unwrap_or(OutputFormat::Table) {
         OutputFormat::Table => TextFormat::Table,
         OutputFormat::Csv => TextFormat::Csv,
         OutputFormat::Json => TextFormat::Json,
@@ -476,6 +478,7 @@ fn sources(args: &SourcesArgs) -> Result<ExitCode> {
                 serde_json::json!({
                     "name": s.name,
                     "path": s.path,
+                    "outside_folder": s.outside_folder,
                     "kind": s.kind,
                     "format": s.format,
                     "status": status_word(&s.status),
@@ -501,6 +504,13 @@ fn sources(args: &SourcesArgs) -> Result<ExitCode> {
                 s.format,
                 s.path.display()
             )?;
+            if s.outside_folder {
+                writeln!(
+                    out,
+                    "  note: {} is outside the pipeline's folder",
+                    s.path_as_written.display()
+                )?;
+            }
             if let NodeStatus::Error(message) = &s.status {
                 writeln!(out, "  error: {message}")?;
                 continue;

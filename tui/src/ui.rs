@@ -127,6 +127,10 @@ impl Theme {
     fn error(&self) -> Style {
         self.fg(Color::Red).add_modifier(Modifier::BOLD)
     }
+
+    fn warn(&self) -> Style {
+        self.fg(Color::Yellow)
+    }
 }
 
 /// A node's status mark, and its colour.
@@ -425,11 +429,24 @@ fn main_block<'a>(app: &App, theme: &Theme, title: String) -> Block<'a> {
 }
 
 fn render_data(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
-    let block = Block::bordered().border_style(if app.focus == Focus::Main {
+    let mut block = Block::bordered().border_style(if app.focus == Focus::Main {
         theme.title()
     } else {
         theme.dim()
     });
+    if let Some(source) = app
+        .snapshot
+        .source(&app.data.browse.table)
+        .filter(|s| s.outside_folder)
+    {
+        block = block.title_bottom(Line::styled(
+            format!(
+                " {} is outside the pipeline's folder ",
+                source.path_as_written.display()
+            ),
+            theme.warn(),
+        ));
+    }
     let empty = if app.tree.is_empty() {
         "no sources"
     } else {
