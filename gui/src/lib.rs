@@ -330,7 +330,7 @@ impl KappaApp {
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
-                    .join(" ");
+                    .join("\t"); // paths may hold spaces
                 self.recent.retain(|r| *r != label);
                 self.recent.insert(0, label);
                 self.recent.truncate(8);
@@ -661,7 +661,7 @@ impl eframe::App for KappaApp {
     }
 }
 
-/// The recent pipelines kept by eframe, newest first.
+/// The recent pipelines kept by eframe, newest first (each entry's paths separated by tabs).
 #[must_use]
 pub fn recent_from(storage: Option<&dyn eframe::Storage>) -> Vec<String> {
     storage

@@ -28,9 +28,9 @@ pub fn menu(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
                     ui.separator();
                     ui.label("Recent:");
                     for recent in app.recent.clone() {
-                        if ui.button(&recent).clicked() {
+                        if ui.button(recent.replace('\t', "  ")).clicked() {
                             actions.push(Action::Open(
-                                recent.split(' ').map(std::path::PathBuf::from).collect(),
+                                recent.split('\t').map(std::path::PathBuf::from).collect(),
                             ));
                             ui.close();
                         }

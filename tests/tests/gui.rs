@@ -88,7 +88,18 @@ fn a_view_is_selected_time_travelled_edited_and_checked() {
     harness.get_by_label("SQL").click();
     harness.step();
     let original = harness.state().sql_text.clone();
-    harness.state_mut().sql_text.push_str(" WHERE");
+    let editor = harness.get_by_role(egui::accesskit::Role::MultilineTextInput);
+    editor.focus();
+    harness.step();
+    harness
+        .get_by_role(egui::accesskit::Role::MultilineTextInput)
+        .type_text(" WHERE");
+    harness.step();
+    assert_eq!(
+        harness.state().sql_text,
+        format!("{original} WHERE"),
+        "typed at the end"
+    );
     harness.get_by_label("Apply").click();
     settle(&mut harness);
     let error = harness.state().sql_error.clone().expect("an error");
@@ -104,7 +115,19 @@ fn a_view_is_selected_time_travelled_edited_and_checked() {
             .next()
             .is_some()
     );
-    harness.state_mut().sql_text = format!("{original} LIMIT 2");
+    harness
+        .get_by_role(egui::accesskit::Role::MultilineTextInput)
+        .focus();
+    harness.step();
+    for _ in 0.." WHERE".len() {
+        harness.key_press(egui::Key::Backspace);
+        harness.step();
+    }
+    harness
+        .get_by_role(egui::accesskit::Role::MultilineTextInput)
+        .type_text(" LIMIT 2");
+    harness.step();
+    assert_eq!(harness.state().sql_text, format!("{original} LIMIT 2"));
     harness.get_by_label("Apply").click();
     settle(&mut harness);
     assert_eq!(harness.state().sql_error, None);
@@ -133,6 +156,107 @@ fn a_view_is_selected_time_travelled_edited_and_checked() {
     harness.get_by_label("Next difference").click();
     harness.step();
     assert_eq!(harness.state().difference, 1);
+}
+
+/// eframe's storage, in memory.
+#[derive(Default)]
+struct Storage(std::collections::HashMap<String, String>);
+
+impl eframe::Storage for Storage {
+    fn get_string(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+    fn set_string(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_owned(), value);
+    }
+    fn remove_string(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+    fn flush(&mut self) {}
+}
+
+/// A file dropped on the window, as the windowing backend hands it to egui.
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn appends_pulse_edges_and_dropped_files_open_and_are_remembered() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("a.jsonl");
+    std::fs::write(&log, "{\"x\":1}\n{\"x\":2}\n").expect("write");
+    let pipeline = kappa_tests::write_pipeline(
+        dir.path(),
+        "[[source]]\nname = \"a\"\npath = \"a.jsonl\"\n\n\
+         [[view]]\nname = \"v\"\nsql = \"SELECT count(*) AS n, sum(x) AS total FROM a\"\n",
+    );
+    let mut harness = harness(&pipeline);
+    assert_eq!(shown(&harness), ["2,3"]);
+    assert!(harness.state().changed_at.is_empty(), "nothing flowed yet");
+
+    // An append flows through a -> v: the view's rows follow, and the edge into it pulses.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .expect("open");
+    std::io::Write::write_all(&mut file, b"{\"x\":10}\n").expect("append");
+    harness
+        .state()
+        .engine()
+        .send(kappa_core::Command::FilesChanged { paths: Vec::new() })
+        .expect("send");
+    let until = Instant::now() + Duration::from_mins(1);
+    while shown(&harness) != ["3,13"] {
+        harness.step();
+        assert!(
+            Instant::now() < until,
+            "the append never showed: {:?}",
+            shown(&harness)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        harness.state().changed_at.contains_key("v"),
+        "the edge into v pulses"
+    );
+
+    // A file dropped on the window opens as a source, and is remembered as a recent pipeline.
+    let dropped = dir.path().join("prices list.csv");
+    std::fs::write(&dropped, "item,price\npen,2\nink,5\n").expect("write");
+    harness
+        .input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(dropped.clone())));
+    harness.step();
+    let until = Instant::now() + Duration::from_mins(1);
+    while harness.state().snapshot.status != kappa_core::EngineStatus::Ready {
+        harness.step();
+        assert!(Instant::now() < until, "the dropped file never loaded");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let snapshot = &harness.state().snapshot;
+    let sources: Vec<(&str, u64)> = snapshot
+        .sources
+        .iter()
+        .map(|s| (s.name.as_str(), s.rows))
+        .collect();
+    assert_eq!(sources, [("prices_list", 2)]);
+    assert_eq!(harness.state().recent, [dropped.display().to_string()]);
+    let mut storage = Storage::default();
+    eframe::App::save(harness.state_mut(), &mut storage);
+    assert_eq!(
+        kappa_gui::recent_from(Some(&storage)),
+        [dropped.display().to_string()],
+        "kept across restarts"
+    );
 }
 
 /// A real window under Xvfb: `--screenshot` renders it once settled, saves the PNG and exits.
