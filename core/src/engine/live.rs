@@ -311,31 +311,58 @@ fn affects(watched: &Path, changed: &Path) -> bool {
 
 /// Watches the sources' folders (a file is watched through its folder, so a file renamed into place or created anew
 /// is seen) and tells the engine what changed.
+///
+/// Events are filtered by kind: Linux reports every open and read of a watched file, and the engine's own reads of
+/// the tail must not wake it again (that loop kept an idle engine busy). What is left is batched: the first change
+/// starts a short wait ([`DEBOUNCE`]) that gathers the rest of a burst into one `FilesChanged`.
 pub(super) struct Watcher {
-    _debouncer: notify_debouncer_mini::Debouncer<notify::RecommendedWatcher>,
+    _watcher: notify::RecommendedWatcher,
 }
 
 impl Watcher {
     pub(super) fn start(
-        watched: &[(String, PathBuf)],
+        sources: &[(String, PathBuf)],
         commands: Sender<Command>,
     ) -> Result<Watcher> {
-        use notify::RecursiveMode;
-        let mut debouncer = notify_debouncer_mini::new_debouncer(
-            DEBOUNCE,
-            move |result: notify_debouncer_mini::DebounceEventResult| {
-                if let Ok(events) = result {
-                    let paths = events.into_iter().map(|e| e.path).collect();
-                    let _ = commands.send(Command::FilesChanged { paths });
+        use notify::{EventKind, RecursiveMode, Watcher as _};
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<PathBuf>>();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if let Ok(event) = event
+                    && !matches!(event.kind, EventKind::Access(_))
+                {
+                    let _ = tx.send(event.paths);
                 }
-            },
-        )
-        .map_err(|e| Error::Watch {
-            path: PathBuf::from("."),
-            reason: e.to_string(),
-        })?;
+            })
+            .map_err(|e| Error::Watch {
+                path: PathBuf::from("."),
+                reason: e.to_string(),
+            })?;
+        std::thread::Builder::new()
+            .name("kappa-watch".into())
+            .spawn(move || {
+                // Ends when the watcher (and so the sender) is dropped with the engine.
+                while let Ok(mut paths) = rx.recv() {
+                    let until = std::time::Instant::now() + DEBOUNCE;
+                    while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+                        match rx.recv_timeout(left) {
+                            Ok(more) => paths.extend(more),
+                            Err(_) => break,
+                        }
+                    }
+                    paths.sort();
+                    paths.dedup();
+                    if commands.send(Command::FilesChanged { paths }).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| Error::Watch {
+                path: PathBuf::from("."),
+                reason: e.to_string(),
+            })?;
         let mut folders = BTreeSet::new();
-        for (_, path) in watched {
+        for (_, path) in sources {
             if path.is_dir() {
                 folders.insert(path.clone());
             } else if let Some(parent) = path.parent() {
@@ -344,13 +371,9 @@ impl Watcher {
         }
         for folder in folders {
             // A folder that cannot be watched is still polled.
-            let _ = debouncer
-                .watcher()
-                .watch(&folder, RecursiveMode::NonRecursive);
+            let _ = watcher.watch(&folder, RecursiveMode::NonRecursive);
         }
-        Ok(Watcher {
-            _debouncer: debouncer,
-        })
+        Ok(Watcher { _watcher: watcher })
     }
 }
 
