@@ -479,6 +479,7 @@ impl Engine {
             snapshot: snapshot.clone(),
             waker,
             delta_ctx: SessionContext::new_with_config(delta_config(config())),
+            delta_task: std::sync::OnceLock::new(),
             delta_tables: BTreeMap::new(),
             maint: BTreeMap::new(),
             metrics: BTreeMap::new(),
@@ -727,6 +728,9 @@ struct Worker {
     waker: Waker,
     /// A second context, for the write path: its log tables (and append views) hold only the new events.
     delta_ctx: SessionContext,
+    /// The delta context's task context, made once: making one clones the session's function registries, a fifth
+    /// of a small delta's time.
+    delta_task: std::sync::OnceLock<Arc<datafusion::execution::TaskContext>>,
     delta_tables: BTreeMap<String, Arc<crate::incremental::DeltaTable>>,
     /// How every computed view is maintained.
     maint: BTreeMap<String, live::Maint>,

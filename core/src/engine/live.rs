@@ -655,7 +655,7 @@ impl Worker {
                 output,
                 rows,
             } => {
-                let batches = self.run_delta(physical, plan).await?;
+                let batches = self.run_delta(physical, plan, false).await?;
                 let inserted: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
                 if let Some(delta) = self.delta_tables.get(name) {
                     delta.set(batches.clone());
@@ -681,7 +681,7 @@ impl Worker {
                 }))
             }
             Maint::Aggregate { view, physical } => {
-                let partial = self.run_delta(physical, &view.delta_plan()).await?;
+                let partial = self.run_delta(physical, &view.delta_plan(), true).await?;
                 let folded = view.fold(&partial)?;
                 Ok(Some(ViewChange {
                     view: name.to_owned(),
@@ -850,20 +850,27 @@ impl Worker {
         }
     }
 
-    /// Runs a delta plan: planned once (the first time), then executed again for every delta, its state reset.
+    /// Runs a delta plan: planned once (the first time), then executed again for every delta, its state reset. With
+    /// `direct`, an aggregate over projections, filters and joins with in-memory snapshots gives its per-row partials
+    /// without execution streams ([`crate::incremental::direct_partials`]); any other plan is executed.
     async fn run_delta(
         &self,
         physical: &mut Option<Arc<dyn ExecutionPlan>>,
         plan: &LogicalPlan,
+        direct: bool,
     ) -> Result<Vec<RecordBatch>> {
-        let plan = if let Some(planned) = physical {
-            reset_plan_states(planned.clone())?
+        let planned = if let Some(planned) = physical {
+            planned.clone()
         } else {
             let planned = self.delta_ctx.state().create_physical_plan(plan).await?;
             *physical = Some(planned.clone());
             planned
         };
-        Ok(collect(plan, self.delta_ctx.task_ctx()).await?)
+        if direct && let Some(partials) = crate::incremental::direct_partials(&planned) {
+            return Ok(partials);
+        }
+        let task = self.delta_task.get_or_init(|| self.delta_ctx.task_ctx());
+        Ok(collect(reset_plan_states(planned)?, task.clone()).await?)
     }
 
     /// How long recomputes wait while events keep arriving: twice what the last round took, within bounds.
