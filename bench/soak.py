@@ -6,7 +6,9 @@ and records each update's lag (file change to views up to date) and the process'
 summary: lag p50/p99/max per window, and RSS against events appended (its slope, in bytes per event).
 
     cargo build --release -p kappa_tui
-    python3 bench/soak.py --minutes 30 --rate 10000
+    python3 bench/soak.py --minutes 30 --rate 10000 [--raw watch.jsonl]
+
+--raw keeps every line `kappa watch --json` printed, to look at what happened around a slow update.
 """
 
 import argparse
@@ -42,6 +44,7 @@ def main():
     ap.add_argument("--start", type=int, default=20_000, help="events in the log before the soak")
     ap.add_argument("--window", type=float, default=5, help="minutes per row of the lag table")
     ap.add_argument("--kappa", default="target/release/kappa")
+    ap.add_argument("--raw", help="also keep every line `kappa watch --json` printed in this file")
     args = ap.parse_args()
 
     total = args.start + int(args.rate * args.minutes * 60)
@@ -63,8 +66,12 @@ def main():
     updates = []  # (seconds since start, lag ms, events)
     started = time.monotonic()
 
+    raw = open(args.raw, "w") if args.raw else None
+
     def read():
         for line in watch.stdout:
+            if raw:
+                raw.write(line)
             try:
                 u = json.loads(line)
             except ValueError:
@@ -118,7 +125,10 @@ def main():
           f"| {percentile(lags, 99):.1f} ms | {max(lags, default=float('nan')):.1f} ms |\n")
     print("| minute | events appended | RSS |")
     print("|---|---|---|")
-    for s in samples[:: max(1, len(samples) // 12)] + ([samples[-1]] if len(samples) > 1 else []):
+    shown = samples[:: max(1, len(samples) // 12)]
+    if shown[-1] is not samples[-1]:
+        shown.append(samples[-1])
+    for s in shown:
         print(f"| {s[0] / 60:.1f} | {s[1]:,} | {s[2] / 1024:.0f} MiB |")
     if len(samples) > 2:
         xs = [s[1] for s in samples[1:]]
