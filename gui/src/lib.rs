@@ -8,7 +8,7 @@
 //! Non-drawing logic (answers, selection, time travel, applying SQL) is in this file; drawing is in [`panels`] and
 //! [`graph`], which push [`Action`]s instead of changing state deep inside the UI.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -61,6 +61,19 @@ pub enum Action {
     Measure,
     Export(PathBuf),
     Open(Vec<PathBuf>),
+    /// Shows a file dialog; its choice becomes an `Open` or an `Export`.
+    Choose(Choosing),
+}
+
+/// What an open file dialog is choosing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choosing {
+    /// Data files or a pipeline file to open (several may be picked).
+    Files,
+    /// A folder of data files to open.
+    Folder,
+    /// Where to export the selected node's rows.
+    Export,
 }
 
 /// The rows of the selected node, and where each batch starts.
@@ -154,6 +167,10 @@ pub struct KappaApp {
     pub export_path: String,
     pub open_path: String,
     pub recent: Vec<String>,
+    /// The file dialog being shown, if any.
+    pub dialog: Option<(Choosing, egui_file::FileDialog)>,
+    /// The open pipeline's folder, where file dialogs start.
+    base_dir: PathBuf,
     pub graph: graph::GraphState,
     pending: Vec<Pending>,
     options: Options,
@@ -175,6 +192,7 @@ impl KappaApp {
     ) -> kappa_core::Result<KappaApp> {
         let repaint = ctx.clone();
         let waker: kappa_core::Waker = Arc::new(move || repaint.request_repaint());
+        let base_dir = pipeline.base_dir.clone();
         let engine = start(pipeline, &waker, options.watch)?;
         let snapshot = engine.snapshot();
         Ok(KappaApp {
@@ -196,6 +214,8 @@ impl KappaApp {
             export_path: String::new(),
             open_path: String::new(),
             recent: Vec::new(),
+            dialog: None,
+            base_dir,
             graph: graph::GraphState::default(),
             pending: Vec::new(),
             shot: Shot::Settling(0),
@@ -299,6 +319,60 @@ impl KappaApp {
                 }
             }
             Action::Open(paths) => self.open(&paths),
+            Action::Choose(choosing) => {
+                let start = if self.base_dir.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    self.base_dir.clone()
+                };
+                let mut dialog = match choosing {
+                    Choosing::Files => egui_file::FileDialog::open_file()
+                        .title("Open a pipeline (kappa.toml) or data files")
+                        .multi_select(true),
+                    Choosing::Folder => {
+                        egui_file::FileDialog::select_folder().title("Open a folder of data files")
+                    }
+                    Choosing::Export => egui_file::FileDialog::save_file()
+                        .title("Export to .parquet, .csv, .jsonl or .json")
+                        .default_filename(if self.rows.table.is_empty() {
+                            "export.parquet".to_owned()
+                        } else {
+                            format!("{}.parquet", self.rows.table)
+                        }),
+                }
+                .initial_path(start)
+                .show_rename(false)
+                .show_new_folder(false);
+                dialog.open();
+                self.dialog = Some((choosing, dialog));
+            }
+        }
+    }
+
+    /// Shows the file dialog, if one is open, and returns what its choice asks for.
+    fn file_dialog(&mut self, ctx: &egui::Context) -> Option<Action> {
+        let (choosing, dialog) = self.dialog.as_mut()?;
+        dialog.show(ctx);
+        if !dialog.selected() {
+            if !dialog.visible() {
+                self.dialog = None; // cancelled or closed
+            }
+            return None;
+        }
+        let mut paths: Vec<PathBuf> = dialog
+            .selection()
+            .into_iter()
+            .map(Path::to_path_buf)
+            .collect();
+        if paths.is_empty() {
+            paths.extend(dialog.path().map(Path::to_path_buf));
+        }
+        let choosing = *choosing;
+        self.dialog = None;
+        match choosing {
+            _ if paths.is_empty() => None,
+            Choosing::Export => paths.into_iter().next().map(Action::Export),
+            Choosing::Files | Choosing::Folder => Some(Action::Open(paths)),
         }
     }
 
@@ -324,8 +398,13 @@ impl KappaApp {
 
     /// Replaces the engine with one over other files (File > Open, or files dropped on the window).
     fn open(&mut self, paths: &[PathBuf]) {
-        match Pipeline::open(paths).and_then(|p| start(p, &self.waker, self.options.watch)) {
-            Ok(engine) => {
+        let opened = Pipeline::open(paths).and_then(|p| {
+            let base_dir = p.base_dir.clone();
+            start(p, &self.waker, self.options.watch).map(|engine| (engine, base_dir))
+        });
+        match opened {
+            Ok((engine, base_dir)) => {
+                self.base_dir = base_dir;
                 let label = paths
                     .iter()
                     .map(|p| p.display().to_string())
@@ -640,6 +719,7 @@ impl eframe::App for KappaApp {
             actions.push(Action::Open(dropped));
         }
         panels::menu(self, ui, &mut actions);
+        actions.extend(self.file_dialog(&ctx));
         panels::timeline(self, ui, &mut actions);
         panels::nodes(self, ui, &mut actions);
         panels::details(self, ui, &mut actions);

@@ -6,14 +6,23 @@ use egui_extras::{Column, TableBuilder};
 use egui_plot::{Line, Plot, VLine};
 use kappa_core::{CheckStatus, DiffKind, NodeStatus, ReplayState, human_secs, thousands};
 
-use crate::{Action, KappaApp, Tab};
+use crate::{Action, Choosing, KappaApp, Tab};
 
 /// File > Open (a path typed, or files dropped on the window), recent pipelines, and the status line.
 pub fn menu(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
     egui::Panel::top("menu").show(ui, |ui| {
         egui::MenuBar::new().ui(ui, |ui| {
             ui.menu_button("File", |ui| {
-                ui.label("Open a pipeline (kappa.toml), a folder, or data files:");
+                if ui.button("Open files…").clicked() {
+                    actions.push(Action::Choose(Choosing::Files));
+                    ui.close();
+                }
+                if ui.button("Open folder…").clicked() {
+                    actions.push(Action::Choose(Choosing::Folder));
+                    ui.close();
+                }
+                ui.separator();
+                ui.label("Or type a pipeline (kappa.toml), a folder, or data files:");
                 ui.text_edit_singleline(&mut app.open_path);
                 if ui.button("Open").clicked() && !app.open_path.trim().is_empty() {
                     let paths = app
@@ -232,6 +241,9 @@ fn data(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
         );
         if ui.button("Export").clicked() && !app.export_path.trim().is_empty() {
             actions.push(Action::Export(app.export_path.trim().into()));
+        }
+        if ui.button("Export…").clicked() {
+            actions.push(Action::Choose(Choosing::Export));
         }
     });
     if let Some(error) = &app.rows.error {

@@ -259,6 +259,91 @@ fn appends_pulse_edges_and_dropped_files_open_and_are_remembered() {
     );
 }
 
+/// File > Open files… and Export… use a file dialog drawn in the window, starting in the pipeline's folder.
+#[test]
+fn the_file_dialogs_export_a_view_and_open_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("a.jsonl"), "{\"x\":1}\n{\"x\":2}\n").expect("write");
+    std::fs::write(
+        dir.path().join("prices.csv"),
+        "item,price\npen,2\nink,5\nnib,1\n",
+    )
+    .expect("write");
+    let pipeline = kappa_tests::write_pipeline(
+        dir.path(),
+        "[[source]]\nname = \"a\"\npath = \"a.jsonl\"\n\n\
+         [[view]]\nname = \"v\"\nsql = \"SELECT count(*) AS n, sum(x) AS total FROM a\"\n",
+    );
+    let mut harness = harness(&pipeline);
+    assert_eq!(harness.state().rows.table, "v");
+
+    // Export…: the dialog offers `v.parquet` in the pipeline's folder; Save writes it.
+    harness.get_by_label("Export…").click();
+    // A new window is laid out, unseen, on its first frame.
+    for _ in 0..3 {
+        harness.step();
+    }
+    assert!(harness.state().dialog.is_some(), "the dialog is open");
+    harness.get_by_label("Save").click();
+    let exported = dir.path().join("v.parquet");
+    let until = Instant::now() + Duration::from_mins(1);
+    while !harness.state().is_settled() || !exported.exists() {
+        harness.step();
+        assert!(Instant::now() < until, "the export never finished");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(harness.state().dialog.is_none(), "the dialog closed");
+    let status = harness.state().status.clone().expect("a status");
+    assert!(status.0.starts_with("exported 1 rows to "), "{status:?}");
+    let pipeline = Pipeline::open(std::slice::from_ref(&exported)).expect("the export opens");
+    let engine = kappa_core::Engine::start(pipeline, kappa_core::no_waker()).expect("engine");
+    engine.wait_ready().expect("ready");
+    assert_eq!(
+        csv_lines(&kappa_tests::table(&engine, "v")),
+        ["n,total", "2,3"]
+    );
+
+    // File > Open files…: pick prices.csv in the dialog, and it opens as the only source.
+    harness.get_by_label("File").click();
+    for _ in 0..3 {
+        harness.step();
+    }
+    harness.get_by_label("Open files…").click();
+    for _ in 0..3 {
+        harness.step();
+    }
+    harness.get_by_label("🗋 prices.csv").click();
+    harness.step();
+    harness.get_by_label("Open").click();
+    harness.step();
+    let until = Instant::now() + Duration::from_mins(1);
+    while harness.state().snapshot.status != kappa_core::EngineStatus::Ready
+        || harness
+            .state()
+            .snapshot
+            .sources
+            .first()
+            .map(|s| s.name.as_str())
+            != Some("prices")
+    {
+        harness.step();
+        assert!(Instant::now() < until, "the chosen file never loaded");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let sources: Vec<(&str, u64)> = harness
+        .state()
+        .snapshot
+        .sources
+        .iter()
+        .map(|s| (s.name.as_str(), s.rows))
+        .collect();
+    assert_eq!(sources, [("prices", 3)]);
+    assert_eq!(
+        harness.state().recent,
+        [dir.path().join("prices.csv").display().to_string()]
+    );
+}
+
 /// A real window under Xvfb: `--screenshot` renders it once settled, saves the PNG and exits.
 #[test]
 fn the_window_renders_under_xvfb_and_saves_a_screenshot() {
