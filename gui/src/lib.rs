@@ -404,7 +404,15 @@ impl KappaApp {
         });
         match opened {
             Ok((engine, base_dir)) => {
-                self.base_dir = base_dir;
+                // File dialogs start where these files are (bare files have no pipeline folder of their own).
+                self.base_dir = match paths.first() {
+                    Some(path) if path.is_dir() => path.clone(),
+                    Some(path) => path
+                        .parent()
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .map_or(base_dir, Path::to_path_buf),
+                    None => base_dir,
+                };
                 let label = paths
                     .iter()
                     .map(|p| p.display().to_string())

@@ -342,6 +342,14 @@ fn the_file_dialogs_export_a_view_and_open_files() {
         harness.state().recent,
         [dir.path().join("prices.csv").display().to_string()]
     );
+
+    // The next dialog starts where that file is.
+    harness.get_by_label("Export…").click();
+    for _ in 0..3 {
+        harness.step();
+    }
+    let (_, dialog) = harness.state().dialog.as_ref().expect("the dialog is open");
+    assert_eq!(dialog.directory(), dir.path());
 }
 
 /// A real window under Xvfb: `--screenshot` renders it once settled, saves the PNG and exits.
