@@ -1231,11 +1231,7 @@ fn direct_rows(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<RecordBatch>> {
         if DataSource::fetch(memory).is_some() {
             return None;
         }
-        let batches = memory.partitions().concat();
-        return match memory.projection() {
-            None => Some(batches),
-            Some(columns) => batches.iter().map(|b| b.project(columns).ok()).collect(),
-        };
+        return projected(memory.partitions().concat(), memory.projection().as_deref());
     }
     if let Some(delta) = plan.downcast_ref::<DeltaExec>() {
         let batches = delta
@@ -1243,10 +1239,7 @@ fn direct_rows(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<RecordBatch>> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        return match &delta.projection {
-            None => Some(batches),
-            Some(columns) => batches.iter().map(|b| b.project(columns).ok()).collect(),
-        };
+        return projected(batches, delta.projection.as_deref());
     }
     if let Some(filter) = plan.downcast_ref::<FilterExec>() {
         if filter.fetch().is_some() {
@@ -1283,6 +1276,14 @@ fn direct_rows(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<RecordBatch>> {
         return Some(out);
     }
     None
+}
+
+/// A scan's batches with its projection applied.
+fn projected(batches: Vec<RecordBatch>, columns: Option<&[usize]>) -> Option<Vec<RecordBatch>> {
+    match columns {
+        None => Some(batches),
+        Some(columns) => batches.iter().map(|b| b.project(columns).ok()).collect(),
+    }
 }
 
 /// An inner equi-join of the delta with a snapshot, evaluated directly: the snapshot's rows hashed by key (rows with a
