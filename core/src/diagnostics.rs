@@ -1,12 +1,12 @@
 //! Per-source diagnostics: what was wrong with the input, where, and how often. Never a crash.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How many individual diagnostics a source keeps; beyond this only the counts grow.
 pub const MAX_KEPT: usize = 1000;
 
 /// What kind of problem a diagnostic reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DiagnosticKind {
     /// A record that could not be parsed; it was skipped.
@@ -22,7 +22,7 @@ pub enum DiagnosticKind {
 }
 
 /// One problem in one place of a source file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnostic {
     pub kind: DiagnosticKind,
     /// 1-based line in the file, when the format has lines.
@@ -33,7 +33,7 @@ pub struct Diagnostic {
 }
 
 /// The diagnostics of one source: counts of every kind, plus the first [`MAX_KEPT`] in file order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnostics {
     pub malformed: u64,
     pub incomplete: u64,
@@ -64,6 +64,18 @@ impl Diagnostics {
     }
 
     /// The line numbers of every kept malformed record, in file order.
+    /// Adds what `other` found after what this found, as if each of its diagnostics had been pushed here.
+    pub(crate) fn append(&mut self, other: Diagnostics) {
+        self.malformed += other.malformed;
+        self.incomplete += other.incomplete;
+        self.duplicates += other.duplicates;
+        self.out_of_order += other.out_of_order;
+        self.schema_changes += other.schema_changes;
+        self.malformed_offsets.extend(other.malformed_offsets);
+        let room = MAX_KEPT.saturating_sub(self.items.len());
+        self.items.extend(other.items.into_iter().take(room));
+    }
+
     #[must_use]
     pub fn malformed_lines(&self) -> Vec<u64> {
         self.items

@@ -8,13 +8,36 @@ use std::path::Path;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 
 use crate::pipeline::{Format, Pipeline};
-use crate::source::{OFFSET_COLUMN, Tail, TailRead, parse_jsonl, read_appended};
+use crate::source::{
+    OFFSET_COLUMN, Tail, TailRead, parse_jsonl, parse_jsonl_in_parts, parse_jsonl_sequential,
+    read_appended,
+};
 
 const LOG: &str = "fuzz.jsonl";
 
-/// Reads `data` as a whole JSON Lines file.
+/// Reads `data` as a whole JSON Lines file, in three parts in parallel and line by line. Panics unless both read the
+/// same rows, offsets, schema and diagnostics.
 pub fn jsonl(data: &[u8]) {
-    let _ = parse_jsonl(Path::new(LOG), data, OFFSET_COLUMN);
+    let path = Path::new(LOG);
+    let parallel = parse_jsonl_in_parts(path, data, OFFSET_COLUMN, 3);
+    let sequential = parse_jsonl_sequential(path, data, OFFSET_COLUMN);
+    if let (Ok((p, p_consumed, p_fields)), Ok((s, s_consumed, s_fields))) = (&parallel, &sequential)
+    {
+        let rows = |l: &crate::source::LoadedSource| {
+            datafusion::arrow::compute::concat_batches(&l.schema, &l.batches).ok()
+        };
+        assert_eq!(rows(p), rows(s), "rows");
+        assert_eq!(
+            (p.next_offset, &p.diagnostics, p_consumed, p_fields),
+            (s.next_offset, &s.diagnostics, s_consumed, s_fields)
+        );
+    } else {
+        assert_eq!(
+            parallel.is_ok(),
+            sequential.is_ok(),
+            "one read failed, the other did not"
+        );
+    }
 }
 
 /// Reads `data` as a whole Debezium change log keyed by `id`.

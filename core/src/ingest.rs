@@ -80,38 +80,54 @@ pub(crate) struct SourceLog {
 /// shard moves a 256th of them.
 #[derive(Debug)]
 struct SeenIds {
-    shards: Vec<datafusion::common::HashMap<String, u64>>,
-    choose: std::hash::RandomState,
+    shards: Vec<IdTable>,
+    /// Chooses an id's shard by bits of its hash that the shards' own tables do not use.
+    hasher: hashbrown::DefaultHashBuilder,
 }
+
+type IdTable = hashbrown::HashMap<String, u64>;
 
 impl Default for SeenIds {
     fn default() -> SeenIds {
+        let hasher = hashbrown::DefaultHashBuilder::default();
         SeenIds {
             shards: (0..256)
-                .map(|_| datafusion::common::HashMap::default())
+                .map(|_| IdTable::with_hasher(hasher.clone()))
                 .collect(),
-            choose: std::hash::RandomState::new(),
+            hasher,
         }
     }
 }
 
 impl SeenIds {
     fn shard(&self, id: &str) -> usize {
-        (std::hash::BuildHasher::hash_one(&self.choose, id) >> 56) as usize
+        // Not the top bits: hashbrown keeps those in its control bytes, and ids sharing them would all match there.
+        // Nor the lowest, which choose a table's bucket.
+        ((std::hash::BuildHasher::hash_one(&self.hasher, id) >> 32) & 0xff) as usize
     }
 
-    fn get(&self, id: &str) -> Option<&u64> {
-        self.shards[self.shard(id)].get(id)
+    /// Records `id` at `offset` unless it was seen before; returns the offset it was first seen at then.
+    fn first_or_insert(&mut self, id: &str, offset: u64) -> Option<u64> {
+        let shard = self.shard(id);
+        match self.shards[shard].entry_ref(id) {
+            hashbrown::hash_map::EntryRef::Occupied(first) => Some(*first.get()),
+            hashbrown::hash_map::EntryRef::Vacant(slot) => {
+                slot.insert(offset);
+                None
+            }
+        }
     }
 
-    fn insert(&mut self, id: String, offset: u64) {
-        let shard = self.shard(&id);
-        self.shards[shard].insert(id, offset);
+    /// Makes room for `more` ids spread over the shards, before a large feed.
+    fn reserve(&mut self, more: usize) {
+        for shard in &mut self.shards {
+            shard.reserve(more / 256 + 1);
+        }
     }
 
     fn clear(&mut self) {
         for shard in &mut self.shards {
-            *shard = datafusion::common::HashMap::default();
+            *shard = IdTable::with_hasher(self.hasher.clone());
         }
     }
 }
@@ -119,13 +135,30 @@ impl SeenIds {
 impl SourceLog {
     pub fn new(spec: &SourceSpec, loaded: LoadedSource) -> Result<SourceLog> {
         let schema = loaded.schema.clone();
-        let all = concat_batches(&schema, &loaded.batches)?;
+        // The batches are kept as read (a chunk each): copying them into one would need the log's size twice.
+        let chunks: Vec<RecordBatch> = loaded
+            .batches
+            .into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .collect();
+        let mut starts = Vec::with_capacity(chunks.len());
+        let mut rows = 0;
+        for chunk in &chunks {
+            starts.push(rows);
+            rows += chunk.num_rows();
+        }
         let offsets = match (spec.kind, schema.index_of(OFFSET_COLUMN)) {
             (SourceKind::Log, Ok(i)) => Some(
-                all.column(i)
-                    .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                    .values()
-                    .to_vec(),
+                chunks
+                    .iter()
+                    .flat_map(|c| {
+                        c.column(i)
+                            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                            .values()
+                            .iter()
+                            .copied()
+                    })
+                    .collect(),
             ),
             _ => None,
         };
@@ -153,9 +186,9 @@ impl SourceLog {
             time,
             offset_is_line: matches!(spec.format, Format::Jsonl | Format::Debezium),
             schema,
-            rows: all.num_rows(),
-            chunks: vec![all],
-            starts: vec![0],
+            rows,
+            chunks,
+            starts,
             offsets,
             tail: loaded.tail,
             malformed_offsets,
@@ -341,6 +374,9 @@ impl SourceLog {
         self.fed_rows = end;
         self.position = self.position.max(target);
         let mut fed = Fed::default();
+        if self.event_id.is_some() {
+            self.seen.reserve(end - start);
+        }
         for (first, batch) in self.rows_between(start, end) {
             let part = self.ingest_batch(&batch, first);
             fed.records += part.records;
@@ -393,7 +429,7 @@ impl SourceLog {
                         continue;
                     }
                     let offset = offset_of(row).unwrap_or(row as u64);
-                    if let Some(&first) = self.seen.get(ids.value(row)) {
+                    if let Some(first) = self.seen.first_or_insert(ids.value(row), offset) {
                         duplicates += 1;
                         keep.push(false);
                         self.ingest.push(Diagnostic {
@@ -406,7 +442,6 @@ impl SourceLog {
                             ),
                         });
                     } else {
-                        self.seen.insert(ids.value(row).to_owned(), offset);
                         keep.push(true);
                     }
                 }

@@ -69,6 +69,29 @@ pub(crate) struct Tail {
 }
 
 impl Tail {
+    /// A tail as a cache recorded it: `bytes` read, the file's identity and first bytes now, and the inferred fields.
+    pub(crate) fn restored(
+        bytes: u64,
+        open_line: bool,
+        file_id: Option<(u64, u64)>,
+        head: Vec<u8>,
+        fields: JsonFields,
+    ) -> Tail {
+        Tail {
+            bytes,
+            open_line,
+            file_id,
+            head,
+            json: Some(fields),
+        }
+    }
+
+    /// The fields appended JSON lines are decoded with.
+    #[cfg(test)]
+    pub(crate) fn json(&self) -> Option<&JsonFields> {
+        self.json.as_ref()
+    }
+
     /// This tail, decoding appended lines with the fields `other` knew (a log emptied out keeps its columns).
     pub(crate) fn with_fields_of(mut self, other: &Tail) -> Tail {
         if self.json.as_ref().is_some_and(Vec::is_empty) {
@@ -79,7 +102,7 @@ impl Tail {
 }
 
 /// How many of a file's first bytes are kept to notice it being rewritten in place.
-const HEAD_BYTES: usize = 256;
+pub(crate) const HEAD_BYTES: usize = 256;
 
 /// Why a log is read again from the start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +183,7 @@ impl Tail {
 
 /// One past the last newline of `data` (0 when it has none).
 pub(crate) fn complete_len(data: &[u8]) -> usize {
-    data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+    memchr::memrchr(b'\n', data).map_or(0, |i| i + 1)
 }
 
 /// Reads what was appended to a log since `tail`, whose next record gets offset `next_offset`.
@@ -322,6 +345,12 @@ pub(crate) fn read_appended(
 
 /// Reads a source whole, as its spec says.
 pub fn load(spec: &SourceSpec) -> Result<LoadedSource> {
+    load_cached(spec, None)
+}
+
+/// Reads a source whole, as its spec says, through the cache in `cache` when there is one (JSON Lines logs are
+/// cached: see [`crate::cache`]).
+pub fn load_cached(spec: &SourceSpec, cache: Option<&Path>) -> Result<LoadedSource> {
     let path = spec.path.as_path();
     if !path.exists() {
         return Err(Error::FileNotFound {
@@ -345,7 +374,10 @@ pub fn load(spec: &SourceSpec) -> Result<LoadedSource> {
         }
     };
     match spec.format {
-        Format::Jsonl => text(load_jsonl(path, offset_name)),
+        Format::Jsonl => text(match cache {
+            Some(dir) => crate::cache::load_jsonl(path, offset_name, dir).map(|(loaded, _)| loaded),
+            None => load_jsonl(path, offset_name),
+        }),
         Format::Debezium => crate::cdc::load_debezium(path, &spec.key),
         Format::Csv => text(load_csv(path, offset_name)),
         Format::Parquet => guard(path, "Parquet", || load_parquet(path, with_offsets)),
@@ -419,8 +451,10 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
 // ---------------------------------------------------------------------------------------------------------------------
 // JSON Lines
 
+mod parallel;
+
 /// The inferred type of a JSON value, widened as more lines are seen.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum JsonType {
     Null,
     Bool,
@@ -637,7 +671,9 @@ fn scan_jsonl<'a>(data: &'a [u8], base: u64, known: Option<&[(String, JsonType)]
         match serde_json::from_slice::<Value>(line) {
             Ok(value @ Value::Object(_)) => {
                 let first = good.is_empty() && known.is_none();
-                merge_fields(&mut fields, &value, first, this, &mut diagnostics);
+                if let JsonType::Object(shape) = JsonType::of(&value) {
+                    merge_fields(&mut fields, &shape, first, this, &mut diagnostics);
+                }
                 good.push(GoodLine {
                     offset: this,
                     bytes: line,
@@ -646,42 +682,8 @@ fn scan_jsonl<'a>(data: &'a [u8], base: u64, known: Option<&[(String, JsonType)]
                     consumed = data.len();
                 }
             }
-            Ok(other) if !complete => diagnostics.push(Diagnostic {
-                kind: DiagnosticKind::IncompleteLine,
-                line: Some(this + 1),
-                offset: Some(this),
-                reason: format!(
-                    "the last line has no newline yet and is {}, not an object; it is read when its newline comes",
-                    json_kind(&other)
-                ),
-            }),
-            Ok(other) => diagnostics.push(Diagnostic {
-                kind: DiagnosticKind::Malformed,
-                line: Some(this + 1),
-                offset: Some(this),
-                reason: format!("expected a JSON object, found {}", json_kind(&other)),
-            }),
-            Err(e) if !complete && e.is_eof() => diagnostics.push(Diagnostic {
-                kind: DiagnosticKind::IncompleteLine,
-                line: Some(this + 1),
-                offset: Some(this),
-                reason: "the last line is incomplete (no newline yet); it is not read".to_owned(),
-            }),
-            Err(e) if !complete => diagnostics.push(Diagnostic {
-                kind: DiagnosticKind::IncompleteLine,
-                line: Some(this + 1),
-                offset: Some(this),
-                reason: format!(
-                    "the last line has no newline yet and is not valid JSON ({}); it is read when its newline comes",
-                    describe_json_error(&e)
-                ),
-            }),
-            Err(e) => diagnostics.push(Diagnostic {
-                kind: DiagnosticKind::Malformed,
-                line: Some(this + 1),
-                offset: Some(this),
-                reason: format!("invalid JSON: {}", describe_json_error(&e)),
-            }),
+            Ok(other) => diagnostics.push(bad_line(this, complete, Err(json_kind(&other)))),
+            Err(e) => diagnostics.push(bad_line(this, complete, Ok(&e))),
         }
     }
     // An incomplete last line has no offset yet: the next append completes it.
@@ -700,23 +702,64 @@ fn scan_jsonl<'a>(data: &'a [u8], base: u64, known: Option<&[(String, JsonType)]
     }
 }
 
+/// The diagnostic for line `this` (0-based) that is not a JSON object: `found` is the parse error, or the kind of
+/// value it is instead. A last line without its newline (`complete` false) is not malformed yet: it is read when its
+/// newline comes.
+fn bad_line(
+    this: u64,
+    complete: bool,
+    found: std::result::Result<&serde_json::Error, &'static str>,
+) -> Diagnostic {
+    let (kind, reason) = match found {
+        Err(other) if !complete => (
+            DiagnosticKind::IncompleteLine,
+            format!(
+                "the last line has no newline yet and is {other}, not an object; it is read when its newline comes"
+            ),
+        ),
+        Err(other) => (
+            DiagnosticKind::Malformed,
+            format!("expected a JSON object, found {other}"),
+        ),
+        Ok(e) if !complete && e.is_eof() => (
+            DiagnosticKind::IncompleteLine,
+            "the last line is incomplete (no newline yet); it is not read".to_owned(),
+        ),
+        Ok(e) if !complete => (
+            DiagnosticKind::IncompleteLine,
+            format!(
+                "the last line has no newline yet and is not valid JSON ({}); it is read when its newline comes",
+                describe_json_error(e)
+            ),
+        ),
+        Ok(e) => (
+            DiagnosticKind::Malformed,
+            format!("invalid JSON: {}", describe_json_error(e)),
+        ),
+    };
+    Diagnostic {
+        kind,
+        line: Some(this + 1),
+        offset: Some(this),
+        reason,
+    }
+}
+
 /// Merges one object's fields into the schema so far, noting a top-level field that appears after the first record or
 /// changes type (a null becoming a value is not a change).
 fn merge_fields(
     fields: &mut Vec<(String, JsonType)>,
-    value: &Value,
+    shape: &[(String, JsonType)],
     first: bool,
     offset: u64,
     diagnostics: &mut Diagnostics,
 ) {
-    let Value::Object(map) = value else { return };
-    for (name, v) in map {
-        let ty = JsonType::of(v);
+    for (name, ty) in shape {
         if let Some(slot) = fields.iter_mut().find(|(n, _)| n == name) {
-            if ty == slot.1 || ty == JsonType::Null {
+            if *ty == slot.1 || *ty == JsonType::Null {
                 continue;
             }
-            let merged = slot.1.clone().merge(&ty);
+            let merged = slot.1.clone().merge(ty);
             if merged != slot.1 {
                 if slot.1 != JsonType::Null && merged.kind() != slot.1.kind() {
                     diagnostics.push(Diagnostic {
@@ -741,13 +784,13 @@ fn merge_fields(
                     reason: format!("field `{name}` first appears"),
                 });
             }
-            fields.push((name.clone(), ty));
+            fields.push((name.clone(), ty.clone()));
         }
     }
 }
 
 pub(crate) fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
+    memchr::memchr(needle, haystack)
 }
 
 pub(crate) fn json_kind(value: &Value) -> &'static str {
@@ -782,9 +825,28 @@ fn load_jsonl(path: &Path, offset_name: &str) -> Result<LoadedSource> {
 /// The fields inferred from a JSON Lines log, in the order they first appear.
 pub(crate) type JsonFields = Vec<(String, JsonType)>;
 
-/// Parses `data`, the whole of the JSON Lines file `path`: the rows (without a tail yet), the bytes read and the
-/// inferred fields.
+/// Parses `data`, the whole of the JSON Lines file `path`, on every core: the rows (without a tail yet), the bytes read
+/// and the inferred fields.
 pub(crate) fn parse_jsonl(
+    path: &Path,
+    data: &[u8],
+    offset_name: &str,
+) -> Result<(LoadedSource, usize, JsonFields)> {
+    parallel::parse(path, data, offset_name, parallel::parts_for(data.len()))
+}
+
+/// [`parse_jsonl`] in exactly `parts` parts, however small the file (for tests and fuzzing).
+pub(crate) fn parse_jsonl_in_parts(
+    path: &Path,
+    data: &[u8],
+    offset_name: &str,
+    parts: usize,
+) -> Result<(LoadedSource, usize, JsonFields)> {
+    parallel::parse(path, data, offset_name, parts)
+}
+
+/// [`parse_jsonl`] on one thread, line by line: what the parallel reader must equal.
+pub(crate) fn parse_jsonl_sequential(
     path: &Path,
     data: &[u8],
     offset_name: &str,
@@ -948,7 +1010,9 @@ impl ObjectSchema {
         let mut fields: Vec<(String, JsonType)> = Vec::new();
         let mut ignored = Diagnostics::default();
         for object in objects {
-            merge_fields(&mut fields, object, true, 0, &mut ignored);
+            if let JsonType::Object(shape) = JsonType::of(object) {
+                merge_fields(&mut fields, &shape, true, 0, &mut ignored);
+            }
         }
         let ty = JsonType::Object(fields);
         let schema = match ty.data_type() {
