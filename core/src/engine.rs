@@ -360,13 +360,15 @@ pub struct Snapshot {
 pub const MAX_UPDATES: usize = 256;
 
 /// How an engine runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineOptions {
     /// Watch the source files and keep the views up to date as they change.
     pub watch: bool,
     /// Recompute views that cannot be maintained incrementally at most every so often while events arrive, so the
     /// rest stays live. When false, they are recomputed after every batch of appends.
     pub throttle: bool,
+    /// Where parsed logs are cached between runs ([`crate::cache`]); `None` parses them every time.
+    pub cache: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineOptions {
@@ -374,6 +376,7 @@ impl Default for EngineOptions {
         EngineOptions {
             watch: false,
             throttle: true,
+            cache: None,
         }
     }
 }
@@ -459,6 +462,7 @@ impl Engine {
 
     /// [`Engine::start`], with options: watch the files (live), or recompute every view after every append.
     pub fn start_with(pipeline: Pipeline, waker: Waker, options: EngineOptions) -> Result<Engine> {
+        let watch = options.watch;
         let config = || SessionConfig::new().with_information_schema(false);
         let ctx = SessionContext::new_with_config(config());
         let order = view_order(&ctx, &pipeline)?;
@@ -500,7 +504,7 @@ impl Engine {
             .name("kappa-engine".into())
             .spawn(move || worker.run(&inbox))
             .map_err(|source| Error::EngineStart { source })?;
-        let file_watcher = if options.watch {
+        let file_watcher = if watch {
             Some(live::Watcher::start(&watched, commands.clone())?)
         } else {
             None
@@ -1469,7 +1473,8 @@ impl Worker {
     async fn load_all(&mut self) {
         for spec in self.pipeline.sources.clone() {
             let started = Instant::now();
-            let loaded = source::load(&spec).and_then(|l| SourceLog::new(&spec, l));
+            let loaded = source::load_cached(&spec, self.options.cache.as_deref())
+                .and_then(|l| SourceLog::new(&spec, l));
             let mut state = self
                 .published
                 .source(&spec.name)

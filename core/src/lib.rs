@@ -35,6 +35,7 @@
 //! # }
 //! ```
 
+pub mod cache;
 mod cdc;
 mod diagnostics;
 mod engine;
@@ -74,7 +75,8 @@ pub use pipeline::{
     table_name_for,
 };
 pub use source::{
-    LoadedSource, MAX_SOURCE_SIZE_VAR, OFFSET_COLUMN, load as load_source, quiet_reader_panics,
+    LoadedSource, MAX_SOURCE_SIZE_VAR, OFFSET_COLUMN, load as load_source,
+    load_cached as load_source_cached, quiet_reader_panics,
 };
 pub use verify::{
     CheckReport, CheckStatus, DiffKind, DiffOptions, DiffReport, DiffRow, SchemaDiff, Side,

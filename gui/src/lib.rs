@@ -33,6 +33,8 @@ pub struct Options {
     pub at: Option<u64>,
     /// Watch the files (live). Off in tests, which send file changes themselves.
     pub watch: bool,
+    /// Where parsed logs are cached between runs (see `kappa_core::cache`); `None` parses them every time.
+    pub cache: Option<PathBuf>,
 }
 
 /// The right-hand panel's tabs.
@@ -193,7 +195,7 @@ impl KappaApp {
         let repaint = ctx.clone();
         let waker: kappa_core::Waker = Arc::new(move || repaint.request_repaint());
         let base_dir = pipeline.base_dir.clone();
-        let engine = start(pipeline, &waker, options.watch)?;
+        let engine = start(pipeline, &waker, &options)?;
         let snapshot = engine.snapshot();
         Ok(KappaApp {
             engine,
@@ -400,7 +402,7 @@ impl KappaApp {
     fn open(&mut self, paths: &[PathBuf]) {
         let opened = Pipeline::open(paths).and_then(|p| {
             let base_dir = p.base_dir.clone();
-            start(p, &self.waker, self.options.watch).map(|engine| (engine, base_dir))
+            start(p, &self.waker, &self.options).map(|engine| (engine, base_dir))
         });
         match opened {
             Ok((engine, base_dir)) => {
@@ -675,12 +677,17 @@ impl KappaApp {
     }
 }
 
-fn start(pipeline: Pipeline, waker: &kappa_core::Waker, watch: bool) -> kappa_core::Result<Engine> {
+fn start(
+    pipeline: Pipeline,
+    waker: &kappa_core::Waker,
+    options: &Options,
+) -> kappa_core::Result<Engine> {
     Engine::start_with(
         pipeline,
         waker.clone(),
         EngineOptions {
-            watch,
+            watch: options.watch,
+            cache: options.cache.clone(),
             ..EngineOptions::default()
         },
     )

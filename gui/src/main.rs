@@ -8,6 +8,10 @@ use anyhow::{Context, Result, anyhow};
 use clap::Parser;
 use kappa_core::Pipeline;
 
+/// mimalloc, as in `kappa`: DataFusion and arrow allocate and free many small buffers.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Kappa's desktop app: the lineage graph, a timeline to replay and time travel, each view's data and SQL, its read
 /// path against its write path, the checks and the diagnostics, live as the files change.
 #[derive(Debug, Parser)]
@@ -28,11 +32,23 @@ struct Args {
     /// The window's size in points, as `WIDTHxHEIGHT` (by default the size it had last time, or 1280x800).
     #[arg(long)]
     size: Option<String>,
+    #[arg(
+        long,
+        value_name = "DIR",
+        help = "Cache parsed JSON Lines logs in DIR [default: $KAPPA_CACHE_DIR, else $XDG_CACHE_HOME/kappa, else ~/.cache/kappa]. Opening a log again reads the cache and parses only the lines appended since."
+    )]
+    cache: Option<PathBuf>,
+    /// Parse every log from scratch, without reading or writing the cache.
+    #[arg(long, conflicts_with = "cache")]
+    no_cache: bool,
 }
 
 fn main() -> ExitCode {
     kappa_core::quiet_reader_panics();
-    match run(Args::parse()) {
+    let outcome = run(Args::parse());
+    // Cache files still being written are finished, or the next start would parse again.
+    kappa_core::cache::flush();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -71,6 +87,11 @@ fn run(args: Args) -> Result<()> {
         select: args.select,
         at: args.at,
         watch: true,
+        cache: if args.no_cache {
+            None
+        } else {
+            args.cache.clone().or_else(kappa_core::cache::default_dir)
+        },
     };
     eframe::run_native(
         "kappa-gui",

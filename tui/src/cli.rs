@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kappa_core::{
-    Engine, ExportFormat, NodeStatus, Pipeline, QueryTarget, Snapshot, TextFormat, no_waker,
+    Engine, EngineOptions, ExportFormat, NodeStatus, Pipeline, QueryTarget, Snapshot, TextFormat,
+    no_waker,
 };
 
 /// Kappa: explore event logs and the views derived from them.
@@ -31,6 +32,29 @@ pub struct Cli {
     /// A pipeline file (kappa.toml), a folder holding one, or data files to open as sources.
     #[arg(value_name = "PIPELINE | FILE")]
     inputs: Vec<PathBuf>,
+
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        help = "Cache parsed JSON Lines logs in DIR [default: $KAPPA_CACHE_DIR, else $XDG_CACHE_HOME/kappa, else ~/.cache/kappa]. Opening a log again reads the cache and parses only the lines appended since; a cache that no longer matches its file is rebuilt."
+    )]
+    cache: Option<PathBuf>,
+
+    /// Parse every log from scratch, without reading or writing the cache.
+    #[arg(long, global = true, conflicts_with = "cache")]
+    no_cache: bool,
+}
+
+/// Where parsed logs are cached in this run (set once from the command line).
+static CACHE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+/// The engine's options for this run: the defaults, with the cache directory the command line chose.
+pub(crate) fn engine_options() -> EngineOptions {
+    EngineOptions {
+        cache: CACHE.get().cloned().flatten(),
+        ..EngineOptions::default()
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,13 +294,22 @@ enum GenCommand {
 pub fn main() -> ExitCode {
     kappa_core::quiet_reader_panics();
     let cli = Cli::parse();
-    match run(cli) {
+    let cache = if cli.no_cache {
+        None
+    } else {
+        cli.cache.clone().or_else(kappa_core::cache::default_dir)
+    };
+    let _ = CACHE.set(cache);
+    let code = match run(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {}", chain(&error));
             ExitCode::from(2)
         }
-    }
+    };
+    // Cache files still being written are finished, or the next run would parse again.
+    kappa_core::cache::flush();
+    code
 }
 
 /// The error and its causes on one line. A `kappa_core::Error` already includes its cause in its own message, so the
@@ -347,7 +380,7 @@ pub(crate) fn open_pipeline(inputs: &[PathBuf]) -> Result<Pipeline> {
 /// Starts the engine on the inputs and waits until everything is loaded.
 fn open(inputs: &[PathBuf]) -> Result<(Engine, std::sync::Arc<Snapshot>)> {
     let pipeline = open_pipeline(inputs)?;
-    let engine = Engine::start(pipeline, no_waker())?;
+    let engine = Engine::start_with(pipeline, no_waker(), engine_options())?;
     let snapshot = engine.wait_ready()?;
     Ok((engine, snapshot))
 }
@@ -563,11 +596,12 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
 
     let pipeline = open_pipeline(&args.inputs)?;
     let (wake, woken) = mpsc::channel();
-    let engine = Engine::start(
+    let engine = Engine::start_with(
         pipeline,
         std::sync::Arc::new(move || {
             let _ = wake.send(());
         }),
+        engine_options(),
     )?;
     engine.wait_ready()?;
     engine.send(kappa_core::Command::Replay {

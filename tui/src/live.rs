@@ -59,6 +59,7 @@ pub fn watch(args: &WatchArgs) -> Result<ExitCode> {
         EngineOptions {
             watch: true,
             throttle: true,
+            ..crate::cli::engine_options()
         },
     )?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -158,7 +159,7 @@ pub(crate) fn update_line(update: &LiveUpdate) -> String {
 /// `kappa paths`: measures and prints both paths of every view.
 pub fn paths(args: &PathsArgs) -> Result<ExitCode> {
     let pipeline = open_pipeline(&args.inputs)?;
-    let engine = Engine::start(pipeline, no_waker())?;
+    let engine = Engine::start_with(pipeline, no_waker(), crate::cli::engine_options())?;
     engine.wait_ready()?;
     let snapshot = engine.request(|reply| Command::MeasurePaths {
         batch_size: args.batch_size,

@@ -50,7 +50,7 @@ pub fn start(inputs: &[std::path::PathBuf], events: &Sender<Event>) -> Result<En
     });
     let options = EngineOptions {
         watch: true,
-        ..EngineOptions::default()
+        ..crate::cli::engine_options()
     };
     Ok(Engine::start_with(pipeline, waker, options)?)
 }

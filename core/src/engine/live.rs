@@ -1237,7 +1237,8 @@ impl Worker {
         else {
             return Ok(false);
         };
-        let reread = source::load(&spec).and_then(|l| SourceLog::new(&spec, l))?;
+        let reread = source::load_cached(&spec, self.options.cache.as_deref())
+            .and_then(|l| SourceLog::new(&spec, l))?;
         let Some(log) = self.logs.get_mut(name) else {
             return Ok(false);
         };
@@ -1280,7 +1281,7 @@ impl Worker {
             .logs
             .get(name)
             .map(|l| (l.schema.clone(), l.tail.clone()));
-        let loaded = source::load(&spec).and_then(|loaded| {
+        let loaded = source::load_cached(&spec, self.options.cache.as_deref()).and_then(|loaded| {
             match (SourceLog::new(&spec, loaded.clone()), previous) {
                 // A log emptied out (truncated to nothing) has no columns to infer: it keeps the ones it had, with no
                 // records, so its views show the empty log instead of failing, and lines appended to it decode as
