@@ -101,6 +101,11 @@ pub fn fnv1a(text: &str) -> u64 {
 pub fn kappa() -> assert_cmd::Command {
     let mut command = assert_cmd::Command::new(kappa_path());
     command.current_dir(repo_root());
+    // The tests' cache of parsed logs stays in the build folder, not the user's home.
+    command.env(
+        kappa_core::cache::CACHE_DIR_VAR,
+        repo_root().join("target").join("test-cache"),
+    );
     command
 }
 

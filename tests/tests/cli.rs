@@ -1,6 +1,8 @@
 //! The headless CLI: exit codes, output formats and error messages, as a script would see them.
 
-use kappa_tests::kappa;
+use std::path::PathBuf;
+
+use kappa_tests::{kappa, sample};
 use predicates::prelude::*;
 
 const SHOP: &str = "sample-data/shop/kappa.toml";
@@ -237,4 +239,67 @@ fn a_corrupt_parquet_file_is_one_clear_error_without_panic_noise() {
             "  error: {}: the Parquet reader crashed on this file (it is probably corrupt): ",
             crash.display()
         )));
+}
+
+/// The cache of parsed logs, as a user meets it: a second run reads it, an appended log is read with its new lines, a
+/// corrupt cache file is rebuilt, and every answer is the one `--no-cache` gives.
+#[test]
+fn the_log_cache_gives_the_answers_a_fresh_read_gives() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let shop = dir.path().join("shop");
+    std::fs::create_dir(&shop).expect("mkdir");
+    for file in ["kappa.toml", "orders.jsonl", "products.parquet"] {
+        std::fs::copy(sample(&format!("shop/{file}")), shop.join(file)).expect("copy");
+    }
+    let cache = dir.path().join("cache");
+    let pipeline = shop.join("kappa.toml");
+    let query = |cached: bool| {
+        let mut command = kappa();
+        command.args(["query", "--format", "csv"]);
+        if cached {
+            command.arg("--cache").arg(&cache);
+        } else {
+            command.arg("--no-cache");
+        }
+        let out = command
+            .arg(&pipeline)
+            .arg("revenue_by_day")
+            .assert()
+            .success();
+        String::from_utf8(out.get_output().stdout.clone()).expect("utf-8")
+    };
+    let cache_files = || -> Vec<PathBuf> {
+        std::fs::read_dir(&cache)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+
+    let fresh = query(false);
+    assert!(cache_files().is_empty(), "--no-cache writes no cache");
+    assert_eq!(query(true), fresh, "first run, filling the cache");
+    let files = cache_files();
+    assert_eq!(files.len(), 1, "one cache file for the one log: {files:?}");
+    assert!(files[0].extension().is_some_and(|e| e == "arrow"));
+    assert_eq!(query(true), fresh, "second run, from the cache");
+
+    // A payment is appended: both runs see it.
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(shop.join("orders.jsonl"))
+        .expect("open");
+    std::io::Write::write_all(
+        &mut log,
+        b"{\"event_id\":\"evt-new\",\"ts\":\"2024-07-01T00:00:00.000Z\",\"type\":\"payment_captured\",\"customer_id\":1,\"order_id\":99999,\"amount\":12.50}\n",
+    )
+    .expect("append");
+    let appended = query(false);
+    assert_ne!(appended, fresh);
+    assert!(appended.ends_with("2024-07-01,1,12.5\n"), "{appended}");
+    assert_eq!(query(true), appended, "the appended line read on top of the cache");
+
+    // A corrupt cache file is not trusted: it is rebuilt.
+    std::fs::write(&files[0], b"not a cache").expect("corrupt");
+    assert_eq!(query(true), appended, "a corrupt cache is rebuilt");
+    assert!(std::fs::read(&files[0]).expect("rebuilt").len() > 100);
+    assert_eq!(query(true), appended);
 }
