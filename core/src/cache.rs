@@ -22,8 +22,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::datatypes::Schema;
-use datafusion::arrow::ipc::reader::FileReader;
+use datafusion::arrow::ipc::convert::fb_to_schema;
+use datafusion::arrow::ipc::reader::{FileDecoder, read_footer_length};
+use datafusion::arrow::ipc::root_as_footer;
 use datafusion::arrow::ipc::writer::FileWriter;
 use serde::{Deserialize, Serialize};
 
@@ -305,19 +308,38 @@ fn read_cache(cache_file: &Path) -> Result<(Meta, Arc<Schema>, Vec<RecordBatch>)
         return Err(corrupt("not a Kappa cache file".to_owned()));
     }
     let sum = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
-    let body = &bytes[16..];
-    if hash(body) != sum {
+    if hash(&bytes[16..]) != sum {
         return Err(corrupt("the checksum does not match".to_owned()));
     }
+    // The rows are decoded in place from the bytes read (no copy): the file is as large as the log's Arrow data.
+    let body = Buffer::from_vec(bytes).slice(16);
     let read = || -> Result<_> {
-        let reader = FileReader::try_new(std::io::Cursor::new(body), None)?;
-        let meta = reader
+        let broken = || corrupt("the Arrow IPC footer cannot be read".to_owned());
+        let trailer_start = body.len().checked_sub(10).ok_or_else(broken)?;
+        let trailer: [u8; 10] = body[trailer_start..].try_into().map_err(|_| broken())?;
+        let footer_len = read_footer_length(trailer)?;
+        let footer_start = trailer_start.checked_sub(footer_len).ok_or_else(broken)?;
+        let footer = root_as_footer(&body[footer_start..trailer_start]).map_err(|_| broken())?;
+        let schema = Arc::new(fb_to_schema(footer.schema().ok_or_else(broken)?));
+        let meta = footer
             .custom_metadata()
-            .get("kappa")
+            .into_iter()
+            .flatten()
+            .find(|kv| kv.key() == Some("kappa"))
+            .and_then(|kv| kv.value())
             .ok_or_else(|| corrupt("no metadata".to_owned()))?;
         let meta: Meta = serde_json::from_str(meta).map_err(|e| corrupt(e.to_string()))?;
-        let schema = reader.schema();
-        let batches = reader.collect::<Result<Vec<_>, _>>()?;
+        let decoder = FileDecoder::new(schema.clone(), footer.version());
+        let mut batches = Vec::new();
+        for block in footer.recordBatches().into_iter().flatten() {
+            let len = block.bodyLength() as usize + block.metaDataLength() as usize;
+            let start = usize::try_from(block.offset()).map_err(|_| broken())?;
+            if start.checked_add(len).is_none_or(|end| end > footer_start) {
+                return Err(broken());
+            }
+            let data = body.slice_with_length(start, len);
+            batches.extend(decoder.read_record_batch(block, &data)?);
+        }
         Ok((meta, schema, batches))
     };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(read))
