@@ -95,9 +95,14 @@ pub enum CacheUse {
     Rebuilt,
 }
 
+/// The log's path as the cache knows it: absolute, so `./log.jsonl` and `/data/log.jsonl` share a cache file.
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// The cache file for the log at `path` read with `offset_name`.
 fn entry(dir: &Path, path: &Path, offset_name: &str) -> PathBuf {
-    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let absolute = canonical(path);
     let mut key = absolute.as_os_str().as_encoded_bytes().to_vec();
     key.push(0);
     key.extend_from_slice(offset_name.as_bytes());
@@ -153,7 +158,7 @@ pub(crate) fn load_jsonl(
         cache_file,
         Meta {
             format: FORMAT.to_owned(),
-            path: path.to_path_buf(),
+            path: canonical(path),
             offset_name: offset_name.to_owned(),
             len: data.len() as u64,
             mtime_ns: meta.as_ref().and_then(mtime_ns),
@@ -181,7 +186,7 @@ fn try_cached(
     cache_file: &Path,
 ) -> Option<(LoadedSource, CacheUse)> {
     let (meta, schema, batches) = read_cache(cache_file).ok()?;
-    if meta.format != FORMAT || meta.offset_name != offset_name || meta.path != path {
+    if meta.format != FORMAT || meta.offset_name != offset_name || meta.path != canonical(path) {
         return None;
     }
     let mut file = File::open(path).ok()?;
@@ -346,7 +351,8 @@ fn read_cache(cache_file: &Path) -> Result<(Meta, Arc<Schema>, Vec<RecordBatch>)
         .unwrap_or_else(|_| Err(corrupt("the Arrow reader panicked".to_owned())))
 }
 
-/// Writes a cache file: to a temporary file in the directory, renamed into place.
+/// Writes a cache file: to a temporary file in the directory, renamed into place. The rows are streamed to the file
+/// (hashed on the way), not built in memory first.
 fn write_cache(
     cache_file: &Path,
     meta: &Meta,
@@ -355,32 +361,55 @@ fn write_cache(
 ) -> Result<()> {
     let dir = cache_file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut body = Vec::new();
-    {
-        let mut writer = FileWriter::try_new(&mut body, schema)?;
-        writer.write_metadata(
-            "kappa",
-            serde_json::to_string(meta).map_err(|e| Error::Decode {
-                path: cache_file.to_path_buf(),
-                reason: e.to_string(),
-            })?,
-        );
-        for batch in batches {
-            writer.write(batch)?;
-        }
-        writer.finish()?;
-    }
+    let meta = serde_json::to_string(meta).map_err(|e| Error::Decode {
+        path: cache_file.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let mut out = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    let write = |out: &mut tempfile::NamedTempFile| -> std::io::Result<()> {
-        out.write_all(MAGIC)?;
-        out.write_all(&hash(&body).to_le_bytes())?;
-        out.write_all(&body)?;
-        out.flush()
-    };
-    write(&mut out).map_err(|e| Error::io(cache_file, e))?;
+    let io = |e| Error::io(cache_file, e);
+    {
+        let file = out.as_file_mut();
+        file.write_all(MAGIC).map_err(io)?;
+        file.write_all(&[0; 8]).map_err(io)?;
+        let mut hashing = Hashing {
+            out: std::io::BufWriter::with_capacity(1 << 20, &mut *file),
+            hasher: twox_hash::XxHash64::with_seed(0),
+        };
+        {
+            let mut writer = FileWriter::try_new(&mut hashing, schema)?;
+            writer.write_metadata("kappa", meta);
+            for batch in batches {
+                writer.write(batch)?;
+            }
+            writer.finish()?;
+        }
+        hashing.out.flush().map_err(io)?;
+        let sum = std::hash::Hasher::finish(&hashing.hasher);
+        drop(hashing);
+        file.seek(SeekFrom::Start(MAGIC.len() as u64)).map_err(io)?;
+        file.write_all(&sum.to_le_bytes()).map_err(io)?;
+    }
     out.persist(cache_file)
         .map_err(|e| Error::io(cache_file, e.error))?;
     Ok(())
+}
+
+/// A writer that hashes what it writes.
+struct Hashing<W> {
+    out: W,
+    hasher: twox_hash::XxHash64,
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        std::hash::Hasher::write(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
 }
 
 /// Cache writes still running; [`flush`] waits for them.
@@ -501,6 +530,10 @@ mod tests {
         assert_eq!(second.rows, 3);
         assert_eq!(second.diagnostics.malformed_lines(), vec![2]);
         assert_eq!(second.diagnostics.incomplete, 1);
+        // The same file by another path is the same cache entry.
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        let (_, used) = open(&dir.path().join("sub").join("..").join("log.jsonl"), &cache);
+        assert_eq!(used, CacheUse::Hit);
     }
 
     #[test]
