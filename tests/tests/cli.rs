@@ -295,7 +295,11 @@ fn the_log_cache_gives_the_answers_a_fresh_read_gives() {
     let appended = query(false);
     assert_ne!(appended, fresh);
     assert!(appended.ends_with("2024-07-01,1,12.5\n"), "{appended}");
-    assert_eq!(query(true), appended, "the appended line read on top of the cache");
+    assert_eq!(
+        query(true),
+        appended,
+        "the appended line read on top of the cache"
+    );
 
     // A corrupt cache file is not trusted: it is rebuilt.
     std::fs::write(&files[0], b"not a cache").expect("corrupt");
