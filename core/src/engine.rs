@@ -463,7 +463,16 @@ impl Engine {
     /// [`Engine::start`], with options: watch the files (live), or recompute every view after every append.
     pub fn start_with(pipeline: Pipeline, waker: Waker, options: EngineOptions) -> Result<Engine> {
         let watch = options.watch;
-        let config = || SessionConfig::new().with_information_schema(false);
+        let config = || {
+            let mut config = SessionConfig::new().with_information_schema(false);
+            // A log is many batches (as read, and a batch per append), in offset order, in one partition. Splitting
+            // them over partitions (or dealing them out round robin before a filter) would show a source or a
+            // filtered view out of offset order.
+            let optimizer = &mut config.options_mut().optimizer;
+            optimizer.repartition_file_scans = false;
+            optimizer.enable_round_robin_repartition = false;
+            config
+        };
         let ctx = SessionContext::new_with_config(config());
         let order = view_order(&ctx, &pipeline)?;
         let watched = live::watched_paths(&pipeline);

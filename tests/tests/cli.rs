@@ -307,3 +307,28 @@ fn the_log_cache_gives_the_answers_a_fresh_read_gives() {
     assert!(std::fs::read(&files[0]).expect("rebuilt").len() > 100);
     assert_eq!(query(true), appended);
 }
+
+/// A log is read into many batches; a source, and a filter over it, still come out in offset order.
+#[test]
+fn a_source_and_a_filter_over_it_come_out_in_offset_order() {
+    for sql in [
+        "SELECT _offset FROM orders",
+        "SELECT _offset FROM orders WHERE type = 'order_placed'",
+    ] {
+        let out = kappa()
+            .args(["query", "--no-cache", SHOP, "--format", "csv", "--sql", sql])
+            .assert()
+            .success();
+        let text = String::from_utf8(out.get_output().stdout.clone()).expect("utf-8");
+        let offsets: Vec<u64> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.parse().expect("an offset"))
+            .collect();
+        assert!(offsets.len() > 4000, "{sql}: {} rows", offsets.len());
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "{sql}: not in offset order"
+        );
+    }
+}
