@@ -30,7 +30,7 @@ use datafusion::arrow::ipc::root_as_footer;
 use datafusion::arrow::ipc::writer::FileWriter;
 use serde::{Deserialize, Serialize};
 
-use crate::diagnostics::{DiagnosticKind, Diagnostics};
+use crate::diagnostics::Diagnostics;
 use crate::error::{Error, Result};
 use crate::source::{self, JsonFields, LoadedSource, Tail, TailRead};
 
@@ -274,21 +274,7 @@ fn try_cached(
 /// The cached rows followed by the appended ones, with the diagnostics a whole read would give.
 fn extend(cached: LoadedSource, appended: LoadedSource) -> LoadedSource {
     let end = appended.next_offset;
-    let mut before = cached.diagnostics;
-    // The line that was incomplete at the end is complete now, and read among the appended lines.
-    before
-        .items
-        .retain(|d| !(d.kind == DiagnosticKind::IncompleteLine && d.offset < Some(end)));
-    before.incomplete = before
-        .items
-        .iter()
-        .filter(|d| d.kind == DiagnosticKind::IncompleteLine)
-        .count() as u64;
-    let mut diagnostics = before.merged(&appended.diagnostics);
-    diagnostics.malformed_offsets = before.malformed_offsets;
-    diagnostics
-        .malformed_offsets
-        .extend_from_slice(&appended.diagnostics.malformed_offsets);
+    let diagnostics = cached.diagnostics.followed_by(&appended.diagnostics, end);
     let mut batches = cached.batches;
     batches.extend(appended.batches);
     LoadedSource {

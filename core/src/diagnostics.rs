@@ -64,6 +64,25 @@ impl Diagnostics {
     }
 
     /// The line numbers of every kept malformed record, in file order.
+    /// These diagnostics followed by those of the records read after them (`appended`, up to offset `end`): a last
+    /// line that was incomplete before `end` is complete now, read among the appended records, so its diagnostic goes.
+    #[must_use]
+    pub(crate) fn followed_by(mut self, appended: &Diagnostics, end: u64) -> Diagnostics {
+        self.items
+            .retain(|d| !(d.kind == DiagnosticKind::IncompleteLine && d.offset < Some(end)));
+        self.incomplete = self
+            .items
+            .iter()
+            .filter(|d| d.kind == DiagnosticKind::IncompleteLine)
+            .count() as u64;
+        let mut merged = self.merged(appended);
+        merged.malformed_offsets = self.malformed_offsets;
+        merged
+            .malformed_offsets
+            .extend_from_slice(&appended.malformed_offsets);
+        merged
+    }
+
     /// Adds what `other` found after what this found, as if each of its diagnostics had been pushed here.
     pub(crate) fn append(&mut self, other: Diagnostics) {
         self.malformed += other.malformed;

@@ -256,15 +256,7 @@ impl SourceLog {
         self.malformed_offsets
             .extend(tail.diagnostics.malformed_offsets.iter().copied());
         let end = tail.next_offset;
-        let mut load = std::mem::take(&mut self.load);
-        load.items
-            .retain(|d| !(d.kind == DiagnosticKind::IncompleteLine && d.offset < Some(end)));
-        load.incomplete = load
-            .items
-            .iter()
-            .filter(|d| d.kind == DiagnosticKind::IncompleteLine)
-            .count() as u64;
-        let mut merged = load.merged(&tail.diagnostics);
+        let mut merged = std::mem::take(&mut self.load).followed_by(&tail.diagnostics, end);
         merged.malformed_offsets = Vec::new();
         self.load = merged;
         self.end_offset = end.max(self.end_offset);
