@@ -183,7 +183,7 @@ pub(crate) fn parse_debezium(path: &Path, data: &[u8], key: &[String]) -> Result
     ));
     let decode_error = |e| Error::ArrowFile {
         path: path.to_path_buf(),
-        source: e,
+        cause: e,
     };
     let mut batches = Vec::new();
     for (chunk, chunk_offsets) in flat.chunks(8192).zip(offsets.chunks(8192)) {

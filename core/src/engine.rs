@@ -512,7 +512,7 @@ impl Engine {
         let handle = std::thread::Builder::new()
             .name("kappa-engine".into())
             .spawn(move || worker.run(&inbox))
-            .map_err(|source| Error::EngineStart { source })?;
+            .map_err(|source| Error::EngineStart { cause: source })?;
         let file_watcher = if watch {
             Some(live::Watcher::start(&watched, commands.clone())?)
         } else {
@@ -1017,7 +1017,7 @@ impl Worker {
         let schema = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.collect().await.map_err(|source| Error::ViewSql {
             view: Some(name.to_owned()),
-            source,
+            cause: source,
         })?;
         Ok((schema, batches))
     }
@@ -1594,7 +1594,7 @@ impl Worker {
                         }
                         let batches = frame.collect().await.map_err(|source| Error::ViewSql {
                             view: Some(spec.name.clone()),
-                            source,
+                            cause: source,
                         })?;
                         let reads_logs = state.reads.iter().any(|t| self.reads_logs(t));
                         (batches, live::Maint::Recompute { reads_logs })
@@ -1724,7 +1724,7 @@ impl Worker {
         let batches = frame
             .collect()
             .await
-            .map_err(|source| Error::ViewSql { view: name, source })?;
+            .map_err(|source| Error::ViewSql { view: name, cause: source })?;
         Ok(QueryResult {
             schema,
             batches,
@@ -1793,7 +1793,7 @@ impl Worker {
                     columns.join(", ")
                 );
                 let reason = match &error {
-                    Error::ViewSql { source, .. } => crate::error::datafusion_message(source),
+                    Error::ViewSql { cause: source, .. } => crate::error::datafusion_message(source),
                     other => other.to_string(),
                 };
                 Ok((plan(sql).await?, Some(FilterUse::Substring(reason))))

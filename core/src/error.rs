@@ -12,6 +12,9 @@ use datafusion::error::DataFusionError;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in the engine.
+///
+/// Each message says its cause in its own words, and no variant also hands the cause out as its `source()`: a front end
+/// that prints an error with its chain (`{:#}`, or its own context around it) shows every cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The pipeline file is not valid TOML, has an unknown key, lacks a field, or has a value of the wrong type.
@@ -100,11 +103,10 @@ pub enum Error {
 
     /// A view's (or an ad-hoc query's, when `view` is `None`) SQL could not be parsed, planned or run. Carries
     /// DataFusion's own message.
-    #[error("{}{}", subject(view.as_deref()), datafusion_message(source))]
+    #[error("{}{}", subject(view.as_deref()), datafusion_message(cause))]
     ViewSql {
         view: Option<String>,
-        #[source]
-        source: DataFusionError,
+        cause: DataFusionError,
     },
 
     /// A view (or ad-hoc query) is not a single read-only `SELECT`. Kappa never runs statements that write.
@@ -142,11 +144,10 @@ pub enum Error {
     Watch { path: PathBuf, reason: String },
 
     /// Reading a file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// A file's content could not be decoded as its format.
@@ -162,38 +163,35 @@ pub enum Error {
     },
 
     /// An Arrow error while reading or writing a file.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     ArrowFile {
         path: PathBuf,
-        #[source]
-        source: ArrowError,
+        cause: ArrowError,
     },
 
     /// A Parquet error while reading or writing a file.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     ParquetFile {
         path: PathBuf,
-        #[source]
-        source: datafusion::parquet::errors::ParquetError,
+        cause: datafusion::parquet::errors::ParquetError,
     },
 
     /// A query failed while it ran.
-    #[error(transparent)]
-    DataFusion(#[from] DataFusionError),
+    #[error("{}", datafusion_message(.0))]
+    DataFusion(DataFusionError),
 
     /// An Arrow error not tied to one file.
-    #[error(transparent)]
-    Arrow(#[from] ArrowError),
+    #[error("{0}")]
+    Arrow(ArrowError),
 
     /// A source or view that failed earlier was asked for.
     #[error("`{name}` is not available: {reason}")]
     Unavailable { name: String, reason: String },
 
     /// The engine's worker thread or its runtime could not be started.
-    #[error("cannot start the engine: {source}")]
+    #[error("cannot start the engine: {cause}")]
     EngineStart {
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// An export was asked for a file name whose format is not known.
@@ -225,6 +223,18 @@ pub(crate) fn datafusion_message(error: &DataFusionError) -> String {
     }
 }
 
+impl From<DataFusionError> for Error {
+    fn from(error: DataFusionError) -> Self {
+        Error::DataFusion(error)
+    }
+}
+
+impl From<ArrowError> for Error {
+    fn from(error: ArrowError) -> Self {
+        Error::Arrow(error)
+    }
+}
+
 impl Error {
     /// Wraps an I/O error with the path it concerns, turning "not found" into [`Error::FileNotFound`].
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -232,7 +242,7 @@ impl Error {
         if source.kind() == std::io::ErrorKind::NotFound {
             Error::FileNotFound { path }
         } else {
-            Error::Io { path, source }
+            Error::Io { path, cause: source }
         }
     }
 }

@@ -479,7 +479,7 @@ fn write_products(path: &Path, products: &[Product]) -> Result<()> {
     write_atomic(path, |file| {
         let parquet_error = |e| Error::ParquetFile {
             path: path.to_path_buf(),
-            source: e,
+            cause: e,
         };
         let mut writer = ArrowWriter::try_new(file, schema, None).map_err(parquet_error)?;
         writer.write(&batch).map_err(parquet_error)?;

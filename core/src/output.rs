@@ -32,7 +32,7 @@ pub fn write_batches(
 ) -> Result<()> {
     let io = |e| Error::Io {
         path: "<output>".into(),
-        source: e,
+        cause: e,
     };
     match format {
         TextFormat::Table => {
@@ -236,7 +236,7 @@ pub fn export_batches(
             ExportFormat::Parquet => {
                 let parquet = |source| Error::ParquetFile {
                     path: path.to_path_buf(),
-                    source,
+                    cause: source,
                 };
                 let mut writer =
                     ArrowWriter::try_new(&mut *file, schema.clone(), None).map_err(parquet)?;

@@ -923,7 +923,7 @@ fn decode_jsonl(
         let (batch, bad) = decode_json_chunk(data_schema, object, chunk, schema).map_err(|e| {
             Error::ArrowFile {
                 path: path.to_path_buf(),
-                source: e,
+                cause: e,
             }
         })?;
         for d in bad {
@@ -1403,7 +1403,7 @@ fn unreadable_parquet(path: &Path, message: &str) -> Error {
 fn load_arrow(path: &Path, with_offsets: bool) -> Result<LoadedSource> {
     let arrow_error = |e| Error::ArrowFile {
         path: path.to_path_buf(),
-        source: e,
+        cause: e,
     };
     let open = || File::open(path).map_err(|e| Error::io(path, e));
     let (schema, batches) = match FileReader::try_new(open()?, None) {

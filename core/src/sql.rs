@@ -26,7 +26,7 @@ pub fn parse_query(state: &SessionState, name: Option<&str>, sql: &str) -> Resul
         .sql_to_statement(sql, &dialect)
         .map_err(|source| Error::ViewSql {
             view: name.map(str::to_owned),
-            source,
+            cause: source,
         })?;
     let refuse = |statement: String| {
         Err(Error::NotAQuery {
@@ -65,7 +65,7 @@ pub fn table_references(
         .resolve_table_references(statement)
         .map_err(|source| Error::ViewSql {
             view: name.map(str::to_owned),
-            source,
+            cause: source,
         })?;
     let mut tables: Vec<String> = refs.iter().map(|r| r.table().to_owned()).collect();
     tables.sort();
@@ -84,13 +84,13 @@ pub async fn plan_query(
         .await
         .map_err(|source| Error::ViewSql {
             view: name.map(str::to_owned),
-            source,
+            cause: source,
         })?;
     read_only_options()
         .verify_plan(&plan)
         .map_err(|source| Error::ViewSql {
             view: name.map(str::to_owned),
-            source,
+            cause: source,
         })?;
     Ok(plan)
 }

@@ -243,7 +243,7 @@ async fn recompute_in(
     let schema = Arc::new(frame.schema().as_arrow().clone());
     let batches = frame.collect().await.map_err(|source| Error::ViewSql {
         view: Some(name.to_owned()),
-        source,
+        cause: source,
     })?;
     let schema = batches.first().map_or(schema, RecordBatch::schema);
     let _ = ctx.deregister_table(name);
