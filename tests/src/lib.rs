@@ -23,17 +23,28 @@ pub fn sample(path: &str) -> PathBuf {
     repo_root().join("sample-data").join(path)
 }
 
-/// The third-party test corpora in `../shared/data/` beside the checkout. Panics with a clear message when missing:
-/// the tests that use it must not pass vacuously.
+include!("data_dir.rs");
+
+/// Why a test that reads the corpora is ignored (see `build.rs`).
+pub const NO_TEST_DATA: &str =
+    "the third-party test corpora are missing: run scripts/fetch-test-data, or set KAPPA_TEST_DATA";
+
+/// The third-party test corpora (see [`find_test_data`]). Panics with a clear message when they are missing: the tests
+/// that use them are marked ignored then (outside CI), and must not pass vacuously.
+#[must_use]
+pub fn test_data() -> PathBuf {
+    find_test_data(&repo_root()).unwrap_or_else(|| {
+        panic!(
+            "{NO_TEST_DATA} (looked in ${TEST_DATA_VAR}, {}/../shared/data and target/test-data)",
+            repo_root().display()
+        )
+    })
+}
+
+/// A file or folder of the third-party test corpora.
 #[must_use]
 pub fn shared_data(path: &str) -> PathBuf {
-    let root = repo_root().join("../shared/data");
-    assert!(
-        root.is_dir(),
-        "the shared test data is missing: expected it at {}",
-        root.display()
-    );
-    root.join(path)
+    test_data().join(path)
 }
 
 /// Opens a pipeline file and waits until it is loaded.
@@ -43,6 +54,44 @@ pub fn open(pipeline: &Path) -> Engine {
     let engine = Engine::start(pipeline, no_waker()).unwrap_or_else(|e| panic!("{e}"));
     engine.wait_ready().unwrap_or_else(|e| panic!("{e}"));
     engine
+}
+
+/// Asks the engine to look at every source now, and waits until it has.
+pub fn refresh(engine: &Engine) -> std::sync::Arc<kappa_core::Snapshot> {
+    engine
+        .send(kappa_core::Command::FilesChanged { paths: Vec::new() })
+        .expect("send");
+    // Commands run in order: once this is answered, the change has been handled.
+    engine.wait_ready().expect("sync")
+}
+
+/// Every materialized view's stored state equals a recompute from the log.
+pub fn assert_self_audit_passes(engine: &Engine) {
+    let reports = engine
+        .request(|reply| kappa_core::Command::SelfAudit { reply })
+        .expect("audit");
+    assert!(!reports.is_empty());
+    for report in &reports {
+        assert_eq!(
+            report.status,
+            kappa_core::CheckStatus::Pass,
+            "{}: {:?} {:?}",
+            report.name,
+            report.error,
+            report.diff
+        );
+    }
+}
+
+/// Appends bytes to a file, as a writer would, and syncs it.
+pub fn append(path: &Path, bytes: &[u8]) {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open for append");
+    file.write_all(bytes).expect("append");
+    file.sync_all().expect("sync");
 }
 
 /// Queries a table and returns the result, panicking with the engine's message on error.

@@ -42,6 +42,7 @@ fn open_cdc(dir: &Path, key: &str) -> Engine {
 }
 
 #[test]
+#[cfg_attr(kappa_no_test_data, ignore = "the third-party test corpora are missing")]
 fn postgres_sequence_replays_to_an_empty_table() {
     let dir = tempfile::tempdir().expect("temp dir");
     transferia_log("pg2mock", dir.path());
@@ -104,6 +105,7 @@ fn postgres_sequence_replays_to_an_empty_table() {
 }
 
 #[test]
+#[cfg_attr(kappa_no_test_data, ignore = "the third-party test corpora are missing")]
 fn mysql_sequence_replays_to_an_empty_table() {
     let dir = tempfile::tempdir().expect("temp dir");
     transferia_log("mysql2mock", dir.path());
@@ -127,6 +129,7 @@ fn mysql_sequence_replays_to_an_empty_table() {
 /// The paimon files hold one event per line after a licence comment; every line must become a change, a tombstone or
 /// a diagnostic, never a crash.
 #[test]
+#[cfg_attr(kappa_no_test_data, ignore = "the third-party test corpora are missing")]
 fn paimon_samples_load_or_explain() {
     let root = shared_data(
         "debezium/paimon/paimon-flink/paimon-flink-cdc/src/test/resources/kafka/debezium",

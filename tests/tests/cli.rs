@@ -218,6 +218,7 @@ fn overview_without_a_subcommand() {
 }
 
 #[test]
+#[cfg_attr(kappa_no_test_data, ignore = "the third-party test corpora are missing")]
 fn a_corrupt_parquet_file_is_one_clear_error_without_panic_noise() {
     let crash = kappa_tests::shared_data(
         "arrow-testing/data/parquet/fuzzing/clusterfuzz-testcase-minimized-parquet-arrow-fuzz-4738122420715520",

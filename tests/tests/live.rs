@@ -2,54 +2,20 @@
 //! deletion, replaced snapshots, `kappa watch` and `kappa paths`.
 
 use std::fmt::Write as _;
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use kappa_core::{
-    CheckStatus, Command, Engine, LiveEvent, MaintenanceKind, NodeStatus, Pipeline, Snapshot,
-    no_waker,
+    Command, Engine, LiveEvent, MaintenanceKind, NodeStatus, Pipeline, no_waker,
 };
-use kappa_tests::{csv_lines, kappa, kappa_path, open, sample, sql, table, write_pipeline};
+use kappa_tests::{
+    append, assert_self_audit_passes, csv_lines, kappa, kappa_path, open, refresh, sample, sql, table,
+    write_pipeline,
+};
 use proptest::prelude::*;
-
-/// Asks the engine to look at every source now, and waits until it has.
-fn refresh(engine: &Engine) -> std::sync::Arc<Snapshot> {
-    engine
-        .send(Command::FilesChanged { paths: Vec::new() })
-        .expect("send");
-    // Commands run in order: once this is answered, the change has been handled.
-    engine.wait_ready().expect("sync")
-}
-
-/// Every materialized view's stored state equals a recompute from the log.
-fn assert_self_audit_passes(engine: &Engine) {
-    let reports = engine
-        .request(|reply| Command::SelfAudit { reply })
-        .expect("audit");
-    assert!(!reports.is_empty());
-    for report in &reports {
-        assert_eq!(
-            report.status,
-            CheckStatus::Pass,
-            "{}: {:?} {:?}",
-            report.name,
-            report.error,
-            report.diff
-        );
-    }
-}
-
-fn append(path: &Path, bytes: &[u8]) {
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .expect("open for append");
-    file.write_all(bytes).expect("append");
-    file.sync_all().expect("sync");
-}
 
 #[test]
 fn every_sample_view_is_classified_with_its_reason() {
