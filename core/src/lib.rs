@@ -76,11 +76,11 @@ pub use pipeline::{
 };
 pub use source::{
     LoadedSource, MAX_SOURCE_SIZE_VAR, OFFSET_COLUMN, load as load_source,
-    load_cached as load_source_cached, quiet_reader_panics,
+    load_cached as load_source_cached, panic_is_expected, quiet_reader_panics,
 };
 pub use verify::{
     CheckReport, CheckStatus, DiffKind, DiffOptions, DiffReport, DiffRow, SchemaDiff, Side,
-    Tolerance, Violations,
+    AUDIT_RELATIVE_TOLERANCE, Tolerance, Violations,
 };
 
 /// Re-exported so front ends and tests use the exact Arrow and Parquet versions the engine does.

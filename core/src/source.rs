@@ -401,6 +401,13 @@ pub fn quiet_reader_panics() {
     }));
 }
 
+/// True while a third-party reader runs behind Kappa's panic boundary on this thread: a panic now is a corrupt file,
+/// caught and reported as an error, not a bug. A front end's panic hook uses it to stay silent.
+#[must_use]
+pub fn panic_is_expected() -> bool {
+    IN_GUARD.with(Cell::get)
+}
+
 fn without_offsets(loaded: LoadedSource) -> Result<LoadedSource> {
     let Ok(index) = loaded.schema.index_of(SNAPSHOT_ROW_COLUMN) else {
         return Ok(loaded);

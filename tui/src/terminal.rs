@@ -2,7 +2,7 @@
 //! loop draws, waits for the next event and updates. The terminal is restored on exit and on panic.
 
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::Duration;
 
@@ -70,18 +70,52 @@ pub fn open(inputs: &[std::path::PathBuf]) -> Result<ExitCode> {
             }
         })
         .context("starting the input thread")?;
-    let mut terminal = ratatui::init();
-    // ratatui's panic hook restores the screen; mouse capture is ours to undo.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
-        hook(info);
-    }));
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let mut terminal = init_terminal(held.clone());
     let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
     let mut app = App::new(engine);
     let result = run(&mut terminal, &mut app, &rx);
-    let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
-    ratatui::restore();
+    restore_terminal();
+    // Panics on other threads were kept off the screen while the app drew; say them now, on the normal screen.
+    for message in held.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+        eprintln!("{message}");
+    }
+    // The engine stops on its own thread; the app does not wait for it (a load or query under way would hold the
+    // restored screen).
+    drop(app);
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Enters raw mode and the alternate screen, with the app's panic hook.
+///
+/// Only a panic on this (the drawing) thread ends the app, so only that one restores the terminal before it is
+/// reported. A panic on any other thread (the engine's worker, DataFusion's runtime, a corrupt file's reader) is caught
+/// there and shown in the app as an error: it must neither leave raw mode and the alternate screen while the app goes
+/// on drawing, nor print over the screen. Its message is kept in `held`, and printed once the terminal is restored.
+fn init_terminal(held: Arc<Mutex<Vec<String>>>) -> ratatui::DefaultTerminal {
+    let previous = std::panic::take_hook();
+    let terminal = ratatui::init();
+    // ratatui's own hook restores the terminal on a panic on any thread: replace it.
+    drop(std::panic::take_hook());
+    let ui_thread = std::thread::current().id();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == ui_thread {
+            restore_terminal();
+            previous(info);
+        } else if !kappa_core::panic_is_expected() {
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or("unnamed");
+            held.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(format!("a thread ({name}) panicked while the app ran (the app went on): {info}"));
+        }
+    }));
+    terminal
+}
+
+/// Leaves mouse capture, raw mode and the alternate screen.
+fn restore_terminal() {
+    let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
+    ratatui::restore();
 }
