@@ -193,6 +193,10 @@ pub enum Command {
     /// self-audit catches a corrupted state. Not for front ends.
     #[doc(hidden)]
     TamperViewState { view: String, keep_rows: usize },
+    /// Multiplies every float in a materialized view's stored state by `factor`, so tests can show that the
+    /// self-audit's float tolerance does not hide a real difference. Not for front ends.
+    #[doc(hidden)]
+    TamperViewFloats { view: String, factor: f64 },
     /// Writes a table (or a query's rows) to a file, atomically: Parquet, CSV, JSON Lines or JSON, as `format` says
     /// or else as the file name's extension does. Answers with the rows written.
     Export {
@@ -1000,6 +1004,17 @@ impl Worker {
                     register(&self.ctx, &view, schema, vec![kept]);
                 }
             }
+            Command::TamperViewFloats { view, factor } => {
+                if let Ok((schema, batches)) = self.stored(&view).await {
+                    let scaled: Result<Vec<RecordBatch>> = batches
+                        .iter()
+                        .map(|b| scale_floats(b, factor))
+                        .collect();
+                    if let Ok(scaled) = scaled {
+                        register(&self.ctx, &view, schema, scaled);
+                    }
+                }
+            }
             Command::Shutdown => {}
         }
     }
@@ -1250,19 +1265,10 @@ impl Worker {
             let mut report = CheckReport::error(&format!("self:{}", view.name), String::new());
             report.view = Some(view.name.clone());
             let outcome = async {
-                let (schema, batches) = self.recompute(&view.name).await?;
-                let (stored_schema, stored) = self.stored(&view.name).await?;
-                let options = DiffOptions {
-                    ignore_order: true,
-                    samples: 20,
-                    ..DiffOptions::default()
-                };
-                self.diff_sides(
-                    Side::Batches(schema, batches),
-                    Side::Batches(stored_schema, stored),
-                    &options,
-                )
-                .await
+                let recomputed = self.recompute(&view.name).await?;
+                let stored = self.stored(&view.name).await?;
+                let (expected, actual, options) = verify::audit_sides(recomputed, stored).await?;
+                self.diff_sides(expected, actual, &options).await
             }
             .await;
             let mut report = match outcome {
@@ -1965,10 +1971,30 @@ fn register(
     Some(table)
 }
 
+/// A batch with every float column multiplied by `factor` (for [`Command::TamperViewFloats`]).
+fn scale_floats(batch: &RecordBatch, factor: f64) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{Array as _, AsArray as _, Float64Array};
+    use datafusion::arrow::datatypes::{DataType, Float64Type};
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|column| {
+            if !matches!(column.data_type(), DataType::Float64) {
+                return Ok(column.clone());
+            }
+            let values: Float64Array = column
+                .as_primitive::<Float64Type>()
+                .unary(|v| v * factor);
+            Ok(Arc::new(values) as datafusion::arrow::array::ArrayRef)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
 /// Answers a command with an error (used when the worker cannot run at all).
 fn fail(command: Command, error: &std::io::Error) {
     let error = || Error::EngineStart {
-        source: std::io::Error::new(error.kind(), error.to_string()),
+        cause: std::io::Error::new(error.kind(), error.to_string()),
     };
     match command {
         Command::WaitReady { reply }
@@ -1994,6 +2020,7 @@ fn fail(command: Command, error: &std::io::Error) {
         | Command::Step
         | Command::RunChecks { reply: None, .. }
         | Command::TamperViewState { .. }
+        | Command::TamperViewFloats { .. }
         | Command::FilesChanged { .. }
         | Command::Shutdown => {}
     }

@@ -246,3 +246,41 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    /// A front end prints an error with its chain (`{:#}` in anyhow); each cause must appear once.
+    #[test]
+    fn every_error_says_its_cause_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::PermissionDenied, "permission denied");
+        let errors = [
+            Error::io("/data/orders.jsonl", io()),
+            Error::EngineStart { cause: io() },
+            Error::ArrowFile {
+                path: "/data/x.arrow".into(),
+                cause: datafusion::arrow::error::ArrowError::ParseError("bad bytes".into()),
+            },
+            Error::from(datafusion::error::DataFusionError::Context(
+                "planning".into(),
+                Box::new(datafusion::error::DataFusionError::Plan("no table t".into())),
+            )),
+            Error::from(datafusion::arrow::error::ArrowError::ComputeError("overflow".into())),
+        ];
+        for error in errors {
+            let message = error.to_string();
+            assert!(
+                std::error::Error::source(&error).is_none(),
+                "{message}: its cause is also its source, so a chain prints it twice"
+            );
+            for cause in ["permission denied", "bad bytes", "no table t", "overflow"] {
+                assert!(message.matches(cause).count() <= 1, "{message}");
+            }
+        }
+        assert_eq!(
+            Error::io("/data/orders.jsonl", io()).to_string(),
+            "/data/orders.jsonl: permission denied"
+        );
+    }
+}

@@ -27,6 +27,22 @@ pub struct Tolerance {
     pub relative: f64,
 }
 
+impl std::fmt::Display for Tolerance {
+    /// In words, as reports show it: "compared exactly", or "equal within 1e-9 relative".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.absolute > 0.0, self.relative > 0.0) {
+            (false, false) => write!(f, "compared exactly"),
+            (true, false) => write!(f, "equal within {:e} absolute", self.absolute),
+            (false, true) => write!(f, "equal within {:e} relative", self.relative),
+            (true, true) => write!(
+                f,
+                "equal within {:e} absolute + {:e} relative",
+                self.absolute, self.relative
+            ),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Tolerance {
     /// `tolerance = 0.01` (absolute) or `tolerance = { absolute = 0.01, relative = 1e-6 }`.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -182,6 +198,8 @@ pub struct DiffReport {
     pub duplicate_keys_actual: u64,
     pub schema: SchemaDiff,
     pub samples: Vec<DiffRow>,
+    /// How much float columns were allowed to differ (zero: exactly).
+    pub tolerance: Tolerance,
 }
 
 impl DiffReport {
@@ -233,6 +251,7 @@ pub(crate) async fn diff(ctx: &SessionContext, options: &DiffOptions) -> Result<
     let actual_schema = ctx.table(ACTUAL_TABLE).await?.schema().as_arrow().clone();
     let mut report = DiffReport {
         key: options.key.clone(),
+        tolerance: options.tolerance,
         ..DiffReport::default()
     };
 
@@ -702,3 +721,95 @@ pub(crate) fn with_row_numbers(
 
 /// The position column of an ordered comparison.
 pub(crate) const ROW_COLUMN: &str = "__row";
+
+/// The relative tolerance the self-audit compares float columns within: the write path folds float sums in another
+/// order than a recompute does, which changes their last digits without making either wrong.
+pub const AUDIT_RELATIVE_TOLERANCE: f64 = 1e-9;
+
+/// The column that tells apart rows sharing every exact value in a self-audit (numbered in float order).
+pub const AUDIT_ROW_COLUMN: &str = "#";
+
+/// True for the float types whose sums depend on the order they were added in (decimals are exact).
+fn is_binary_float(t: &DataType) -> bool {
+    matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64)
+}
+
+/// Prepares a self-audit of a stored view state against its recompute.
+///
+/// Without float columns it is an exact multiset diff. With them, rows are paired by every other column plus their
+/// rank among the rows sharing those values (ordered by the floats), and the floats compared within
+/// [`AUDIT_RELATIVE_TOLERANCE`]; any other difference, a row too many or too few, or a float further off fails it.
+pub(crate) async fn audit_sides(
+    expected: (SchemaRef, Vec<RecordBatch>),
+    actual: (SchemaRef, Vec<RecordBatch>),
+) -> Result<(Side, Side, DiffOptions)> {
+    let schema = expected.1.first().map_or_else(|| expected.0.clone(), RecordBatch::schema);
+    let floats: Vec<String> = schema
+        .fields()
+        .iter()
+        .filter(|f| is_binary_float(f.data_type()))
+        .map(|f| f.name().clone())
+        .collect();
+    let options = DiffOptions {
+        ignore_order: true,
+        samples: 20,
+        ..DiffOptions::default()
+    };
+    if floats.is_empty() {
+        return Ok((
+            Side::Batches(expected.0, expected.1),
+            Side::Batches(actual.0, actual.1),
+            options,
+        ));
+    }
+    let exact: Vec<String> = schema
+        .fields()
+        .iter()
+        .filter(|f| !is_binary_float(f.data_type()))
+        .map(|f| f.name().clone())
+        .collect();
+    let number = |(schema, batches): (SchemaRef, Vec<RecordBatch>)| {
+        let floats = floats.clone();
+        let exact = exact.clone();
+        async move {
+            let ctx = SessionContext::new();
+            register_side(&ctx, "side", Side::Batches(schema, batches)).await?;
+            let partition = if exact.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "PARTITION BY {}",
+                    exact.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+                )
+            };
+            let order = floats
+                .iter()
+                .map(|c| format!("{} ASC NULLS FIRST", quote(c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let frame = ctx
+                .sql(&format!(
+                    "SELECT *, row_number() OVER ({partition} ORDER BY {order}) AS {} FROM side",
+                    quote(AUDIT_ROW_COLUMN)
+                ))
+                .await?;
+            let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
+            Ok::<Side, Error>(Side::Batches(schema, frame.collect().await?))
+        }
+    };
+    let mut key = exact.clone();
+    key.push(AUDIT_ROW_COLUMN.to_owned());
+    Ok((
+        number(expected).await?,
+        number(actual).await?,
+        DiffOptions {
+            key,
+            columns: floats,
+            tolerance: Tolerance {
+                absolute: 0.0,
+                relative: AUDIT_RELATIVE_TOLERANCE,
+            },
+            ..options
+        },
+    ))
+}

@@ -1,5 +1,6 @@
 //! Kappa's end-to-end tests: one binary, one module per capability.
 
+mod audit;
 mod cdc;
 mod cli;
 mod concurrent;
@@ -8,6 +9,7 @@ mod engine;
 mod gui;
 mod lineage;
 mod live;
+mod pty;
 mod pipeline_errors;
 mod replay;
 mod security;

@@ -29,6 +29,9 @@ pub fn diff_text(diff: &DiffReport) -> String {
         "  rows: {} expected, {} in the output; {} matching, {} missing from the output, {} extra in the output, {} changed",
         diff.expected_rows, diff.actual_rows, diff.matching, diff.missing, diff.extra, diff.changed
     );
+    if diff.tolerance.relative > 0.0 || diff.tolerance.absolute > 0.0 {
+        let _ = writeln!(out, "  floats: {}", diff.tolerance);
+    }
     for column in &diff.schema.missing_columns {
         let _ = writeln!(
             out,
