@@ -14,6 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, SchemaRef};
 use crate::cdc::{CdcLog, TableState};
 use crate::diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
 use crate::error::{Error, Result};
+use crate::log_table::{LogTable, push_merged};
 use crate::pipeline::{Format, SourceKind, SourceSpec};
 use crate::source::{LoadedSource, OFFSET_COLUMN};
 
@@ -26,18 +27,21 @@ enum EventTime {
 }
 
 /// What one call to [`SourceLog::feed_to`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Fed {
     /// Records read from the log (before dropping duplicates).
     pub records: u64,
     /// Records dropped as duplicates.
     pub duplicates: u64,
+    /// The records that became visible.
+    pub new: Vec<RecordBatch>,
 }
 
-/// One source's records and how far they have been fed to the views.
-pub(crate) struct SourceLog {
-    pub schema: SchemaRef,
-    /// Every record read from the file, in offset order, in the chunks they were read in (appends add a chunk).
+/// What was read of a source: its records in offset order, and what reading found. Shared (read-only) between the
+/// live log and a scratch copy that measures the write path; an append copies it only while a copy is out.
+#[derive(Debug, Clone)]
+struct LogData {
+    /// Every record read from the file, in offset order, in chunks (small appended chunks are merged).
     chunks: Vec<RecordBatch>,
     /// The row (counting from the first record) each chunk starts at.
     starts: Vec<usize>,
@@ -45,18 +49,26 @@ pub(crate) struct SourceLog {
     rows: usize,
     /// The `_offset` of every record (logs only).
     offsets: Option<Vec<i64>>,
+    /// Offsets of malformed records, sorted, to count those passed over up to a position.
+    malformed_offsets: Vec<u64>,
+    /// For a Debezium source: its changes, one per record.
+    cdc: Option<CdcLog>,
+}
+
+/// One source's records and how far they have been fed to the views.
+pub(crate) struct SourceLog {
+    pub schema: SchemaRef,
+    data: Arc<LogData>,
     /// Where appends to the file start.
     pub(crate) tail: Option<crate::source::Tail>,
     /// One past the last offset in the file.
     pub end_offset: u64,
-    /// Offsets of malformed records, sorted, to count those passed over up to a position.
-    malformed_offsets: Vec<u64>,
     /// Records of `all` fed so far.
     fed_rows: usize,
     /// Every record with an offset below this has been fed.
     pub position: u64,
-    /// What the views see: the fed records, minus duplicates.
-    pub visible: Vec<RecordBatch>,
+    /// What the views see: the fed records, minus duplicates, as the table registered for them.
+    visible: Arc<LogTable>,
     pub visible_rows: u64,
     event_id: Option<usize>,
     time: Option<usize>,
@@ -69,8 +81,12 @@ pub(crate) struct SourceLog {
     pub ingest: Diagnostics,
     /// Diagnostics found while reading the file.
     pub load: Diagnostics,
-    /// For a Debezium source: its changes (one per record of `all`) and the table state folded from those fed.
-    cdc: Option<(CdcLog, TableState)>,
+    /// Both, as the snapshots share them (made again only when either changes).
+    diagnostics: Option<Arc<Diagnostics>>,
+    /// For a Debezium source: the table state folded from the changes fed, and whether it changed since its table
+    /// was last made.
+    cdc_state: Option<TableState>,
+    cdc_changed: bool,
 }
 
 /// Every event id seen, with the row (counting from the log's first record) it was first seen at, in 256 hash tables
@@ -199,35 +215,75 @@ impl SourceLog {
         let event_id = column("event_id", &spec.event_id)?;
         let time = column("time", &spec.time)?;
         let mut malformed_offsets: Vec<u64> = loaded.diagnostics.malformed_offsets.clone();
-        let cdc = loaded.cdc.map(|log| (log, TableState::default()));
         malformed_offsets.sort_unstable();
+        let cdc_state = loaded.cdc.as_ref().map(|_| TableState::default());
         Ok(SourceLog {
             end_offset: loaded.next_offset,
             event_id: if spec.dedup { event_id } else { None },
             time,
             offset_is_line: matches!(spec.format, Format::Jsonl | Format::Debezium),
+            visible: LogTable::new(schema.clone()),
             schema,
-            rows,
-            chunks,
-            starts,
-            offsets,
+            data: Arc::new(LogData {
+                chunks,
+                starts,
+                rows,
+                offsets,
+                malformed_offsets,
+                cdc: loaded.cdc,
+            }),
             tail: loaded.tail,
-            malformed_offsets,
             fed_rows: 0,
             position: 0,
-            visible: Vec::new(),
             visible_rows: 0,
             seen: SeenIds::default(),
             last_time: None,
             ingest: Diagnostics::default(),
             load: loaded.diagnostics,
-            cdc,
+            diagnostics: None,
+            cdc_state,
+            cdc_changed: true,
         })
+    }
+
+    /// A copy that shares this log's records but has fed nothing, with a table of its own (to measure the write
+    /// path without touching what the views show).
+    pub fn fork(&self) -> SourceLog {
+        SourceLog {
+            schema: self.schema.clone(),
+            data: self.data.clone(),
+            tail: self.tail.clone(),
+            end_offset: self.end_offset,
+            fed_rows: 0,
+            position: 0,
+            visible: LogTable::new(self.schema.clone()),
+            visible_rows: 0,
+            event_id: self.event_id,
+            time: self.time,
+            offset_is_line: self.offset_is_line,
+            seen: SeenIds::default(),
+            last_time: None,
+            ingest: Diagnostics::default(),
+            load: self.load.clone(),
+            diagnostics: None,
+            cdc_state: self.cdc_state.as_ref().map(|_| TableState::default()),
+            cdc_changed: true,
+        }
+    }
+
+    /// The table of the records fed so far (registered once; feeding adds to it).
+    pub fn table(&self) -> Arc<LogTable> {
+        self.visible.clone()
+    }
+
+    /// The records fed so far.
+    pub fn visible(&self) -> Vec<RecordBatch> {
+        self.visible.batches()
     }
 
     /// Records read from the file.
     pub fn total_rows(&self) -> u64 {
-        self.rows as u64
+        self.data.rows as u64
     }
 
     /// Adds records appended to the file (read from its tail): they get the offsets after the last, and are fed like
@@ -240,7 +296,8 @@ impl SourceLog {
             });
         }
         let batch = concat_batches(&self.schema, &tail.batches)?;
-        if let (Some(offsets), Ok(i)) = (&mut self.offsets, self.schema.index_of(OFFSET_COLUMN)) {
+        let data = Arc::make_mut(&mut self.data);
+        if let (Some(offsets), Ok(i)) = (&mut data.offsets, self.schema.index_of(OFFSET_COLUMN)) {
             offsets.extend_from_slice(
                 batch
                     .column(i)
@@ -249,16 +306,22 @@ impl SourceLog {
             );
         }
         if batch.num_rows() > 0 {
-            self.starts.push(self.rows);
-            self.rows += batch.num_rows();
-            self.chunks.push(batch);
+            // A small last chunk takes the new rows (it keeps its start), so appends do not pile up as chunks.
+            let rows = batch.num_rows();
+            let before = data.chunks.len();
+            push_merged(&mut data.chunks, batch);
+            if data.chunks.len() > before {
+                data.starts.push(data.rows);
+            }
+            data.rows += rows;
         }
-        self.malformed_offsets
+        data.malformed_offsets
             .extend(tail.diagnostics.malformed_offsets.iter().copied());
         let end = tail.next_offset;
         let mut merged = std::mem::take(&mut self.load).followed_by(&tail.diagnostics, end);
         merged.malformed_offsets = Vec::new();
         self.load = merged;
+        self.diagnostics = None;
         self.end_offset = end.max(self.end_offset);
         self.tail = tail.tail;
         Ok(())
@@ -272,29 +335,21 @@ impl SourceLog {
         reread: SourceLog,
     ) -> std::result::Result<(), Box<SourceLog>> {
         if reread.schema != self.schema
-            || reread.rows < self.rows
-            || reread.offsets.is_some() != self.offsets.is_some()
+            || reread.data.rows < self.data.rows
+            || reread.data.offsets.is_some() != self.data.offsets.is_some()
         {
             return Err(Box::new(reread));
         }
-        if let (Some(old), Some(new)) = (&self.offsets, &reread.offsets)
+        if let (Some(old), Some(new)) = (&self.data.offsets, &reread.data.offsets)
             && new[..old.len()] != old[..]
         {
             return Err(Box::new(reread));
         }
-        let cdc_state = self.cdc.take().map(|(_, state)| state);
-        self.chunks = reread.chunks;
-        self.starts = reread.starts;
-        self.rows = reread.rows;
-        self.offsets = reread.offsets;
+        self.data = reread.data;
         self.tail = reread.tail;
         self.end_offset = reread.end_offset;
-        self.malformed_offsets = reread.malformed_offsets;
         self.load = reread.load;
-        self.cdc = match (reread.cdc, cdc_state) {
-            (Some((log, _)), Some(state)) => Some((log, state)),
-            (cdc, _) => cdc,
-        };
+        self.diagnostics = None;
         Ok(())
     }
 
@@ -302,11 +357,12 @@ impl SourceLog {
     fn rows_between(&self, start: usize, end: usize) -> Vec<(usize, RecordBatch)> {
         let mut parts = Vec::new();
         let first = self
+            .data
             .starts
             .partition_point(|&s| s <= start)
             .saturating_sub(1);
-        for (i, chunk) in self.chunks.iter().enumerate().skip(first) {
-            let chunk_start = self.starts[i];
+        for (i, chunk) in self.data.chunks.iter().enumerate().skip(first) {
+            let chunk_start = self.data.starts[i];
             if chunk_start >= end {
                 break;
             }
@@ -321,7 +377,7 @@ impl SourceLog {
 
     /// True for an append-only log (it has offsets); snapshots are always fed whole.
     pub fn is_log(&self) -> bool {
-        self.offsets.is_some()
+        self.data.offsets.is_some()
     }
 
     /// Forgets everything fed, as at the start of a replay.
@@ -333,46 +389,56 @@ impl SourceLog {
         self.seen.clear();
         self.last_time = None;
         self.ingest = Diagnostics::default();
-        if let Some((_, state)) = &mut self.cdc {
+        self.diagnostics = None;
+        if let Some(state) = &mut self.cdc_state {
             *state = TableState::default();
+            self.cdc_changed = true;
         }
     }
 
-    /// For a Debezium source, its table state now (the `<name>` table; the fed records are `<name>__changes`).
-    pub fn state_batch(&self) -> Option<Result<RecordBatch>> {
-        self.cdc
-            .as_ref()
-            .map(|(log, state)| state.to_batch(&log.state))
+    /// For a Debezium source whose table state changed since the last call, that state (the `<name>` table; the fed
+    /// records are `<name>__changes`). `None` when nothing changed, or for other sources.
+    pub fn changed_state_batch(&mut self) -> Option<Result<RecordBatch>> {
+        if !std::mem::take(&mut self.cdc_changed) {
+            return None;
+        }
+        let state = self.cdc_state.as_ref()?;
+        let log = self.data.cdc.as_ref()?;
+        Some(state.to_batch(&log.state))
     }
 
     /// For a Debezium source, the schema of its table state.
     pub fn state_schema(&self) -> Option<SchemaRef> {
-        self.cdc.as_ref().map(|(log, _)| log.state.schema.clone())
+        self.data.cdc.as_ref().map(|log| log.state.schema.clone())
     }
 
     /// Rows the main table shows now: the table state's rows for a CDC source, else the visible records.
     pub fn table_rows(&self) -> u64 {
-        self.cdc
+        self.cdc_state
             .as_ref()
-            .map_or(self.visible_rows, |(_, state)| state.len() as u64)
+            .map_or(self.visible_rows, |state| state.len() as u64)
     }
 
-    /// Every diagnostic: the file's and the feeding's.
-    pub fn diagnostics(&self) -> Diagnostics {
-        self.load.merged(&self.ingest)
+    /// Every diagnostic: the file's and the feeding's, shared until either changes.
+    pub fn diagnostics(&mut self) -> Arc<Diagnostics> {
+        self.diagnostics
+            .get_or_insert_with(|| Arc::new(self.load.merged(&self.ingest)))
+            .clone()
     }
 
     /// Malformed records with an offset below the current position.
     pub fn malformed_passed(&self) -> u64 {
-        self.malformed_offsets
+        self.data
+            .malformed_offsets
             .partition_point(|&o| o < self.position) as u64
     }
 
-    /// Feeds every record with an offset below `offset` that has not been fed yet (a snapshot: all of it).
+    /// Feeds every record with an offset below `offset` that has not been fed yet (a snapshot: all of it). The new
+    /// visible records are added to the log's table and returned (the write path's delta).
     pub fn feed_to(&mut self, offset: u64) -> Fed {
-        let end = match &self.offsets {
+        let end = match &self.data.offsets {
             Some(offsets) => offsets.partition_point(|&o| (o as u64) < offset),
-            None => self.rows,
+            None => self.data.rows,
         };
         let target = if self.is_log() {
             offset.min(self.end_offset)
@@ -394,6 +460,10 @@ impl SourceLog {
             let part = self.ingest_batch(&batch, first);
             fed.records += part.records;
             fed.duplicates += part.duplicates;
+            fed.new.extend(part.new);
+        }
+        if fed.duplicates > 0 || self.time.is_some() {
+            self.diagnostics = None;
         }
         fed
     }
@@ -403,6 +473,7 @@ impl SourceLog {
     fn ingest_batch(&mut self, batch: &RecordBatch, start: usize) -> Fed {
         let records = batch.num_rows() as u64;
         let offsets: Option<Vec<i64>> = self
+            .data
             .offsets
             .as_ref()
             .and_then(|_| self.schema.index_of(OFFSET_COLUMN).ok())
@@ -443,8 +514,8 @@ impl SourceLog {
                     }
                     let offset = offset_of(row).unwrap_or(row as u64);
                     let reader = IdReader {
-                        chunks: &self.chunks,
-                        starts: &self.starts,
+                        chunks: &self.data.chunks,
+                        starts: &self.data.starts,
                         column: id_column,
                     };
                     let global = (start + row) as u64;
@@ -452,7 +523,7 @@ impl SourceLog {
                         self.seen
                             .first_or_insert(ids.value(row), global, |r| reader.id_at(r))
                     {
-                        let first = match &self.offsets {
+                        let first = match &self.data.offsets {
                             Some(offsets) => offsets[first_row as usize] as u64,
                             None => first_row,
                         };
@@ -482,22 +553,26 @@ impl SourceLog {
             }
             None => batch.clone(),
         };
-        if let Some((log, state)) = &mut self.cdc {
+        if let (Some(log), Some(state)) = (&self.data.cdc, &mut self.cdc_state) {
             for row in 0..records as usize {
                 if kept.as_ref().is_none_or(|k| k[row])
                     && let Some(change) = log.changes.get(start + row)
                 {
                     state.apply(change);
+                    self.cdc_changed = true;
                 }
             }
         }
         self.visible_rows += batch.num_rows() as u64;
+        let mut new = Vec::new();
         if batch.num_rows() > 0 {
-            self.visible.push(batch);
+            self.visible.push(batch.clone());
+            new.push(batch);
         }
         Fed {
             records,
             duplicates,
+            new,
         }
     }
 
@@ -586,5 +661,56 @@ mod seen_tests {
         for (row, id) in log.iter().enumerate() {
             assert_eq!(real.first_or_insert(id, row as u64, id_at), firsts[row]);
         }
+    }
+}
+
+#[cfg(test)]
+mod append_tests {
+    use super::SourceLog;
+    use crate::pipeline::{Format, SourceKind, SourceSpec};
+
+    fn spec(path: &std::path::Path) -> SourceSpec {
+        SourceSpec {
+            name: "log".to_owned(),
+            path_as_written: path.to_path_buf(),
+            path: path.to_path_buf(),
+            kind: SourceKind::Log,
+            format: Format::Jsonl,
+            event_id: None,
+            dedup: false,
+            time: None,
+            key: Vec::new(),
+            line: 0,
+        }
+    }
+
+    /// Thousands of small appends do not pile up as thousands of batches: the per-append cost stays flat.
+    #[test]
+    fn small_appends_are_merged_into_few_batches() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("log.jsonl");
+        std::fs::write(&path, "{\"n\":0}\n").expect("write");
+        let spec = spec(&path);
+        let mut log =
+            SourceLog::new(&spec, crate::source::load(&spec).expect("load")).expect("log");
+        log.feed_to(u64::MAX);
+        let mut text = String::from("{\"n\":0}\n");
+        for i in 1..=3000u64 {
+            let line = format!("{{\"n\":{i}}}\n");
+            text.push_str(&line);
+            std::fs::write(&path, &text).expect("write");
+            let tail = log.tail.clone().expect("a tail");
+            let crate::source::TailRead::Appended(appended) =
+                crate::source::read_tail(&spec, &tail, log.end_offset)
+            else {
+                panic!("an append");
+            };
+            log.append(*appended).expect("append");
+            let fed = log.feed_to(u64::MAX);
+            assert_eq!((fed.records, fed.new.len()), (1, 1));
+        }
+        assert_eq!(log.total_rows(), 3001);
+        assert_eq!(log.data.chunks.len(), 1, "3,001 rows fit one chunk");
+        assert_eq!(log.visible().len(), 1, "and one visible batch");
     }
 }
