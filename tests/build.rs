@@ -5,8 +5,12 @@
 include!("src/data_dir.rs");
 
 fn main() {
-    let manifest = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
-    let root = manifest.parent().expect("tests/ has a parent").to_path_buf();
+    let manifest =
+        std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let root = manifest
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf();
     println!("cargo::rustc-check-cfg=cfg(kappa_no_test_data)");
     println!("cargo::rerun-if-env-changed={TEST_DATA_VAR}");
     println!("cargo::rerun-if-env-changed=CI");
@@ -14,7 +18,10 @@ fn main() {
         println!("cargo::rerun-if-changed={}", root.join(dir).display());
     }
     if let Some(dir) = std::env::var_os(TEST_DATA_VAR) {
-        println!("cargo::rerun-if-changed={}", std::path::Path::new(&dir).join("SOURCES.md").display());
+        println!(
+            "cargo::rerun-if-changed={}",
+            std::path::Path::new(&dir).join("SOURCES.md").display()
+        );
     }
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     if find_test_data(&root).is_none() && !ci {

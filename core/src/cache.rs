@@ -85,7 +85,8 @@ struct Meta {
 }
 
 /// What opening a log through the cache did, for tests and reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CacheUse {
     /// The cache held the file as it is.
     Hit,
@@ -93,6 +94,16 @@ pub enum CacheUse {
     Extended,
     /// The file was parsed whole (no cache, or one that was stale, corrupt or from another version).
     Rebuilt,
+}
+
+impl std::fmt::Display for CacheUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CacheUse::Hit => "read from the cache",
+            CacheUse::Extended => "read from the cache, and the lines appended since parsed",
+            CacheUse::Rebuilt => "parsed whole (the cache was missing or stale)",
+        })
+    }
 }
 
 /// The log's path as the cache knows it: absolute, so `./log.jsonl` and `/data/log.jsonl` share a cache file.
@@ -410,10 +421,13 @@ fn store_in_background(
     schema: Arc<Schema>,
     batches: Vec<RecordBatch>,
 ) {
-    let handle = std::thread::spawn(move || {
-        let _ = write_cache(&cache_file, &meta, &schema, &batches);
-    });
-    if let Ok(mut writing) = WRITING.lock() {
+    let started = std::thread::Builder::new()
+        .name("kappa-cache-write".into())
+        .spawn(move || {
+            let _ = write_cache(&cache_file, &meta, &schema, &batches);
+        });
+    // A write that could not start only costs the next open a parse.
+    if let (Ok(handle), Ok(mut writing)) = (started, WRITING.lock()) {
         writing.push(handle);
     }
 }

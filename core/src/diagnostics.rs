@@ -21,6 +21,18 @@ pub enum DiagnosticKind {
     SchemaChange,
 }
 
+impl std::fmt::Display for DiagnosticKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DiagnosticKind::Malformed => "malformed",
+            DiagnosticKind::IncompleteLine => "incomplete line",
+            DiagnosticKind::Duplicate => "duplicate",
+            DiagnosticKind::OutOfOrder => "out of order",
+            DiagnosticKind::SchemaChange => "schema change",
+        })
+    }
+}
+
 /// One problem in one place of a source file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnostic {
@@ -30,6 +42,16 @@ pub struct Diagnostic {
     /// The offset the record would have had.
     pub offset: Option<u64>,
     pub reason: String,
+}
+
+impl Diagnostic {
+    /// The diagnostic as both apps list it: `file:line: kind: reason` (as compilers do; no line for formats without
+    /// lines).
+    #[must_use]
+    pub fn located(&self, path: &std::path::Path) -> String {
+        let line = self.line.map_or_else(String::new, |l| format!("{l}:"));
+        format!("{}:{line} {}: {}", path.display(), self.kind, self.reason)
+    }
 }
 
 /// The diagnostics of one source: counts of every kind, plus the first [`MAX_KEPT`] in file order.
@@ -47,6 +69,19 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
+    /// The counts in words, as every front end shows them.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        format!(
+            "{} malformed, {} incomplete, {} duplicates, {} out of order, {} schema changes",
+            self.malformed,
+            self.incomplete,
+            self.duplicates,
+            self.out_of_order,
+            self.schema_changes
+        )
+    }
+
     pub(crate) fn push(&mut self, diagnostic: Diagnostic) {
         match diagnostic.kind {
             DiagnosticKind::Malformed => {

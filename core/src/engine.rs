@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
@@ -58,7 +58,7 @@ impl<T> Reply<T> {
         (Reply(tx), rx)
     }
 
-    fn send(self, value: Result<T>) {
+    pub(crate) fn send(self, value: Result<T>) {
         // The asker may have gone away (a closed UI, a cancelled request); that is not an error for the engine.
         let _ = self.0.send(value);
     }
@@ -144,6 +144,9 @@ pub enum Command {
     Replay {
         to: Option<u64>,
         batch_size: Option<u64>,
+        /// Answered with the final progress once the replay has finished (or with an error if another replay or a
+        /// time travel replaced it).
+        done: Option<Reply<ReplayProgress>>,
     },
     /// Pauses a running replay after the current batch.
     Pause,
@@ -205,8 +208,81 @@ pub enum Command {
         format: Option<crate::output::ExportFormat>,
         reply: Reply<u64>,
     },
+    /// Reads one page of a source or view as a front end browses it: filtered, sorted, rows `rows` of the result,
+    /// as display text, with the number of rows the filter keeps. Runs as a task, beside the worker.
+    Browse {
+        browse: Browse,
+        rows: std::ops::Range<u64>,
+        reply: Reply<Page>,
+    },
+    /// Stops the queries, exports, checks, diffs and measurements under way and those asked for before it (they answer
+    /// [`Error::Cancelled`]). [`Engine::send`] acts on it at once, without waiting in the queue.
+    Cancel,
     /// Stops the worker.
     Shutdown,
+}
+
+/// One page of a table as a front end browses it (see [`Command::Browse`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The row of the filtered, sorted result the page starts at.
+    pub start: u64,
+    /// Rows the filter keeps (the whole table when there is none).
+    pub total_rows: u64,
+    pub columns: Vec<String>,
+    /// Each row's values as display text (`None` for null).
+    pub rows: Vec<Vec<Option<String>>>,
+    /// How a filter was applied.
+    pub filter: Option<FilterUse>,
+    pub elapsed_secs: f64,
+}
+
+/// What the views show, at a glance (the apps' header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Loading,
+    /// Following the head of the log as it grows.
+    Live,
+    /// Showing the log as of an earlier offset.
+    TimeTravel,
+    Replaying,
+    /// A replay, paused.
+    Paused,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Loading => "loading",
+            Mode::Live => "live",
+            Mode::TimeTravel => "time travel",
+            Mode::Replaying => "replaying",
+            Mode::Paused => "paused",
+        })
+    }
+}
+
+impl std::fmt::Display for NodeStatus {
+    /// `fresh`, `pending`, or `error: why` / `stale: why`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeStatus::Error(why) | NodeStatus::Stale(why) => write!(f, "{}: {why}", self.word()),
+            _ => f.write_str(self.word()),
+        }
+    }
+}
+
+impl NodeStatus {
+    /// One word: pending, fresh, error or stale.
+    #[must_use]
+    pub fn word(&self) -> &'static str {
+        match self {
+            NodeStatus::Pending => "pending",
+            NodeStatus::Fresh => "fresh",
+            NodeStatus::Error(_) => "error",
+            NodeStatus::Stale(_) => "stale",
+        }
+    }
 }
 
 /// Where a replay is.
@@ -305,8 +381,11 @@ pub struct SourceState {
     /// The offset the next record will get.
     pub next_offset: u64,
     pub schema: Option<SchemaRef>,
-    pub diagnostics: Diagnostics,
+    /// Shared between snapshots until they change.
+    pub diagnostics: Arc<Diagnostics>,
     pub load_secs: f64,
+    /// How the parsed-log cache was used when the source was opened (`None`: not used).
+    pub cache: Option<crate::cache::CacheUse>,
     /// The last thing that happened to the file while watched (truncated, rotated, deleted, reloaded), in words.
     pub notice: Option<String>,
 }
@@ -342,22 +421,24 @@ pub struct Snapshot {
     pub status: EngineStatus,
     pub sources: Vec<SourceState>,
     pub views: Vec<ViewState>,
-    pub lineage: Lineage,
+    /// Shared between snapshots until a view changes.
+    pub lineage: Arc<Lineage>,
     /// Every log record with an offset below this has been fed to the views (the time-travel position).
     pub position: u64,
     /// One past the last offset of the longest log.
     pub head: u64,
     /// The current or last replay.
     pub replay: Option<ReplayProgress>,
-    /// The reports of the last check run.
-    pub checks: Vec<CheckReport>,
+    /// The reports of the last check run (shared between snapshots until checks run again).
+    pub checks: Arc<Vec<CheckReport>>,
     /// Grows by one with every published snapshot.
     pub version: u64,
     /// True while the views follow the head of the log (live appends are fed); false after time travel to an
     /// earlier offset.
     pub following: bool,
-    /// The latest live updates, oldest first (at most [`MAX_UPDATES`]); each has a sequence number.
-    pub updates: Vec<LiveUpdate>,
+    /// The latest live updates, oldest first (at most [`MAX_UPDATES`]); each has a sequence number. Shared between
+    /// snapshots until the next update.
+    pub updates: Arc<[LiveUpdate]>,
 }
 
 /// How many live updates a snapshot keeps.
@@ -431,6 +512,27 @@ impl Snapshot {
         }
     }
 
+    /// The rows the source or view `name` has now (`None` for an on-read view, which has none stored, or an unknown
+    /// name).
+    #[must_use]
+    pub fn table_rows(&self, name: &str) -> Option<u64> {
+        self.source(name)
+            .map(|s| s.rows)
+            .or_else(|| self.view(name).and_then(|v| v.rows))
+    }
+
+    /// What the views show: a replay running or paused, time travel, loading, or live.
+    #[must_use]
+    pub fn mode(&self) -> Mode {
+        match &self.replay {
+            Some(r) if r.state == ReplayState::Running => Mode::Replaying,
+            Some(r) if r.state == ReplayState::Paused => Mode::Paused,
+            _ if !self.following => Mode::TimeTravel,
+            _ if self.status == EngineStatus::Loading => Mode::Loading,
+            _ => Mode::Live,
+        }
+    }
+
     /// The names of every source and view, in pipeline order.
     #[must_use]
     pub fn table_names(&self) -> Vec<String> {
@@ -446,13 +548,58 @@ impl Snapshot {
     }
 }
 
-/// A handle on the engine's worker. Dropping it stops the worker.
+/// A handle on the engine's worker. Dropping it stops the worker, without waiting for it: a load or a query under way
+/// is left at its next step (between sources, views, batches), on the worker's own thread.
 pub struct Engine {
-    commands: Sender<Command>,
+    commands: Sender<Queued>,
     snapshot: Arc<Mutex<Arc<Snapshot>>>,
-    worker: Option<JoinHandle<()>>,
+    control: Arc<Control>,
     /// Watches the source files while the engine lives (with [`EngineOptions::watch`]).
     _watcher: Option<live::Watcher>,
+}
+
+/// A command, and the cancel generation it was sent in: a command sent before a [`Command::Cancel`] is not run.
+type Queued = (u64, Command);
+
+/// What the handle tells the worker without waiting in its queue.
+pub(crate) struct Control {
+    /// The handle was dropped: stop at the next step.
+    stop: AtomicBool,
+    /// Grows by one with every [`Command::Cancel`]; what runs watches it.
+    cancel: tokio::sync::watch::Sender<u64>,
+}
+
+impl Control {
+    fn new() -> Arc<Control> {
+        Arc::new(Control {
+            stop: AtomicBool::new(false),
+            cancel: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn generation(&self) -> u64 {
+        *self.cancel.borrow()
+    }
+
+    fn cancel(&self) {
+        self.cancel.send_modify(|g| *g += 1);
+    }
+
+    /// Runs `work` until it ends, or until a cancel (or the engine's stop) comes: then [`Error::Cancelled`].
+    pub(crate) async fn cancellable<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let mut cancelled = self.cancel.subscribe();
+        tokio::select! {
+            result = work => result,
+            _ = cancelled.changed() => Err(Error::Cancelled),
+        }
+    }
 }
 
 impl Engine {
@@ -467,55 +614,26 @@ impl Engine {
     /// [`Engine::start`], with options: watch the files (live), or recompute every view after every append.
     pub fn start_with(pipeline: Pipeline, waker: Waker, options: EngineOptions) -> Result<Engine> {
         let watch = options.watch;
-        let config = || {
-            let mut config = SessionConfig::new().with_information_schema(false);
-            // A log is many batches (as read, and a batch per append), in offset order, in one partition. Splitting
-            // them over partitions (or dealing them out round robin before a filter) would show a source or a
-            // filtered view out of offset order.
-            let optimizer = &mut config.options_mut().optimizer;
-            optimizer.repartition_file_scans = false;
-            optimizer.enable_round_robin_repartition = false;
-            config
-        };
-        let ctx = SessionContext::new_with_config(config());
-        let order = view_order(&ctx, &pipeline)?;
+        let order = view_order(&SessionContext::new(), &pipeline)?;
         let watched = live::watched_paths(&pipeline);
         let first = Arc::new(initial_snapshot(&pipeline));
         let snapshot = Arc::new(Mutex::new(first.clone()));
         let (commands, inbox) = channel();
-        let mut worker = Worker {
+        let control = Control::new();
+        let mut worker = Worker::new(
             pipeline,
             order,
-            ctx,
-            sources: BTreeMap::new(),
-            logs: BTreeMap::new(),
-            replay: None,
-            checks: Vec::new(),
-            views: BTreeMap::new(),
-            published: first,
-            snapshot: snapshot.clone(),
-            waker,
-            delta_ctx: SessionContext::new_with_config(delta_config(config())),
-            delta_task: std::sync::OnceLock::new(),
-            delta_tables: BTreeMap::new(),
-            maint: BTreeMap::new(),
-            metrics: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            pending_since: None,
-            last_recompute_secs: 0.0,
             options,
-            following: true,
-            updates: std::collections::VecDeque::new(),
-            update_seq: 0,
-            signatures: BTreeMap::new(),
-            watched: watched.clone(),
-            last_poll: Instant::now(),
-            background: None,
-            failed_at: BTreeMap::new(),
-        };
-        let handle = std::thread::Builder::new()
+            Published {
+                first,
+                shared: snapshot.clone(),
+                waker,
+            },
+            control.clone(),
+        );
+        std::thread::Builder::new()
             .name("kappa-engine".into())
-            .spawn(move || worker.run(&inbox))
+            .spawn(move || worker.run(inbox))
             .map_err(|source| Error::EngineStart { cause: source })?;
         let file_watcher = if watch {
             Some(live::Watcher::start(&watched, commands.clone())?)
@@ -525,7 +643,7 @@ impl Engine {
         Ok(Engine {
             commands,
             snapshot,
-            worker: Some(handle),
+            control,
             _watcher: file_watcher,
         })
     }
@@ -539,11 +657,25 @@ impl Engine {
             .clone()
     }
 
-    /// Sends a command; the answer, if any, arrives on its reply.
+    /// Sends a command; the answer, if any, arrives on its reply. [`Command::Cancel`] takes effect at once.
     pub fn send(&self, command: Command) -> Result<()> {
+        if matches!(command, Command::Cancel) {
+            self.control.cancel();
+            return Ok(());
+        }
         self.commands
-            .send(command)
+            .send((self.control.generation(), command))
             .map_err(|_| Error::EngineStopped)
+    }
+
+    /// Replays the log from offset 0 through the write path, `batch_size` events at a time (see [`Command::Replay`]),
+    /// and blocks until it has finished.
+    pub fn replay(&self, to: Option<u64>, batch_size: Option<u64>) -> Result<ReplayProgress> {
+        self.request(|reply| Command::Replay {
+            to,
+            batch_size,
+            done: Some(reply),
+        })
     }
 
     /// Sends a command built around a reply and waits for the answer.
@@ -588,10 +720,12 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        let _ = self.commands.send(Command::Shutdown);
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
+        // Not joined: the worker ends at its next step on its own thread, so a front end is never held by it.
+        self.control.stop.store(true, Ordering::Relaxed);
+        self.control.cancel();
+        let _ = self
+            .commands
+            .send((self.control.generation(), Command::Shutdown));
     }
 }
 
@@ -646,27 +780,28 @@ fn initial_snapshot(pipeline: &Pipeline) -> Snapshot {
                 position: 0,
                 next_offset: 0,
                 schema: None,
-                diagnostics: Diagnostics::default(),
+                diagnostics: Arc::new(Diagnostics::default()),
                 load_secs: 0.0,
+                cache: None,
                 notice: None,
             })
             .collect(),
         views: pipeline.views.iter().map(pending_view).collect(),
-        lineage: Lineage::build(
+        lineage: Arc::new(Lineage::build(
             &pipeline.source_tables(),
             &pipeline
                 .views
                 .iter()
                 .map(|v| (v.name.clone(), None))
                 .collect::<Vec<_>>(),
-        ),
+        )),
         position: 0,
         head: 0,
         replay: None,
-        checks: Vec::new(),
+        checks: Arc::new(Vec::new()),
         version: 0,
         following: true,
-        updates: Vec::new(),
+        updates: Arc::new([]),
     }
 }
 
@@ -731,6 +866,25 @@ impl ReplayRun {
 /// Batches per replay when the caller does not choose a size: enough to show progress, few enough to stay fast.
 const DEFAULT_REPLAY_BATCHES: u64 = 100;
 
+/// Where a worker publishes its snapshots: the first one, the slot the handle reads, and the front end's waker.
+struct Published {
+    first: Arc<Snapshot>,
+    shared: Arc<Mutex<Arc<Snapshot>>>,
+    waker: Waker,
+}
+
+/// The session configuration of the main context.
+fn main_config() -> SessionConfig {
+    let mut config = SessionConfig::new().with_information_schema(false);
+    // A log is many batches (as read, and a batch per append), in offset order, in one partition. Splitting them over
+    // partitions (or dealing them out round robin before a filter) would show a source or a filtered view out of
+    // offset order.
+    let optimizer = &mut config.options_mut().optimizer;
+    optimizer.repartition_file_scans = false;
+    optimizer.enable_round_robin_repartition = false;
+    config
+}
+
 struct Worker {
     pipeline: Pipeline,
     order: Vec<String>,
@@ -738,11 +892,18 @@ struct Worker {
     sources: BTreeMap<String, SourceState>,
     logs: BTreeMap<String, SourceLog>,
     replay: Option<ReplayRun>,
-    checks: Vec<CheckReport>,
+    /// Answered when the current replay finishes.
+    replay_done: Option<Reply<ReplayProgress>>,
+    checks: Arc<Vec<CheckReport>>,
     views: BTreeMap<String, ComputedView>,
+    /// The lineage of the views as computed (rebuilt when a view is, not with every snapshot).
+    lineage: Arc<Lineage>,
     published: Arc<Snapshot>,
     snapshot: Arc<Mutex<Arc<Snapshot>>>,
     waker: Waker,
+    control: Arc<Control>,
+    /// Commands taken from the queue while the worker was busy (between sources, views and batches), to run next.
+    deferred: std::collections::VecDeque<Queued>,
     /// A second context, for the write path: its log tables (and append views) hold only the new events.
     delta_ctx: SessionContext,
     /// The delta context's task context, made once: making one clones the session's function registries, a fifth
@@ -762,6 +923,8 @@ struct Worker {
     /// Live appends are fed to the views (false after time travel to an earlier offset).
     following: bool,
     updates: std::collections::VecDeque<LiveUpdate>,
+    /// The same, as the snapshots share them (made again only when an update comes).
+    updates_published: Arc<[LiveUpdate]>,
     update_seq: u64,
     /// What each snapshot source's files looked like when read.
     signatures: BTreeMap<String, Option<live::Signature>>,
@@ -772,10 +935,93 @@ struct Worker {
     background: Option<live::Background>,
     /// Sources whose file could not be read again, with what the file looked like then.
     failed_at: BTreeMap<String, Option<live::Signature>>,
+    /// The log table registered for each source (its events table for a CDC source).
+    registered: BTreeMap<String, Arc<crate::log_table::LogTable>>,
+    /// The handle's queue, looked at between steps of long work (none for a scratch worker).
+    inbox: Option<Receiver<Queued>>,
 }
 
 impl Worker {
-    fn run(&mut self, inbox: &Receiver<Command>) {
+    fn new(
+        pipeline: Pipeline,
+        order: Vec<String>,
+        options: EngineOptions,
+        published: Published,
+        control: Arc<Control>,
+    ) -> Worker {
+        let watched = live::watched_paths(&pipeline);
+        Worker {
+            pipeline,
+            order,
+            ctx: SessionContext::new_with_config(main_config()),
+            sources: BTreeMap::new(),
+            logs: BTreeMap::new(),
+            replay: None,
+            replay_done: None,
+            checks: Arc::new(Vec::new()),
+            views: BTreeMap::new(),
+            lineage: published.first.lineage.clone(),
+            published: published.first,
+            snapshot: published.shared,
+            waker: published.waker,
+            control,
+            deferred: std::collections::VecDeque::new(),
+            delta_ctx: SessionContext::new_with_config(delta_config(main_config())),
+            delta_task: std::sync::OnceLock::new(),
+            delta_tables: BTreeMap::new(),
+            maint: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            pending_since: None,
+            last_recompute_secs: 0.0,
+            options,
+            following: true,
+            updates: std::collections::VecDeque::new(),
+            updates_published: Arc::new([]),
+            update_seq: 0,
+            signatures: BTreeMap::new(),
+            watched,
+            last_poll: Instant::now(),
+            background: None,
+            failed_at: BTreeMap::new(),
+            registered: BTreeMap::new(),
+            inbox: None,
+        }
+    }
+
+    /// The next command to run: one taken while busy, else from the queue (waiting at most `wait`; `None`: as long as
+    /// it takes). `Err` when the handle is gone.
+    fn next_command(
+        &mut self,
+        wait: Option<std::time::Duration>,
+    ) -> std::result::Result<Option<Queued>, ()> {
+        if let Some(queued) = self.deferred.pop_front() {
+            return Ok(Some(queued));
+        }
+        let Some(inbox) = &self.inbox else {
+            return Err(());
+        };
+        match wait {
+            Some(wait) if wait.is_zero() => match inbox.try_recv() {
+                Ok(queued) => Ok(Some(queued)),
+                Err(std::sync::mpsc::TryRecvError::Empty) => Ok(None),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(()),
+            },
+            Some(wait) => match inbox.recv_timeout(wait) {
+                Ok(queued) => Ok(Some(queued)),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(None),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(()),
+            },
+            None => inbox.recv().map(Some).map_err(|_| ()),
+        }
+    }
+
+    fn run(&mut self, inbox: Receiver<Queued>) {
+        self.inbox = Some(inbox);
+        self.run_loop();
+    }
+
+    fn run_loop(&mut self) {
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .thread_name("kappa-datafusion")
             .enable_all()
@@ -784,7 +1030,7 @@ impl Worker {
             Ok(runtime) => runtime,
             Err(e) => {
                 // Without a runtime nothing can run: fail every request clearly.
-                for command in inbox {
+                for (_, command) in self.inbox.take().into_iter().flatten() {
                     fail(command, &e);
                 }
                 return;
@@ -806,39 +1052,41 @@ impl Worker {
                 }
             });
         }
-        loop {
+        while !self.control.stopped() {
             // While a replay runs, commands are taken between batches; otherwise the worker sleeps until one comes, or
             // until a throttled recompute is due, or (when watching) until the next poll of the files.
-            let command = if self.replay_running() {
-                match inbox.try_recv() {
-                    Ok(command) => Some(command),
-                    Err(std::sync::mpsc::TryRecvError::Empty) => None,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
-                }
-            } else if let Some(wait) = self.idle_timeout() {
-                match inbox.recv_timeout(wait) {
-                    Ok(command) => Some(command),
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        let outcome = catch_unwind(AssertUnwindSafe(|| {
-                            runtime.block_on(self.on_idle());
-                        }));
-                        if outcome.is_err() {
-                            self.pending.clear();
-                            self.pending_since = None;
-                        }
-                        continue;
-                    }
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-                }
+            let wait = if self.replay_running() {
+                Some(std::time::Duration::ZERO)
             } else {
-                match inbox.recv() {
-                    Ok(command) => Some(command),
-                    Err(_) => break,
-                }
+                self.idle_timeout()
             };
-            if matches!(command, Some(Command::Shutdown)) {
+            let Ok(queued) = self.next_command(wait) else {
+                break;
+            };
+            if queued.is_none() && !self.replay_running() {
+                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    runtime.block_on(self.on_idle());
+                }));
+                if outcome.is_err() {
+                    self.pending.clear();
+                    self.pending_since = None;
+                }
+                continue;
+            }
+            if matches!(queued, Some((_, Command::Shutdown))) {
                 break;
             }
+            // A command sent before a cancel is not run.
+            let command = match queued {
+                Some((generation, command)) if generation < self.control.generation() => {
+                    match cancel_before_start(command) {
+                        Some(command) => Some(command),
+                        None => continue,
+                    }
+                }
+                Some((_, command)) => Some(command),
+                None => None,
+            };
             if self.background_done() {
                 let _ = catch_unwind(AssertUnwindSafe(|| {
                     runtime.block_on(self.refresh_recomputes(false));
@@ -868,35 +1116,41 @@ impl Worker {
                 });
             }
         }
+        // Queries under way end with the runtime, dropped here on the worker's thread.
+        runtime.shutdown_background();
     }
 
     async fn handle(&mut self, command: Command) {
         match command {
             Command::WaitReady { reply } => reply.send(Ok(self.published.clone())),
+            // Queries run as tasks beside the worker (appends keep flowing meanwhile) over the tables as they are
+            // now; they do not wait for views whose recompute is due (the snapshot says which are behind).
             Command::Query {
                 target,
                 limit,
                 reply,
-            } => {
-                self.refresh_recomputes(true).await;
-                reply.send(self.query(target, limit).await);
-            }
+            } => self.spawn_query(&target, limit, reply),
+            Command::Browse {
+                browse,
+                rows,
+                reply,
+            } => self.spawn_browse(browse, rows, reply),
             Command::Export {
                 target,
                 path,
                 format,
                 reply,
-            } => {
-                self.refresh_recomputes(true).await;
-                reply.send(self.export(target, &path, format).await);
-            }
+            } => self.spawn_export(&target, path, format, reply),
             Command::FilesChanged { paths } => self.files_changed(&paths).await,
             Command::MeasurePaths {
                 batch_size,
                 batches,
                 reply,
             } => {
-                let result = self.measure_paths(batch_size, batches).await;
+                let control = self.control.clone();
+                let result = control
+                    .cancellable(self.measure_paths(batch_size, batches))
+                    .await;
                 reply.send(result);
             }
             Command::SetView {
@@ -910,7 +1164,17 @@ impl Worker {
                     reply.send(result);
                 }
             }
-            Command::Replay { to, batch_size } => self.start_replay(to, batch_size).await,
+            Command::Replay {
+                to,
+                batch_size,
+                done,
+            } => {
+                if let Some(earlier) = self.replay_done.take() {
+                    earlier.send(Err(Error::Cancelled));
+                }
+                self.replay_done = done;
+                self.start_replay(to, batch_size).await;
+            }
             Command::Pause => {
                 if let Some(run) = self
                     .replay
@@ -954,7 +1218,7 @@ impl Worker {
                 }
             }
             Command::Seek { to, reply } => {
-                self.replay = None;
+                self.end_replay();
                 self.reset_logs();
                 self.following = to.is_none_or(|to| to >= self.head());
                 self.feed_all(to.unwrap_or(u64::MAX));
@@ -969,10 +1233,15 @@ impl Worker {
                 memory_limit,
                 reply,
             } => {
-                self.refresh_recomputes(true).await;
-                let result = self.run_checks(names.as_deref(), memory_limit).await;
+                let control = self.control.clone();
+                let result = control
+                    .cancellable(async {
+                        self.refresh_recomputes(true).await;
+                        self.run_checks(names.as_deref(), memory_limit).await
+                    })
+                    .await;
                 if let Ok(reports) = &result {
-                    self.checks.clone_from(reports);
+                    self.checks = Arc::new(reports.clone());
                     self.publish();
                 }
                 if let Some(reply) = reply {
@@ -985,16 +1254,26 @@ impl Worker {
                 options,
                 reply,
             } => {
-                let result = async {
-                    let expected = Self::file_side(&expected, 0)?;
-                    let actual = Self::file_side(&actual, 0)?;
-                    self.diff_sides(expected, actual, &options).await
-                };
-                reply.send(result.await);
+                let control = self.control.clone();
+                let result = control
+                    .cancellable(async {
+                        let expected = Self::file_side(&expected, 0)?;
+                        let actual = Self::file_side(&actual, 0)?;
+                        self.diff_sides(expected, actual, &options).await
+                    })
+                    .await;
+                reply.send(result);
             }
             Command::SelfAudit { reply } => {
-                self.refresh_recomputes(true).await;
-                reply.send(Ok(self.self_audit().await));
+                let control = self.control.clone();
+                let result = control
+                    .cancellable(async {
+                        // The audit compares stored states: every view must be up to date first.
+                        self.refresh_recomputes(true).await;
+                        Ok(self.self_audit().await)
+                    })
+                    .await;
+                reply.send(result);
             }
             Command::TamperViewState { view, keep_rows } => {
                 if let Ok((schema, batches)) = self.stored(&view).await
@@ -1006,17 +1285,108 @@ impl Worker {
             }
             Command::TamperViewFloats { view, factor } => {
                 if let Ok((schema, batches)) = self.stored(&view).await {
-                    let scaled: Result<Vec<RecordBatch>> = batches
-                        .iter()
-                        .map(|b| scale_floats(b, factor))
-                        .collect();
+                    let scaled: Result<Vec<RecordBatch>> =
+                        batches.iter().map(|b| scale_floats(b, factor)).collect();
                     if let Ok(scaled) = scaled {
                         register(&self.ctx, &view, schema, scaled);
                     }
                 }
             }
-            Command::Shutdown => {}
+            // Acted on by the handle when sent.
+            Command::Cancel | Command::Shutdown => {}
         }
+    }
+
+    /// Plans a query now, over the tables as they are, and runs it as a task that a cancel stops.
+    fn spawn_query(&self, target: &QueryTarget, limit: Option<usize>, reply: Reply<QueryResult>) {
+        let control = self.control.clone();
+        let planned = self.plan_target(target);
+        let session = self.ctx.state();
+        tokio::spawn(async move {
+            let result = control
+                .cancellable(async move {
+                    let started = Instant::now();
+                    let (name, plan, filter) = planned.await?;
+                    let (schema, batches) = collect_plan(session, name, plan, limit).await?;
+                    Ok(QueryResult {
+                        schema,
+                        batches,
+                        elapsed_secs: started.elapsed().as_secs_f64(),
+                        filter,
+                    })
+                })
+                .await;
+            reply.send(result);
+        });
+    }
+
+    /// Reads one page of a browse as a task (see [`Command::Browse`]).
+    fn spawn_browse(&self, browse: Browse, rows: std::ops::Range<u64>, reply: Reply<Page>) {
+        let control = self.control.clone();
+        let planned = self.plan_target(&QueryTarget::Browse(browse.clone()));
+        let session = self.ctx.state();
+        tokio::spawn(async move {
+            let result = control
+                .cancellable(async move {
+                    let started = Instant::now();
+                    let (_, plan, filter) = planned.await?;
+                    let frame = DataFrame::new(session, plan);
+                    let columns = frame
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect();
+                    let total_rows = frame.clone().count().await? as u64;
+                    let start = rows.start.min(total_rows);
+                    let len = rows.end.saturating_sub(start) as usize;
+                    let batches = frame.limit(start as usize, Some(len))?.collect().await?;
+                    Ok(Page {
+                        start,
+                        total_rows,
+                        columns,
+                        rows: crate::output::display_rows(&batches, usize::MAX)?,
+                        filter,
+                        elapsed_secs: started.elapsed().as_secs_f64(),
+                    })
+                })
+                .await
+                .map_err(|e| match e {
+                    Error::DataFusion(cause) => Error::ViewSql {
+                        view: Some(browse.table.clone()),
+                        cause,
+                    },
+                    other => other,
+                });
+            reply.send(result);
+        });
+    }
+
+    /// Writes a table (or a query's rows) to a file as a task (see [`Command::Export`]).
+    fn spawn_export(
+        &self,
+        target: &QueryTarget,
+        path: PathBuf,
+        format: Option<crate::output::ExportFormat>,
+        reply: Reply<u64>,
+    ) {
+        let Some(format) = format.or_else(|| crate::output::ExportFormat::from_path(&path)) else {
+            reply.send(Err(Error::ExportFormat { path }));
+            return;
+        };
+        let control = self.control.clone();
+        let planned = self.plan_target(target);
+        let session = self.ctx.state();
+        tokio::spawn(async move {
+            let result = control
+                .cancellable(async move {
+                    let (name, plan, _) = planned.await?;
+                    let (schema, batches) = collect_plan(session, name, plan, None).await?;
+                    crate::output::export_batches(&path, &schema, &batches, format)
+                })
+                .await;
+            reply.send(result);
+        });
     }
 
     /// A view's result computed afresh from its SQL (not read from its stored state).
@@ -1321,59 +1691,78 @@ impl Worker {
     /// write path maintains the views with).
     fn feed_all(&mut self, offset: u64) -> (u64, u64, BTreeMap<String, Vec<RecordBatch>>) {
         let mut fed = (0, 0, BTreeMap::new());
-        for (name, log) in &mut self.logs {
-            let before = log.visible.len();
+        let names: Vec<String> = self.logs.keys().cloned().collect();
+        for name in names {
+            let Some(log) = self.logs.get_mut(&name) else {
+                continue;
+            };
             let f = log.feed_to(offset);
             fed.0 += f.records;
             fed.1 += f.duplicates;
             // A CDC source shows its table state as `<name>` and the fed events as `<name>__changes`.
-            let (events_table, state) = match (log.state_schema(), log.state_batch()) {
-                (Some(schema), Some(batch)) => {
-                    (format!("{name}{CHANGES_SUFFIX}"), Some((schema, batch)))
-                }
-                _ => (name.clone(), None),
+            let cdc = log.state_schema();
+            let events_table = if cdc.is_some() {
+                format!("{name}{CHANGES_SUFFIX}")
+            } else {
+                name.clone()
             };
-            let table = register(
-                &self.ctx,
-                &events_table,
-                log.schema.clone(),
-                log.visible.clone(),
-            );
-            if log.is_log() {
-                // The write path sees only the new records of a log.
-                let delta = self
-                    .delta_tables
-                    .entry(events_table.clone())
-                    .or_insert_with(|| crate::incremental::DeltaTable::new(log.schema.clone()));
-                if *delta.schema_ref() != log.schema {
-                    *delta = crate::incremental::DeltaTable::new(log.schema.clone());
-                }
-                let _ = self.delta_ctx.deregister_table(events_table.as_str());
-                let _ = self
-                    .delta_ctx
-                    .register_table(events_table.as_str(), delta.clone());
-                fed.2.insert(events_table, log.visible[before..].to_vec());
-            } else if let Some(table) = table {
-                let _ = self.delta_ctx.deregister_table(events_table.as_str());
-                let _ = self.delta_ctx.register_table(events_table.as_str(), table);
+            let (table, is_log, schema) = (log.table(), log.is_log(), log.schema.clone());
+            let state = log.changed_state_batch();
+            self.register_log(&events_table, &table, is_log, &schema);
+            if is_log {
+                fed.2.insert(events_table, f.new);
             }
-            if let Some((schema, batch)) = state {
-                match batch {
-                    Ok(batch) => {
-                        if let Some(table) = register(&self.ctx, name, schema, vec![batch]) {
-                            let _ = self.delta_ctx.deregister_table(name.as_str());
-                            let _ = self.delta_ctx.register_table(name.as_str(), table);
-                        }
-                    }
-                    Err(e) => {
-                        if let Some(state) = self.sources.get_mut(name) {
-                            state.status = NodeStatus::Error(e.to_string());
-                        }
+            match (cdc, state) {
+                (Some(schema), Some(Ok(batch))) => {
+                    if let Some(table) = register(&self.ctx, &name, schema, vec![batch]) {
+                        let _ = self.delta_ctx.deregister_table(name.as_str());
+                        let _ = self.delta_ctx.register_table(name.as_str(), table);
                     }
                 }
+                (_, Some(Err(e))) => {
+                    if let Some(state) = self.sources.get_mut(&name) {
+                        state.status = NodeStatus::Error(e.to_string());
+                    }
+                }
+                _ => {}
             }
         }
         fed
+    }
+
+    /// Registers a log's table once (and again when a reload replaced the log): in the main context as it grows, and
+    /// in the write path's context as the delta (a log) or as it is (a snapshot, which appends do not change).
+    fn register_log(
+        &mut self,
+        name: &str,
+        table: &Arc<crate::log_table::LogTable>,
+        is_log: bool,
+        schema: &SchemaRef,
+    ) {
+        if self
+            .registered
+            .get(name)
+            .is_some_and(|t| Arc::ptr_eq(t, table))
+        {
+            return;
+        }
+        self.registered.insert(name.to_owned(), table.clone());
+        let _ = self.ctx.deregister_table(name);
+        let _ = self.ctx.register_table(name, table.clone());
+        let _ = self.delta_ctx.deregister_table(name);
+        if is_log {
+            // The write path sees only the new records of a log.
+            let delta = self
+                .delta_tables
+                .entry(name.to_owned())
+                .or_insert_with(|| crate::incremental::DeltaTable::new(schema.clone()));
+            if delta.schema_ref() != schema {
+                *delta = crate::incremental::DeltaTable::new(schema.clone());
+            }
+            let _ = self.delta_ctx.register_table(name, delta.clone());
+        } else {
+            let _ = self.delta_ctx.register_table(name, table.clone());
+        }
     }
 
     async fn start_replay(&mut self, to: Option<u64>, batch_size: Option<u64>) {
@@ -1471,6 +1860,14 @@ impl Worker {
         }
     }
 
+    /// Drops the current replay (a time travel or a reload replaces it); whoever waits for it is told.
+    fn end_replay(&mut self) {
+        self.replay = None;
+        if let Some(done) = self.replay_done.take() {
+            done.send(Err(Error::Cancelled));
+        }
+    }
+
     fn finish_replay(&mut self) {
         self.following = self
             .replay
@@ -1481,15 +1878,21 @@ impl Worker {
             run.progress.state = ReplayState::Finished;
             run.progress.elapsed_secs = run.elapsed();
             run.progress.eta_secs = Some(0.0);
+            if let Some(done) = self.replay_done.take() {
+                done.send(Ok(run.progress.clone()));
+            }
         }
         self.publish();
     }
 
     async fn load_all(&mut self) {
         for spec in self.pipeline.sources.clone() {
+            if self.control.stopped() {
+                return;
+            }
             let started = Instant::now();
-            let loaded = source::load_cached(&spec, self.options.cache.as_deref())
-                .and_then(|l| SourceLog::new(&spec, l));
+            let loaded = source::load_noting_cache(&spec, self.options.cache.as_deref())
+                .and_then(|(l, cache)| Ok((SourceLog::new(&spec, l)?, cache)));
             let mut state = self
                 .published
                 .source(&spec.name)
@@ -1497,8 +1900,9 @@ impl Worker {
                 .expect("every source has an initial state");
             state.load_secs = started.elapsed().as_secs_f64();
             match loaded {
-                Ok(log) => {
+                Ok((log, cache)) => {
                     state.status = NodeStatus::Fresh;
+                    state.cache = cache;
                     state.schema = Some(log.schema.clone());
                     self.logs.insert(spec.name.clone(), log);
                     self.signatures
@@ -1507,11 +1911,45 @@ impl Worker {
                 Err(e) => state.status = NodeStatus::Error(e.to_string()),
             }
             self.sources.insert(spec.name.clone(), state);
+            // Loading is a replay to the head: the same feeding path as every other. Each source is fed (and shown,
+            // and can be read) as soon as it is loaded.
+            self.feed_all(u64::MAX);
+            self.publish();
+            self.serve_between();
         }
-        // Loading is a replay to the head in one batch: the same feeding path as every other.
-        self.feed_all(u64::MAX);
         self.compute_views(None).await;
         self.publish();
+    }
+
+    /// Looks at the queue while the worker is busy (between sources, views and batches): reads of what is there so
+    /// far are answered now, a shutdown stops the work, and everything else waits its turn.
+    fn serve_between(&mut self) {
+        let Some(inbox) = &self.inbox else {
+            return;
+        };
+        let mut later = Vec::new();
+        while let Ok((generation, command)) = inbox.try_recv() {
+            match command {
+                Command::Shutdown => self.control.stop.store(true, Ordering::Relaxed),
+                Command::Query { .. } | Command::Browse { .. }
+                    if generation < self.control.generation() =>
+                {
+                    let _ = cancel_before_start(command);
+                }
+                Command::Query {
+                    target,
+                    limit,
+                    reply,
+                } => self.spawn_query(&target, limit, reply),
+                Command::Browse {
+                    browse,
+                    rows,
+                    reply,
+                } => self.spawn_browse(browse, rows, reply),
+                other => later.push((generation, other)),
+            }
+        }
+        self.deferred.extend(later);
     }
 
     /// (Re)computes every view in dependency order and rebuilds the lineage. Returns the error of the view called
@@ -1532,6 +1970,10 @@ impl Worker {
         // The whole of every log is the delta.
         self.fill_deltas();
         for name in self.order.clone() {
+            if self.control.stopped() {
+                break;
+            }
+            self.serve_between();
             let _ = self.ctx.deregister_table(name.as_str());
             let _ = self.delta_ctx.deregister_table(name.as_str());
             let Some(spec) = self.pipeline.view(&name).cloned() else {
@@ -1657,22 +2099,6 @@ impl Worker {
         )
     }
 
-    /// Writes a query's rows to a file (see [`Command::Export`]).
-    async fn export(
-        &self,
-        target: QueryTarget,
-        path: &Path,
-        format: Option<crate::output::ExportFormat>,
-    ) -> Result<u64> {
-        let format = format
-            .or_else(|| crate::output::ExportFormat::from_path(path))
-            .ok_or_else(|| Error::ExportFormat {
-                path: path.to_path_buf(),
-            })?;
-        let result = self.query(target, None).await?;
-        crate::output::export_batches(path, &result.schema, &result.batches, format)
-    }
-
     /// A source or view that can be read now, or why not.
     fn readable(&self, name: &str) -> Result<()> {
         if let Some(reason) = self.failure(name) {
@@ -1690,47 +2116,11 @@ impl Worker {
         Ok(())
     }
 
+    /// Runs a query here, on the worker (for checks, which run on it).
     async fn query(&self, target: QueryTarget, limit: Option<usize>) -> Result<QueryResult> {
         let started = Instant::now();
-        let session = self.ctx.state();
-        let mut filter = None;
-        let (name, plan) = match &target {
-            QueryTarget::Table(name) => {
-                self.readable(name)?;
-                let sql = format!("SELECT * FROM {}", quote_ident(name));
-                let statement = sql::parse_query(&session, Some(name), &sql)?;
-                let plan = sql::plan_query(&session, Some(name), statement).await?;
-                (Some(name.clone()), plan)
-            }
-            QueryTarget::Sql(sql) => {
-                let statement = sql::parse_query(&session, None, sql)?;
-                // A table that failed to load is not registered: say why, not "table not found".
-                for table in sql::table_references(&session, None, &statement)? {
-                    if let Some(reason) = self.failure(&table) {
-                        return Err(Error::Unavailable {
-                            name: table,
-                            reason,
-                        });
-                    }
-                }
-                (None, sql::plan_query(&session, None, statement).await?)
-            }
-            QueryTarget::Browse(browse) => {
-                self.readable(&browse.table)?;
-                let (plan, used) = self.plan_browse(browse).await?;
-                filter = used;
-                (Some(browse.table.clone()), plan)
-            }
-        };
-        let mut frame = DataFrame::new(session, plan);
-        if let Some(limit) = limit {
-            frame = frame.limit(0, Some(limit))?;
-        }
-        let schema = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame
-            .collect()
-            .await
-            .map_err(|source| Error::ViewSql { view: name, cause: source })?;
+        let (name, plan, filter) = self.plan_target(&target).await?;
+        let (schema, batches) = collect_plan(self.ctx.state(), name, plan, limit).await?;
         Ok(QueryResult {
             schema,
             batches,
@@ -1739,72 +2129,51 @@ impl Worker {
         })
     }
 
-    /// The plan of a browse: its filter as a predicate when it plans as one, or else as a substring of any column.
-    async fn plan_browse(
-        &self,
-        browse: &Browse,
-    ) -> Result<(datafusion::logical_expr::LogicalPlan, Option<FilterUse>)> {
+    /// The plan of a query, made by the returned future. What depends on the worker's state (whether a table failed)
+    /// is checked now; the future only plans, so it can run as a task.
+    fn plan_target(&self, target: &QueryTarget) -> Planned {
         let session = self.ctx.state();
-        let table = quote_ident(&browse.table);
-        let order = browse
-            .sort
-            .as_ref()
-            .map_or_else(String::new, |(column, descending)| {
-                let direction = if *descending {
-                    "DESC NULLS LAST"
-                } else {
-                    "ASC NULLS LAST"
-                };
-                format!(" ORDER BY {} {direction}", quote_ident(column))
-            });
-        let plan = |sql: String| {
-            let session = session.clone();
-            let name = browse.table.clone();
-            async move {
-                let statement = sql::parse_query(&session, Some(&name), &sql)?;
-                sql::plan_query(&session, Some(&name), statement).await
-            }
+        let checked: Result<()> = match target {
+            QueryTarget::Table(name) => self.readable(name),
+            QueryTarget::Browse(browse) => self.readable(&browse.table),
+            QueryTarget::Sql(sql) => sql::parse_query(&session, None, sql)
+                .and_then(|statement| sql::table_references(&session, None, &statement))
+                .and_then(|tables| {
+                    // A table that failed to load is not registered: say why, not "table not found".
+                    match tables
+                        .into_iter()
+                        .find_map(|t| self.failure(&t).map(|reason| (t, reason)))
+                    {
+                        Some((name, reason)) => Err(Error::Unavailable { name, reason }),
+                        None => Ok(()),
+                    }
+                }),
         };
-        let Some(text) = browse
-            .filter
-            .as_deref()
-            .map(str::trim)
-            .filter(|f| !f.is_empty())
-        else {
-            return Ok((plan(format!("SELECT * FROM {table}{order}")).await?, None));
-        };
-        let predicate = plan(format!("SELECT * FROM {table} WHERE {text}{order}")).await;
-        match predicate {
-            Ok(planned) => Ok((planned, Some(FilterUse::Predicate))),
-            Err(error) => {
-                let schema = self
-                    .ctx
-                    .table(table.as_str())
-                    .await?
-                    .schema()
-                    .as_arrow()
-                    .clone();
-                let columns: Vec<String> = schema
-                    .fields()
-                    .iter()
-                    .map(|f| format!("coalesce(CAST({} AS VARCHAR), '')", quote_ident(f.name())))
-                    .collect();
-                let pattern = text
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-                    .replace('\'', "''");
-                let sql = format!(
-                    "SELECT * FROM {table} WHERE concat_ws(' ', {}) ILIKE '%{pattern}%' ESCAPE '\\'{order}",
-                    columns.join(", ")
-                );
-                let reason = match &error {
-                    Error::ViewSql { cause: source, .. } => crate::error::datafusion_message(source),
-                    other => other.to_string(),
-                };
-                Ok((plan(sql).await?, Some(FilterUse::Substring(reason))))
+        let target = target.clone();
+        let ctx = self.ctx.clone();
+        Box::pin(async move {
+            checked?;
+            match target {
+                QueryTarget::Table(name) => {
+                    let sql = format!("SELECT * FROM {}", quote_ident(&name));
+                    let statement = sql::parse_query(&session, Some(&name), &sql)?;
+                    let plan = sql::plan_query(&session, Some(&name), statement).await?;
+                    Ok((Some(name), plan, None))
+                }
+                QueryTarget::Sql(sql) => {
+                    let statement = sql::parse_query(&session, None, &sql)?;
+                    Ok((
+                        None,
+                        sql::plan_query(&session, None, statement).await?,
+                        None,
+                    ))
+                }
+                QueryTarget::Browse(browse) => {
+                    let (plan, used) = plan_browse(&ctx, &browse).await?;
+                    Ok((Some(browse.table), plan, used))
+                }
             }
-        }
+        })
     }
 
     /// Why `table` failed, if it is a source or view in error.
@@ -1821,11 +2190,10 @@ impl Worker {
     }
 
     async fn set_view(&mut self, name: String, sql: String, mode: ViewMode) -> Result<()> {
-        if self.pipeline.sources.iter().any(|s| s.name == name) {
-            return Err(Error::NotFound {
-                name: format!("{name} (a source, not a view)"),
-                known: Vec::new(),
-            });
+        if self.pipeline.view(&name).is_none() {
+            // A new view: its name must work in SQL and be free (a source's name, or one that breaks once written to
+            // the pipeline file, is refused here, not after).
+            crate::pipeline::check_view_name(&name, &self.published.table_names())?;
         }
         let mut pipeline = self.pipeline.clone();
         match pipeline.views.iter_mut().find(|v| v.name == name) {
@@ -1855,10 +2223,30 @@ impl Worker {
         self.publish_with(|_| {});
     }
 
+    /// Builds the lineage again from the views as computed (when one is).
+    fn rebuild_lineage(&mut self) {
+        let view_lineage: Vec<(String, Option<&PlanLineage>)> = self
+            .pipeline
+            .views
+            .iter()
+            .map(|v| {
+                (
+                    v.name.clone(),
+                    self.views.get(&v.name).and_then(|c| c.lineage.as_ref()),
+                )
+            })
+            .collect();
+        self.lineage = Arc::new(Lineage::build(
+            &self.pipeline.source_tables(),
+            &view_lineage,
+        ));
+    }
+
     /// Builds a new snapshot from the worker's state, lets `edit` adjust it, publishes it and wakes the front end.
     fn publish_with(&mut self, edit: impl FnOnce(&mut Snapshot)) {
         let loading = self.sources.len() < self.pipeline.sources.len()
             || self.views.len() < self.pipeline.views.len();
+        let mut logs = std::mem::take(&mut self.logs);
         let sources: Vec<SourceState> = self
             .pipeline
             .sources
@@ -1870,7 +2258,7 @@ impl Worker {
                         .cloned()
                         .expect("every source has an initial state")
                 });
-                if let Some(log) = self.logs.get(&s.name) {
+                if let Some(log) = logs.get_mut(&s.name) {
                     state.rows = log.table_rows();
                     if let Some(schema) = log.state_schema() {
                         state.schema = Some(schema);
@@ -1883,6 +2271,7 @@ impl Worker {
                 state
             })
             .collect();
+        self.logs = logs;
         let views: Vec<ViewState> = self
             .pipeline
             .views
@@ -1908,18 +2297,6 @@ impl Worker {
                 state
             })
             .collect();
-        let source_names = self.pipeline.source_tables();
-        let view_lineage: Vec<(String, Option<&PlanLineage>)> = self
-            .pipeline
-            .views
-            .iter()
-            .map(|v| {
-                (
-                    v.name.clone(),
-                    self.views.get(&v.name).and_then(|c| c.lineage.as_ref()),
-                )
-            })
-            .collect();
         let mut snapshot = Snapshot {
             title: self.pipeline.title.clone(),
             pipeline_file: self.pipeline.file.clone(),
@@ -1930,7 +2307,7 @@ impl Worker {
             },
             sources,
             views,
-            lineage: Lineage::build(&source_names, &view_lineage),
+            lineage: self.lineage.clone(),
             position: self
                 .logs
                 .values()
@@ -1943,7 +2320,7 @@ impl Worker {
             checks: self.checks.clone(),
             version: self.published.version + 1,
             following: self.following,
-            updates: self.updates.iter().cloned().collect(),
+            updates: self.updates_published.clone(),
         };
         edit(&mut snapshot);
         let snapshot = Arc::new(snapshot);
@@ -1951,6 +2328,100 @@ impl Worker {
         *self.snapshot.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
         (self.waker)();
     }
+}
+
+/// The plan of a browse: its filter as a predicate when it plans as one, or else as a substring of any column.
+async fn plan_browse(
+    ctx: &SessionContext,
+    browse: &Browse,
+) -> Result<(datafusion::logical_expr::LogicalPlan, Option<FilterUse>)> {
+    let session = ctx.state();
+    let table = quote_ident(&browse.table);
+    let order = browse
+        .sort
+        .as_ref()
+        .map_or_else(String::new, |(column, descending)| {
+            let direction = if *descending {
+                "DESC NULLS LAST"
+            } else {
+                "ASC NULLS LAST"
+            };
+            format!(" ORDER BY {} {direction}", quote_ident(column))
+        });
+    let plan = |sql: String| {
+        let session = session.clone();
+        let name = browse.table.clone();
+        async move {
+            let statement = sql::parse_query(&session, Some(&name), &sql)?;
+            sql::plan_query(&session, Some(&name), statement).await
+        }
+    };
+    let Some(text) = browse
+        .filter
+        .as_deref()
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+    else {
+        return Ok((plan(format!("SELECT * FROM {table}{order}")).await?, None));
+    };
+    let predicate = plan(format!("SELECT * FROM {table} WHERE {text}{order}")).await;
+    match predicate {
+        Ok(planned) => Ok((planned, Some(FilterUse::Predicate))),
+        Err(error) => {
+            let schema = ctx.table(table.as_str()).await?.schema().as_arrow().clone();
+            let columns: Vec<String> = schema
+                .fields()
+                .iter()
+                .map(|f| format!("coalesce(CAST({} AS VARCHAR), '')", quote_ident(f.name())))
+                .collect();
+            let pattern = text
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+                .replace('\'', "''");
+            let sql = format!(
+                "SELECT * FROM {table} WHERE concat_ws(' ', {}) ILIKE '%{pattern}%' ESCAPE '\\'{order}",
+                columns.join(", ")
+            );
+            let reason = match &error {
+                Error::ViewSql { cause: source, .. } => crate::error::datafusion_message(source),
+                other => other.to_string(),
+            };
+            Ok((plan(sql).await?, Some(FilterUse::Substring(reason))))
+        }
+    }
+}
+
+/// What [`Worker::plan_target`] makes: the table's name (for errors), the plan, and how a browse's filter was used.
+type Planned = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<(
+                    Option<String>,
+                    datafusion::logical_expr::LogicalPlan,
+                    Option<FilterUse>,
+                )>,
+            > + Send,
+    >,
+>;
+
+/// Runs a plan to its rows (at most `limit`).
+async fn collect_plan(
+    session: datafusion::execution::SessionState,
+    name: Option<String>,
+    plan: datafusion::logical_expr::LogicalPlan,
+    limit: Option<usize>,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let mut frame = DataFrame::new(session, plan);
+    if let Some(limit) = limit {
+        frame = frame.limit(0, Some(limit))?;
+    }
+    let schema = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame
+        .collect()
+        .await
+        .map_err(|cause| Error::ViewSql { view: name, cause })?;
+    Ok((schema, batches))
 }
 
 /// A SQL identifier, quoted.
@@ -1982,9 +2453,7 @@ fn scale_floats(batch: &RecordBatch, factor: f64) -> Result<RecordBatch> {
             if !matches!(column.data_type(), DataType::Float64) {
                 return Ok(column.clone());
             }
-            let values: Float64Array = column
-                .as_primitive::<Float64Type>()
-                .unary(|v| v * factor);
+            let values: Float64Array = column.as_primitive::<Float64Type>().unary(|v| v * factor);
             Ok(Arc::new(values) as datafusion::arrow::array::ArrayRef)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -1993,9 +2462,33 @@ fn scale_floats(batch: &RecordBatch, factor: f64) -> Result<RecordBatch> {
 
 /// Answers a command with an error (used when the worker cannot run at all).
 fn fail(command: Command, error: &std::io::Error) {
-    let error = || Error::EngineStart {
+    refuse(command, || Error::EngineStart {
         cause: std::io::Error::new(error.kind(), error.to_string()),
-    };
+    });
+}
+
+/// A command sent before a cancel: the ones a cancel stops are answered [`Error::Cancelled`] and dropped; the rest
+/// (changes to the engine's state, file changes) are given back to run.
+fn cancel_before_start(command: Command) -> Option<Command> {
+    if matches!(
+        command,
+        Command::Query { .. }
+            | Command::Browse { .. }
+            | Command::Export { .. }
+            | Command::RunChecks { .. }
+            | Command::SelfAudit { .. }
+            | Command::DiffFiles { .. }
+            | Command::MeasurePaths { .. }
+    ) {
+        refuse(command, || Error::Cancelled);
+        None
+    } else {
+        Some(command)
+    }
+}
+
+/// Answers a command with an error instead of running it.
+fn refuse(command: Command, error: impl Fn() -> Error) {
     match command {
         Command::WaitReady { reply }
         | Command::Seek {
@@ -2003,6 +2496,7 @@ fn fail(command: Command, error: &std::io::Error) {
         }
         | Command::MeasurePaths { reply, .. } => reply.send(Err(error())),
         Command::Query { reply, .. } => reply.send(Err(error())),
+        Command::Browse { reply, .. } => reply.send(Err(error())),
         Command::Export { reply, .. } => reply.send(Err(error())),
         Command::RunChecks {
             reply: Some(reply), ..
@@ -2012,9 +2506,12 @@ fn fail(command: Command, error: &std::io::Error) {
         Command::SetView {
             reply: Some(reply), ..
         } => reply.send(Err(error())),
+        Command::Replay {
+            done: Some(reply), ..
+        } => reply.send(Err(error())),
         Command::SetView { reply: None, .. }
         | Command::Seek { reply: None, .. }
-        | Command::Replay { .. }
+        | Command::Replay { done: None, .. }
         | Command::Pause
         | Command::Resume
         | Command::Step
@@ -2022,6 +2519,7 @@ fn fail(command: Command, error: &std::io::Error) {
         | Command::TamperViewState { .. }
         | Command::TamperViewFloats { .. }
         | Command::FilesChanged { .. }
+        | Command::Cancel
         | Command::Shutdown => {}
     }
 }

@@ -164,10 +164,7 @@ pub enum Error {
 
     /// An Arrow error while reading or writing a file.
     #[error("{}: {cause}", path.display())]
-    ArrowFile {
-        path: PathBuf,
-        cause: ArrowError,
-    },
+    ArrowFile { path: PathBuf, cause: ArrowError },
 
     /// A Parquet error while reading or writing a file.
     #[error("{}: {cause}", path.display())]
@@ -190,9 +187,7 @@ pub enum Error {
 
     /// The engine's worker thread or its runtime could not be started.
     #[error("cannot start the engine: {cause}")]
-    EngineStart {
-        cause: std::io::Error,
-    },
+    EngineStart { cause: std::io::Error },
 
     /// An export was asked for a file name whose format is not known.
     #[error("{}: cannot tell the export format from the file name; end it in .parquet, .csv, .jsonl or .json", path.display())]
@@ -205,6 +200,14 @@ pub enum Error {
     /// The engine's worker thread has stopped, so it cannot answer.
     #[error("the engine has stopped")]
     EngineStopped,
+
+    /// The user stopped it (Esc in the apps, [`crate::Command::Cancel`]) while it ran or before it started.
+    #[error("stopped before it finished")]
+    Cancelled,
+
+    /// A name that cannot be a view's.
+    #[error("`{name}` cannot be a view name: {reason}")]
+    BadViewName { name: String, reason: String },
 }
 
 /// "view `x`: " for a view, nothing for an ad-hoc query.
@@ -242,7 +245,10 @@ impl Error {
         if source.kind() == std::io::ErrorKind::NotFound {
             Error::FileNotFound { path }
         } else {
-            Error::Io { path, cause: source }
+            Error::Io {
+                path,
+                cause: source,
+            }
         }
     }
 }
@@ -264,9 +270,13 @@ mod tests {
             },
             Error::from(datafusion::error::DataFusionError::Context(
                 "planning".into(),
-                Box::new(datafusion::error::DataFusionError::Plan("no table t".into())),
+                Box::new(datafusion::error::DataFusionError::Plan(
+                    "no table t".into(),
+                )),
             )),
-            Error::from(datafusion::arrow::error::ArrowError::ComputeError("overflow".into())),
+            Error::from(datafusion::arrow::error::ArrowError::ComputeError(
+                "overflow".into(),
+            )),
         ];
         for error in errors {
             let message = error.to_string();

@@ -37,6 +37,7 @@
 
 pub mod cache;
 mod cdc;
+pub mod client;
 mod diagnostics;
 mod engine;
 mod error;
@@ -46,6 +47,7 @@ mod generate;
 mod incremental;
 mod ingest;
 mod lineage;
+mod log_table;
 mod output;
 mod pipeline;
 mod source;
@@ -56,8 +58,8 @@ pub use cdc::{CHANGES_SUFFIX, UNAVAILABLE_VALUE};
 pub use diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
 pub use engine::{
     Browse, Command, Engine, EngineOptions, EngineStatus, FilterUse, Health, LiveEvent, LiveUpdate,
-    MAX_UPDATES, NodeStatus, PathMetrics, QueryResult, QueryTarget, ReplayProgress, ReplayState,
-    Reply, Snapshot, SourceState, ViewChange, ViewState, Waker, no_waker,
+    MAX_UPDATES, Mode, NodeStatus, Page, PathMetrics, QueryResult, QueryTarget, ReplayProgress,
+    ReplayState, Reply, Snapshot, SourceState, ViewChange, ViewState, Waker, no_waker,
 };
 pub use error::{Error, Result};
 pub use generate::{
@@ -71,16 +73,16 @@ pub use output::{
     thousands, write_atomic, write_batches,
 };
 pub use pipeline::{
-    CheckKind, CheckSpec, Format, Pipeline, SourceKind, SourceSpec, ViewMode, ViewSpec, save_views,
-    table_name_for,
+    CheckKind, CheckSpec, Format, Pipeline, SourceKind, SourceSpec, ViewMode, ViewSpec,
+    check_view_name, save_views, table_name_for,
 };
 pub use source::{
     LoadedSource, MAX_SOURCE_SIZE_VAR, OFFSET_COLUMN, load as load_source,
     load_cached as load_source_cached, panic_is_expected, quiet_reader_panics,
 };
 pub use verify::{
-    CheckReport, CheckStatus, DiffKind, DiffOptions, DiffReport, DiffRow, SchemaDiff, Side,
-    AUDIT_RELATIVE_TOLERANCE, Tolerance, Violations,
+    AUDIT_RELATIVE_TOLERANCE, CheckReport, CheckStatus, DiffKind, DiffOptions, DiffReport, DiffRow,
+    SchemaDiff, Side, Tolerance, Violations,
 };
 
 /// Re-exported so front ends and tests use the exact Arrow and Parquet versions the engine does.

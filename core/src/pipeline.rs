@@ -673,6 +673,25 @@ fn lexical(path: &Path) -> PathBuf {
     out
 }
 
+/// Whether `name` can be a new view's name beside the tables there are (`existing`): an error that says why not.
+pub fn check_view_name(name: &str, existing: &[String]) -> crate::error::Result<()> {
+    let bad = |reason: &str| {
+        Err(crate::error::Error::BadViewName {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    if !is_identifier(name) {
+        return bad(
+            "use lowercase letters, digits and `_`, not starting with a digit (SQL folds unquoted names to lowercase)",
+        );
+    }
+    if existing.iter().any(|e| e == name) {
+        return bad("a source or view of that name exists");
+    }
+    Ok(())
+}
+
 fn is_identifier(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with(|c: char| c.is_ascii_digit())

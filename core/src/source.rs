@@ -351,6 +351,14 @@ pub fn load(spec: &SourceSpec) -> Result<LoadedSource> {
 /// Reads a source whole, as its spec says, through the cache in `cache` when there is one (JSON Lines logs are
 /// cached: see [`crate::cache`]).
 pub fn load_cached(spec: &SourceSpec, cache: Option<&Path>) -> Result<LoadedSource> {
+    load_noting_cache(spec, cache).map(|(loaded, _)| loaded)
+}
+
+/// [`load_cached`], saying how the cache was used (`None` when it was not: no cache, or a format it does not hold).
+pub(crate) fn load_noting_cache(
+    spec: &SourceSpec,
+    cache: Option<&Path>,
+) -> Result<(LoadedSource, Option<crate::cache::CacheUse>)> {
     let path = spec.path.as_path();
     if !path.exists() {
         return Err(Error::FileNotFound {
@@ -373,15 +381,17 @@ pub fn load_cached(spec: &SourceSpec, cache: Option<&Path>) -> Result<LoadedSour
             loaded.and_then(without_offsets)
         }
     };
+    let uncached = |loaded: Result<LoadedSource>| loaded.map(|l| (l, None));
     match spec.format {
-        Format::Jsonl => text(match cache {
-            Some(dir) => crate::cache::load_jsonl(path, offset_name, dir).map(|(loaded, _)| loaded),
-            None => load_jsonl(path, offset_name),
-        }),
-        Format::Debezium => crate::cdc::load_debezium(path, &spec.key),
-        Format::Csv => text(load_csv(path, offset_name)),
-        Format::Parquet => guard(path, "Parquet", || load_parquet(path, with_offsets)),
-        Format::Arrow => guard(path, "Arrow IPC", || load_arrow(path, with_offsets)),
+        Format::Jsonl => match cache {
+            Some(dir) => crate::cache::load_jsonl(path, offset_name, dir)
+                .and_then(|(loaded, used)| Ok((text(Ok(loaded))?, Some(used)))),
+            None => uncached(text(load_jsonl(path, offset_name))),
+        },
+        Format::Debezium => uncached(crate::cdc::load_debezium(path, &spec.key)),
+        Format::Csv => uncached(text(load_csv(path, offset_name))),
+        Format::Parquet => uncached(guard(path, "Parquet", || load_parquet(path, with_offsets))),
+        Format::Arrow => uncached(guard(path, "Arrow IPC", || load_arrow(path, with_offsets))),
     }
 }
 

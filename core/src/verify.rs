@@ -642,6 +642,27 @@ pub enum CheckStatus {
     Error,
 }
 
+impl std::fmt::Display for CheckStatus {
+    /// As reports say it: PASS, FAIL, ERROR.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CheckStatus::Pass => "PASS",
+            CheckStatus::Fail => "FAIL",
+            CheckStatus::Error => "ERROR",
+        })
+    }
+}
+
+impl std::fmt::Display for DiffKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DiffKind::Missing => "missing",
+            DiffKind::Extra => "extra",
+            DiffKind::Changed => "changed",
+        })
+    }
+}
+
 /// The rows an invariant returned.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Violations {
@@ -743,7 +764,10 @@ pub(crate) async fn audit_sides(
     expected: (SchemaRef, Vec<RecordBatch>),
     actual: (SchemaRef, Vec<RecordBatch>),
 ) -> Result<(Side, Side, DiffOptions)> {
-    let schema = expected.1.first().map_or_else(|| expected.0.clone(), RecordBatch::schema);
+    let schema = expected
+        .1
+        .first()
+        .map_or_else(|| expected.0.clone(), RecordBatch::schema);
     let floats: Vec<String> = schema
         .fields()
         .iter()
@@ -779,7 +803,11 @@ pub(crate) async fn audit_sides(
             } else {
                 format!(
                     "PARTITION BY {}",
-                    exact.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
+                    exact
+                        .iter()
+                        .map(|c| quote(c))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             };
             let order = floats

@@ -57,6 +57,7 @@ pub fn open(pipeline: &Path) -> Engine {
 }
 
 /// Asks the engine to look at every source now, and waits until it has.
+#[allow(clippy::must_use_candidate)] // often called for its effect alone
 pub fn refresh(engine: &Engine) -> std::sync::Arc<kappa_core::Snapshot> {
     engine
         .send(kappa_core::Command::FilesChanged { paths: Vec::new() })

@@ -1,8 +1,10 @@
 //! The self-audit is trustworthy: float sums folded in another order by the write path pass within the stated
-//! tolerance, after any chunking of appends, while a real corruption still fails.
+//! tolerance, after any chunking of appends, while a real corruption still fails; `kappa verify --self --batch-size N`
+//! proves the write path from the command line.
 
 use kappa_core::{AUDIT_RELATIVE_TOLERANCE, CheckStatus, Command};
-use kappa_tests::{append, assert_self_audit_passes, open, refresh, write_pipeline};
+use kappa_tests::{append, assert_self_audit_passes, kappa, open, refresh, write_pipeline};
+use predicates::prelude::*;
 use proptest::prelude::*;
 
 /// A Nexmark-style bid log and views whose float sums depend on the order the prices are added in.
@@ -27,7 +29,7 @@ fn bid_line(i: u64, cents: u64) -> String {
         i % 13,
         i % 101,
         cents / 100,
-        cents % 100 + u64::from(cents % 100 == 0)
+        cents % 100 + u64::from(cents.is_multiple_of(100))
     )
 }
 
@@ -77,7 +79,10 @@ fn float_sums_over_thousands_of_small_appends_pass_the_self_audit() {
         );
         let diff = report.diff.as_ref().expect("a diff");
         // The report says how floats were compared.
-        assert_eq!(diff.tolerance.relative, AUDIT_RELATIVE_TOLERANCE);
+        assert_eq!(
+            diff.tolerance.to_string(),
+            format!("equal within {AUDIT_RELATIVE_TOLERANCE:e} relative")
+        );
         assert_eq!(diff.missing + diff.extra + diff.changed, 0);
     }
     // A real corruption still fails: a state missing a group.
@@ -96,7 +101,10 @@ fn float_sums_over_thousands_of_small_appends_pass_the_self_audit() {
         .expect("report");
     assert_eq!(broken.status, CheckStatus::Fail);
     let diff = broken.diff.as_ref().expect("diff");
-    assert_eq!((diff.expected_rows, diff.actual_rows, diff.missing), (13, 12, 1));
+    assert_eq!(
+        (diff.expected_rows, diff.actual_rows, diff.missing),
+        (13, 12, 1)
+    );
 }
 
 #[test]
@@ -159,4 +167,38 @@ proptest! {
             assert_self_audit_passes(&engine);
         }
     }
+}
+
+#[test]
+fn verify_self_with_a_batch_size_replays_through_the_write_path_first() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipeline = write_pipeline(dir.path(), BIDS);
+    let lines: String = (0..5000)
+        .map(|i| bid_line(i, 7 + i * 7919 % 100_000))
+        .collect();
+    std::fs::write(dir.path().join("bid.jsonl"), lines).expect("write");
+    for batch in ["1", "37", "5000"] {
+        kappa()
+            .args(["verify", "--self", "--batch-size", batch])
+            .arg(&pipeline)
+            .assert()
+            .code(0)
+            .stdout(
+                predicate::str::contains(format!(
+                    "replayed 5000 events through the write path in batches of {batch}"
+                ))
+                .and(predicate::str::contains(
+                    "floats: equal within 1e-9 relative",
+                ))
+                .and(predicate::str::ends_with(
+                    "2 checks: 2 passed, 0 failed, 0 could not run\n",
+                )),
+            );
+    }
+    kappa()
+        .args(["verify", "--self", "--batch-size", "0"])
+        .arg(&pipeline)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--batch-size"));
 }

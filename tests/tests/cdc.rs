@@ -42,7 +42,10 @@ fn open_cdc(dir: &Path, key: &str) -> Engine {
 }
 
 #[test]
-#[cfg_attr(kappa_no_test_data, ignore = "the third-party test corpora are missing")]
+#[cfg_attr(
+    kappa_no_test_data,
+    ignore = "the third-party test corpora are missing"
+)]
 fn postgres_sequence_replays_to_an_empty_table() {
     let dir = tempfile::tempdir().expect("temp dir");
     transferia_log("pg2mock", dir.path());
@@ -105,7 +108,10 @@ fn postgres_sequence_replays_to_an_empty_table() {
 }
 
 #[test]
-#[cfg_attr(kappa_no_test_data, ignore = "the third-party test corpora are missing")]
+#[cfg_attr(
+    kappa_no_test_data,
+    ignore = "the third-party test corpora are missing"
+)]
 fn mysql_sequence_replays_to_an_empty_table() {
     let dir = tempfile::tempdir().expect("temp dir");
     transferia_log("mysql2mock", dir.path());
@@ -129,7 +135,10 @@ fn mysql_sequence_replays_to_an_empty_table() {
 /// The paimon files hold one event per line after a licence comment; every line must become a change, a tombstone or
 /// a diagnostic, never a crash.
 #[test]
-#[cfg_attr(kappa_no_test_data, ignore = "the third-party test corpora are missing")]
+#[cfg_attr(
+    kappa_no_test_data,
+    ignore = "the third-party test corpora are missing"
+)]
 fn paimon_samples_load_or_explain() {
     let root = shared_data(
         "debezium/paimon/paimon-flink/paimon-flink-cdc/src/test/resources/kafka/debezium",
@@ -292,12 +301,7 @@ proptest! {
         want.extend(expected.iter().map(|(k, v)| format!("{k},{v}")));
         prop_assert_eq!(csv_lines(&sql(&engine, "SELECT id, v FROM t ORDER BY id")), want.clone());
         // And the same after a replay in small batches.
-        engine.send(kappa_core::Command::Replay { to: None, batch_size: Some(3) }).expect("send");
-        loop {
-            let done = engine.wait_ready().expect("sync").replay.as_ref().is_some_and(|r| r.state == kappa_core::ReplayState::Finished);
-            if done { break; }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        engine.replay(None, Some(3)).expect("replay");
         prop_assert_eq!(csv_lines(&sql(&engine, "SELECT id, v FROM t ORDER BY id")), want);
     }
 }

@@ -218,7 +218,10 @@ fn overview_without_a_subcommand() {
 }
 
 #[test]
-#[cfg_attr(kappa_no_test_data, ignore = "the third-party test corpora are missing")]
+#[cfg_attr(
+    kappa_no_test_data,
+    ignore = "the third-party test corpora are missing"
+)]
 fn a_corrupt_parquet_file_is_one_clear_error_without_panic_noise() {
     let crash = kappa_tests::shared_data(
         "arrow-testing/data/parquet/fuzzing/clusterfuzz-testcase-minimized-parquet-arrow-fuzz-4738122420715520",
@@ -269,6 +272,18 @@ fn the_log_cache_gives_the_answers_a_fresh_read_gives() {
             .success();
         String::from_utf8(out.get_output().stdout.clone()).expect("utf-8")
     };
+    // How `kappa sources` says the log was opened through the cache.
+    let cache_use = || {
+        let out = kappa()
+            .args(["sources", "--json", "--cache"])
+            .arg(&cache)
+            .arg(&pipeline)
+            .assert()
+            .success();
+        let list: serde_json::Value =
+            serde_json::from_slice(&out.get_output().stdout).expect("json");
+        list[0]["cache"].clone()
+    };
     let cache_files = || -> Vec<PathBuf> {
         std::fs::read_dir(&cache)
             .map(|d| d.flatten().map(|e| e.path()).collect())
@@ -282,6 +297,7 @@ fn the_log_cache_gives_the_answers_a_fresh_read_gives() {
     assert_eq!(files.len(), 1, "one cache file for the one log: {files:?}");
     assert!(files[0].extension().is_some_and(|e| e == "arrow"));
     assert_eq!(query(true), fresh, "second run, from the cache");
+    assert_eq!(cache_use(), "hit", "the second run read the cache");
 
     // A payment is appended: both runs see it.
     let mut log = std::fs::OpenOptions::new()
@@ -301,9 +317,11 @@ fn the_log_cache_gives_the_answers_a_fresh_read_gives() {
         appended,
         "the appended line read on top of the cache"
     );
+    assert_eq!(cache_use(), "hit", "the extended cache was written back");
 
     // A corrupt cache file is not trusted: it is rebuilt.
     std::fs::write(&files[0], b"not a cache").expect("corrupt");
+    assert_eq!(cache_use(), "rebuilt", "a corrupt cache is not trusted");
     assert_eq!(query(true), appended, "a corrupt cache is rebuilt");
     assert!(std::fs::read(&files[0]).expect("rebuilt").len() > 100);
     assert_eq!(query(true), appended);

@@ -150,7 +150,10 @@ fn run(file: &Path, dir: &Path, index: usize) -> Outcome {
 }
 
 #[test]
-#[cfg_attr(kappa_no_test_data, ignore = "the third-party test corpora are missing")]
+#[cfg_attr(
+    kappa_no_test_data,
+    ignore = "the third-party test corpora are missing"
+)]
 fn every_corpus_file_loads_or_fails_clearly() {
     let files = corpus_files();
     assert!(

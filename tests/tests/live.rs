@@ -8,12 +8,10 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use kappa_core::{
-    Command, Engine, LiveEvent, MaintenanceKind, NodeStatus, Pipeline, no_waker,
-};
+use kappa_core::{Command, Engine, LiveEvent, MaintenanceKind, NodeStatus, Pipeline, no_waker};
 use kappa_tests::{
-    append, assert_self_audit_passes, csv_lines, kappa, kappa_path, open, refresh, sample, sql, table,
-    write_pipeline,
+    append, assert_self_audit_passes, csv_lines, kappa, kappa_path, open, refresh, sample, sql,
+    table, write_pipeline,
 };
 use proptest::prelude::*;
 
@@ -833,6 +831,7 @@ fn a_replay_to_the_end_takes_in_appends_made_while_it_runs() {
         .send(Command::Replay {
             to: None,
             batch_size: Some(10),
+            done: None,
         })
         .expect("send");
     engine.send(Command::Pause).expect("send");

@@ -133,7 +133,10 @@ fn has_borders(text: &str) -> bool {
 }
 
 #[test]
-#[cfg_attr(kappa_no_test_data, ignore = "the third-party test corpora are missing")]
+#[cfg_attr(
+    kappa_no_test_data,
+    ignore = "the third-party test corpora are missing"
+)]
 fn a_corrupt_parquet_source_leaves_the_terminal_working() {
     let data = kappa_tests::test_data();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -183,5 +186,38 @@ fn a_corrupt_parquet_source_leaves_the_terminal_working() {
     assert!(
         !session.alternate_screen(),
         "the terminal was not restored on quit"
+    );
+}
+
+#[test]
+fn quitting_while_a_large_log_loads_ends_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("big.jsonl");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&log).expect("create"));
+    for i in 0..3_000_000u64 {
+        writeln!(
+            file,
+            "{{\"id\":{i},\"user\":\"u{}\",\"amount\":{}.5,\"kind\":\"k{}\"}}",
+            i % 1000,
+            i % 977,
+            i % 7
+        )
+        .expect("write");
+    }
+    file.into_inner().expect("flush").sync_all().expect("sync");
+    let mut session = Session::start(&[&log], &dir.path().join("cache"));
+    session.wait_for(
+        "the app's first frame, still loading",
+        Duration::from_mins(1),
+        |text| has_borders(text) && text.contains("loading"),
+    );
+    let started = Instant::now();
+    session.type_keys("q");
+    let status = session.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "kappa exited with {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "quitting took {:?}",
+        started.elapsed()
     );
 }

@@ -34,12 +34,18 @@ fn replay(
         .send(Command::Replay {
             to,
             batch_size: Some(batch_size),
+            done: None,
         })
         .expect("send");
     // Commands run in order: once this is answered, the snapshot shows this replay, not an earlier one.
     engine.wait_ready().expect("sync");
     let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_mins(5);
     loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replay did not finish: {seen:?}"
+        );
         let _ = woken.recv_timeout(Duration::from_millis(100));
         if let Some(p) = engine.snapshot().replay.clone() {
             let finished = p.state == ReplayState::Finished;
@@ -96,6 +102,7 @@ fn pause_step_and_resume() {
         .send(Command::Replay {
             to: None,
             batch_size: Some(1000),
+            done: None,
         })
         .expect("send");
     engine.send(Command::Pause).expect("send");
@@ -126,7 +133,12 @@ fn pause_step_and_resume() {
         "the views show the stepped position"
     );
     engine.send(Command::Resume).expect("send");
+    let deadline = std::time::Instant::now() + Duration::from_mins(5);
     loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resumed replay did not finish"
+        );
         let _ = woken.recv_timeout(Duration::from_millis(100));
         let p = engine.snapshot().replay.clone().expect("replay");
         if p.state == ReplayState::Finished {

@@ -150,7 +150,10 @@ fn csv_records_get_offsets_and_bad_records_are_reported() {
 }
 
 #[test]
-#[cfg_attr(kappa_no_test_data, ignore = "the third-party test corpora are missing")]
+#[cfg_attr(
+    kappa_no_test_data,
+    ignore = "the third-party test corpora are missing"
+)]
 fn real_csv_with_quoted_commas_loads() {
     let engine = open_files(&[&shared_data("csv/starbucks/data.csv")]);
     let snapshot = engine.snapshot();
@@ -165,7 +168,10 @@ fn real_csv_with_quoted_commas_loads() {
 }
 
 #[test]
-#[cfg_attr(kappa_no_test_data, ignore = "the third-party test corpora are missing")]
+#[cfg_attr(
+    kappa_no_test_data,
+    ignore = "the third-party test corpora are missing"
+)]
 fn real_gharchive_events_load_with_nested_payloads() {
     let engine = open_files(&[&shared_data("events/gharchive/2021-07-21-few-hours.jsonl")]);
     let lines = csv_lines(&sql(
@@ -275,7 +281,10 @@ fn empty_and_missing_files() {
 }
 
 #[test]
-#[cfg_attr(kappa_no_test_data, ignore = "the third-party test corpora are missing")]
+#[cfg_attr(
+    kappa_no_test_data,
+    ignore = "the third-party test corpora are missing"
+)]
 fn a_parquet_file_that_panics_the_reader_is_an_error_not_a_crash() {
     let crash = shared_data(
         "arrow-testing/data/parquet/fuzzing/clusterfuzz-testcase-minimized-parquet-arrow-fuzz-4738122420715520",
@@ -306,7 +315,10 @@ fn a_parquet_file_that_panics_the_reader_is_an_error_not_a_crash() {
 }
 
 #[test]
-#[cfg_attr(kappa_no_test_data, ignore = "the third-party test corpora are missing")]
+#[cfg_attr(
+    kappa_no_test_data,
+    ignore = "the third-party test corpora are missing"
+)]
 fn event_time_going_backwards_is_counted_on_real_events() {
     let dir = tempfile::tempdir().expect("temp dir");
     let events = shared_data("events/gharchive/2021-07-21-few-hours.jsonl");

@@ -146,7 +146,7 @@ fn the_other_sample_checks_pass() {
         (500, 500, 500)
     );
     assert_eq!(
-        engine.snapshot().checks,
+        *engine.snapshot().checks,
         reports,
         "the reports are in the snapshot for the UIs"
     );

@@ -4,9 +4,8 @@
 #![allow(dead_code)] // Each bench uses some of these.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use kappa_core::{Command, Engine, EngineOptions, Pipeline, ReplayState, SourceSpec, no_waker};
+use kappa_core::{Engine, EngineOptions, Pipeline, SourceSpec, no_waker};
 
 /// The log's size for this run.
 pub fn events() -> u64 {
@@ -53,19 +52,5 @@ pub fn engine(dir: &Path, cache: Option<PathBuf>) -> Engine {
 
 /// Replays the whole log through every view and waits until it is done.
 pub fn replay(engine: &Engine) -> u64 {
-    engine
-        .send(Command::Replay {
-            to: None,
-            batch_size: None,
-        })
-        .expect("replay");
-    loop {
-        std::thread::sleep(Duration::from_micros(200));
-        if let Some(p) = &engine.snapshot().replay
-            && p.state == ReplayState::Finished
-            && p.position == p.target
-        {
-            return p.events;
-        }
-    }
+    engine.replay(None, None).expect("replay").events
 }

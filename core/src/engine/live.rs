@@ -322,7 +322,7 @@ pub(super) struct Watcher {
 impl Watcher {
     pub(super) fn start(
         sources: &[(String, PathBuf)],
-        commands: Sender<Command>,
+        commands: Sender<super::Queued>,
     ) -> Result<Watcher> {
         use notify::{EventKind, RecursiveMode, Watcher as _};
         let (tx, rx) = std::sync::mpsc::channel::<Vec<PathBuf>>();
@@ -352,7 +352,8 @@ impl Watcher {
                     }
                     paths.sort();
                     paths.dedup();
-                    if commands.send(Command::FilesChanged { paths }).is_err() {
+                    // File changes are never cancelled: their generation does not matter.
+                    if commands.send((0, Command::FilesChanged { paths })).is_err() {
                         return;
                     }
                 }
@@ -707,7 +708,12 @@ impl Worker {
         let mut names = self.published.table_names();
         names.extend(self.order.iter().cloned());
         for name in names {
-            if let Ok(table) = self.ctx.table_provider(name.as_str()).await {
+            // A log's table grows as appends are fed: the round reads it as it is now.
+            let table = match self.registered.get(&name).map(|t| t.frozen()) {
+                Some(Ok(frozen)) => Some(frozen as Arc<dyn datafusion::catalog::TableProvider>),
+                _ => self.ctx.table_provider(name.as_str()).await.ok(),
+            };
+            if let Some(table) = table {
                 let _ = snapshot.deregister_table(name.as_str());
                 let _ = snapshot.register_table(name.as_str(), table);
             }
@@ -833,6 +839,7 @@ impl Worker {
             self.maint.insert(name.to_owned(), maint);
         }
         self.views.insert(name.to_owned(), computed);
+        self.rebuild_lineage();
     }
 
     /// Fills every log's delta table with all its records fed so far, as a full compute reads them.
@@ -842,7 +849,7 @@ impl Worker {
                 .logs
                 .iter()
                 .find(|(name, _)| *name == table || format!("{name}{CHANGES_SUFFIX}") == *table)
-                .map(|(_, log)| log.visible.clone());
+                .map(|(_, log)| log.visible());
             // An append view's table keeps what it holds: its full result, set when it was computed.
             if let Some(all) = all {
                 delta.set(all);
@@ -1025,6 +1032,7 @@ impl Worker {
         while self.updates.len() > super::MAX_UPDATES {
             self.updates.pop_front();
         }
+        self.updates_published = self.updates.iter().cloned().collect();
     }
 
     fn set_source_notice(&mut self, name: &str, status: NodeStatus, notice: String) {
@@ -1165,13 +1173,14 @@ impl Worker {
         if replay {
             // What was read before no longer holds: replay every log from offset 0 through the same path.
             let position = self.published.position;
-            self.replay = None;
+            self.end_replay();
             self.reset_logs();
             let to = if self.following { u64::MAX } else { position };
             self.feed_all(to);
             self.compute_views(None).await;
             if let Some(update) = self.updates.back_mut() {
                 update.lag_ms = lag_since(modified);
+                self.updates_published = self.updates.iter().cloned().collect();
             }
             self.publish();
         }
@@ -1347,16 +1356,46 @@ impl Worker {
     }
 
     /// Measures both paths of every view (see [`Command::MeasurePaths`]).
+    ///
+    /// It runs in a scratch worker over the same records: what the views show (and where the live engine is in the
+    /// log) does not change; only the figures are taken back.
     pub(super) async fn measure_paths(
         &mut self,
         batch_size: u64,
         batches: u64,
     ) -> Result<Arc<super::Snapshot>> {
+        let mut scratch = super::Worker::new(
+            self.pipeline.clone(),
+            self.order.clone(),
+            super::EngineOptions {
+                watch: false,
+                throttle: false,
+                cache: None,
+            },
+            super::Published {
+                first: self.published.clone(),
+                shared: Arc::new(std::sync::Mutex::new(self.published.clone())),
+                waker: super::no_waker(),
+            },
+            self.control.clone(),
+        );
+        scratch.sources = self.sources.clone();
+        for (name, log) in &self.logs {
+            scratch.logs.insert(name.clone(), log.fork());
+        }
+        Box::pin(scratch.measure_here(batch_size, batches)).await?;
+        self.metrics = scratch.metrics;
+        self.publish();
+        Ok(self.published.clone())
+    }
+
+    /// [`Worker::measure_paths`], on this (scratch) worker.
+    async fn measure_here(&mut self, batch_size: u64, batches: u64) -> Result<()> {
         let batch_size = batch_size.max(1);
         let head = self.head();
         let start = head.saturating_sub(batch_size.saturating_mul(batches.max(1)));
         // The write path: from the state at `start`, append the rest one batch at a time, as a writer would.
-        self.replay = None;
+        self.end_replay();
         self.reset_logs();
         self.feed_all(start);
         self.compute_views(None).await;
@@ -1402,8 +1441,7 @@ impl Worker {
             metrics.measured_batch = Some(batch_size);
             metrics.crossover();
         }
-        self.publish();
-        Ok(self.published.clone())
+        Ok(())
     }
 
     /// The median time of a query run up to three times (once when it takes over a second).

@@ -259,14 +259,19 @@ pub(crate) fn parse(
             .enumerate()
             .map(|(i, range)| {
                 let part = &data[range.clone()];
-                scope.spawn(move || scan_part(part, i == last))
+                std::thread::Builder::new()
+                    .name(format!("kappa-scan-{i}"))
+                    .spawn_scoped(scope, move || scan_part(part, i == last))
             })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
+            .collect::<std::io::Result<_>>()?;
+        Ok::<_, std::io::Error>(
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect(),
+        )
+    })
+    .map_err(|e| crate::error::Error::io(path, e))?;
 
     // In file order: each part's offsets move by the lines before it, and its shapes widen the schema as a
     // sequential scan's lines would, interleaved with the bad lines' diagnostics as that scan would push them.
@@ -306,20 +311,26 @@ pub(crate) fn parse(
     let decoded: Vec<Result<(Vec<_>, Diagnostics)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = goods
             .iter()
-            .map(|good| {
+            .enumerate()
+            .map(|(i, good)| {
                 let (data_schema, object, schema) = (&data_schema, &object, &schema);
-                scope.spawn(move || {
-                    let mut found = Diagnostics::default();
-                    decode_jsonl(path, data_schema, object, schema, good, &mut found)
-                        .map(|batches| (batches, found))
-                })
+                std::thread::Builder::new()
+                    .name(format!("kappa-decode-{i}"))
+                    .spawn_scoped(scope, move || {
+                        let mut found = Diagnostics::default();
+                        decode_jsonl(path, data_schema, object, schema, good, &mut found)
+                            .map(|batches| (batches, found))
+                    })
             })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
+            .collect::<std::io::Result<_>>()?;
+        Ok::<_, std::io::Error>(
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect(),
+        )
+    })
+    .map_err(|e| crate::error::Error::io(path, e))?;
     let mut batches = Vec::new();
     for part in decoded {
         let (part_batches, found) = part?;
