@@ -14,7 +14,7 @@ use kappa_gui::{KappaApp, Options};
 
 fn settle(harness: &mut Harness<'static, KappaApp>) {
     let until = Instant::now() + Duration::from_mins(10);
-    while !harness.state().is_settled() || harness.state().rows.table.is_empty() {
+    while !harness.state().is_settled() || !harness.state().client.table.is_read() {
         harness.step();
         assert!(Instant::now() < until, "the app did not settle");
         std::thread::sleep(Duration::from_millis(5));
@@ -38,7 +38,7 @@ fn frame(c: &mut Criterion) {
     settle(&mut harness);
     harness.state_mut().select("orders");
     settle(&mut harness);
-    assert_eq!(harness.state().rows.len() as u64, events);
+    assert_eq!(harness.state().client.table.total_rows(), Some(events));
     c.bench_function(&format!("frame, {events} events, orders shown"), |b| {
         b.iter(|| harness.step());
     });

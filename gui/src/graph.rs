@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use eframe::egui::{self, Color32, Pos2, Rect, Sense, Stroke, Vec2};
-use kappa_core::{CheckStatus, Health, NodeStatus};
+use kappa_core::{CheckStatus, Health};
 
 use crate::{Action, KappaApp};
 
@@ -43,7 +43,7 @@ const PULSE: Duration = Duration::from_millis(1500);
 
 /// A node's colour by its health (a failing check is a badge, not a colour).
 fn color(app: &KappaApp, name: &str) -> Color32 {
-    match app.snapshot.health(name) {
+    match app.snapshot().health(name) {
         Health::Error => Color32::from_rgb(200, 60, 60),
         Health::Stale => Color32::from_rgb(150, 150, 150),
         Health::Updating => Color32::from_rgb(220, 170, 60),
@@ -53,7 +53,7 @@ fn color(app: &KappaApp, name: &str) -> Color32 {
 
 /// What hovering a node says.
 fn describe(app: &KappaApp, name: &str) -> String {
-    let snapshot = &app.snapshot;
+    let snapshot = &app.snapshot();
     let mut text = String::new();
     let (schema, rows, status) = if let Some(source) = snapshot.source(name) {
         let _ = writeln!(text, "source ({} {})", source.kind, source.format);
@@ -78,12 +78,7 @@ fn describe(app: &KappaApp, name: &str) -> String {
         text,
         "rows: {}\nstatus: {}",
         rows.map_or_else(|| "computed when read".to_owned(), |r| r.to_string()),
-        match status {
-            NodeStatus::Pending => "pending".to_owned(),
-            NodeStatus::Fresh => "fresh".to_owned(),
-            NodeStatus::Error(e) => format!("error: {e}"),
-            NodeStatus::Stale(e) => format!("stale: {e}"),
-        }
+        status
     );
     if let Some(schema) = schema {
         text.push_str("columns:\n");
@@ -126,7 +121,7 @@ pub fn show(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
     }
     let painter = ui.painter_at(area);
     painter.rect_filled(area, 0.0, ui.visuals().extreme_bg_color);
-    let layers = app.snapshot.lineage.layers();
+    let layers = app.snapshot().lineage.layers();
     let shape = (
         area.size(),
         layers.len(),
@@ -162,7 +157,7 @@ pub fn show(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
     let now = std::time::Instant::now();
     let mut animating = false;
     let selected = app.selected.clone().unwrap_or_default();
-    for edge in &app.snapshot.lineage.edges {
+    for edge in &app.snapshot().lineage.edges {
         let (Some(from), Some(to)) = (rects.get(&edge.from), rects.get(&edge.to)) else {
             continue;
         };
@@ -243,7 +238,7 @@ pub fn show(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
             font,
             ui.visuals().strong_text_color(),
         );
-        let snapshot = &app.snapshot;
+        let snapshot = &app.snapshot();
         let rows = snapshot
             .source(name)
             .map(|s| Some(s.rows))

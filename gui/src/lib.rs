@@ -2,22 +2,20 @@
 //!
 //! The window: a menu bar; the lineage graph in the middle (pan, zoom, drag, click); the node list on the left; the
 //! selected node's data, SQL, paths, checks and diagnostics on the right; the timeline at the bottom. All data comes
-//! from the engine's snapshot and the answers to its commands, which are polled every frame and never waited for; the
-//! engine's waker calls `request_repaint`, so the window sleeps while nothing changes.
+//! through a [`Client`] (in `kappa_core`, shared with the terminal app): the engine's snapshot and the answers to its
+//! commands, polled every frame and never waited for; the engine's waker calls `request_repaint`, so the window sleeps
+//! while nothing changes.
 //!
-//! Non-drawing logic (answers, selection, time travel, applying SQL) is in this file; drawing is in [`panels`] and
-//! [`graph`], which push [`Action`]s instead of changing state deep inside the UI.
+//! This file maps what the user does ([`Action`]s) to the client and what comes back to the window's state; drawing is
+//! in [`panels`] and [`graph`], which push [`Action`]s instead of changing state deep inside the UI.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use eframe::egui;
-use kappa_core::{
-    Browse, CheckReport, Command, Engine, EngineOptions, EngineStatus, FilterUse, Pipeline,
-    QueryResult, QueryTarget, Reply, Snapshot, ViewMode,
-};
+use kappa_core::client::{Client, Outcome};
+use kappa_core::{Engine, EngineOptions, EngineStatus, Pipeline, Snapshot, ViewMode};
 
 pub mod graph;
 pub mod panels;
@@ -62,6 +60,8 @@ pub enum Action {
     RunChecks,
     Measure,
     Export(PathBuf),
+    /// Stops what is being waited for (Esc).
+    Cancel,
     Open(Vec<PathBuf>),
     /// Shows a file dialog; its choice becomes an `Open` or an `Export`.
     Choose(Choosing),
@@ -78,67 +78,6 @@ pub enum Choosing {
     Export,
 }
 
-/// The rows of the selected node, and where each batch starts.
-#[derive(Default)]
-pub struct Rows {
-    pub table: String,
-    pub result: Option<QueryResult>,
-    pub error: Option<String>,
-    pub starts: Vec<usize>,
-    /// The snapshot version and position the rows reflect.
-    pub version: u64,
-    pub position: u64,
-}
-
-impl Rows {
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.starts.last().copied().unwrap_or(0)
-    }
-
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The display text of row `row`, `None` for nulls.
-    #[must_use]
-    pub fn row(&self, row: usize) -> Vec<Option<String>> {
-        let Some(result) = &self.result else {
-            return Vec::new();
-        };
-        if row >= self.len() {
-            return Vec::new();
-        }
-        let batch = self.starts.partition_point(|&s| s <= row) - 1;
-        let slice = result.batches[batch].slice(row - self.starts[batch], 1);
-        kappa_core::display_rows(&[slice], 1)
-            .ok()
-            .and_then(|mut rows| rows.pop())
-            .unwrap_or_default()
-    }
-
-    fn set(&mut self, result: QueryResult) {
-        let mut starts = vec![0];
-        for batch in &result.batches {
-            starts.push(starts.last().copied().unwrap_or(0) + batch.num_rows());
-        }
-        self.starts = starts;
-        self.result = Some(result);
-        self.error = None;
-    }
-}
-
-/// A command sent to the engine whose answer has not come yet.
-enum Pending {
-    Rows(String, Receiver<kappa_core::Result<QueryResult>>),
-    Apply(String, Receiver<kappa_core::Result<()>>),
-    Checks(Receiver<kappa_core::Result<Vec<CheckReport>>>),
-    Measure(Receiver<kappa_core::Result<Arc<Snapshot>>>),
-    Seek(Receiver<kappa_core::Result<Arc<Snapshot>>>),
-    Export(PathBuf, Receiver<kappa_core::Result<u64>>),
-}
-
 /// Where a screenshot is.
 enum Shot {
     /// Waiting for everything to settle (frames settled so far).
@@ -149,12 +88,10 @@ enum Shot {
 
 /// The application state.
 pub struct KappaApp {
-    engine: Engine,
-    pub snapshot: Arc<Snapshot>,
+    /// The engine's client: its snapshot, the answers awaited, and the selected node's rows.
+    pub client: Client,
     pub selected: Option<String>,
     pub tab: Tab,
-    pub rows: Rows,
-    pub browse: Browse,
     pub filter_text: String,
     /// The SQL being edited, for the selected view.
     pub sql_text: String,
@@ -174,7 +111,6 @@ pub struct KappaApp {
     /// The open pipeline's folder, where file dialogs start.
     base_dir: PathBuf,
     pub graph: graph::GraphState,
-    pending: Vec<Pending>,
     options: Options,
     shot: Shot,
     /// The screenshot's outcome, for `main` (`None` until it is taken).
@@ -182,6 +118,8 @@ pub struct KappaApp {
     /// When each view last changed live (edges into it pulse for a while).
     pub changed_at: std::collections::HashMap<String, Instant>,
     seen_update: u64,
+    /// The snapshot version the window last took in.
+    seen_version: u64,
     waker: kappa_core::Waker,
 }
 
@@ -196,14 +134,10 @@ impl KappaApp {
         let waker: kappa_core::Waker = Arc::new(move || repaint.request_repaint());
         let base_dir = pipeline.base_dir.clone();
         let engine = start(pipeline, &waker, &options)?;
-        let snapshot = engine.snapshot();
         Ok(KappaApp {
-            engine,
-            snapshot,
+            client: Client::new(engine),
             selected: options.select.clone(),
             tab: Tab::Data,
-            rows: Rows::default(),
-            browse: Browse::default(),
             filter_text: String::new(),
             sql_text: String::new(),
             sql_for: None,
@@ -219,11 +153,11 @@ impl KappaApp {
             dialog: None,
             base_dir,
             graph: graph::GraphState::default(),
-            pending: Vec::new(),
             shot: Shot::Settling(0),
             shot_result: Arc::new(Mutex::new(None)),
             changed_at: std::collections::HashMap::new(),
             seen_update: 0,
+            seen_version: u64::MAX,
             waker,
             options,
         })
@@ -232,95 +166,56 @@ impl KappaApp {
     /// The engine, for tests.
     #[must_use]
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        self.client.engine()
+    }
+
+    /// The latest snapshot of the engine.
+    #[must_use]
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        self.client.snapshot()
     }
 
     /// Whether every answer asked for has come and the engine is loaded.
     #[must_use]
     pub fn is_settled(&self) -> bool {
-        self.pending.is_empty() && self.snapshot.status == EngineStatus::Ready
+        self.client.is_settled()
     }
 
     /// Applies what the user asked for.
     pub fn act(&mut self, action: Action) {
-        match action {
-            Action::Select(name) => self.select(&name),
-            Action::Seek(to) => {
-                let (reply, rx) = Reply::channel();
-                if self.send(Command::Seek {
-                    to,
-                    reply: Some(reply),
-                }) {
-                    self.pending.push(Pending::Seek(rx));
-                }
+        let outcomes = match action {
+            Action::Select(name) => {
+                self.select(&name);
+                Vec::new()
             }
-            Action::Replay => {
-                let _ = self.send(Command::Replay {
-                    to: None,
-                    batch_size: Some(self.batch_size),
-                });
+            Action::Seek(to) => self.client.seek(to),
+            Action::Replay => self.client.replay(Some(self.batch_size)),
+            Action::PauseOrResume => self.client.pause_or_resume(),
+            Action::Step => self.client.step(),
+            Action::SetBatch(size) => {
+                self.batch_size = size.max(1);
+                Vec::new()
             }
-            Action::PauseOrResume => {
-                let running = self
-                    .snapshot
-                    .replay
-                    .as_ref()
-                    .is_some_and(|r| r.state == kappa_core::ReplayState::Running);
-                let _ = self.send(if running {
-                    Command::Pause
-                } else {
-                    Command::Resume
-                });
-            }
-            Action::Step => {
-                let _ = self.send(Command::Step);
-            }
-            Action::SetBatch(size) => self.batch_size = size.max(1),
             Action::Sort(column) => {
-                self.browse.cycle_sort(column);
-                self.query_rows();
+                self.client.table.cycle_sort(&column);
+                Vec::new()
             }
             Action::Filter(text) => {
-                let text = text.trim().to_owned();
-                self.browse.filter = (!text.is_empty()).then_some(text);
-                self.query_rows();
+                self.client.table.set_filter(&text);
+                Vec::new()
             }
             Action::ApplySql => self.apply_sql(),
-            Action::RunChecks => {
-                let (reply, rx) = Reply::channel();
-                if self.send(Command::RunChecks {
-                    names: None,
-                    memory_limit: None,
-                    reply: Some(reply),
-                }) {
-                    self.pending.push(Pending::Checks(rx));
-                }
+            Action::RunChecks => self.client.run_checks(),
+            Action::Measure => self.client.measure_paths(),
+            Action::Cancel => self.client.cancel(),
+            Action::Export(path) => match self.selected.clone() {
+                Some(name) => self.client.export(&name, path),
+                None => Vec::new(),
+            },
+            Action::Open(paths) => {
+                self.open(&paths);
+                Vec::new()
             }
-            Action::Measure => {
-                let (reply, rx) = Reply::channel();
-                if self.send(Command::MeasurePaths {
-                    batch_size: 1000,
-                    batches: 10,
-                    reply,
-                }) {
-                    self.pending.push(Pending::Measure(rx));
-                }
-            }
-            Action::Export(path) => {
-                let Some(name) = self.selected.clone() else {
-                    return;
-                };
-                let (reply, rx) = Reply::channel();
-                if self.send(Command::Export {
-                    target: QueryTarget::Table(name),
-                    path: path.clone(),
-                    format: None,
-                    reply,
-                }) {
-                    self.pending.push(Pending::Export(path, rx));
-                }
-            }
-            Action::Open(paths) => self.open(&paths),
             Action::Choose(choosing) => {
                 let start = if self.base_dir.as_os_str().is_empty() {
                     PathBuf::from(".")
@@ -336,10 +231,10 @@ impl KappaApp {
                     }
                     Choosing::Export => egui_file::FileDialog::save_file()
                         .title("Export to .parquet, .csv, .jsonl or .json")
-                        .default_filename(if self.rows.table.is_empty() {
+                        .default_filename(if self.client.table.table().is_empty() {
                             "export.parquet".to_owned()
                         } else {
-                            format!("{}.parquet", self.rows.table)
+                            format!("{}.parquet", self.client.table.table())
                         }),
                 }
                 .initial_path(start)
@@ -347,8 +242,32 @@ impl KappaApp {
                 .show_new_folder(false);
                 dialog.open();
                 self.dialog = Some((choosing, dialog));
+                Vec::new()
             }
+        };
+        for outcome in outcomes {
+            self.took(outcome);
         }
+    }
+
+    /// Shows what came of something asked for.
+    #[allow(clippy::needless_pass_by_value)] // outcomes are handed over, as the client returns them
+    fn took(&mut self, outcome: Outcome) {
+        match &outcome {
+            Outcome::Applied { view } => {
+                self.sql_error = None;
+                let (view, sql) = (view.clone(), self.sql_text.clone());
+                self.select(&view);
+                self.sql_text = sql;
+            }
+            Outcome::ApplyFailed { error, .. } => {
+                self.sql_error = Some(error.to_string());
+                return;
+            }
+            Outcome::ChecksRun { .. } => self.difference = 0,
+            _ => {}
+        }
+        self.status = Some((outcome.to_string(), outcome.is_error()));
     }
 
     /// Shows the file dialog, if one is open, and returns what its choice asks for.
@@ -378,15 +297,12 @@ impl KappaApp {
         }
     }
 
-    /// Selects a source or view and asks the engine for its rows.
+    /// Selects a source or view and shows its rows.
     pub fn select(&mut self, name: &str) {
         self.selected = Some(name.to_owned());
-        self.browse = Browse {
-            table: name.to_owned(),
-            ..Browse::default()
-        };
+        self.client.table.select(name);
         self.filter_text.clear();
-        if let Some(view) = self.snapshot.view(name) {
+        if let Some(view) = self.client.snapshot().view(name) {
             if self.sql_for.as_deref() != Some(name) {
                 self.sql_text = view.sql.trim_end().to_owned();
                 self.sql_for = Some(name.to_owned());
@@ -395,10 +311,10 @@ impl KappaApp {
         } else {
             self.sql_for = None;
         }
-        self.query_rows();
     }
 
-    /// Replaces the engine with one over other files (File > Open, or files dropped on the window).
+    /// Replaces the engine with one over other files (File > Open, or files dropped on the window). The old engine
+    /// stops on its own thread: the window does not wait for it.
     fn open(&mut self, paths: &[PathBuf]) {
         let opened = Pipeline::open(paths).and_then(|p| {
             let base_dir = p.base_dir.clone();
@@ -423,217 +339,67 @@ impl KappaApp {
                 self.recent.retain(|r| *r != label);
                 self.recent.insert(0, label);
                 self.recent.truncate(8);
-                self.engine = engine;
-                self.snapshot = self.engine.snapshot();
-                self.pending.clear();
+                self.client.replace_engine(engine);
                 self.selected = None;
-                self.rows = Rows::default();
                 self.sql_for = None;
                 self.graph = graph::GraphState::default();
                 self.status = None;
+                self.seen_update = 0;
+                self.seen_version = u64::MAX;
             }
             Err(e) => self.status = Some((e.to_string(), true)),
         }
     }
 
-    fn apply_sql(&mut self) {
+    fn apply_sql(&mut self) -> Vec<Outcome> {
         let Some(name) = self.sql_for.clone() else {
-            return;
+            return Vec::new();
         };
         let mode = self
-            .snapshot
+            .client
+            .snapshot()
             .view(&name)
             .map_or(ViewMode::Materialized, |v| v.mode);
-        let (reply, rx) = Reply::channel();
-        if self.send(Command::SetView {
-            name: name.clone(),
-            sql: self.sql_text.clone(),
-            mode,
-            reply: Some(reply),
-        }) {
-            self.pending.push(Pending::Apply(name, rx));
-        }
-    }
-
-    fn query_rows(&mut self) {
-        if self.browse.table.is_empty() {
-            return;
-        }
-        self.pending.retain(|p| !matches!(p, Pending::Rows(..)));
-        self.rows.version = self.snapshot.version;
-        self.rows.position = self.snapshot.position;
-        let (reply, rx) = Reply::channel();
-        if self.send(Command::Query {
-            target: QueryTarget::Browse(self.browse.clone()),
-            limit: None,
-            reply,
-        }) {
-            self.pending
-                .push(Pending::Rows(self.browse.table.clone(), rx));
-        }
-    }
-
-    fn send(&mut self, command: Command) -> bool {
-        match self.engine.send(command) {
-            Ok(()) => true,
-            Err(e) => {
-                self.status = Some((e.to_string(), true));
-                false
-            }
-        }
+        let sql = self.sql_text.clone();
+        self.client.set_view(&name, &sql, mode)
     }
 
     /// Takes in a new snapshot and the answers that came. Never blocks.
     pub fn drain(&mut self) {
-        let snapshot = self.engine.snapshot();
-        if snapshot.version != self.snapshot.version {
-            self.snapshot = snapshot;
-            if !self.snapshot.following || self.snapshot.replay.is_some() {
-                self.scrub = self.snapshot.position;
+        let outcomes = self.client.poll();
+        let snapshot = self.client.snapshot().clone();
+        if snapshot.version != self.seen_version {
+            self.seen_version = snapshot.version;
+            self.scrub = if !snapshot.following || snapshot.replay.is_some() {
+                snapshot.position
             } else {
-                self.scrub = self.snapshot.head;
-            }
+                snapshot.head
+            };
+            // Edges into the views that live appends changed pulse for a while.
             let now = Instant::now();
-            let mut touched = false;
-            for update in self
-                .snapshot
-                .updates
-                .iter()
-                .filter(|u| u.seq > self.seen_update)
-            {
+            for update in snapshot.updates.iter().filter(|u| u.seq > self.seen_update) {
                 for change in &update.views {
                     self.changed_at.insert(change.view.clone(), now);
                 }
-                touched |= update.source == self.browse.table
-                    || update.views.iter().any(|v| v.view == self.browse.table);
             }
-            self.seen_update = self
-                .snapshot
-                .updates
-                .last()
-                .map_or(self.seen_update, |u| u.seq);
-            let reading = self.pending.iter().any(|p| matches!(p, Pending::Rows(..)));
-            if !reading && (touched || self.snapshot.position != self.rows.position) {
-                self.query_rows();
-            }
+            self.seen_update = snapshot.updates.last().map_or(self.seen_update, |u| u.seq);
         }
-        if self.selected.is_none() && self.snapshot.status == EngineStatus::Ready {
+        for outcome in outcomes {
+            self.took(outcome);
+        }
+        if snapshot.status == EngineStatus::Ready && self.client.table.table().is_empty() {
             let first = self
-                .snapshot
-                .views
-                .first()
-                .map(|v| v.name.clone())
-                .or_else(|| self.snapshot.sources.first().map(|s| s.name.clone()));
+                .selected
+                .clone()
+                .or_else(|| snapshot.views.first().map(|v| v.name.clone()))
+                .or_else(|| snapshot.sources.first().map(|s| s.name.clone()));
             if let Some(first) = first {
                 self.select(&first);
             }
             if let Some(at) = self.options.at.take() {
                 self.act(Action::Seek(Some(at)));
             }
-        } else if self.rows.table.is_empty()
-            && self.pending.is_empty()
-            && self.snapshot.status == EngineStatus::Ready
-            && let Some(name) = self.selected.clone()
-        {
-            self.select(&name);
-            if let Some(at) = self.options.at.take() {
-                self.act(Action::Seek(Some(at)));
-            }
         }
-        let mut still = Vec::new();
-        for pending in std::mem::take(&mut self.pending) {
-            if let Some(pending) = self.answer(pending) {
-                still.push(pending);
-            }
-        }
-        still.append(&mut self.pending);
-        self.pending = still;
-    }
-
-    fn answer(&mut self, pending: Pending) -> Option<Pending> {
-        macro_rules! take {
-            ($rx:expr) => {
-                match $rx.try_recv() {
-                    Ok(answer) => answer,
-                    Err(TryRecvError::Empty) => return Some(pending),
-                    Err(TryRecvError::Disconnected) => Err(kappa_core::Error::EngineStopped),
-                }
-            };
-        }
-        match &pending {
-            Pending::Rows(table, rx) => {
-                let answer = take!(rx);
-                if *table == self.browse.table {
-                    self.rows.table.clone_from(table);
-                    match answer {
-                        Ok(result) => {
-                            if let Some(FilterUse::Substring(reason)) = &result.filter {
-                                self.status = Some((
-                                    format!("filtered by text, not as SQL: {reason}"),
-                                    false,
-                                ));
-                            }
-                            self.rows.set(result);
-                        }
-                        Err(e) => {
-                            self.rows.result = None;
-                            self.rows.starts.clear();
-                            self.rows.error = Some(e.to_string());
-                        }
-                    }
-                }
-            }
-            Pending::Apply(view, rx) => match take!(rx) {
-                Ok(()) => {
-                    self.sql_error = None;
-                    self.status = Some((format!("view `{view}` applied"), false));
-                    self.snapshot = self.engine.snapshot();
-                    let view = view.clone();
-                    let sql = self.sql_text.clone();
-                    self.select(&view);
-                    self.sql_text = sql;
-                }
-                Err(e) => self.sql_error = Some(e.to_string()),
-            },
-            Pending::Checks(rx) => {
-                self.status = Some(match take!(rx) {
-                    Ok(reports) => {
-                        let failed = reports
-                            .iter()
-                            .filter(|r| r.status != kappa_core::CheckStatus::Pass)
-                            .count();
-                        (
-                            format!("{} checks run, {failed} not passed", reports.len()),
-                            failed > 0,
-                        )
-                    }
-                    Err(e) => (e.to_string(), true),
-                });
-                self.snapshot = self.engine.snapshot();
-                self.difference = 0;
-            }
-            Pending::Measure(rx) => {
-                self.status = Some(match take!(rx) {
-                    Ok(_) => ("both paths measured".to_owned(), false),
-                    Err(e) => (e.to_string(), true),
-                });
-            }
-            Pending::Seek(rx) => {
-                if let Err(e) = take!(rx) {
-                    self.status = Some((e.to_string(), true));
-                }
-                self.snapshot = self.engine.snapshot();
-                self.scrub = self.snapshot.position;
-                self.query_rows();
-            }
-            Pending::Export(path, rx) => {
-                self.status = Some(match take!(rx) {
-                    Ok(rows) => (format!("exported {rows} rows to {}", path.display()), false),
-                    Err(e) => (format!("export failed: {e}"), true),
-                });
-            }
-        }
-        None
     }
 
     /// Takes the screenshot once everything has settled, then closes the window.
@@ -733,6 +499,9 @@ impl eframe::App for KappaApp {
         if !dropped.is_empty() {
             actions.push(Action::Open(dropped));
         }
+        if self.client.is_busy() && ctx.input(|i| i.key_pressed(egui::Key::Escape)) {
+            actions.push(Action::Cancel);
+        }
         panels::menu(self, ui, &mut actions);
         actions.extend(self.file_dialog(&ctx));
         panels::timeline(self, ui, &mut actions);
@@ -744,7 +513,7 @@ impl eframe::App for KappaApp {
         for action in actions {
             self.act(action);
         }
-        if !self.pending.is_empty() {
+        if self.client.is_busy() || !self.client.is_settled() {
             // Answers arrive on channels, not through the waker: look again soon.
             ctx.request_repaint_after(std::time::Duration::from_millis(30));
         }

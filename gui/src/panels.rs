@@ -4,7 +4,7 @@
 use eframe::egui::{self, Color32, RichText};
 use egui_extras::{Column, TableBuilder};
 use egui_plot::{Line, Plot, VLine};
-use kappa_core::{CheckStatus, DiffKind, NodeStatus, ReplayState, human_secs, thousands};
+use kappa_core::{NodeStatus, ReplayState, human_secs, thousands};
 
 use crate::{Action, Choosing, KappaApp, Tab};
 
@@ -49,14 +49,19 @@ pub fn menu(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
                 ui.label("Or drop files on the window: each becomes a source.");
             });
             ui.separator();
-            ui.strong(&app.snapshot.title);
-            let mode = match &app.snapshot.replay {
-                Some(r) if r.state == ReplayState::Running => "replaying",
-                Some(r) if r.state == ReplayState::Paused => "paused",
-                _ if !app.snapshot.following => "time travel",
-                _ => "live",
-            };
-            ui.label(format!("{mode} · head {}", thousands(app.snapshot.head)));
+            ui.strong(&app.snapshot().title);
+            ui.label(format!(
+                "{} · head {}",
+                app.snapshot().mode(),
+                thousands(app.snapshot().head)
+            ));
+            if let Some(busy) = app.client.busy() {
+                ui.spinner();
+                ui.label(format!("{busy}…"));
+                if ui.button("Cancel").on_hover_text("stop it (Esc)").clicked() {
+                    actions.push(Action::Cancel);
+                }
+            }
             if let Some((message, error)) = &app.status {
                 let color = if *error {
                     ui.visuals().error_fg_color
@@ -77,12 +82,12 @@ pub fn nodes(app: &KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
         .show(ui, |ui| {
             ui.heading("Nodes");
             egui::ScrollArea::vertical().show(ui, |ui| {
-                for name in app.snapshot.table_names() {
+                for name in app.snapshot().table_names() {
                     let status = app
-                        .snapshot
+                        .snapshot()
                         .source(&name)
                         .map(|s| &s.status)
-                        .or_else(|| app.snapshot.view(&name).map(|v| &v.status));
+                        .or_else(|| app.snapshot().view(&name).map(|v| &v.status));
                     ui.horizontal(|ui| {
                         let (rect, _) =
                             ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
@@ -109,7 +114,7 @@ pub fn timeline(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>
         .resizable(true)
         .default_size(150.0)
         .show(ui, |ui| {
-            let snapshot = app.snapshot.clone();
+            let snapshot = app.snapshot().clone();
             ui.horizontal(|ui| {
                 if ui.button("Replay").on_hover_text("replay the log from offset 0").clicked() {
                     actions.push(Action::Replay);
@@ -220,7 +225,9 @@ fn data(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
     };
     ui.horizontal(|ui| {
         ui.strong(&name);
-        ui.label(format!("{} rows", thousands(app.rows.len() as u64)));
+        if let Some(rows) = app.client.table.total_rows() {
+            ui.label(format!("{} rows", thousands(rows)));
+        }
     });
     ui.horizontal(|ui| {
         let filter = ui.add(
@@ -246,23 +253,19 @@ fn data(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
             actions.push(Action::Choose(Choosing::Export));
         }
     });
-    if let Some(error) = &app.rows.error {
+    let table = &app.client.table;
+    if let Some(error) = table.error() {
         ui.colored_label(ui.visuals().error_fg_color, error);
         return;
     }
-    let Some(result) = &app.rows.result else {
+    let Some(total) = table.total_rows() else {
         ui.spinner();
         return;
     };
-    let header: Vec<String> = result
-        .schema
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let header = table.columns().to_vec();
     let row_height = ui.text_style_height(&egui::TextStyle::Monospace) + 4.0;
-    let rows = &app.rows;
-    let sort = app.browse.sort.clone();
+    let sort = table.browse.sort.clone();
+    let mut shown: Option<std::ops::Range<u64>> = None;
     egui::ScrollArea::horizontal().show(ui, |ui| {
         TableBuilder::new(ui)
             .striped(true)
@@ -287,21 +290,39 @@ fn data(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
                 }
             })
             .body(|body| {
-                // Only the visible rows are formatted.
-                body.rows(row_height, rows.len(), |mut row| {
-                    for cell in rows.row(row.index()) {
-                        row.col(|ui| match cell {
-                            Some(text) => {
-                                ui.monospace(text);
+                // Only the visible rows are drawn; they are read from the engine a page at a time.
+                body.rows(row_height, total as usize, |mut row| {
+                    let index = row.index() as u64;
+                    let range = shown.get_or_insert(index..index + 1);
+                    range.start = range.start.min(index);
+                    range.end = range.end.max(index + 1);
+                    match table.row(index) {
+                        Some(cells) => {
+                            for cell in cells {
+                                row.col(|ui| match cell {
+                                    Some(text) => {
+                                        ui.monospace(text);
+                                    }
+                                    None => {
+                                        ui.label(RichText::new("null").weak());
+                                    }
+                                });
                             }
-                            None => {
-                                ui.label(RichText::new("null").weak());
+                        }
+                        None => {
+                            for _ in &header {
+                                row.col(|ui| {
+                                    ui.label(RichText::new("…").weak());
+                                });
                             }
-                        });
+                        }
                     }
                 });
             });
     });
+    if let Some(shown) = shown {
+        app.client.table.show(shown);
+    }
 }
 
 /// SQL keywords, for highlighting.
@@ -418,7 +439,7 @@ fn paths(app: &KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
     if ui.button("Measure both paths").clicked() {
         actions.push(Action::Measure);
     }
-    let Some(view) = app.selected.as_deref().and_then(|n| app.snapshot.view(n)) else {
+    let Some(view) = app.selected.as_deref().and_then(|n| app.snapshot().view(n)) else {
         ui.label("Select a view to compare its read path and write path.");
         return;
     };
@@ -499,19 +520,14 @@ fn checks(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
     if ui.button("Run checks").clicked() {
         actions.push(Action::RunChecks);
     }
-    let checks = app.snapshot.checks.clone();
+    let checks = app.snapshot().checks.clone();
     if checks.is_empty() {
         ui.label("No check results yet.");
         return;
     }
     for (i, check) in checks.iter().enumerate() {
-        let mark = match check.status {
-            CheckStatus::Pass => "pass",
-            CheckStatus::Fail => "FAIL",
-            CheckStatus::Error => "error",
-        };
         if ui
-            .selectable_label(app.check == i, format!("{mark} {}", check.name))
+            .selectable_label(app.check == i, format!("{} {}", check.status, check.name))
             .clicked()
         {
             app.check = i;
@@ -554,11 +570,7 @@ fn checks(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
             }
             ui.end_row();
             for (i, row) in diff.samples.iter().enumerate() {
-                let kind = match row.kind {
-                    DiffKind::Missing => "missing",
-                    DiffKind::Extra => "extra",
-                    DiffKind::Changed => "changed",
-                };
+                let kind = row.kind.to_string();
                 ui.label(if i == app.difference {
                     RichText::new(format!("> {kind}")).strong()
                 } else {
@@ -604,20 +616,11 @@ fn checks(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
 
 fn diagnostics(app: &KappaApp, ui: &mut egui::Ui) {
     egui::ScrollArea::vertical().show(ui, |ui| {
-        for source in &app.snapshot.sources {
+        for source in &app.snapshot().sources {
             let d = &source.diagnostics;
-            ui.strong(format!(
-                "{}: {} malformed, {} duplicates, {} out of order, {} schema changes",
-                source.name, d.malformed, d.duplicates, d.out_of_order, d.schema_changes
-            ));
+            ui.strong(format!("{}: {}", source.name, d.summary()));
             for item in &d.items {
-                ui.monospace(format!(
-                    "{}:{} {:?}: {}",
-                    source.path_as_written.display(),
-                    item.line.map_or_else(String::new, |l| l.to_string()),
-                    item.kind,
-                    item.reason
-                ));
+                ui.monospace(item.located(&source.path_as_written));
             }
         }
     });

@@ -25,25 +25,32 @@ fn settle(harness: &mut Harness<'static, KappaApp>) {
     let until = Instant::now() + Duration::from_mins(1);
     loop {
         harness.step();
-        if harness.state().is_settled() && !harness.state().rows.table.is_empty() {
+        if harness.state().is_settled() && harness.state().client.table.is_read() {
             harness.step();
             if harness.state().is_settled() {
                 break;
             }
         }
-        assert!(Instant::now() < until, "the app did not settle");
+        assert!(
+            Instant::now() < until,
+            "the app did not settle: waiting for {:?}; the table: {:?}",
+            harness.state().client.busy(),
+            harness.state().client.table
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
 /// The shown rows as CSV lines (no header), to compare with the engine's.
 fn shown(harness: &Harness<'static, KappaApp>) -> Vec<String> {
-    let rows = &harness.state().rows;
-    (0..rows.len())
+    let table = &harness.state().client.table;
+    (0..table.total_rows().unwrap_or(0))
         .map(|i| {
-            rows.row(i)
-                .into_iter()
-                .map(Option::unwrap_or_default)
+            table
+                .row(i)
+                .expect("a shown row is read")
+                .iter()
+                .map(|v| v.clone().unwrap_or_default())
                 .collect::<Vec<_>>()
                 .join(",")
         })
@@ -55,7 +62,7 @@ fn a_view_is_selected_time_travelled_edited_and_checked() {
     let pipeline = sample("shop/kappa.toml");
     let mut harness = harness(&pipeline);
     // The first view is shown at first; selecting another from the node list shows its rows.
-    assert_eq!(harness.state().rows.table, "revenue_by_day");
+    assert_eq!(harness.state().client.table.table(), "revenue_by_day");
     harness.get_by_label("status_counts").click();
     settle(&mut harness);
     assert_eq!(harness.state().selected.as_deref(), Some("status_counts"));
@@ -75,14 +82,14 @@ fn a_view_is_selected_time_travelled_edited_and_checked() {
         .get_by_role(egui::accesskit::Role::Slider)
         .set_value_accesskit(5000.0);
     settle(&mut harness);
-    assert_eq!(harness.state().snapshot.position, 5000);
-    assert!(!harness.state().snapshot.following);
+    assert_eq!(harness.state().snapshot().position, 5000);
+    assert!(!harness.state().snapshot().following);
     engine.seek(Some(5000)).expect("seek");
     assert_eq!(shown(&harness), expected(&engine));
     harness.get_by_label("Follow live").click();
     settle(&mut harness);
-    assert!(harness.state().snapshot.following);
-    assert_eq!(harness.state().snapshot.position, 20_000);
+    assert!(harness.state().snapshot().following);
+    assert_eq!(harness.state().snapshot().position, 20_000);
 
     // SQL: an error is shown and the text kept; then a valid query changes the rows.
     harness.get_by_label("SQL").click();
@@ -131,7 +138,7 @@ fn a_view_is_selected_time_travelled_edited_and_checked() {
     harness.get_by_label("Apply").click();
     settle(&mut harness);
     assert_eq!(harness.state().sql_error, None);
-    assert_eq!(harness.state().rows.len(), 2);
+    assert_eq!(harness.state().client.table.total_rows(), Some(2));
 
     // A failing check: its diff rows appear, the changed cell among them.
     harness.get_by_label("Checks").click();
@@ -237,12 +244,12 @@ fn appends_pulse_edges_and_dropped_files_open_and_are_remembered() {
         .push(std::sync::Arc::new(Dropped(dropped.clone())));
     harness.step();
     let until = Instant::now() + Duration::from_mins(1);
-    while harness.state().snapshot.status != kappa_core::EngineStatus::Ready {
+    while harness.state().snapshot().status != kappa_core::EngineStatus::Ready {
         harness.step();
         assert!(Instant::now() < until, "the dropped file never loaded");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let snapshot = &harness.state().snapshot;
+    let snapshot = &harness.state().snapshot();
     let sources: Vec<(&str, u64)> = snapshot
         .sources
         .iter()
@@ -275,7 +282,7 @@ fn the_file_dialogs_export_a_view_and_open_files() {
          [[view]]\nname = \"v\"\nsql = \"SELECT count(*) AS n, sum(x) AS total FROM a\"\n",
     );
     let mut harness = harness(&pipeline);
-    assert_eq!(harness.state().rows.table, "v");
+    assert_eq!(harness.state().client.table.table(), "v");
 
     // Export…: the dialog offers `v.parquet` in the pipeline's folder; Save writes it.
     harness.get_by_label("Export…").click();
@@ -317,10 +324,10 @@ fn the_file_dialogs_export_a_view_and_open_files() {
     harness.get_by_label("Open").click();
     harness.step();
     let until = Instant::now() + Duration::from_mins(1);
-    while harness.state().snapshot.status != kappa_core::EngineStatus::Ready
+    while harness.state().snapshot().status != kappa_core::EngineStatus::Ready
         || harness
             .state()
-            .snapshot
+            .snapshot()
             .sources
             .first()
             .map(|s| s.name.as_str())
@@ -332,7 +339,7 @@ fn the_file_dialogs_export_a_view_and_open_files() {
     }
     let sources: Vec<(&str, u64)> = harness
         .state()
-        .snapshot
+        .snapshot()
         .sources
         .iter()
         .map(|s| (s.name.as_str(), s.rows))

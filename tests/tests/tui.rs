@@ -89,8 +89,10 @@ fn select(app: &mut App, name: &str) {
 
 /// The data tab's cells of a row, as shown.
 fn shown_row(app: &App, row: usize) -> Vec<String> {
-    let (batch, at) = app.data.locate(row).expect("row");
-    kappa_core::display_rows(&[batch.slice(at, 1)], 1).expect("display")[0]
+    app.client
+        .table
+        .row(row as u64)
+        .expect("a shown row is read")
         .iter()
         .map(|c| c.clone().unwrap_or_default())
         .collect()
@@ -117,7 +119,7 @@ fn every_tab_of_the_shop_sample() {
     key(&mut app, KeyCode::Down);
     key(&mut app, KeyCode::Char('n'));
     assert_eq!(
-        app.snapshot.checks[app.check].name,
+        app.snapshot().checks[app.check].name,
         "revenue_dashboard_cache"
     );
     assert_eq!(app.difference, 1);
@@ -151,8 +153,8 @@ fn a_view_is_opened_sorted_filtered_and_edited_with_keys() {
     let mut app = app_on(&pipeline);
     select(&mut app, "revenue_by_day");
     key(&mut app, KeyCode::Enter);
-    assert_eq!(app.data.browse.table, "revenue_by_day");
-    assert_eq!(app.data.rows(), 30);
+    assert_eq!(app.client.table.table(), "revenue_by_day");
+    assert_eq!(app.rows(), 30);
     assert_eq!(shown_row(&app, 0)[0], "2024-06-01");
 
     // Sort by revenue (the third column), descending on the second press.
@@ -175,20 +177,20 @@ fn a_view_is_opened_sorted_filtered_and_edited_with_keys() {
         app.engine(),
         "SELECT count(*) AS n FROM revenue_by_day WHERE payments > 120",
     ));
-    assert_eq!(app.data.rows().to_string(), expected[1]);
+    assert_eq!(app.rows().to_string(), expected[1]);
     key(&mut app, KeyCode::Char('/'));
     for _ in 0..20 {
         key(&mut app, KeyCode::Backspace);
     }
     type_text(&mut app, "06-1");
     key(&mut app, KeyCode::Enter);
-    assert_eq!(app.data.rows(), 10, "days 2024-06-10 to 2024-06-19");
+    assert_eq!(app.rows(), 10, "days 2024-06-10 to 2024-06-19");
     key(&mut app, KeyCode::Char('/'));
     for _ in 0..20 {
         key(&mut app, KeyCode::Backspace);
     }
     key(&mut app, KeyCode::Enter);
-    assert_eq!(app.data.rows(), 30);
+    assert_eq!(app.rows(), 30);
 
     // Edit the SQL into an invalid query: the error shows under the text, which is kept.
     key(&mut app, KeyCode::Char('e'));
@@ -238,7 +240,7 @@ fn a_view_is_opened_sorted_filtered_and_edited_with_keys() {
         "the editor stays open after a valid query"
     );
     assert_eq!(app.selected_name(), Some("revenue_by_day"));
-    assert_eq!(app.data.rows(), 30);
+    assert_eq!(app.rows(), 30);
     assert_eq!(shown_row(&app, 0)[0], "2024-06-30");
 
     // w writes it back, keeping the file's comments.
@@ -269,7 +271,7 @@ fn a_view_is_opened_sorted_filtered_and_edited_with_keys() {
     key_with(&mut app, KeyCode::Char('s'), KeyModifiers::CONTROL);
     assert!(app.overlay.is_none(), "{:?}", app.status);
     assert_eq!(app.selected_name(), Some("big_days"));
-    assert_eq!(app.data.rows().to_string(), expected[1]);
+    assert_eq!(app.rows().to_string(), expected[1]);
     let export = dir.path().join("big_days.csv");
     key(&mut app, KeyCode::Char('x'));
     for _ in 0..40 {
@@ -292,7 +294,7 @@ fn appends_show_up_without_moving_the_cursor() {
     let mut app = app_on(&dir.path().join("kappa.toml"));
     select(&mut app, "orders");
     key(&mut app, KeyCode::Enter);
-    assert_eq!(app.data.rows(), 20_000);
+    assert_eq!(app.rows(), 20_000);
     for _ in 0..5 {
         key(&mut app, KeyCode::Down);
     }
@@ -313,12 +315,12 @@ fn appends_show_up_without_moving_the_cursor() {
         .send(kappa_core::Command::FilesChanged { paths: Vec::new() })
         .expect("send");
     let until = Instant::now() + Duration::from_secs(30);
-    while app.data.rows() != 20_003 && Instant::now() < until {
+    while app.rows() != 20_003 && Instant::now() < until {
         app.handle(Event::Tick);
         app.settle(Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(app.data.rows(), 20_003);
+    assert_eq!(app.rows(), 20_003);
     assert_eq!(app.data.row, 5, "the cursor stays where it was");
     let shown = screen(&app, 110, 32);
     assert!(shown.contains("head 20,003"), "{shown}");
@@ -340,12 +342,12 @@ fn appends_show_up_without_moving_the_cursor() {
         .send(kappa_core::Command::FilesChanged { paths: Vec::new() })
         .expect("send");
     let until = Instant::now() + Duration::from_secs(30);
-    while app.data.rows() != 20_004 && Instant::now() < until {
+    while app.rows() != 20_004 && Instant::now() < until {
         app.handle(Event::Tick);
         app.settle(Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!((app.data.rows(), app.data.row), (20_004, 20_003));
+    assert_eq!((app.rows(), app.data.row), (20_004, 20_003));
 }
 
 /// The real loop, on a `TestBackend`: events from the queue (keys, mouse, the engine's wake-ups) until `q`.
@@ -418,4 +420,64 @@ fn no_color_draws_without_colours() {
             .expect("draw");
         assert_eq!(colours(&terminal), 0, "{} tab", tab.title());
     }
+}
+
+/// A name SQL cannot use for a new view is refused at the prompt, with core's reason, and nothing is added.
+#[test]
+fn a_new_view_named_in_capitals_is_refused_at_the_prompt() {
+    let dir = shop_copy();
+    let mut app = app_on(&dir.path().join("kappa.toml"));
+    key(&mut app, KeyCode::Char('a'));
+    type_text(&mut app, "BigDays");
+    key(&mut app, KeyCode::Enter);
+    let Some(Overlay::Prompt(prompt)) = &app.overlay else {
+        panic!("the prompt closed on a bad name");
+    };
+    assert_eq!(
+        prompt.error.as_deref(),
+        Some(
+            "`BigDays` cannot be a view name: use lowercase letters, digits and `_`, not starting with a digit \
+             (SQL folds unquoted names to lowercase)"
+        )
+    );
+    assert!(screen(&app, 140, 32).contains("`BigDays` cannot be a view name"));
+    assert!(app.snapshot().view("BigDays").is_none());
+}
+
+/// Esc stops a read that would run for hours: the engine drops it, the app says so, and the next read is answered.
+#[test]
+fn esc_cancels_a_slow_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("e.jsonl"), "{\"x\":1}\n").expect("write");
+    let pipeline = kappa_tests::write_pipeline(
+        dir.path(),
+        "[[source]]\nname = \"e\"\npath = \"e.jsonl\"\n\n\
+         [[view]]\nname = \"slow\"\nmode = \"on_read\"\n\
+         sql = \"WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) AS c FROM r\"\n",
+    );
+    let mut app = app_on(&pipeline);
+    app.handle(Event::Term(TermEvent::Key(KeyEvent::new(
+        KeyCode::Down,
+        KeyModifiers::NONE,
+    ))));
+    assert_eq!(app.selected_name(), Some("slow"));
+    // Reading the on-read view runs its query, which counts forever.
+    let until = Instant::now() + Duration::from_secs(5);
+    while app.busy().is_none() && Instant::now() < until {
+        app.handle(Event::Tick);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(app.busy().as_deref(), Some("reading slow"));
+    assert!(screen(&app, 120, 30).contains("reading slow… (Esc cancels)"));
+    key(&mut app, KeyCode::Esc);
+    assert!(!app.is_busy());
+    assert!(screen(&app, 120, 30).contains("stopped before it finished"));
+    assert_eq!(
+        app.status,
+        Some(("stopped: reading slow".to_owned(), false))
+    );
+    // The engine is free again: the source reads at once.
+    key(&mut app, KeyCode::Up);
+    assert_eq!(app.selected_name(), Some("e"));
+    assert_eq!(app.rows(), 1);
 }

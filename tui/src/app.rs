@@ -1,25 +1,21 @@
 //! The terminal app's state and how it changes: events come in (keys, mouse, the engine's wake-ups, ticks), are
 //! mapped to [`Msg`]s that say what the user wants, and [`App::update`] applies them. Drawing is in [`crate::ui`].
 //!
-//! The app only talks to the engine through its API: it sends commands and keeps the receivers of their answers, which
-//! it polls on every event, so it never waits on a query; slow work shows a spinner and Esc stops waiting for it.
+//! The app talks to the engine through a [`Client`] (in `kappa_core`, shared with the desktop app): it sends commands
+//! and polls their answers on every event, so it never waits; slow work shows a spinner and Esc cancels it.
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, TryRecvError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossterm::event::{
     Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent,
     MouseEventKind,
 };
-use kappa_core::arrow::array::RecordBatch;
-use kappa_core::{
-    Browse, CheckReport, Command, Engine, FilterUse, QueryResult, QueryTarget, Reply, Snapshot,
-    ViewMode,
-};
+use kappa_core::client::{Client, Outcome};
+use kappa_core::{Engine, Snapshot, ViewMode};
 use ratatui::layout::{Position, Rect};
 use ratatui_textarea::TextArea;
 
@@ -171,14 +167,10 @@ pub enum Overlay {
     Row(Vec<(String, String)>),
 }
 
-/// The table shown in the Data tab.
+/// Where the user is in the Data tab's table: the cursor and what is scrolled into view. The rows themselves are the
+/// client's [`kappa_core::client::TableView`].
 #[derive(Default)]
 pub struct DataView {
-    pub browse: Browse,
-    pub result: Option<QueryResult>,
-    pub error: Option<String>,
-    /// The first row of each batch, and the total at the end.
-    pub starts: Vec<usize>,
     /// Column widths, sized to the header and the rows seen.
     pub widths: Vec<u16>,
     /// The first row and column on screen (the drawing code moves them to keep the cursor in view).
@@ -186,122 +178,33 @@ pub struct DataView {
     pub row: usize,
     pub left: Cell<usize>,
     pub column: usize,
-    /// The engine snapshot version the result reflects.
-    pub version: u64,
-    /// The rows the table had when queried (to notice live appends).
-    pub table_rows: Option<u64>,
-    /// The time-travel position when queried.
-    pub position: u64,
+    /// Rows on screen at the last draw.
+    pub height: Cell<usize>,
 }
 
 impl DataView {
-    #[must_use]
-    pub fn rows(&self) -> usize {
-        self.starts.last().copied().unwrap_or(0)
-    }
-
-    #[must_use]
-    pub fn columns(&self) -> usize {
-        self.result.as_ref().map_or(0, |r| r.schema.fields().len())
-    }
-
-    /// The batch and row within it of row `row`.
-    #[must_use]
-    pub fn locate(&self, row: usize) -> Option<(&RecordBatch, usize)> {
-        let result = self.result.as_ref()?;
-        if row >= self.rows() {
-            return None;
-        }
-        let batch = self.starts.partition_point(|&s| s <= row) - 1;
-        Some((&result.batches[batch], row - self.starts[batch]))
-    }
-
-    /// Shows a query's rows (keeping the cursor where it can stay).
-    pub fn show(&mut self, result: QueryResult) {
-        // On the last row, the cursor follows new rows as they come (as `tail -f` does); anywhere else it stays.
-        let following = self.rows() > 0 && self.row + 1 == self.rows();
-        let mut starts = vec![0];
-        for batch in &result.batches {
-            starts.push(starts.last().copied().unwrap_or(0) + batch.num_rows());
-        }
-        self.starts = starts;
-        self.widths = result
-            .schema
-            .fields()
-            .iter()
-            .map(|f| u16::try_from(f.name().chars().count()).unwrap_or(u16::MAX))
-            .collect();
-        if let Ok(rows) = kappa_core::display_rows(&result.batches, 200) {
-            self.widen(&rows);
-        }
-        self.result = Some(result);
-        self.error = None;
-        if following {
-            self.row = self.rows().saturating_sub(1);
-        }
-        self.clamp();
-    }
-
     /// Widens the columns to fit these rows (never narrows them, so columns do not jump while scrolling).
-    pub fn widen(&mut self, rows: &[Vec<Option<String>>]) {
+    pub fn widen(&mut self, columns: &[String], rows: impl Iterator<Item = Vec<Option<String>>>) {
+        if self.widths.len() != columns.len() {
+            self.widths = columns
+                .iter()
+                .map(|c| u16::try_from(c.chars().count()).unwrap_or(u16::MAX))
+                .collect();
+        }
         for row in rows {
-            for (width, cell) in self.widths.iter_mut().zip(row) {
+            for (width, cell) in self.widths.iter_mut().zip(&row) {
                 let len = cell.as_deref().map_or(4, |c| c.chars().count());
                 *width = (*width).max(u16::try_from(len.min(40)).unwrap_or(40));
             }
         }
     }
 
-    fn clamp(&mut self) {
-        let rows = self.rows();
+    /// Keeps the cursor within `rows` rows and `columns` columns.
+    fn clamp(&mut self, rows: usize, columns: usize) {
         self.row = self.row.min(rows.saturating_sub(1));
         self.top.set(self.top.get().min(self.row));
-        let columns = self.columns();
         self.column = self.column.min(columns.saturating_sub(1));
         self.left.set(self.left.get().min(self.column));
-    }
-}
-
-/// A command sent to the engine whose answer has not come yet.
-enum Pending {
-    Data {
-        table: String,
-        rx: Receiver<kappa_core::Result<QueryResult>>,
-    },
-    Apply {
-        view: String,
-        rx: Receiver<kappa_core::Result<()>>,
-    },
-    Export {
-        path: PathBuf,
-        rx: Receiver<kappa_core::Result<u64>>,
-    },
-    Checks {
-        rx: Receiver<kappa_core::Result<Vec<CheckReport>>>,
-    },
-    Measure {
-        rx: Receiver<kappa_core::Result<Arc<Snapshot>>>,
-    },
-    Seek {
-        rx: Receiver<kappa_core::Result<Arc<Snapshot>>>,
-    },
-    Write {
-        path: PathBuf,
-        rx: Receiver<kappa_core::Result<()>>,
-    },
-}
-
-impl Pending {
-    fn describe(&self) -> String {
-        match self {
-            Pending::Data { table, .. } => format!("reading {table}"),
-            Pending::Apply { view, .. } => format!("applying {view}"),
-            Pending::Export { path, .. } => format!("exporting to {}", path.display()),
-            Pending::Checks { .. } => "running the checks".to_owned(),
-            Pending::Measure { .. } => "measuring both paths".to_owned(),
-            Pending::Seek { .. } => "time travelling".to_owned(),
-            Pending::Write { path, .. } => format!("writing {}", path.display()),
-        }
     }
 }
 
@@ -315,8 +218,8 @@ pub struct TreeEntry {
 
 /// The app.
 pub struct App {
-    engine: Engine,
-    pub snapshot: Arc<Snapshot>,
+    /// The engine's client: its snapshot, the answers awaited, and the shown table's rows.
+    pub client: Client,
     pub tab: Tab,
     pub focus: Focus,
     pub tree: Vec<TreeEntry>,
@@ -325,9 +228,6 @@ pub struct App {
     pub overlay: Option<Overlay>,
     /// A message for the footer, and whether it is an error.
     pub status: Option<(String, bool)>,
-    pending: Vec<Pending>,
-    /// When the oldest awaited answer was asked for (the spinner shows only for work that takes a while).
-    waiting_since: Option<Instant>,
     pub spinner: usize,
     pub no_color: bool,
     pub quit: bool,
@@ -341,20 +241,16 @@ pub struct App {
     drafts: HashMap<String, String>,
     /// The screen size at the last draw, for mouse clicks.
     pub screen: Cell<Rect>,
-    /// When live appends last changed the selected table, for the next re-read.
-    changed_since: Option<Instant>,
-    /// The last live update seen.
-    seen_update: u64,
+    /// The snapshot version the tree was built from.
+    tree_version: u64,
 }
 
 impl App {
     /// The app over a started engine.
     #[must_use]
     pub fn new(engine: Engine) -> App {
-        let snapshot = engine.snapshot();
         let mut app = App {
-            engine,
-            snapshot,
+            client: Client::new(engine),
             tab: Tab::Data,
             focus: Focus::Tree,
             tree: Vec::new(),
@@ -362,8 +258,6 @@ impl App {
             data: DataView::default(),
             overlay: None,
             status: None,
-            pending: Vec::new(),
-            waiting_since: None,
             spinner: 0,
             no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
             quit: false,
@@ -373,18 +267,22 @@ impl App {
             log_scroll: 0,
             drafts: HashMap::new(),
             screen: Cell::new(Rect::default()),
-            changed_since: None,
-            seen_update: 0,
+            tree_version: u64::MAX,
         };
-        app.rebuild_tree();
-        app.ensure_data();
+        app.poll();
         app
     }
 
     /// The engine, for tests that drive it directly.
     #[must_use]
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        self.client.engine()
+    }
+
+    /// The latest snapshot of the engine.
+    #[must_use]
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        self.client.snapshot()
     }
 
     /// The selected source or view.
@@ -393,20 +291,22 @@ impl App {
         self.tree.get(self.selected).map(|e| e.name.as_str())
     }
 
+    /// Rows of the shown table (after its filter), once read.
+    #[must_use]
+    pub fn rows(&self) -> usize {
+        self.client.table.total_rows().unwrap_or(0) as usize
+    }
+
     /// What the spinner says, when something is being waited for.
     #[must_use]
     pub fn busy(&self) -> Option<String> {
-        let first = self.pending.first()?;
-        let slow = self
-            .waiting_since
-            .is_some_and(|since| since.elapsed() >= Duration::from_millis(300));
-        slow.then(|| first.describe())
+        self.client.busy()
     }
 
     /// Whether any answer is still awaited.
     #[must_use]
     pub fn is_busy(&self) -> bool {
-        !self.pending.is_empty()
+        self.client.is_busy()
     }
 
     /// Handles one event.
@@ -415,13 +315,8 @@ impl App {
         match event {
             Event::Term(TermEvent::Key(key)) if key.kind != KeyEventKind::Release => self.key(key),
             Event::Term(TermEvent::Mouse(mouse)) => self.mouse(mouse),
-            Event::Term(_) => {}
-            Event::Engine => self.engine_changed(),
-            Event::Tick => {
-                self.spinner = self.spinner.wrapping_add(1);
-                // The waker may have fired before the snapshot was ours to read.
-                self.engine_changed();
-            }
+            Event::Term(_) | Event::Engine => {}
+            Event::Tick => self.spinner = self.spinner.wrapping_add(1),
         }
         self.poll();
     }
@@ -429,15 +324,82 @@ impl App {
     /// Blocks until every awaited answer has come (or `timeout` passed), handling them as they arrive. For tests and
     /// scripts; the interactive loop never waits.
     pub fn settle(&mut self, timeout: Duration) {
-        let until = Instant::now() + timeout;
+        let until = std::time::Instant::now() + timeout;
         loop {
-            self.engine_changed();
             self.poll();
-            let ready = self.snapshot.status == kappa_core::EngineStatus::Ready;
-            if (ready && self.pending.is_empty()) || Instant::now() > until {
+            if self.client.is_settled() || std::time::Instant::now() > until {
                 break;
             }
             std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Takes in what the engine did: a new snapshot (the tree), the answers that came, and the shown table's rows.
+    fn poll(&mut self) {
+        // The rows on screen (as last drawn), so the client reads the page around them.
+        let top = self.data.top.get() as u64;
+        let height = self.data.height.get().max(1) as u64;
+        self.client.table.show(top..top + height);
+        let rows_before = self.rows();
+        let following = rows_before > 0 && self.data.row + 1 == rows_before;
+        let outcomes = self.client.poll();
+        if self.client.snapshot().version != self.tree_version {
+            self.tree_version = self.client.snapshot().version;
+            self.rebuild_tree();
+            self.check = self
+                .check
+                .min(self.snapshot().checks.len().saturating_sub(1));
+            self.ensure_data();
+        }
+        for outcome in outcomes {
+            self.took(outcome);
+        }
+        let rows = self.rows();
+        // On the last row, the cursor follows new rows as they come (as `tail -f` does); anywhere else it stays.
+        if following && rows > rows_before {
+            self.data.row = rows - 1;
+        }
+        let table = &self.client.table;
+        let shown: Vec<Vec<Option<String>>> = (top..top + height)
+            .filter_map(|r| table.row(r).map(<[Option<String>]>::to_vec))
+            .collect();
+        let columns = table.columns().to_vec();
+        self.data.widen(&columns, shown.into_iter());
+        self.data.clamp(rows, columns.len());
+    }
+
+    /// Shows what came of something asked for.
+    #[allow(clippy::needless_pass_by_value)] // outcomes are handed over, as the client returns them
+    fn took(&mut self, outcome: Outcome) {
+        match &outcome {
+            Outcome::Applied { view } => {
+                self.drafts.remove(view);
+                self.overlay = None;
+                self.status = Some((format!("{outcome}; w writes the pipeline file"), false));
+                let view = view.clone();
+                self.rebuild_tree();
+                if let Some(index) = self.tree.iter().position(|e| e.name == view) {
+                    self.selected = index;
+                }
+                self.ensure_data();
+                return;
+            }
+            Outcome::ApplyFailed { error, .. } => {
+                if let Some(Overlay::Editor(editor)) = &mut self.overlay {
+                    editor.error = Some(error.to_string());
+                    return;
+                }
+            }
+            Outcome::ChecksRun { .. } => self.difference = 0,
+            _ => {}
+        }
+        self.status = Some((outcome.to_string(), outcome.is_error()));
+    }
+
+    /// Shows what came right away of asking (a stopped engine, a pipeline with no file).
+    fn asked(&mut self, outcomes: Vec<Outcome>) {
+        for outcome in outcomes {
+            self.took(outcome);
         }
     }
 
@@ -599,8 +561,9 @@ impl App {
                     if self.tab == Tab::Data {
                         // Header and border take the first two lines.
                         let line = usize::from(at.y.saturating_sub(layout.main.y + 2));
-                        if line < self.data.rows() {
-                            self.data.row = (self.data.top.get() + line).min(self.data.rows() - 1);
+                        let rows = self.rows();
+                        if line < rows {
+                            self.data.row = (self.data.top.get() + line).min(rows - 1);
                         }
                     }
                 }
@@ -613,8 +576,8 @@ impl App {
     fn scroll(&mut self, rows: i64) {
         match self.tab {
             Tab::Data => {
+                let max = self.rows().saturating_sub(1);
                 let data = &mut self.data;
-                let max = data.rows().saturating_sub(1);
                 data.top.set(add(data.top.get(), rows).min(max));
                 data.row = add(data.row, rows).min(max);
             }
@@ -676,7 +639,7 @@ impl App {
             Msg::End => self.move_cursor(i64::MAX / 2, 0),
             Msg::SortByColumn => self.sort(),
             Msg::AskFilter => {
-                let current = self.data.browse.filter.clone().unwrap_or_default();
+                let current = self.client.table.browse.filter.clone().unwrap_or_default();
                 self.prompt(PromptPurpose::Filter, &current);
             }
             Msg::ShowRow => self.show_row(),
@@ -690,56 +653,37 @@ impl App {
                 }
             }
             Msg::Cancel => {
-                let what: Vec<String> = self.pending.iter().map(Pending::describe).collect();
-                self.pending.clear();
-                self.status = Some((format!("stopped waiting for: {}", what.join(", ")), false));
+                let outcomes = self.client.cancel();
+                self.asked(outcomes);
             }
             Msg::StartReplay => {
-                let _ = self.send(Command::Replay {
-                    to: None,
-                    batch_size: None,
-                });
+                let outcomes = self.client.replay(None);
+                self.asked(outcomes);
             }
             Msg::PauseOrResume => {
-                let running = self
-                    .snapshot
-                    .replay
-                    .as_ref()
-                    .is_some_and(|r| r.state == kappa_core::ReplayState::Running);
-                let _ = self.send(if running {
-                    Command::Pause
-                } else {
-                    Command::Resume
-                });
+                let outcomes = self.client.pause_or_resume();
+                self.asked(outcomes);
             }
             Msg::Step => {
-                let _ = self.send(Command::Step);
+                let outcomes = self.client.step();
+                self.asked(outcomes);
             }
             Msg::AskOffset => {
-                let at = self.snapshot.position.to_string();
+                let at = self.snapshot().position.to_string();
                 self.prompt(PromptPurpose::Offset, &at);
             }
             Msg::Travel(step) => {
-                let head = self.snapshot.head;
-                let stride = (head / 20).max(1);
-                let to = if step < 0 {
-                    self.snapshot.position.saturating_sub(stride)
-                } else {
-                    (self.snapshot.position + stride).min(head)
-                };
-                self.seek(if to >= head { None } else { Some(to) });
+                let outcomes = self.client.travel(step);
+                self.asked(outcomes);
             }
-            Msg::FollowLive => self.seek(None),
+            Msg::FollowLive => {
+                let outcomes = self.client.seek(None);
+                self.asked(outcomes);
+            }
             Msg::ToggleLineageFocus => self.lineage_focus = !self.lineage_focus,
             Msg::RunChecks => {
-                let (reply, rx) = Reply::channel();
-                if self.send(Command::RunChecks {
-                    names: None,
-                    memory_limit: None,
-                    reply: Some(reply),
-                }) {
-                    self.pending.push(Pending::Checks { rx });
-                }
+                let outcomes = self.client.run_checks();
+                self.asked(outcomes);
             }
             Msg::NextDifference(step) => {
                 let count = self.differences();
@@ -752,14 +696,8 @@ impl App {
                 }
             }
             Msg::MeasurePaths => {
-                let (reply, rx) = Reply::channel();
-                if self.send(Command::MeasurePaths {
-                    batch_size: 1000,
-                    batches: 10,
-                    reply,
-                }) {
-                    self.pending.push(Pending::Measure { rx });
-                }
+                let outcomes = self.client.measure_paths();
+                self.asked(outcomes);
             }
         }
     }
@@ -767,7 +705,7 @@ impl App {
     /// The sampled differences of the selected check.
     #[must_use]
     pub fn differences(&self) -> usize {
-        self.snapshot.checks.get(self.check).map_or(0, |c| {
+        self.snapshot().checks.get(self.check).map_or(0, |c| {
             c.diff.as_ref().map_or_else(
                 || c.violations.as_ref().map_or(0, |v| v.samples.len()),
                 |d| d.samples.len(),
@@ -778,15 +716,16 @@ impl App {
     fn move_cursor(&mut self, rows: i64, columns: i64) {
         match self.tab {
             Tab::Data => {
+                let (total, width) = (self.rows(), self.client.table.columns().len());
                 let data = &mut self.data;
-                data.row = add(data.row, rows).min(data.rows().saturating_sub(1));
-                data.column = add(data.column, columns).min(data.columns().saturating_sub(1));
+                data.row = add(data.row, rows).min(total.saturating_sub(1));
+                data.column = add(data.column, columns).min(width.saturating_sub(1));
                 data.top.set(data.top.get().min(data.row));
                 data.left.set(data.left.get().min(data.column));
                 // The drawing code moves `top`/`left` forward to keep the cursor visible.
             }
             Tab::Checks => {
-                let count = self.snapshot.checks.len();
+                let count = self.snapshot().checks.len();
                 if count > 0 && rows != 0 {
                     self.check = add(self.check, rows).min(count - 1);
                     self.difference = 0;
@@ -802,31 +741,27 @@ impl App {
     }
 
     fn sort(&mut self) {
-        let Some(result) = &self.data.result else {
+        let Some(name) = self.client.table.columns().get(self.data.column).cloned() else {
             return;
         };
-        let Some(field) = result.schema.fields().get(self.data.column) else {
-            return;
-        };
-        let name = field.name().clone();
-        self.data.browse.cycle_sort(name);
-        self.query_data(true);
+        self.client.table.cycle_sort(&name);
     }
 
     fn show_row(&mut self) {
-        let Some((batch, row)) = self.data.locate(self.data.row) else {
+        let table = &self.client.table;
+        let Some(values) = table.row(self.data.row as u64) else {
             return;
         };
-        let slice = batch.slice(row, 1);
-        let Ok(values) = kappa_core::display_rows(&[slice], 1) else {
-            return;
-        };
-        let fields = batch.schema();
-        let pairs = fields
-            .fields()
+        let pairs = table
+            .columns()
             .iter()
-            .zip(values.into_iter().next().unwrap_or_default())
-            .map(|(f, v)| (f.name().clone(), v.unwrap_or_else(|| "null".to_owned())))
+            .zip(values)
+            .map(|(name, value)| {
+                (
+                    name.clone(),
+                    value.clone().unwrap_or_else(|| "null".to_owned()),
+                )
+            })
             .collect();
         self.overlay = Some(Overlay::Row(pairs));
     }
@@ -845,45 +780,40 @@ impl App {
         match purpose {
             PromptPurpose::Filter => {
                 self.overlay = None;
-                self.data.browse.filter = (!text.is_empty()).then_some(text);
+                self.client.table.set_filter(&text);
                 self.data.row = 0;
                 self.data.top.set(0);
-                self.query_data(true);
             }
             PromptPurpose::Offset => {
                 if text.is_empty() {
                     self.overlay = None;
-                    self.seek(None);
+                    let outcomes = self.client.seek(None);
+                    self.asked(outcomes);
                 } else if let Ok(to) = text.replace(['_', ','], "").parse::<u64>() {
                     self.overlay = None;
-                    self.seek(Some(to));
+                    let outcomes = self.client.seek(Some(to));
+                    self.asked(outcomes);
                 } else if let Some(Overlay::Prompt(prompt)) = &mut self.overlay {
                     prompt.error = Some(format!("`{text}` is not an offset (a whole number)"));
                 }
             }
             PromptPurpose::NewViewName => {
-                let valid = !text.is_empty()
-                    && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    && !text.starts_with(|c: char| c.is_ascii_digit());
-                if !valid {
+                if let Err(error) =
+                    kappa_core::check_view_name(&text, &self.snapshot().table_names())
+                {
                     if let Some(Overlay::Prompt(prompt)) = &mut self.overlay {
-                        prompt.error = Some(
-                            "a view name is letters, digits and _, not starting with a digit"
-                                .to_owned(),
-                        );
-                    }
-                } else if self.snapshot.table_names().contains(&text) {
-                    if let Some(Overlay::Prompt(prompt)) = &mut self.overlay {
-                        prompt.error = Some(format!("`{text}` already exists"));
+                        prompt.error = Some(error.to_string());
                     }
                 } else {
-                    let from = self.selected_name().unwrap_or("t").to_owned();
-                    let sql = self
-                        .drafts
-                        .get(&text)
-                        .cloned()
-                        .unwrap_or_else(|| format!("SELECT *\nFROM {from}\n"));
-                    self.open_editor(text, &sql, ViewMode::Materialized, true);
+                    {
+                        let from = self.selected_name().unwrap_or("t").to_owned();
+                        let sql = self
+                            .drafts
+                            .get(&text)
+                            .cloned()
+                            .unwrap_or_else(|| format!("SELECT *\nFROM {from}\n"));
+                        self.open_editor(text, &sql, ViewMode::Materialized, true);
+                    }
                 }
             }
             PromptPurpose::ExportPath => {
@@ -894,16 +824,8 @@ impl App {
                     return;
                 };
                 self.overlay = None;
-                let path = PathBuf::from(text);
-                let (reply, rx) = Reply::channel();
-                if self.send(Command::Export {
-                    target: QueryTarget::Table(name),
-                    path: path.clone(),
-                    format: None,
-                    reply,
-                }) {
-                    self.pending.push(Pending::Export { path, rx });
-                }
+                let outcomes = self.client.export(&name, PathBuf::from(text));
+                self.asked(outcomes);
             }
         }
     }
@@ -912,7 +834,7 @@ impl App {
         let Some(name) = self.selected_name() else {
             return;
         };
-        let Some(view) = self.snapshot.view(name) else {
+        let Some(view) = self.client.snapshot().view(name) else {
             self.status = Some((
                 format!("`{name}` is a source; select a view to edit its SQL (a adds a view)"),
                 true,
@@ -953,174 +875,32 @@ impl App {
         let sql = editor.text.lines().join("\n");
         self.drafts.insert(editor.view.clone(), sql.clone());
         editor.error = None;
-        let view = editor.view.clone();
-        let mode = editor.mode;
-        let (reply, rx) = Reply::channel();
-        if self.send(Command::SetView {
-            name: view.clone(),
-            sql,
-            mode,
-            reply: Some(reply),
-        }) {
-            self.pending.push(Pending::Apply { view, rx });
-        }
+        let (view, mode) = (editor.view.clone(), editor.mode);
+        let outcomes = self.client.set_view(&view, &sql, mode);
+        self.asked(outcomes);
     }
 
     fn write_pipeline(&mut self) {
-        let Some(path) = self.snapshot.pipeline_file.clone() else {
-            self.status = Some((kappa_core::Error::NoPipelineFile.to_string(), true));
-            return;
-        };
-        let views: Vec<kappa_core::ViewSpec> = self
-            .snapshot
-            .views
-            .iter()
-            .map(|v| kappa_core::ViewSpec {
-                name: v.name.clone(),
-                sql: v.sql.clone(),
-                mode: v.mode,
-                line: 0,
-            })
-            .collect();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let target = path.clone();
-        // A small file, but still I/O: off the UI thread.
-        std::thread::spawn(move || {
-            let _ = tx.send(kappa_core::save_views(&target, &views));
-        });
-        self.pending.push(Pending::Write { path, rx });
+        let outcomes = self.client.save_views();
+        self.asked(outcomes);
     }
 
-    fn seek(&mut self, to: Option<u64>) {
-        let (reply, rx) = Reply::channel();
-        if self.send(Command::Seek {
-            to,
-            reply: Some(reply),
-        }) {
-            self.pending.push(Pending::Seek { rx });
-        }
-    }
-
-    /// Sends a command; a stopped engine is shown, not fatal.
-    fn send(&mut self, command: Command) -> bool {
-        match self.engine.send(command) {
-            Ok(()) => true,
-            Err(e) => {
-                self.status = Some((e.to_string(), true));
-                false
-            }
-        }
-    }
-
-    /// Reads the selected table when it is not the one shown.
+    /// Shows the selected table in the Data tab, unless it is shown.
     fn ensure_data(&mut self) {
         let Some(name) = self.selected_name().map(str::to_owned) else {
             return;
         };
-        if self.data.browse.table != name {
-            self.data = DataView {
-                browse: Browse {
-                    table: name,
-                    ..Browse::default()
-                },
-                ..DataView::default()
-            };
-            self.query_data(true);
-        }
-    }
-
-    /// Asks for the shown table's rows. `replace` drops a read already under way; otherwise one under way is enough.
-    fn query_data(&mut self, replace: bool) {
-        let table = self.data.browse.table.clone();
-        if table.is_empty() {
-            return;
-        }
-        let under_way = self
-            .pending
-            .iter()
-            .any(|p| matches!(p, Pending::Data { .. }));
-        if under_way && !replace {
-            return;
-        }
-        self.pending.retain(|p| !matches!(p, Pending::Data { .. }));
-        self.data.version = self.snapshot.version;
-        self.data.table_rows = self.table_rows(&table);
-        self.data.position = self.snapshot.position;
-        let (reply, rx) = Reply::channel();
-        if self.send(Command::Query {
-            target: QueryTarget::Browse(self.data.browse.clone()),
-            limit: None,
-            reply,
-        }) {
-            self.pending.push(Pending::Data { table, rx });
-        }
-    }
-
-    /// The rows a source or view has now, by the snapshot.
-    fn table_rows(&self, name: &str) -> Option<u64> {
-        self.snapshot
-            .source(name)
-            .map(|s| s.rows)
-            .or_else(|| self.snapshot.view(name).and_then(|v| v.rows))
-    }
-
-    /// A new snapshot: rebuild the tree, and read the shown table again if it changed (keeping the cursor).
-    fn engine_changed(&mut self) {
-        let snapshot = self.engine.snapshot();
-        if snapshot.version != self.snapshot.version {
-            self.snapshot = snapshot;
-            self.rebuild_tree();
-            self.check = self.check.min(self.snapshot.checks.len().saturating_sub(1));
-            if self.data.browse.table.is_empty() {
-                self.ensure_data();
-                return;
-            }
-            let table = self.data.browse.table.as_str();
-            let on_read = self
-                .snapshot
-                .view(table)
-                .is_some_and(|v| v.mode == ViewMode::OnRead);
-            let new_updates: Vec<_> = self
-                .snapshot
-                .updates
-                .iter()
-                .filter(|u| u.seq > self.seen_update)
-                .collect();
-            let touched = new_updates
-                .iter()
-                .any(|u| on_read || u.source == table || u.views.iter().any(|v| v.view == table));
-            let changed = touched
-                || self.table_rows(table) != self.data.table_rows
-                || self.snapshot.position != self.data.position
-                || self.data.result.is_none();
-            self.seen_update = self
-                .snapshot
-                .updates
-                .last()
-                .map_or(self.seen_update, |u| u.seq);
-            if changed {
-                self.changed_since.get_or_insert_with(Instant::now);
-            }
-        }
-        // Re-read at most every 200 ms while appends stream in, and never two reads at once.
-        let reading = self
-            .pending
-            .iter()
-            .any(|p| matches!(p, Pending::Data { .. }));
-        if !reading
-            && self.changed_since.is_some_and(|since| {
-                since.elapsed() >= Duration::from_millis(200) || self.data.result.is_none()
-            })
-        {
-            self.changed_since = None;
-            self.query_data(false);
+        if self.client.table.table() != name {
+            self.client.table.select(&name);
+            self.data = DataView::default();
         }
     }
 
     fn rebuild_tree(&mut self) {
         let selected = self.selected_name().map(str::to_owned);
         let mut tree = Vec::new();
-        let lineage = &self.snapshot.lineage;
+        let snapshot = self.client.snapshot().clone();
+        let lineage = &snapshot.lineage;
         let children = |name: &str| -> Vec<String> {
             let mut out: Vec<String> = lineage
                 .edges
@@ -1131,14 +911,14 @@ impl App {
             out.dedup();
             out
         };
-        for name in self.snapshot.table_names() {
-            let is_view = self.snapshot.view(&name).is_some();
+        for name in snapshot.table_names() {
+            let is_view = snapshot.view(&name).is_some();
             if !is_view {
                 walk(&name, 0, true, &children, &mut tree);
             }
         }
         // Views that read no table at all (SELECT 1) still get an entry.
-        for view in &self.snapshot.views {
+        for view in &snapshot.views {
             if !tree.iter().any(|e| e.name == view.name) {
                 tree.push(TreeEntry {
                     name: view.name.clone(),
@@ -1159,120 +939,6 @@ impl App {
             })
             .unwrap_or(0)
             .min(self.tree.len().saturating_sub(1));
-    }
-
-    /// Handles the answers that came.
-    fn poll(&mut self) {
-        let mut still = Vec::new();
-        for pending in std::mem::take(&mut self.pending) {
-            if let Some(pending) = self.answer(pending) {
-                still.push(pending);
-            }
-        }
-        // Answers may have queued more work (an applied view reads its data again).
-        still.append(&mut self.pending);
-        self.pending = still;
-        if self.pending.is_empty() {
-            self.waiting_since = None;
-        } else {
-            self.waiting_since.get_or_insert_with(Instant::now);
-        }
-    }
-
-    /// Handles one answer if it came; gives the request back if not.
-    fn answer(&mut self, pending: Pending) -> Option<Pending> {
-        macro_rules! take {
-            ($rx:expr) => {
-                match $rx.try_recv() {
-                    Ok(answer) => answer,
-                    Err(TryRecvError::Empty) => return Some(pending),
-                    Err(TryRecvError::Disconnected) => Err(kappa_core::Error::EngineStopped),
-                }
-            };
-        }
-        match &pending {
-            Pending::Data { table, rx } => {
-                let answer = take!(rx);
-                if *table == self.data.browse.table {
-                    match answer {
-                        Ok(result) => {
-                            if let Some(FilterUse::Substring(reason)) = &result.filter {
-                                self.status = Some((
-                                    format!("filtered by text, not as SQL: {reason}"),
-                                    false,
-                                ));
-                            }
-                            self.data.show(result);
-                        }
-                        Err(e) => self.data.error = Some(e.to_string()),
-                    }
-                }
-            }
-            Pending::Apply { view, rx } => match take!(rx) {
-                Ok(()) => {
-                    let view = view.clone();
-                    self.drafts.remove(&view);
-                    self.overlay = None;
-                    self.status = Some((
-                        format!("view `{view}` applied; w writes the pipeline file"),
-                        false,
-                    ));
-                    self.engine_changed();
-                    if let Some(index) = self.tree.iter().position(|e| e.name == view) {
-                        self.selected = index;
-                    }
-                    self.data.browse.table.clear();
-                    self.ensure_data();
-                }
-                Err(e) => {
-                    if let Some(Overlay::Editor(editor)) = &mut self.overlay {
-                        editor.error = Some(e.to_string());
-                    } else {
-                        self.status = Some((e.to_string(), true));
-                    }
-                }
-            },
-            Pending::Export { path, rx } => {
-                self.status = Some(match take!(rx) {
-                    Ok(rows) => (format!("exported {rows} rows to {}", path.display()), false),
-                    Err(e) => (format!("export failed: {e}"), true),
-                });
-            }
-            Pending::Checks { rx } => {
-                self.status = Some(match take!(rx) {
-                    Ok(reports) => {
-                        let failed = reports
-                            .iter()
-                            .filter(|r| r.status != kappa_core::CheckStatus::Pass)
-                            .count();
-                        (
-                            format!("{} checks run, {failed} not passed", reports.len()),
-                            failed > 0,
-                        )
-                    }
-                    Err(e) => (e.to_string(), true),
-                });
-                self.difference = 0;
-            }
-            Pending::Measure { rx } => {
-                self.status = Some(match take!(rx) {
-                    Ok(_) => ("both paths measured".to_owned(), false),
-                    Err(e) => (e.to_string(), true),
-                });
-            }
-            Pending::Seek { rx } => {
-                if let Err(e) = take!(rx) {
-                    self.status = Some((e.to_string(), true));
-                }
-            }
-            Pending::Write { path, rx } => {
-                self.status = Some(match take!(rx) {
-                    Ok(()) => (format!("wrote the views to {}", path.display()), false),
-                    Err(e) => (e.to_string(), true),
-                });
-            }
-        }
-        None
     }
 }
 

@@ -46,17 +46,6 @@ pub struct Cli {
     no_cache: bool,
 }
 
-/// Where parsed logs are cached in this run (set once from the command line).
-static CACHE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-
-/// The engine's options for this run: the defaults, with the cache directory the command line chose.
-pub(crate) fn engine_options() -> EngineOptions {
-    EngineOptions {
-        cache: CACHE.get().cloned().flatten(),
-        ..EngineOptions::default()
-    }
-}
-
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print a source or view, or the result of an ad-hoc SQL query.
@@ -169,9 +158,14 @@ struct VerifyArgs {
     /// Run only this check (repeat for more).
     #[arg(long = "check", value_name = "NAME")]
     checks: Vec<String>,
-    /// The self-audit: every materialized view's stored state against a recompute from the log.
+    /// The self-audit: every materialized view's stored state against a recompute from the log. Float columns are
+    /// compared within a relative 1e-9 (the write path adds floats in another order than a recompute does).
     #[arg(long = "self")]
     self_audit: bool,
+    /// With --self: first replay the log from offset 0 through the write path, N events at a time, then audit. Proves
+    /// the incremental result equals the recompute for this batching.
+    #[arg(long, value_name = "N", requires = "self_audit", value_parser = clap::value_parser!(u64).range(1..))]
+    batch_size: Option<u64>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     format: ReportFormat,
@@ -294,16 +288,20 @@ enum GenCommand {
 pub fn main() -> ExitCode {
     kappa_core::quiet_reader_panics();
     let cli = Cli::parse();
-    let cache = if cli.no_cache {
-        None
-    } else {
-        cli.cache.clone().or_else(kappa_core::cache::default_dir)
+    // The engine's options for this run: the defaults, with the cache folder the command line chose.
+    let options = EngineOptions {
+        cache: if cli.no_cache {
+            None
+        } else {
+            cli.cache.clone().or_else(kappa_core::cache::default_dir)
+        },
+        ..EngineOptions::default()
     };
-    let _ = CACHE.set(cache);
-    let code = match run(cli) {
+    let code = match run(cli, &options) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {}", chain(&error));
+            // One line: the error and its causes, each said once (see `kappa_core::Error`).
+            eprintln!("error: {error:#}");
             ExitCode::from(2)
         }
     };
@@ -312,29 +310,16 @@ pub fn main() -> ExitCode {
     code
 }
 
-/// The error and its causes on one line. A `kappa_core::Error` already includes its cause in its own message, so the
-/// chain stops there rather than repeat it.
-fn chain(error: &anyhow::Error) -> String {
-    let mut parts = Vec::new();
-    for cause in error.chain() {
-        parts.push(cause.to_string());
-        if cause.is::<kappa_core::Error>() {
-            break;
-        }
-    }
-    parts.join(": ")
-}
-
-fn run(cli: Cli) -> Result<ExitCode> {
+fn run(cli: Cli, options: &EngineOptions) -> Result<ExitCode> {
     match cli.command {
-        Some(Command::Query(args)) => query(args),
-        Some(Command::Lineage(args)) => lineage(&args),
-        Some(Command::Replay(args)) => replay(&args),
-        Some(Command::Verify(args)) => verify(&args),
+        Some(Command::Query(args)) => query(args, options),
+        Some(Command::Lineage(args)) => lineage(&args, options),
+        Some(Command::Replay(args)) => replay(&args, options),
+        Some(Command::Verify(args)) => verify(&args, options),
         Some(Command::Diff(args)) => diff(&args),
-        Some(Command::Sources(args)) => sources(&args),
-        Some(Command::Watch(args)) => crate::live::watch(&args),
-        Some(Command::Paths(args)) => crate::live::paths(&args),
+        Some(Command::Sources(args)) => sources(&args, options),
+        Some(Command::Watch(args)) => crate::live::watch(&args, options),
+        Some(Command::Paths(args)) => crate::live::paths(&args, options),
         Some(Command::Gen(GenCommand::Shop { events, out, seed })) => {
             let summary = kappa_core::generate_shop(&out, events, seed)
                 .with_context(|| format!("generating the shop into {}", out.display()))?;
@@ -366,9 +351,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         // In a terminal, the app; piped or in a script, the overview as text.
         None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
-            crate::terminal::open(&cli.inputs)
+            crate::terminal::open(&cli.inputs, options)
         }
-        None => overview(&cli.inputs),
+        None => overview(&cli.inputs, options),
     }
 }
 
@@ -378,14 +363,14 @@ pub(crate) fn open_pipeline(inputs: &[PathBuf]) -> Result<Pipeline> {
 }
 
 /// Starts the engine on the inputs and waits until everything is loaded.
-fn open(inputs: &[PathBuf]) -> Result<(Engine, std::sync::Arc<Snapshot>)> {
+fn open(inputs: &[PathBuf], options: &EngineOptions) -> Result<(Engine, std::sync::Arc<Snapshot>)> {
     let pipeline = open_pipeline(inputs)?;
-    let engine = Engine::start_with(pipeline, no_waker(), engine_options())?;
+    let engine = Engine::start_with(pipeline, no_waker(), options.clone())?;
     let snapshot = engine.wait_ready()?;
     Ok((engine, snapshot))
 }
 
-fn query(args: QueryArgs) -> Result<ExitCode> {
+fn query(args: QueryArgs, options: &EngineOptions) -> Result<ExitCode> {
     let (inputs, target) = if let Some(sql) = args.sql {
         (&args.inputs[..], QueryTarget::Sql(sql))
     } else {
@@ -401,7 +386,7 @@ fn query(args: QueryArgs) -> Result<ExitCode> {
             QueryTarget::Table(view.to_string_lossy().into_owned()),
         )
     };
-    let (engine, _) = open(inputs)?;
+    let (engine, _) = open(inputs, options)?;
     if let Some(at) = args.at {
         engine.seek(Some(at))?;
     }
@@ -438,8 +423,8 @@ fn query(args: QueryArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn lineage(args: &LineageArgs) -> Result<ExitCode> {
-    let (_engine, snapshot) = open(&args.inputs)?;
+fn lineage(args: &LineageArgs, options: &EngineOptions) -> Result<ExitCode> {
+    let (_engine, snapshot) = open(&args.inputs, options)?;
     let lineage = &snapshot.lineage;
     let text = match args.format {
         LineageFormat::Dot => lineage.to_dot(),
@@ -497,8 +482,8 @@ fn lineage_text(snapshot: &Snapshot) -> String {
     out
 }
 
-fn sources(args: &SourcesArgs) -> Result<ExitCode> {
-    let (_engine, snapshot) = open(&args.inputs)?;
+fn sources(args: &SourcesArgs, options: &EngineOptions) -> Result<ExitCode> {
+    let (_engine, snapshot) = open(&args.inputs, options)?;
     let failed = snapshot
         .sources
         .iter()
@@ -514,10 +499,11 @@ fn sources(args: &SourcesArgs) -> Result<ExitCode> {
                     "outside_folder": s.outside_folder,
                     "kind": s.kind,
                     "format": s.format,
-                    "status": status_word(&s.status),
+                    "status": s.status.word(),
                     "error": match &s.status { NodeStatus::Error(m) => Some(m), _ => None },
                     "rows": s.rows,
                     "next_offset": s.next_offset,
+                    "cache": s.cache,
                     "schema": s.schema.as_ref().map(|schema| schema.fields().iter()
                         .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()}))
                         .collect::<Vec<_>>()),
@@ -553,6 +539,9 @@ fn sources(args: &SourcesArgs) -> Result<ExitCode> {
                 "  rows: {}   next offset: {}   loaded in {:.3} s",
                 s.rows, s.next_offset, s.load_secs
             )?;
+            if let Some(cache) = s.cache {
+                writeln!(out, "  {cache}")?;
+            }
             if let Some(schema) = &s.schema {
                 let fields: Vec<String> = schema
                     .fields()
@@ -565,11 +554,7 @@ fn sources(args: &SourcesArgs) -> Result<ExitCode> {
             if d.is_empty() {
                 writeln!(out, "  diagnostics: none")?;
             } else {
-                writeln!(
-                    out,
-                    "  diagnostics: {} malformed, {} incomplete, {} duplicates, {} out of order, {} schema changes",
-                    d.malformed, d.incomplete, d.duplicates, d.out_of_order, d.schema_changes
-                )?;
+                writeln!(out, "  diagnostics: {}", d.summary())?;
                 for item in &d.items {
                     let place = item
                         .line
@@ -589,7 +574,7 @@ fn sources(args: &SourcesArgs) -> Result<ExitCode> {
     })
 }
 
-fn replay(args: &ReplayArgs) -> Result<ExitCode> {
+fn replay(args: &ReplayArgs, options: &EngineOptions) -> Result<ExitCode> {
     use std::io::IsTerminal;
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
@@ -601,12 +586,13 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         std::sync::Arc::new(move || {
             let _ = wake.send(());
         }),
-        engine_options(),
+        options.clone(),
     )?;
     engine.wait_ready()?;
     engine.send(kappa_core::Command::Replay {
         to: args.to,
         batch_size: args.batch_size,
+        done: None,
     })?;
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
@@ -678,9 +664,16 @@ fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify(args: &VerifyArgs) -> Result<ExitCode> {
-    let (engine, _) = open(std::slice::from_ref(&args.pipeline))?;
+fn verify(args: &VerifyArgs, options: &EngineOptions) -> Result<ExitCode> {
+    let (engine, _) = open(std::slice::from_ref(&args.pipeline), options)?;
     let reports = if args.self_audit {
+        if let Some(batch_size) = args.batch_size {
+            let progress = engine.replay(None, Some(batch_size))?;
+            println!(
+                "replayed {} events through the write path in batches of {batch_size} ({} batches, {:.3} s)",
+                progress.events, progress.batches, progress.elapsed_secs
+            );
+        }
         engine.request(|reply| kappa_core::Command::SelfAudit { reply })?
     } else {
         let names = (!args.checks.is_empty()).then(|| args.checks.clone());
@@ -761,18 +754,9 @@ fn diff(args: &DiffArgs) -> Result<ExitCode> {
     })
 }
 
-fn status_word(status: &NodeStatus) -> &'static str {
-    match status {
-        NodeStatus::Pending => "pending",
-        NodeStatus::Fresh => "fresh",
-        NodeStatus::Error(_) => "error",
-        NodeStatus::Stale(_) => "stale",
-    }
-}
-
 /// `kappa PIPELINE` without a subcommand: an overview of the sources, views and lineage.
-fn overview(inputs: &[PathBuf]) -> Result<ExitCode> {
-    let (_engine, snapshot) = open(inputs)?;
+fn overview(inputs: &[PathBuf], options: &EngineOptions) -> Result<ExitCode> {
+    let (_engine, snapshot) = open(inputs, options)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "pipeline: {}", snapshot.title)?;
     writeln!(out, "\nsources:")?;

@@ -47,7 +47,7 @@ pub struct PathsArgs {
 }
 
 /// `kappa watch`: prints every live update until Ctrl-C.
-pub fn watch(args: &WatchArgs) -> Result<ExitCode> {
+pub fn watch(args: &WatchArgs, options: &EngineOptions) -> Result<ExitCode> {
     let pipeline = open_pipeline(&args.inputs)?;
     let (tx, woken) = mpsc::channel();
     let waker = Arc::new(move || {
@@ -59,7 +59,7 @@ pub fn watch(args: &WatchArgs) -> Result<ExitCode> {
         EngineOptions {
             watch: true,
             throttle: true,
-            ..crate::cli::engine_options()
+            ..options.clone()
         },
     )?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -157,9 +157,9 @@ pub(crate) fn update_line(update: &LiveUpdate) -> String {
 }
 
 /// `kappa paths`: measures and prints both paths of every view.
-pub fn paths(args: &PathsArgs) -> Result<ExitCode> {
+pub fn paths(args: &PathsArgs, options: &EngineOptions) -> Result<ExitCode> {
     let pipeline = open_pipeline(&args.inputs)?;
-    let engine = Engine::start_with(pipeline, no_waker(), crate::cli::engine_options())?;
+    let engine = Engine::start_with(pipeline, no_waker(), options.clone())?;
     engine.wait_ready()?;
     let snapshot = engine.request(|reply| Command::MeasurePaths {
         batch_size: args.batch_size,

@@ -2,15 +2,7 @@
 
 use std::fmt::Write as _;
 
-use kappa_core::{CheckReport, CheckStatus, DiffKind, DiffReport};
-
-fn status_word(status: CheckStatus) -> &'static str {
-    match status {
-        CheckStatus::Pass => "PASS",
-        CheckStatus::Fail => "FAIL",
-        CheckStatus::Error => "ERROR",
-    }
-}
+use kappa_core::{CheckReport, CheckStatus, DiffReport};
 
 fn cell(value: Option<&Option<String>>) -> String {
     match value {
@@ -99,11 +91,8 @@ pub fn diff_text(diff: &DiffReport) -> String {
                     .join(" "),
             }
         };
-        let kind = match row.kind {
-            DiffKind::Missing => "missing",
-            DiffKind::Extra => "extra  ",
-            DiffKind::Changed => "changed",
-        };
+        // Padded to line up: "extra" is shorter than the others.
+        let kind = format!("{:<7}", row.kind);
         let counts = row.counts.map_or_else(String::new, |(e, a)| {
             format!(" (×{e} expected, ×{a} in the output)")
         });
@@ -136,9 +125,7 @@ pub fn text(reports: &[CheckReport]) -> String {
         let _ = writeln!(
             out,
             "{} {} ({what}) in {:.3} s",
-            status_word(report.status),
-            report.name,
-            report.elapsed_secs
+            report.status, report.name, report.elapsed_secs
         );
         if let Some(error) = &report.error {
             let _ = writeln!(out, "  error: {error}");

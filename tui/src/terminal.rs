@@ -2,8 +2,8 @@
 //! loop draws, waits for the next event and updates. The terminal is restored on exit and on panic.
 
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -42,7 +42,11 @@ where
 }
 
 /// The engine over the inputs, watching the files, waking the app's queue.
-pub fn start(inputs: &[std::path::PathBuf], events: &Sender<Event>) -> Result<Engine> {
+pub fn start(
+    inputs: &[std::path::PathBuf],
+    events: &Sender<Event>,
+    options: &EngineOptions,
+) -> Result<Engine> {
     let pipeline = crate::cli::open_pipeline(inputs)?;
     let tx = events.clone();
     let waker = Arc::new(move || {
@@ -50,15 +54,15 @@ pub fn start(inputs: &[std::path::PathBuf], events: &Sender<Event>) -> Result<En
     });
     let options = EngineOptions {
         watch: true,
-        ..crate::cli::engine_options()
+        ..options.clone()
     };
     Ok(Engine::start_with(pipeline, waker, options)?)
 }
 
 /// Opens the app in this terminal.
-pub fn open(inputs: &[std::path::PathBuf]) -> Result<ExitCode> {
+pub fn open(inputs: &[std::path::PathBuf], options: &EngineOptions) -> Result<ExitCode> {
     let (tx, rx) = channel();
-    let engine = start(inputs, &tx)?;
+    let engine = start(inputs, &tx, options)?;
     let input = tx.clone();
     std::thread::Builder::new()
         .name("kappa-input".into())
@@ -77,7 +81,11 @@ pub fn open(inputs: &[std::path::PathBuf]) -> Result<ExitCode> {
     let result = run(&mut terminal, &mut app, &rx);
     restore_terminal();
     // Panics on other threads were kept off the screen while the app drew; say them now, on the normal screen.
-    for message in held.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+    for message in held
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .drain(..)
+    {
         eprintln!("{message}");
     }
     // The engine stops on its own thread; the app does not wait for it (a load or query under way would hold the
@@ -108,7 +116,9 @@ fn init_terminal(held: Arc<Mutex<Vec<String>>>) -> ratatui::DefaultTerminal {
             let name = thread.name().unwrap_or("unnamed");
             held.lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(format!("a thread ({name}) panicked while the app ran (the app went on): {info}"));
+                .push(format!(
+                    "a thread ({name}) panicked while the app ran (the app went on): {info}"
+                ));
         }
     }));
     terminal

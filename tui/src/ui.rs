@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use kappa_core::arrow::util::display::{ArrayFormatter, FormatOptions};
+use kappa_core::client::TableView;
 use kappa_core::{
-    CheckStatus, DiffKind, Health, MaintenanceKind, NodeStatus, ReplayState, human_bytes,
-    human_secs, thousands,
+    CheckStatus, Health, MaintenanceKind, Mode, NodeStatus, ReplayState, human_bytes, human_secs,
+    thousands,
 };
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
@@ -167,7 +167,7 @@ impl Mark {
 
 /// The mark of a source or view.
 fn mark(app: &App, name: &str) -> Mark {
-    match app.snapshot.health(name) {
+    match app.snapshot().health(name) {
         Health::Fresh => Mark::Fresh,
         Health::Updating => Mark::Updating,
         Health::Stale => Mark::Stale,
@@ -304,22 +304,17 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
 }
 
 fn render_header(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
-    let snapshot = &app.snapshot;
-    let mode = match &snapshot.replay {
-        Some(r) if r.state == ReplayState::Running => {
-            Span::styled("▶ replaying", theme.fg(Color::Yellow))
-        }
-        Some(r) if r.state == ReplayState::Paused => {
-            Span::styled("⏸ paused", theme.fg(Color::Yellow))
-        }
-        _ if !snapshot.following => Span::styled(
-            format!("⏪ time travel @ {}", thousands(snapshot.position)),
+    let snapshot = &app.snapshot();
+    let mode = snapshot.mode();
+    let mode = match mode {
+        Mode::Replaying => Span::styled(format!("▶ {mode}"), theme.fg(Color::Yellow)),
+        Mode::Paused => Span::styled(format!("⏸ {mode}"), theme.fg(Color::Yellow)),
+        Mode::TimeTravel => Span::styled(
+            format!("⏪ {mode} @ {}", thousands(snapshot.position)),
             theme.fg(Color::Magenta),
         ),
-        _ if snapshot.status == kappa_core::EngineStatus::Loading => {
-            Span::styled("… loading", theme.fg(Color::Yellow))
-        }
-        _ => Span::styled("● live", theme.fg(Color::Green)),
+        Mode::Loading => Span::styled(format!("… {mode}"), theme.fg(Color::Yellow)),
+        Mode::Live => Span::styled(format!("● {mode}"), theme.fg(Color::Green)),
     };
     let lag = snapshot
         .updates
@@ -336,7 +331,7 @@ fn render_header(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     if let Some(busy) = app.busy() {
         spans.push(Span::styled(
             format!(
-                " │ {} {busy}… (Esc stops waiting)",
+                " │ {} {busy}… (Esc cancels)",
                 SPINNER[app.spinner % SPINNER.len()]
             ),
             theme.fg(Color::Yellow),
@@ -366,10 +361,10 @@ fn render_tree(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         let y = inner.y + u16::try_from(line).unwrap_or(0);
         let mark = mark(app, &entry.name);
         let rows = app
-            .snapshot
+            .snapshot()
             .source(&entry.name)
             .map(|s| Some(s.rows))
-            .or_else(|| app.snapshot.view(&entry.name).map(|v| v.rows))
+            .or_else(|| app.snapshot().view(&entry.name).map(|v| v.rows))
             .flatten()
             .map_or_else(|| "·".to_owned(), thousands);
         let indent = if entry.depth == 0 {
@@ -435,8 +430,8 @@ fn render_data(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         theme.dim()
     });
     if let Some(source) = app
-        .snapshot
-        .source(&app.data.browse.table)
+        .snapshot()
+        .source(&app.client.table.browse.table)
         .filter(|s| s.outside_folder)
     {
         block = block.title_bottom(Line::styled(
@@ -452,52 +447,64 @@ fn render_data(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     } else {
         "reading…"
     };
-    render_table(&app.data, theme, block, empty, area, buf);
+    render_table(&app.data, &app.client.table, theme, block, empty, area, buf);
 }
 
-/// Draws a table as the Data tab does, in a plain frame (for benchmarks: only the visible rows are formatted).
-pub fn draw_data(data: &DataView, no_color: bool, area: Rect, buf: &mut Buffer) {
+/// Draws a table as the Data tab does, in a plain frame (for benchmarks: only the visible rows are drawn).
+pub fn draw_data(data: &DataView, table: &TableView, no_color: bool, area: Rect, buf: &mut Buffer) {
     let theme = Theme { color: !no_color };
-    render_table(data, &theme, Block::bordered(), "reading…", area, buf);
+    render_table(
+        data,
+        table,
+        &theme,
+        Block::bordered(),
+        "reading…",
+        area,
+        buf,
+    );
 }
 
 fn render_table(
     data: &DataView,
+    table: &TableView,
     theme: &Theme,
     block: Block,
     empty: &str,
     area: Rect,
     buf: &mut Buffer,
 ) {
-    let mut title = format!(" {} ", data.browse.table);
-    if data.result.is_some() {
-        let _ = write!(title, "· {} rows ", thousands(data.rows() as u64));
+    let browse = &table.browse;
+    let mut title = format!(" {} ", browse.table);
+    if let Some(rows) = table.total_rows() {
+        let _ = write!(title, "· {} rows ", thousands(rows));
     }
-    if let Some((column, descending)) = &data.browse.sort {
+    if let Some((column, descending)) = &browse.sort {
         let _ = write!(
             title,
             "· sorted by {column} {} ",
             if *descending { "↓" } else { "↑" }
         );
     }
-    if let Some(filter) = &data.browse.filter {
+    if let Some(filter) = &browse.filter {
         let _ = write!(title, "· filter: {filter} ");
     }
     let block = block.title(title);
     let inner = block.inner(area);
     block.render(area, buf);
-    if let Some(error) = &data.error {
-        Paragraph::new(error.as_str())
+    if let Some(error) = table.error() {
+        Paragraph::new(error)
             .style(theme.error())
             .wrap(Wrap { trim: false })
             .render(inner, buf);
         return;
     }
-    let Some(result) = &data.result else {
+    let Some(total) = table.total_rows() else {
         Paragraph::new(empty).style(theme.dim()).render(inner, buf);
         return;
     };
+    let total = total as usize;
     let height = usize::from(inner.height.saturating_sub(1)).max(1);
+    data.height.set(height);
     // Keep the cursor in view.
     let mut top = data.top.get().min(data.row);
     if data.row >= top + height {
@@ -505,7 +512,7 @@ fn render_table(
     }
     data.top.set(top);
     let widths = &data.widths;
-    let fields = result.schema.fields();
+    let names = table.columns();
     let mut left = data.left.get().min(data.column);
     let fits = |left: usize| {
         let mut used = 0usize;
@@ -522,37 +529,27 @@ fn render_table(
     }
     data.left.set(left);
     let last = fits(left);
-    let columns: Vec<usize> = (left..=last.min(fields.len().saturating_sub(1))).collect();
-    if fields.is_empty() {
+    let columns: Vec<usize> = (left..=last.min(names.len().saturating_sub(1))).collect();
+    if names.is_empty() {
         return;
     }
-    let options = FormatOptions::default().with_null("null");
-    let mut formatters: BTreeMap<usize, Vec<Option<ArrayFormatter>>> = BTreeMap::new();
     let mut rows = Vec::new();
-    for row in top..(top + height).min(data.rows()) {
-        let Some((batch, at)) = data.locate(row) else {
-            break;
-        };
-        let batch_index = data.starts.partition_point(|&s| s <= row) - 1;
-        let cells = formatters.entry(batch_index).or_insert_with(|| {
-            batch
-                .columns()
-                .iter()
-                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).ok())
-                .collect()
-        });
+    for row in top..(top + height).min(total) {
+        let values = table.row(row as u64);
         let mut line = Vec::new();
         for &column in &columns {
-            let text = cells
-                .get(column)
-                .and_then(Option::as_ref)
-                .map_or_else(String::new, |f| f.value(at).to_string());
-            let text = text.replace(['\n', '\r', '\t'], " ");
+            // A row of a page still being read shows as `…`.
+            let value = values.map(|v| v.get(column).cloned().flatten());
+            let text = match &value {
+                None => "…".to_owned(),
+                Some(None) => "null".to_owned(),
+                Some(Some(text)) => text.replace(['\n', '\r', '\t'], " "),
+            };
             let style = if row == data.row && column == data.column {
                 Theme::selected().add_modifier(Modifier::BOLD)
             } else if row == data.row {
                 theme.fg(Color::Cyan)
-            } else if batch.column(column).is_null(at) {
+            } else if !matches!(value, Some(Some(_))) {
                 theme.dim()
             } else {
                 Style::new()
@@ -562,10 +559,10 @@ fn render_table(
         rows.push(Row::new(line));
     }
     let header = Row::new(columns.iter().map(|&c| {
-        let name = fields[c].name().clone();
-        let arrow = match &data.browse.sort {
-            Some((s, false)) if *s == name => " ↑",
-            Some((s, true)) if *s == name => " ↓",
+        let name = &names[c];
+        let arrow = match &browse.sort {
+            Some((s, false)) if s == name => " ↑",
+            Some((s, true)) if s == name => " ↓",
             _ => "",
         };
         ratatui::widgets::Cell::from(format!("{name}{arrow}"))
@@ -573,7 +570,7 @@ fn render_table(
     .style(theme.title());
     let constraints: Vec<Constraint> = columns
         .iter()
-        .map(|&c| Constraint::Length(widths[c]))
+        .map(|&c| Constraint::Length(widths.get(c).copied().unwrap_or(8)))
         .collect();
     Table::new(rows, constraints)
         .header(header)
@@ -583,7 +580,7 @@ fn render_table(
 
 /// The lineage DAG's layers, or only the selection's upstream and downstream when focused.
 fn layers(app: &App) -> Vec<Vec<String>> {
-    let lineage = &app.snapshot.lineage;
+    let lineage = &app.snapshot().lineage;
     let mut layers = lineage.layers();
     if app.lineage_focus {
         let selected = app.selected_name().unwrap_or_default().to_owned();
@@ -649,7 +646,7 @@ fn render_lineage(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             boxes.insert(name.clone(), Rect::new(x, y, box_width, 3));
         }
     }
-    let lineage = &app.snapshot.lineage;
+    let lineage = &app.snapshot().lineage;
     let related: BTreeSet<String> = {
         let mut r: BTreeSet<String> = lineage.upstream(&selected).into_iter().collect();
         r.extend(lineage.downstream(&selected));
@@ -766,20 +763,13 @@ fn render_lineage(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
 
 /// The selected view's columns and the columns each is computed from; the Data tab's column is highlighted.
 fn column_lineage<'a>(app: &App, theme: &Theme, view: &str) -> Vec<Line<'a>> {
-    let lineage = &app.snapshot.lineage;
+    let lineage = &app.snapshot().lineage;
     let columns: Vec<_> = lineage.columns.iter().filter(|c| c.view == view).collect();
     if columns.is_empty() {
         return Vec::new();
     }
-    let current = (app.data.browse.table == view)
-        .then(|| {
-            app.data.result.as_ref().and_then(|r| {
-                r.schema
-                    .fields()
-                    .get(app.data.column)
-                    .map(|f| f.name().clone())
-            })
-        })
+    let current = (app.client.table.browse.table == view)
+        .then(|| app.client.table.columns().get(app.data.column).cloned())
         .flatten();
     let mut lines = vec![Line::styled(
         format!("columns of {view} ← where they come from"),
@@ -816,7 +806,7 @@ fn render_replay(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     let block = main_block(app, theme, " replay and time travel ".to_owned());
     let inner = block.inner(area);
     block.render(area, buf);
-    let snapshot = &app.snapshot;
+    let snapshot = &app.snapshot();
     let [summary, gauge, spark, keys] = inner.layout(&Layout::vertical([
         Constraint::Length(3),
         Constraint::Length(1),
@@ -902,7 +892,7 @@ fn render_paths(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     );
     let inner = block.inner(area);
     block.render(area, buf);
-    let views = &app.snapshot.views;
+    let views = &app.snapshot().views;
     let table_height = u16::try_from(views.len() + 1).unwrap_or(10);
     let [table, bars] = inner.layout(&Layout::vertical([
         Constraint::Length(table_height + 1),
@@ -1011,7 +1001,7 @@ fn render_paths(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             Span::raw(format!(" {}", human_secs(v.paths.write_path_read_secs))),
         ]));
     }
-    if let Some(view) = app.snapshot.view(selected)
+    if let Some(view) = app.snapshot().view(selected)
         && let Some(m) = &view.maintenance
     {
         lines.push(Line::styled(
@@ -1032,9 +1022,9 @@ fn render_checks(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     );
     let inner = block.inner(area);
     block.render(area, buf);
-    let checks = &app.snapshot.checks;
+    let checks = &app.snapshot().checks;
     if checks.is_empty() {
-        let text = if app.snapshot.views.is_empty() {
+        let text = if app.snapshot().views.is_empty() {
             "no checks"
         } else {
             "not run yet: c runs the pipeline's checks"
@@ -1143,11 +1133,7 @@ fn render_checks(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
                 .map(|k| k.clone().unwrap_or_else(|| "null".to_owned()))
                 .collect();
             let marker = if i == app.difference { "▶ " } else { "  " };
-            let kind = match row.kind {
-                DiffKind::Missing => "missing",
-                DiffKind::Extra => "extra",
-                DiffKind::Changed => "changed",
-            };
+            let kind = row.kind.to_string();
             let mut spans = vec![Span::raw(format!(
                 "{marker}{:<key_width$} │ ",
                 key.join(",")
@@ -1212,20 +1198,17 @@ fn render_log(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     let inner = block.inner(area);
     block.render(area, buf);
     let mut lines: Vec<Line> = Vec::new();
-    let updates = &app.snapshot.updates;
+    let updates = &app.snapshot().updates;
     if !updates.is_empty() {
         lines.push(Line::styled("live updates (latest first)", theme.title()));
         for update in updates.iter().rev().take(8) {
             lines.push(Line::raw(format!("  {}", update_line(update))));
         }
     }
-    for source in &app.snapshot.sources {
+    for source in &app.snapshot().sources {
         let d = &source.diagnostics;
         lines.push(Line::styled(
-            format!(
-                "{}: {} malformed, {} incomplete, {} duplicates, {} out of order, {} schema changes",
-                source.name, d.malformed, d.incomplete, d.duplicates, d.out_of_order, d.schema_changes
-            ),
+            format!("{}: {}", source.name, d.summary()),
             theme.title(),
         ));
         if let Some(notice) = &source.notice {
@@ -1235,26 +1218,13 @@ fn render_log(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             lines.push(Line::styled(format!("  {reason}"), theme.error()));
         }
         for item in &d.items {
-            let line = item.line.map_or_else(String::new, |l| format!("{l}:"));
-            // `SchemaChange` → `schema change`.
-            let kind = format!("{:?}", item.kind).chars().enumerate().fold(
-                String::new(),
-                |mut out, (i, c)| {
-                    if c.is_uppercase() && i > 0 {
-                        out.push(' ');
-                    }
-                    out.push(c.to_ascii_lowercase());
-                    out
-                },
-            );
             lines.push(Line::raw(format!(
-                "  {}:{line} {kind}: {}",
-                source.path_as_written.display(),
-                item.reason
+                "  {}",
+                item.located(&source.path_as_written)
             )));
         }
     }
-    for view in &app.snapshot.views {
+    for view in &app.snapshot().views {
         if let NodeStatus::Error(reason) = &view.status {
             lines.push(Line::styled(
                 format!("view {}: {reason}", view.name),
