@@ -1123,18 +1123,9 @@ impl Worker {
     async fn handle(&mut self, command: Command) {
         match command {
             Command::WaitReady { reply } => reply.send(Ok(self.published.clone())),
-            // Queries run as tasks beside the worker (appends keep flowing meanwhile) over the tables as they are
-            // now; they do not wait for views whose recompute is due (the snapshot says which are behind).
-            Command::Query {
-                target,
-                limit,
-                reply,
-            } => self.spawn_query(&target, limit, reply),
-            Command::Browse {
-                browse,
-                rows,
-                reply,
-            } => self.spawn_browse(browse, rows, reply),
+            read @ (Command::Query { .. } | Command::Browse { .. }) => {
+                let _ = self.spawn_read(read);
+            }
             Command::Export {
                 target,
                 path,
@@ -1295,6 +1286,27 @@ impl Worker {
             // Acted on by the handle when sent.
             Command::Cancel | Command::Shutdown => {}
         }
+    }
+
+    /// Runs a read (a query or a browse) as a task; gives any other command back.
+    ///
+    /// Reads run beside the worker (appends keep flowing meanwhile) over the tables as they are now; they do not wait
+    /// for views whose recompute is due (the snapshot says which are behind).
+    fn spawn_read(&self, command: Command) -> Option<Command> {
+        match command {
+            Command::Query {
+                target,
+                limit,
+                reply,
+            } => self.spawn_query(&target, limit, reply),
+            Command::Browse {
+                browse,
+                rows,
+                reply,
+            } => self.spawn_browse(browse, rows, reply),
+            other => return Some(other),
+        }
+        None
     }
 
     /// Plans a query now, over the tables as they are, and runs it as a task that a cancel stops.
@@ -1936,17 +1948,11 @@ impl Worker {
                 {
                     let _ = cancel_before_start(command);
                 }
-                Command::Query {
-                    target,
-                    limit,
-                    reply,
-                } => self.spawn_query(&target, limit, reply),
-                Command::Browse {
-                    browse,
-                    rows,
-                    reply,
-                } => self.spawn_browse(browse, rows, reply),
-                other => later.push((generation, other)),
+                other => {
+                    if let Some(other) = self.spawn_read(other) {
+                        later.push((generation, other));
+                    }
+                }
             }
         }
         self.deferred.extend(later);

@@ -253,25 +253,9 @@ pub(crate) fn parse(
 ) -> Result<(LoadedSource, usize, JsonFields)> {
     let ranges = split(data, parts.max(1));
     let last = ranges.len() - 1;
-    let scans: Vec<PartScan<'_>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = ranges
-            .iter()
-            .enumerate()
-            .map(|(i, range)| {
-                let part = &data[range.clone()];
-                std::thread::Builder::new()
-                    .name(format!("kappa-scan-{i}"))
-                    .spawn_scoped(scope, move || scan_part(part, i == last))
-            })
-            .collect::<std::io::Result<_>>()?;
-        Ok::<_, std::io::Error>(
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect(),
-        )
-    })
-    .map_err(|e| crate::error::Error::io(path, e))?;
+    let scans: Vec<PartScan<'_>> = on_threads(path, "kappa-scan", &ranges, |i, range| {
+        scan_part(&data[range.clone()], i == last)
+    })?;
 
     // In file order: each part's offsets move by the lines before it, and its shapes widen the schema as a
     // sequential scan's lines would, interleaved with the bad lines' diagnostics as that scan would push them.
@@ -308,29 +292,12 @@ pub(crate) fn parse(
     fields.retain(|(name, _)| name != offset_name);
     let object = JsonType::Object(fields);
     let (data_schema, schema) = jsonl_schemas(&object, offset_name);
-    let decoded: Vec<Result<(Vec<_>, Diagnostics)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = goods
-            .iter()
-            .enumerate()
-            .map(|(i, good)| {
-                let (data_schema, object, schema) = (&data_schema, &object, &schema);
-                std::thread::Builder::new()
-                    .name(format!("kappa-decode-{i}"))
-                    .spawn_scoped(scope, move || {
-                        let mut found = Diagnostics::default();
-                        decode_jsonl(path, data_schema, object, schema, good, &mut found)
-                            .map(|batches| (batches, found))
-                    })
-            })
-            .collect::<std::io::Result<_>>()?;
-        Ok::<_, std::io::Error>(
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect(),
-        )
-    })
-    .map_err(|e| crate::error::Error::io(path, e))?;
+    let decoded: Vec<Result<(Vec<_>, Diagnostics)>> =
+        on_threads(path, "kappa-decode", &goods, |_, good| {
+            let mut found = Diagnostics::default();
+            decode_jsonl(path, &data_schema, &object, &schema, good, &mut found)
+                .map(|batches| (batches, found))
+        })?;
     let mut batches = Vec::new();
     for part in decoded {
         let (part_batches, found) = part?;
@@ -358,6 +325,35 @@ fn shifted(mut d: Diagnostic, base: u64) -> Diagnostic {
     d.offset = d.offset.map(|o| o + base);
     d.line = d.line.map(|l| l + base);
     d
+}
+
+/// Runs `work` on each item on a thread of its own (named `name-i`), and returns the results in order. A panic in one
+/// is raised again here, where the reader's panic boundary is.
+fn on_threads<T: Sync, R: Send>(
+    path: &Path,
+    name: &str,
+    items: &[T],
+    work: impl Fn(usize, &T) -> R + Sync,
+) -> Result<Vec<R>> {
+    std::thread::scope(|scope| {
+        let work = &work;
+        let handles: Vec<_> = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                std::thread::Builder::new()
+                    .name(format!("{name}-{i}"))
+                    .spawn_scoped(scope, move || work(i, item))
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok::<_, std::io::Error>(
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect(),
+        )
+    })
+    .map_err(|e| crate::error::Error::io(path, e))
 }
 
 #[cfg(test)]
