@@ -21,7 +21,7 @@ use futures::FutureExt as _;
 
 mod live;
 
-pub use live::{LiveEvent, LiveUpdate, PathMetrics, ViewChange};
+pub use live::{Crossover, LiveEvent, LiveUpdate, PathMetrics, ViewChange};
 
 use crate::cdc::CHANGES_SUFFIX;
 use crate::diagnostics::Diagnostics;
@@ -519,6 +519,19 @@ impl Snapshot {
         self.source(name)
             .map(|s| s.rows)
             .or_else(|| self.view(name).and_then(|v| v.rows))
+    }
+
+    /// The lag of the latest live update (from the file's change to the views being up to date), in milliseconds;
+    /// with `name`, of the latest update that touched that source or view.
+    #[must_use]
+    pub fn last_lag_ms(&self, name: Option<&str>) -> Option<f64> {
+        self.updates
+            .iter()
+            .rev()
+            .filter(|u| {
+                name.is_none_or(|name| u.source == name || u.views.iter().any(|v| v.view == name))
+            })
+            .find_map(|u| u.lag_ms)
     }
 
     /// What the views show: a replay running or paused, time travel, loading, or live.

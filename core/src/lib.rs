@@ -57,9 +57,10 @@ mod verify;
 pub use cdc::{CHANGES_SUFFIX, UNAVAILABLE_VALUE};
 pub use diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
 pub use engine::{
-    Browse, Command, Engine, EngineOptions, EngineStatus, FilterUse, Health, LiveEvent, LiveUpdate,
-    MAX_UPDATES, Mode, NodeStatus, Page, PathMetrics, QueryResult, QueryTarget, ReplayProgress,
-    ReplayState, Reply, Snapshot, SourceState, ViewChange, ViewState, Waker, no_waker,
+    Browse, Command, Crossover, Engine, EngineOptions, EngineStatus, FilterUse, Health, LiveEvent,
+    LiveUpdate, MAX_UPDATES, Mode, NodeStatus, Page, PathMetrics, QueryResult, QueryTarget,
+    ReplayProgress, ReplayState, Reply, Snapshot, SourceState, ViewChange, ViewState, Waker,
+    no_waker,
 };
 pub use error::{Error, Result};
 pub use generate::{

@@ -203,6 +203,21 @@ pub struct DiffReport {
 }
 
 impl DiffReport {
+    /// The counts in words, as both apps show them.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        use crate::output::thousands;
+        format!(
+            "{} expected, {} in the output: {} matching, {} missing, {} extra, {} changed",
+            thousands(self.expected_rows),
+            thousands(self.actual_rows),
+            thousands(self.matching),
+            thousands(self.missing),
+            thousands(self.extra),
+            thousands(self.changed)
+        )
+    }
+
     /// True when the two sides agree.
     #[must_use]
     pub fn passed(&self) -> bool {

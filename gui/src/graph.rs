@@ -249,11 +249,7 @@ pub fn show(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
             .and_then(|v| v.maintenance.as_ref())
             .map_or_else(|| "source".to_owned(), |m| m.kind.to_string());
         let lag = snapshot
-            .updates
-            .iter()
-            .rev()
-            .find(|u| u.source == *name || u.views.iter().any(|v| v.view == *name))
-            .and_then(|u| u.lag_ms)
+            .last_lag_ms(Some(name))
             .map_or_else(String::new, |ms| format!(" · lag {ms:.0} ms"));
         painter.text(
             rect.left_bottom() + Vec2::new(8.0, -6.0) * zoom,

@@ -464,10 +464,7 @@ fn paths(app: &KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
             ("read: the stored state", human_secs(p.write_path_read_secs)),
             (
                 "materializing pays off above",
-                p.crossover_reads_per_write.map_or_else(
-                    || "-".to_owned(),
-                    |c| format!("{c:.4} reads per appended event"),
-                ),
+                p.crossover_point().to_string(),
             ),
         ] {
             ui.label(label);
@@ -542,13 +539,7 @@ fn checks(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
         ui.colored_label(ui.visuals().error_fg_color, error);
     }
     if let Some(diff) = &check.diff {
-        ui.label(format!(
-            "{} matching, {} missing, {} extra, {} changed",
-            thousands(diff.matching),
-            thousands(diff.missing),
-            thousands(diff.extra),
-            thousands(diff.changed)
-        ));
+        ui.label(diff.summary());
         ui.horizontal(|ui| {
             let n = diff.samples.len();
             if ui.button("Previous difference").clicked() && n > 0 {

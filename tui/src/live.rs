@@ -98,7 +98,7 @@ pub fn watch(args: &WatchArgs, options: &EngineOptions) -> Result<ExitCode> {
             let line = if args.json {
                 serde_json::to_string(&update)?
             } else {
-                update_line(&update)
+                update.to_string()
             };
             if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
                 // The reader went away (a closed pipe): stop quietly.
@@ -117,43 +117,6 @@ fn filtered(update: &LiveUpdate, views: &[String]) -> LiveUpdate {
         update.views.retain(|v| views.contains(&v.view));
     }
     update
-}
-
-/// One update in words: `orders appended: 3 events, offsets 100..103; views: revenue_by_day +0 ~1 (31 rows); lag 4.2 ms`.
-pub(crate) fn update_line(update: &LiveUpdate) -> String {
-    let event = serde_json::to_value(update.event)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let mut line = if update.source.is_empty() {
-        format!("{event}: {}", update.detail)
-    } else {
-        format!("{} {event}: {}", update.source, update.detail)
-    };
-    if update.duplicates > 0 {
-        let _ = write!(line, " ({} duplicate(s) dropped)", update.duplicates);
-    }
-    if !update.views.is_empty() {
-        let views: Vec<String> = update
-            .views
-            .iter()
-            .map(|v| {
-                format!(
-                    "{} +{} ~{} ({} rows, {:.2} ms)",
-                    v.view,
-                    v.inserted,
-                    v.updated,
-                    v.rows,
-                    v.secs * 1000.0
-                )
-            })
-            .collect();
-        let _ = write!(line, "; views: {}", views.join(", "));
-    }
-    if let Some(lag) = update.lag_ms {
-        let _ = write!(line, "; lag {lag:.1} ms");
-    }
-    line
 }
 
 /// `kappa paths`: measures and prints both paths of every view.
@@ -191,7 +154,7 @@ pub fn paths(args: &PathsArgs, options: &EngineOptions) -> Result<ExitCode> {
 #[must_use]
 pub fn paths_table(snapshot: &Snapshot, batch_size: u64) -> String {
     let mut text = format!(
-        "{:<20} {:<10} {:>12} {:>10} {:>10} {:>12} {:>12} {:>16}\n",
+        "{:<20} {:<10} {:>12} {:>10} {:>10} {:>12} {:>12} {:>20}\n",
         "view", "kind", "write/event", "rows", "state", "read: log", "read: state", "crossover"
     );
     for v in &snapshot.views {
@@ -199,17 +162,10 @@ pub fn paths_table(snapshot: &Snapshot, batch_size: u64) -> String {
             .maintenance
             .as_ref()
             .map_or_else(|| "error".to_owned(), |m| m.kind.to_string());
-        let crossover = match (
-            v.paths.crossover_reads_per_write,
-            v.paths.write_path_read_secs,
-        ) {
-            (Some(c), _) => format!("{c:.4} reads/ev"),
-            (None, Some(_)) => "never".to_owned(),
-            (None, None) => "-".to_owned(),
-        };
+        let crossover = v.paths.crossover_point().to_string();
         let _ = writeln!(
             text,
-            "{:<20} {:<10} {:>12} {:>10} {:>10} {:>12} {:>12} {:>16}",
+            "{:<20} {:<10} {:>12} {:>10} {:>10} {:>12} {:>12} {:>20}",
             v.name,
             kind,
             human_secs(v.paths.write_secs_per_event),

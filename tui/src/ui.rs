@@ -17,7 +17,6 @@ use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Clear, Gauge, Paragraph, Row, Sparkline, Table, Widget, Wrap};
 
 use crate::app::{App, DataView, Focus, Overlay, Tab};
-use crate::live::update_line;
 
 /// Where each part of the screen is.
 #[derive(Debug, Clone, Copy)]
@@ -317,10 +316,7 @@ fn render_header(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         Mode::Live => Span::styled(format!("● {mode}"), theme.fg(Color::Green)),
     };
     let lag = snapshot
-        .updates
-        .iter()
-        .rev()
-        .find_map(|u| u.lag_ms)
+        .last_lag_ms(None)
         .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1} ms"));
     let mut spans = vec![
         Span::styled(" kappa ", theme.title()),
@@ -913,14 +909,7 @@ fn render_paths(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             .maintenance
             .as_ref()
             .map_or_else(|| "error".to_owned(), |m| m.kind.to_string());
-        let crossover = match (
-            v.paths.crossover_reads_per_write,
-            v.paths.write_path_read_secs,
-        ) {
-            (Some(c), _) => format!("{c:.3}/ev"),
-            (None, Some(_)) => "never".to_owned(),
-            (None, None) => "-".to_owned(),
-        };
+        let crossover = v.paths.crossover_point().short();
         let kind_style = match v.maintenance.as_ref().map(|m| m.kind) {
             Some(MaintenanceKind::Recompute) => theme.fg(Color::Yellow),
             Some(MaintenanceKind::OnRead) => theme.fg(Color::Blue),
@@ -1072,15 +1061,7 @@ fn render_checks(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         lines.push(Line::styled(error.clone(), theme.error()));
     }
     if let Some(diff) = &check.diff {
-        lines.push(Line::raw(format!(
-            "{} expected, {} actual: {} matching, {} missing, {} extra, {} changed",
-            thousands(diff.expected_rows),
-            thousands(diff.actual_rows),
-            thousands(diff.matching),
-            thousands(diff.missing),
-            thousands(diff.extra),
-            thousands(diff.changed)
-        )));
+        lines.push(Line::raw(diff.summary()));
         if !diff.column_mismatches.is_empty() {
             let columns: Vec<String> = diff
                 .column_mismatches
@@ -1202,7 +1183,7 @@ fn render_log(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     if !updates.is_empty() {
         lines.push(Line::styled("live updates (latest first)", theme.title()));
         for update in updates.iter().rev().take(8) {
-            lines.push(Line::raw(format!("  {}", update_line(update))));
+            lines.push(Line::raw(format!("  {update}")));
         }
     }
     for source in &app.snapshot().sources {

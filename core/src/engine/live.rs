@@ -62,7 +62,49 @@ pub struct PathMetrics {
     pub measured_batch: Option<u64>,
 }
 
+/// Where materializing a view starts to pay off, as measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Crossover {
+    /// Above this many reads per appended event.
+    At(f64),
+    /// Never: reading the stored state is not cheaper than computing the view.
+    Never,
+    /// Not measured yet.
+    Unknown,
+}
+
+impl Crossover {
+    /// The same, short, for a narrow column: `0.001/ev`, `never`, `-`.
+    #[must_use]
+    pub fn short(&self) -> String {
+        match self {
+            Crossover::At(reads) => format!("{reads:.3}/ev"),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Crossover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Crossover::At(reads) => write!(f, "{reads:.4} reads/event"),
+            Crossover::Never => f.write_str("never"),
+            Crossover::Unknown => f.write_str("-"),
+        }
+    }
+}
+
 impl PathMetrics {
+    /// The reads per appended event above which materializing is cheaper, when measured.
+    #[must_use]
+    pub fn crossover_point(&self) -> Crossover {
+        match (self.crossover_reads_per_write, self.write_path_read_secs) {
+            (Some(reads), _) => Crossover::At(reads),
+            (None, Some(_)) => Crossover::Never,
+            (None, None) => Crossover::Unknown,
+        }
+    }
+
     fn add_update(&mut self, events: u64, secs: f64) {
         self.updates += 1;
         self.events += events;
@@ -110,6 +152,22 @@ pub enum LiveEvent {
     Failed,
 }
 
+impl std::fmt::Display for LiveEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LiveEvent::Appended => "appended",
+            LiveEvent::Truncated => "truncated",
+            LiveEvent::Rotated => "rotated",
+            LiveEvent::Rewritten => "rewritten",
+            LiveEvent::SchemaChanged => "schema_changed",
+            LiveEvent::Reloaded => "reloaded",
+            LiveEvent::Deleted => "deleted",
+            LiveEvent::Recomputed => "recomputed",
+            LiveEvent::Failed => "failed",
+        })
+    }
+}
+
 /// One view's part in a live update.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ViewChange {
@@ -144,6 +202,37 @@ pub struct LiveUpdate {
     pub views: Vec<ViewChange>,
     /// From the file's change (its modification time) to the views being up to date, in milliseconds.
     pub lag_ms: Option<f64>,
+}
+
+impl std::fmt::Display for LiveUpdate {
+    /// In words, as `kappa watch` and the apps' logs show it: `orders appended: 3 record(s) appended at offsets
+    /// 100..103; views: revenue_by_day +0 ~1 (31 rows, 0.12 ms); lag 4.2 ms`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.source.is_empty() {
+            write!(f, "{}: {}", self.event, self.detail)?;
+        } else {
+            write!(f, "{} {}: {}", self.source, self.event, self.detail)?;
+        }
+        if self.duplicates > 0 {
+            write!(f, " ({} duplicate(s) dropped)", self.duplicates)?;
+        }
+        for (i, v) in self.views.iter().enumerate() {
+            write!(
+                f,
+                "{}{} +{} ~{} ({} rows, {:.2} ms)",
+                if i == 0 { "; views: " } else { ", " },
+                v.view,
+                v.inserted,
+                v.updated,
+                v.rows,
+                v.secs * 1000.0
+            )?;
+        }
+        if let Some(lag) = self.lag_ms {
+            write!(f, "; lag {lag:.1} ms")?;
+        }
+        Ok(())
+    }
 }
 
 impl LiveUpdate {
