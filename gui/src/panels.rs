@@ -267,6 +267,8 @@ fn data(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
     let sort = table.browse.sort.clone();
     let mut shown: Option<std::ops::Range<u64>> = None;
     egui::ScrollArea::horizontal().show(ui, |ui| {
+        // One line a row: a cell never wraps (a column first sized while its page was being read would).
+        ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Extend);
         TableBuilder::new(ui)
             .striped(true)
             .resizable(true)

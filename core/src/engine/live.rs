@@ -78,6 +78,7 @@ impl Crossover {
     #[must_use]
     pub fn short(&self) -> String {
         match self {
+            Crossover::At(reads) if *reads < 0.01 => format!("{reads:.1e}/ev"),
             Crossover::At(reads) => format!("{reads:.3}/ev"),
             other => other.to_string(),
         }
