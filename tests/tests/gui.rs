@@ -402,3 +402,52 @@ fn the_window_renders_under_xvfb_and_saves_a_screenshot() {
         colours.len()
     );
 }
+
+/// Opening other files while a large log still loads replaces the engine at once: the window does not wait for the
+/// old engine to finish.
+#[test]
+fn opening_files_during_a_long_load_does_not_wait_for_it() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let big = dir.path().join("big.jsonl");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&big).expect("create"));
+    for i in 0..2_000_000u64 {
+        writeln!(file, "{{\"id\":{i},\"user\":\"u{}\"}}", i % 1000).expect("write");
+    }
+    file.into_inner().expect("flush");
+    let small = dir.path().join("small.jsonl");
+    std::fs::write(&small, "{\"x\":1}\n").expect("write");
+    let pipeline = Pipeline::open(std::slice::from_ref(&big)).expect("pipeline");
+    let mut harness = Harness::builder()
+        .with_size([1200.0, 800.0])
+        .build_eframe(move |cc| {
+            KappaApp::new(&cc.egui_ctx, pipeline, Options::default()).expect("app")
+        });
+    harness.step();
+    assert_eq!(
+        harness.state().snapshot().status,
+        kappa_core::EngineStatus::Loading
+    );
+    let opened = Instant::now();
+    harness
+        .state_mut()
+        .act(kappa_gui::Action::Open(vec![small.clone()]));
+    harness.step();
+    assert!(
+        opened.elapsed() < Duration::from_secs(2),
+        "opening waited {:?} for the old engine",
+        opened.elapsed()
+    );
+    let until = Instant::now() + Duration::from_mins(1);
+    while harness
+        .state()
+        .snapshot()
+        .source("small")
+        .is_none_or(|s| s.rows != 1)
+    {
+        harness.step();
+        assert!(Instant::now() < until, "the small file never loaded");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(harness.state().snapshot().source("big").is_none());
+}
