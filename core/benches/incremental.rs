@@ -70,7 +70,7 @@ fn append_1000(c: &mut Criterion) {
         EngineOptions {
             watch: false,
             throttle: true,
-            cache: None,
+            ..EngineOptions::default()
         },
     )
     .expect("engine");

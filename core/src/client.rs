@@ -367,8 +367,9 @@ impl Client {
             .then(|| first.describe())
     }
 
+    /// A read of the shown table is due now, or will be once the last change is [`REFRESH_EVERY`] old.
     fn read_due(&self) -> bool {
-        self.table.due().is_some()
+        self.table.due().is_some() || self.table.changed_since.is_some()
     }
 
     /// Sends a command; a stopped engine is an outcome, not a failure of the front end.

@@ -33,7 +33,9 @@ use crate::pipeline::{
     CheckKind, CheckSpec, Format, Pipeline, SourceKind, SourceSpec, ViewMode, ViewSpec,
 };
 use crate::source;
+use crate::source::stream::{JsonlReader, Read};
 use crate::sql;
+use crate::store::{Store, StoreKey, StoreUse};
 use crate::verify::{self, CheckReport, CheckStatus, DiffOptions, DiffReport, Side, Violations};
 
 /// Called by the engine, from its own thread, whenever a new snapshot is published (egui: `request_repaint`; the TUI:
@@ -384,8 +386,8 @@ pub struct SourceState {
     /// Shared between snapshots until they change.
     pub diagnostics: Arc<Diagnostics>,
     pub load_secs: f64,
-    /// How the parsed-log cache was used when the source was opened (`None`: not used).
-    pub cache: Option<crate::cache::CacheUse>,
+    /// How the log store was used when the source was opened (`None`: not used).
+    pub store: Option<StoreUse>,
     /// The last thing that happened to the file while watched (truncated, rotated, deleted, reloaded), in words.
     pub notice: Option<String>,
 }
@@ -429,6 +431,8 @@ pub struct Snapshot {
     pub head: u64,
     /// The current or last replay.
     pub replay: Option<ReplayProgress>,
+    /// While a log is being opened: which, and how far.
+    pub loading: Option<LoadProgress>,
     /// The reports of the last check run (shared between snapshots until checks run again).
     pub checks: Arc<Vec<CheckReport>>,
     /// Grows by one with every published snapshot.
@@ -452,8 +456,11 @@ pub struct EngineOptions {
     /// Recompute views that cannot be maintained incrementally at most every so often while events arrive, so the
     /// rest stays live. When false, they are recomputed after every batch of appends.
     pub throttle: bool,
-    /// Where parsed logs are cached between runs ([`crate::cache`]); `None` parses them every time.
+    /// The cache folder, where the log store keeps logs between runs ([`crate::store`]); `None` reads them every
+    /// time, into memory.
     pub cache: Option<std::path::PathBuf>,
+    /// Records a store's segment holds.
+    pub segment_rows: u64,
 }
 
 impl Default for EngineOptions {
@@ -462,6 +469,7 @@ impl Default for EngineOptions {
             watch: false,
             throttle: true,
             cache: None,
+            segment_rows: crate::store::DEFAULT_SEGMENT_ROWS,
         }
     }
 }
@@ -795,7 +803,7 @@ fn initial_snapshot(pipeline: &Pipeline) -> Snapshot {
                 schema: None,
                 diagnostics: Arc::new(Diagnostics::default()),
                 load_secs: 0.0,
-                cache: None,
+                store: None,
                 notice: None,
             })
             .collect(),
@@ -811,6 +819,7 @@ fn initial_snapshot(pipeline: &Pipeline) -> Snapshot {
         position: 0,
         head: 0,
         replay: None,
+        loading: None,
         checks: Arc::new(Vec::new()),
         version: 0,
         following: true,
@@ -875,6 +884,34 @@ impl ReplayRun {
         }
     }
 }
+
+/// True for a source read a slice at a time (and kept in the store): a JSON Lines log.
+fn streams(spec: &SourceSpec) -> bool {
+    spec.kind == SourceKind::Log && spec.format == Format::Jsonl
+}
+
+/// A JSON Lines log being opened a slice at a time.
+struct Opening {
+    name: String,
+    spec: SourceSpec,
+    reader: JsonlReader,
+    started: Instant,
+}
+
+/// How far opening the logs is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadProgress {
+    /// The log being read.
+    pub source: String,
+    pub bytes_read: u64,
+    pub bytes_total: u64,
+    /// Records read from it so far.
+    pub records: u64,
+    pub elapsed_secs: f64,
+}
+
+/// Offsets fed at a time when views are computed from a log (a chunk of the log is in memory at a time).
+const ADVANCE_CHUNK: u64 = 1 << 20;
 
 /// Batches per replay when the caller does not choose a size: enough to show progress, few enough to stay fast.
 const DEFAULT_REPLAY_BATCHES: u64 = 100;
@@ -948,10 +985,15 @@ struct Worker {
     background: Option<live::Background>,
     /// Sources whose file could not be read again, with what the file looked like then.
     failed_at: BTreeMap<String, Option<live::Signature>>,
-    /// The log table registered for each source (its events table for a CDC source).
-    registered: BTreeMap<String, Arc<crate::log_table::LogTable>>,
+    /// The table registered for each source's log (its events table for a CDC source): the source, and the table's
+    /// identity (a reload makes another).
+    registered: BTreeMap<String, (String, usize)>,
     /// The handle's queue, looked at between steps of long work (none for a scratch worker).
     inbox: Option<Receiver<Queued>>,
+    /// The views are being computed (not maintained): recomputes then are not live updates.
+    computing: bool,
+    /// The log being opened, and how far.
+    loading: Option<LoadProgress>,
 }
 
 impl Worker {
@@ -999,6 +1041,8 @@ impl Worker {
             failed_at: BTreeMap::new(),
             registered: BTreeMap::new(),
             inbox: None,
+            computing: false,
+            loading: None,
         }
     }
 
@@ -1731,9 +1775,9 @@ impl Worker {
             } else {
                 name.clone()
             };
-            let (table, is_log, schema) = (log.table(), log.is_log(), log.schema.clone());
+            let is_log = log.is_log();
             let state = log.changed_state_batch();
-            self.register_log(&events_table, &table, is_log, &schema);
+            self.register_log(&name, &events_table);
             if is_log {
                 fed.2.insert(events_table, f.new);
             }
@@ -1755,23 +1799,26 @@ impl Worker {
         fed
     }
 
-    /// Registers a log's table once (and again when a reload replaced the log): in the main context as it grows, and
-    /// in the write path's context as the delta (a log) or as it is (a snapshot, which appends do not change).
-    fn register_log(
-        &mut self,
-        name: &str,
-        table: &Arc<crate::log_table::LogTable>,
-        is_log: bool,
-        schema: &SchemaRef,
-    ) {
+    /// Registers a log's table once (and again when a reload replaced the log): in the main context, where its bound
+    /// follows what is fed, and in the write path's context as the delta (a log) or as it is (a snapshot, which
+    /// appends do not change).
+    fn register_log(&mut self, source: &str, name: &str) {
+        let Some(log) = self.logs.get(source) else {
+            return;
+        };
+        let id = log.table_id();
         if self
             .registered
             .get(name)
-            .is_some_and(|t| Arc::ptr_eq(t, table))
+            .is_some_and(|(_, registered)| *registered == id)
         {
             return;
         }
-        self.registered.insert(name.to_owned(), table.clone());
+        self.registered
+            .insert(name.to_owned(), (source.to_owned(), id));
+        let table = log.table();
+        let schema = log.schema.clone();
+        let is_log = log.is_log();
         let _ = self.ctx.deregister_table(name);
         let _ = self.ctx.register_table(name, table.clone());
         let _ = self.delta_ctx.deregister_table(name);
@@ -1781,12 +1828,12 @@ impl Worker {
                 .delta_tables
                 .entry(name.to_owned())
                 .or_insert_with(|| crate::incremental::DeltaTable::new(schema.clone()));
-            if delta.schema_ref() != schema {
+            if *delta.schema_ref() != schema {
                 *delta = crate::incremental::DeltaTable::new(schema.clone());
             }
             let _ = self.delta_ctx.register_table(name, delta.clone());
         } else {
-            let _ = self.delta_ctx.register_table(name, table.clone());
+            let _ = self.delta_ctx.register_table(name, table);
         }
     }
 
@@ -1910,24 +1957,43 @@ impl Worker {
         self.publish();
     }
 
+    /// Opening is a replay: the snapshots are read first (views may join a log to them), then the logs. A JSON Lines
+    /// log is read a slice at a time: its first slice is shown at once, the views are computed over what is read so
+    /// far, and each slice after is fed through them, as appends are.
     async fn load_all(&mut self) {
-        for spec in self.pipeline.sources.clone() {
+        let mut specs = self.pipeline.sources.clone();
+        specs.sort_by_key(|s| s.kind == SourceKind::Log);
+        let mut openings = Vec::new();
+        for spec in specs {
             if self.control.stopped() {
                 return;
             }
             let started = Instant::now();
-            let loaded = source::load_noting_cache(&spec, self.options.cache.as_deref())
-                .and_then(|(l, cache)| Ok((SourceLog::new(&spec, l)?, cache)));
+            let opened = if streams(&spec) {
+                self.open_jsonl(&spec).map(|(log, reader, used)| {
+                    openings.push(Opening {
+                        name: spec.name.clone(),
+                        spec: spec.clone(),
+                        reader,
+                        started,
+                    });
+                    (log, Some(used))
+                })
+            } else {
+                source::load(&spec)
+                    .and_then(|l| SourceLog::new(&spec, l))
+                    .map(|log| (log, None))
+            };
             let mut state = self
                 .published
                 .source(&spec.name)
                 .cloned()
                 .expect("every source has an initial state");
             state.load_secs = started.elapsed().as_secs_f64();
-            match loaded {
-                Ok((log, cache)) => {
+            match opened {
+                Ok((log, store)) => {
                     state.status = NodeStatus::Fresh;
-                    state.cache = cache;
+                    state.store = store;
                     state.schema = Some(log.schema.clone());
                     self.logs.insert(spec.name.clone(), log);
                     self.signatures
@@ -1936,13 +2002,223 @@ impl Worker {
                 Err(e) => state.status = NodeStatus::Error(e.to_string()),
             }
             self.sources.insert(spec.name.clone(), state);
-            // Loading is a replay to the head: the same feeding path as every other. Each source is fed (and shown,
-            // and can be read) as soon as it is loaded.
+            // Each source is fed (and shown, and can be read) as soon as it is opened.
             self.feed_all(u64::MAX);
+            if let Some(opening) = openings.last()
+                && self.loading.is_none()
+            {
+                let (read, total) = opening.reader.progress();
+                self.loading = Some(LoadProgress {
+                    source: opening.name.clone(),
+                    bytes_read: read,
+                    bytes_total: total,
+                    records: self
+                        .logs
+                        .get(&opening.name)
+                        .map_or(0, SourceLog::total_rows),
+                    elapsed_secs: started.elapsed().as_secs_f64(),
+                });
+            }
             self.publish();
             self.serve_between();
         }
         self.compute_views(None).await;
+        self.publish();
+        for opening in openings {
+            if self.control.stopped() {
+                return;
+            }
+            self.read_through(opening).await;
+        }
+        self.loading = None;
+        self.publish();
+    }
+
+    /// The store of a log, in the cache folder (none without one, or when it cannot be made: the log is then read
+    /// into memory).
+    fn store_for(&self, spec: &SourceSpec) -> Option<Store> {
+        let cache = self.options.cache.as_deref()?;
+        let key = StoreKey {
+            path: std::fs::canonicalize(&spec.path).unwrap_or_else(|_| spec.path.clone()),
+            offset_name: source::OFFSET_COLUMN.to_owned(),
+            event_id: spec.event_id.clone().filter(|_| spec.dedup),
+            time: spec.time.clone(),
+        };
+        Store::open(cache, key).ok()
+    }
+
+    /// Opens a JSON Lines log: from its store when the store holds the file's start (the reader then reads what was
+    /// appended since), or else from its first slice (the reader reads the rest).
+    fn open_jsonl(&self, spec: &SourceSpec) -> Result<(SourceLog, JsonlReader, StoreUse)> {
+        let mut store = self.store_for(spec);
+        if let Some(store) = store.take_if(|s| s.valid_for(&spec.path).is_some())
+            && let Some(manifest) = store.manifest().cloned()
+        {
+            let reader = JsonlReader::resume(
+                &spec.path,
+                source::OFFSET_COLUMN,
+                manifest.file.covered,
+                manifest.next_offset,
+                source::parallel::Inference {
+                    fields: manifest.inferred.clone(),
+                    seen: manifest.seen_record,
+                },
+                Some(manifest.fields.clone()),
+            )?;
+            let used = if reader.progress().0 < reader.progress().1 {
+                StoreUse::Extended
+            } else {
+                StoreUse::Reused
+            };
+            let log = SourceLog::from_store(
+                spec,
+                store,
+                self.options.segment_rows,
+                reader.head().to_vec(),
+            )?;
+            return Ok((log, reader, used));
+        }
+        self.open_jsonl_from_start(spec, store, None)
+    }
+
+    /// Reads a JSON Lines log from its start (decoded with `fields` when they are known), sealing into `store`.
+    fn open_jsonl_from_start(
+        &self,
+        spec: &SourceSpec,
+        store: Option<Store>,
+        fields: Option<source::JsonFields>,
+    ) -> Result<(SourceLog, JsonlReader, StoreUse)> {
+        let mut reader = JsonlReader::open(&spec.path, source::OFFSET_COLUMN, fields)?;
+        let first = match reader.next_slice()? {
+            Read::Chunk(first) => *first,
+            Read::Widened(_) | Read::End => {
+                return Err(Error::Decode {
+                    path: spec.path.clone(),
+                    reason: "the first slice of the file could not be read".to_owned(),
+                });
+            }
+        };
+        let mut log = SourceLog::new(spec, first)?;
+        if let Some(store) = store {
+            log.attach_store(store, &spec.path, self.options.segment_rows);
+        }
+        Ok((log, reader, StoreUse::Built))
+    }
+
+    /// Reads a source whole, at once (a reload): a JSON Lines log through its store, slice after slice; any other
+    /// format into memory.
+    pub(super) fn load_whole(&self, spec: &SourceSpec) -> Result<(SourceLog, Option<StoreUse>)> {
+        if !streams(spec) {
+            return Ok((SourceLog::new(spec, source::load(spec)?)?, None));
+        }
+        let (mut log, mut reader, used) = self.open_jsonl(spec)?;
+        loop {
+            match reader.next_slice()? {
+                Read::Chunk(chunk) => log.take_chunk(*chunk)?,
+                Read::Widened(fields) => {
+                    let store = log.take_store().map(|mut store| {
+                        store.clear();
+                        store
+                    });
+                    (log, reader, _) = self.open_jsonl_from_start(spec, store, Some(fields))?;
+                }
+                Read::End => break,
+            }
+        }
+        log.seal(true)?;
+        Ok((log, Some(used)))
+    }
+
+    /// Reads the rest of an opening log a slice at a time, each fed through the views as it comes, with the progress
+    /// in the snapshot. The records left in memory at the end are sealed too.
+    async fn read_through(&mut self, mut opening: Opening) {
+        let metrics = std::mem::take(&mut self.metrics);
+        self.computing = true;
+        let mut published = Instant::now();
+        loop {
+            if self.control.stopped() {
+                break;
+            }
+            let (read, total) = opening.reader.progress();
+            self.loading = Some(LoadProgress {
+                source: opening.name.clone(),
+                bytes_read: read,
+                bytes_total: total,
+                records: self
+                    .logs
+                    .get(&opening.name)
+                    .map_or(0, SourceLog::total_rows),
+                elapsed_secs: opening.started.elapsed().as_secs_f64(),
+            });
+            let next = opening.reader.next_slice();
+            let failed = |worker: &mut Worker, e: Error| {
+                if let Some(state) = worker.sources.get_mut(&opening.name) {
+                    state.status = NodeStatus::Error(e.to_string());
+                }
+            };
+            match next {
+                Ok(Read::Chunk(chunk)) => {
+                    let taken = match self.logs.get_mut(&opening.name) {
+                        Some(log) => log.take_chunk(*chunk),
+                        None => break,
+                    };
+                    if let Err(e) = taken {
+                        failed(self, e);
+                        break;
+                    }
+                    let (events, _, deltas) = self.feed_all(u64::MAX);
+                    self.maintain(&deltas, events).await;
+                }
+                Ok(Read::Widened(fields)) => {
+                    // The views were computed with narrower columns: read the log again with the wider ones.
+                    let store = self
+                        .logs
+                        .get_mut(&opening.name)
+                        .and_then(SourceLog::take_store)
+                        .map(|mut store| {
+                            store.clear();
+                            store
+                        });
+                    match self.open_jsonl_from_start(&opening.spec, store, Some(fields)) {
+                        Ok((log, reader, _)) => {
+                            if let Some(state) = self.sources.get_mut(&opening.name) {
+                                state.schema = Some(log.schema.clone());
+                            }
+                            self.logs.insert(opening.name.clone(), log);
+                            opening.reader = reader;
+                            self.feed_all(u64::MAX);
+                            self.compute_views(None).await;
+                        }
+                        Err(e) => {
+                            failed(self, e);
+                            break;
+                        }
+                    }
+                }
+                Ok(Read::End) => break,
+                Err(e) => {
+                    failed(self, e);
+                    break;
+                }
+            }
+            if published.elapsed() >= std::time::Duration::from_millis(100) {
+                self.publish();
+                published = Instant::now();
+            }
+            self.serve_between();
+        }
+        if let Some(log) = self.logs.get_mut(&opening.name)
+            && let Err(e) = log.seal(true)
+            && let Some(state) = self.sources.get_mut(&opening.name)
+        {
+            state.notice = Some(format!("the store could not be written: {e}"));
+        }
+        self.refresh_recomputes(true).await;
+        self.computing = false;
+        self.metrics = metrics;
+        if let Some(state) = self.sources.get_mut(&opening.name) {
+            state.load_secs = opening.started.elapsed().as_secs_f64();
+        }
         self.publish();
     }
 
@@ -1986,8 +2262,18 @@ impl Worker {
             background.abort();
         }
         self.maint.clear();
-        // The whole of every log is the delta.
-        self.fill_deltas();
+        // Every view starts from nothing: what was fed is fed again below, a chunk at a time, through the write path
+        // (so computing the views of a long log holds one chunk of it at a time, not all of it).
+        let target = self
+            .logs
+            .values()
+            .filter(|l| l.is_log())
+            .map(|l| l.position)
+            .max()
+            .unwrap_or(0);
+        for delta in self.delta_tables.values() {
+            delta.set(Vec::new());
+        }
         for name in self.order.clone() {
             if self.control.stopped() {
                 break;
@@ -1998,20 +2284,55 @@ impl Worker {
             let Some(spec) = self.pipeline.view(&name).cloned() else {
                 continue;
             };
-            let (computed, error) = self.compute_view(&spec).await;
+            let (computed, error) = self.compute_view(&spec, true).await;
             if report == Some(name.as_str()) {
                 reported = error;
             }
             self.install(&name, computed).await;
+            if matches!(self.maint.get(&name), Some(live::Maint::Recompute { .. })) {
+                // Its rows come once the views it reads are computed.
+                self.pending.insert(name.clone(), 0);
+            }
             self.publish();
         }
-        for delta in self.delta_tables.values() {
-            delta.set(Vec::new());
-        }
+        self.advance(target).await;
+        self.publish();
         reported
     }
 
-    async fn compute_view(&self, spec: &ViewSpec) -> (ComputedView, Option<Error>) {
+    /// Passes the records fed so far (up to `target`) through the write path again, a chunk at a time, as a replay
+    /// would, without moving what the sources show; then computes the recomputed views. The views' write costs are not
+    /// counted: this is computing them, not maintaining them.
+    async fn advance(&mut self, target: u64) {
+        let metrics = std::mem::take(&mut self.metrics);
+        self.computing = true;
+        let mut position = 0;
+        while position < target && !self.control.stopped() {
+            let next = position.saturating_add(ADVANCE_CHUNK).min(target);
+            let mut deltas = BTreeMap::new();
+            let mut events = 0;
+            for (name, log) in self.logs.iter().filter(|(_, l)| l.is_log()) {
+                let batches = log.read_fed(position..next);
+                events += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                let table = if log.state_schema().is_some() {
+                    format!("{name}{CHANGES_SUFFIX}")
+                } else {
+                    name.clone()
+                };
+                deltas.insert(table, batches);
+            }
+            self.maintain(&deltas, events).await;
+            self.serve_between();
+            position = next;
+        }
+        self.refresh_recomputes(true).await;
+        self.computing = false;
+        self.metrics = metrics;
+    }
+
+    /// Computes one view from what is fed. With `defer`, a view that must be recomputed is only planned (its rows
+    /// are computed once the views before it are: see [`Worker::compute_views`]).
+    async fn compute_view(&self, spec: &ViewSpec, defer: bool) -> (ComputedView, Option<Error>) {
         let started = Instant::now();
         let mut state = pending_view(spec);
         let mut lineage = None;
@@ -2059,10 +2380,14 @@ impl Worker {
                         if state.maintenance.is_none() {
                             state.maintenance = Some(maintenance);
                         }
-                        let batches = frame.collect().await.map_err(|source| Error::ViewSql {
-                            view: Some(spec.name.clone()),
-                            cause: source,
-                        })?;
+                        let batches = if defer {
+                            Vec::new()
+                        } else {
+                            frame.collect().await.map_err(|source| Error::ViewSql {
+                                view: Some(spec.name.clone()),
+                                cause: source,
+                            })?
+                        };
                         let reads_logs = state.reads.iter().any(|t| self.reads_logs(t));
                         (batches, live::Maint::Recompute { reads_logs })
                     };
@@ -2264,7 +2589,8 @@ impl Worker {
     /// Builds a new snapshot from the worker's state, lets `edit` adjust it, publishes it and wakes the front end.
     fn publish_with(&mut self, edit: impl FnOnce(&mut Snapshot)) {
         let loading = self.sources.len() < self.pipeline.sources.len()
-            || self.views.len() < self.pipeline.views.len();
+            || self.views.len() < self.pipeline.views.len()
+            || self.loading.is_some();
         let mut logs = std::mem::take(&mut self.logs);
         let sources: Vec<SourceState> = self
             .pipeline
@@ -2336,6 +2662,7 @@ impl Worker {
                 .unwrap_or(0),
             head: self.head(),
             replay: self.replay.as_ref().map(|r| r.progress.clone()),
+            loading: self.loading.clone(),
             checks: self.checks.clone(),
             version: self.published.version + 1,
             following: self.following,

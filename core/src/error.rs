@@ -239,6 +239,14 @@ impl From<ArrowError> for Error {
 }
 
 impl Error {
+    /// This error inside DataFusion (from a table's scan), to come out again as itself.
+    pub(crate) fn into_datafusion(self) -> DataFusionError {
+        match self {
+            Error::DataFusion(error) => error,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+
     /// Wraps an I/O error with the path it concerns, turning "not found" into [`Error::FileNotFound`].
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let path = path.into();

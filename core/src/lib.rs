@@ -35,7 +35,6 @@
 //! # }
 //! ```
 
-pub mod cache;
 mod cdc;
 pub mod client;
 mod diagnostics;
@@ -52,6 +51,7 @@ mod output;
 mod pipeline;
 mod source;
 mod sql;
+pub mod store;
 mod verify;
 
 pub use cdc::{CHANGES_SUFFIX, UNAVAILABLE_VALUE};
@@ -78,8 +78,8 @@ pub use pipeline::{
     check_view_name, save_views, table_name_for,
 };
 pub use source::{
-    LoadedSource, MAX_SOURCE_SIZE_VAR, OFFSET_COLUMN, load as load_source,
-    load_cached as load_source_cached, panic_is_expected, quiet_reader_panics,
+    LoadedSource, MAX_SOURCE_SIZE_VAR, OFFSET_COLUMN, load as load_source, panic_is_expected,
+    quiet_reader_panics,
 };
 pub use verify::{
     AUDIT_RELATIVE_TOLERANCE, CheckReport, CheckStatus, DiffKind, DiffOptions, DiffReport, DiffRow,

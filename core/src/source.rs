@@ -66,27 +66,37 @@ pub(crate) struct Tail {
     pub head: Vec<u8>,
     /// For JSON Lines: the inferred fields, so appended lines decode into the same schema.
     json: Option<Vec<(String, JsonType)>>,
+    /// For JSON Lines read a slice at a time: the schema inferred from the lines read so far (the fields above are
+    /// the whole file's), for the schema-change diagnostics of the lines after.
+    pub(crate) inference: Option<parallel::Inference>,
 }
 
 impl Tail {
-    /// A tail as a cache recorded it: `bytes` read, the file's identity and first bytes now, and the inferred fields.
-    pub(crate) fn restored(
+    /// Where a store stops: after `bytes` (a line's end), decoding with `fields`, with the schema inferred up to
+    /// there.
+    pub(crate) fn resumed(
         bytes: u64,
-        open_line: bool,
         file_id: Option<(u64, u64)>,
         head: Vec<u8>,
         fields: JsonFields,
+        inference: parallel::Inference,
     ) -> Tail {
         Tail {
             bytes,
-            open_line,
+            open_line: false,
             file_id,
             head,
             json: Some(fields),
+            inference: Some(inference),
         }
     }
 
     /// The fields appended JSON lines are decoded with.
+    pub(crate) fn json_fields(&self) -> Option<&JsonFields> {
+        self.json.as_ref()
+    }
+
+    /// The same, for tests.
     #[cfg(test)]
     pub(crate) fn json(&self) -> Option<&JsonFields> {
         self.json.as_ref()
@@ -177,6 +187,7 @@ impl Tail {
             file_id: None,
             head: data[..data.len().min(HEAD_BYTES)].to_vec(),
             json,
+            inference: None,
         }
     }
 }
@@ -339,26 +350,13 @@ pub(crate) fn read_appended(
             file_id: tail.file_id,
             head: tail.head.clone(),
             json: Some(fields),
+            inference: tail.inference.clone(),
         }),
     }))
 }
 
-/// Reads a source whole, as its spec says.
+/// Reads a source whole, into memory, as its spec says.
 pub fn load(spec: &SourceSpec) -> Result<LoadedSource> {
-    load_cached(spec, None)
-}
-
-/// Reads a source whole, as its spec says, through the cache in `cache` when there is one (JSON Lines logs are
-/// cached: see [`crate::cache`]).
-pub fn load_cached(spec: &SourceSpec, cache: Option<&Path>) -> Result<LoadedSource> {
-    load_noting_cache(spec, cache).map(|(loaded, _)| loaded)
-}
-
-/// [`load_cached`], saying how the cache was used (`None` when it was not: no cache, or a format it does not hold).
-pub(crate) fn load_noting_cache(
-    spec: &SourceSpec,
-    cache: Option<&Path>,
-) -> Result<(LoadedSource, Option<crate::cache::CacheUse>)> {
     let path = spec.path.as_path();
     if !path.exists() {
         return Err(Error::FileNotFound {
@@ -381,17 +379,12 @@ pub(crate) fn load_noting_cache(
             loaded.and_then(without_offsets)
         }
     };
-    let uncached = |loaded: Result<LoadedSource>| loaded.map(|l| (l, None));
     match spec.format {
-        Format::Jsonl => match cache {
-            Some(dir) => crate::cache::load_jsonl(path, offset_name, dir)
-                .and_then(|(loaded, used)| Ok((text(Ok(loaded))?, Some(used)))),
-            None => uncached(text(load_jsonl(path, offset_name))),
-        },
-        Format::Debezium => uncached(crate::cdc::load_debezium(path, &spec.key)),
-        Format::Csv => uncached(text(load_csv(path, offset_name))),
-        Format::Parquet => uncached(guard(path, "Parquet", || load_parquet(path, with_offsets))),
-        Format::Arrow => uncached(guard(path, "Arrow IPC", || load_arrow(path, with_offsets))),
+        Format::Jsonl => text(load_jsonl(path, offset_name)),
+        Format::Debezium => crate::cdc::load_debezium(path, &spec.key),
+        Format::Csv => text(load_csv(path, offset_name)),
+        Format::Parquet => guard(path, "Parquet", || load_parquet(path, with_offsets)),
+        Format::Arrow => guard(path, "Arrow IPC", || load_arrow(path, with_offsets)),
     }
 }
 
@@ -468,7 +461,8 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
 // ---------------------------------------------------------------------------------------------------------------------
 // JSON Lines
 
-mod parallel;
+pub(crate) mod parallel;
+pub(crate) mod stream;
 
 /// The inferred type of a JSON value, widened as more lines are seen.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -908,7 +902,7 @@ pub(crate) fn parse_jsonl_sequential(
 }
 
 /// The schema of an object's fields, and the same with the position column `offset_name` first.
-fn jsonl_schemas(object: &JsonType, offset_name: &str) -> (Schema, SchemaRef) {
+pub(crate) fn jsonl_schemas(object: &JsonType, offset_name: &str) -> (Schema, SchemaRef) {
     let data_schema = match object.data_type() {
         DataType::Struct(fields) => Schema::new(fields),
         _ => Schema::empty(),

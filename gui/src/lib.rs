@@ -31,7 +31,8 @@ pub struct Options {
     pub at: Option<u64>,
     /// Watch the files (live). Off in tests, which send file changes themselves.
     pub watch: bool,
-    /// Where parsed logs are cached between runs (see `kappa_core::cache`); `None` parses them every time.
+    /// The cache folder, where the log store keeps logs between runs (see `kappa_core::store`); `None` reads them every
+    /// time, into memory.
     pub cache: Option<PathBuf>,
 }
 

@@ -35,10 +35,10 @@ struct Args {
     #[arg(
         long,
         value_name = "DIR",
-        help = "Cache parsed JSON Lines logs in DIR [default: $KAPPA_CACHE_DIR, else $XDG_CACHE_HOME/kappa, else ~/.cache/kappa]. Opening a log again reads the cache and parses only the lines appended since."
+        help = "Keep JSON Lines logs in the log store in DIR [default: $KAPPA_CACHE_DIR, else $XDG_CACHE_HOME/kappa, else ~/.cache/kappa]: columnar segments on disk, so opening a log again reads no JSON but the lines appended since, and a log larger than memory opens in bounded memory. A store that no longer matches its file is built again; deleting it is always safe."
     )]
     cache: Option<PathBuf>,
-    /// Parse every log from scratch, without reading or writing the cache.
+    /// Read every log from scratch, into memory, without reading or writing the log store.
     #[arg(long, conflicts_with = "cache")]
     no_cache: bool,
 }
@@ -46,8 +46,6 @@ struct Args {
 fn main() -> ExitCode {
     kappa_core::quiet_reader_panics();
     let outcome = run(Args::parse());
-    // Cache files still being written are finished, or the next start would parse again.
-    kappa_core::cache::flush();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -90,7 +88,7 @@ fn run(args: Args) -> Result<()> {
         cache: if args.no_cache {
             None
         } else {
-            args.cache.clone().or_else(kappa_core::cache::default_dir)
+            args.cache.clone().or_else(kappa_core::store::default_dir)
         },
     };
     eframe::run_native(

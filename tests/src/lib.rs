@@ -153,7 +153,7 @@ pub fn kappa() -> assert_cmd::Command {
     command.current_dir(repo_root());
     // The tests' cache of parsed logs stays in the build folder, not the user's home.
     command.env(
-        kappa_core::cache::CACHE_DIR_VAR,
+        kappa_core::store::CACHE_DIR_VAR,
         repo_root().join("target").join("test-cache"),
     );
     command

@@ -282,22 +282,34 @@ fn the_log_cache_gives_the_answers_a_fresh_read_gives() {
             .success();
         let list: serde_json::Value =
             serde_json::from_slice(&out.get_output().stdout).expect("json");
-        list[0]["cache"].clone()
+        list[0]["store"].clone()
     };
+    // The store's segments: one folder per log, its records in `seg-*.arrow` files.
     let cache_files = || -> Vec<PathBuf> {
-        std::fs::read_dir(&cache)
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default()
+        let mut files: Vec<PathBuf> = std::fs::read_dir(cache.join("store"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|log| {
+                std::fs::read_dir(log.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "arrow"))
+            .collect();
+        files.sort();
+        files
     };
 
     let fresh = query(false);
-    assert!(cache_files().is_empty(), "--no-cache writes no cache");
-    assert_eq!(query(true), fresh, "first run, filling the cache");
+    assert!(cache_files().is_empty(), "--no-cache writes no store");
+    assert_eq!(query(true), fresh, "first run, filling the store");
     let files = cache_files();
-    assert_eq!(files.len(), 1, "one cache file for the one log: {files:?}");
-    assert!(files[0].extension().is_some_and(|e| e == "arrow"));
-    assert_eq!(query(true), fresh, "second run, from the cache");
-    assert_eq!(cache_use(), "hit", "the second run read the cache");
+    assert_eq!(files.len(), 1, "one segment for a small log: {files:?}");
+    assert_eq!(query(true), fresh, "second run, from the store");
+    assert_eq!(cache_use(), "reused", "the second run read the store");
 
     // A payment is appended: both runs see it.
     let mut log = std::fs::OpenOptions::new()
@@ -317,13 +329,18 @@ fn the_log_cache_gives_the_answers_a_fresh_read_gives() {
         appended,
         "the appended line read on top of the cache"
     );
-    assert_eq!(cache_use(), "hit", "the extended cache was written back");
+    assert_eq!(cache_use(), "reused", "the lines appended were stored too");
+    assert_eq!(cache_files().len(), 2, "in a segment of their own");
 
     // A corrupt cache file is not trusted: it is rebuilt.
     std::fs::write(&files[0], b"not a cache").expect("corrupt");
-    assert_eq!(cache_use(), "rebuilt", "a corrupt cache is not trusted");
-    assert_eq!(query(true), appended, "a corrupt cache is rebuilt");
-    assert!(std::fs::read(&files[0]).expect("rebuilt").len() > 100);
+    assert_eq!(cache_use(), "built", "a corrupt store is not trusted");
+    assert_eq!(query(true), appended, "a corrupt store is built again");
+    assert_eq!(
+        cache_files().len(),
+        1,
+        "the log whole, in one segment again"
+    );
     assert_eq!(query(true), appended);
 }
 

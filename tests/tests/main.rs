@@ -16,5 +16,6 @@ mod responsive;
 mod security;
 mod shop;
 mod sources;
+mod store;
 mod tui;
 mod verify;

@@ -294,7 +294,7 @@ fn appends_show_up_without_moving_the_cursor() {
     let mut app = app_on(&dir.path().join("kappa.toml"));
     select(&mut app, "orders");
     key(&mut app, KeyCode::Enter);
-    assert_eq!(app.rows(), 20_000);
+    assert_eq!(app.rows(), 20_000, "{:?}", app.client.table.error());
     for _ in 0..5 {
         key(&mut app, KeyCode::Down);
     }

@@ -37,11 +37,11 @@ pub struct Cli {
         long,
         global = true,
         value_name = "DIR",
-        help = "Cache parsed JSON Lines logs in DIR [default: $KAPPA_CACHE_DIR, else $XDG_CACHE_HOME/kappa, else ~/.cache/kappa]. Opening a log again reads the cache and parses only the lines appended since; a cache that no longer matches its file is rebuilt."
+        help = "Keep JSON Lines logs in the log store in DIR [default: $KAPPA_CACHE_DIR, else $XDG_CACHE_HOME/kappa, else ~/.cache/kappa]: columnar segments on disk, so opening a log again reads no JSON but the lines appended since, and a log larger than memory opens in bounded memory. A store that no longer matches its file is built again; deleting it is always safe."
     )]
     cache: Option<PathBuf>,
 
-    /// Parse every log from scratch, without reading or writing the cache.
+    /// Read every log from scratch, into memory, without reading or writing the log store.
     #[arg(long, global = true, conflicts_with = "cache")]
     no_cache: bool,
 }
@@ -293,21 +293,24 @@ pub fn main() -> ExitCode {
         cache: if cli.no_cache {
             None
         } else {
-            cli.cache.clone().or_else(kappa_core::cache::default_dir)
+            cli.cache.clone().or_else(kappa_core::store::default_dir)
         },
+        // For tests that need many small segments (a kill while the store is written, say).
+        segment_rows: std::env::var("KAPPA_SEGMENT_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&rows| rows > 0)
+            .unwrap_or(kappa_core::store::DEFAULT_SEGMENT_ROWS),
         ..EngineOptions::default()
     };
-    let code = match run(cli, &options) {
+    match run(cli, &options) {
         Ok(code) => code,
         Err(error) => {
             // One line: the error and its causes, each said once (see `kappa_core::Error`).
             eprintln!("error: {error:#}");
             ExitCode::from(2)
         }
-    };
-    // Cache files still being written are finished, or the next run would parse again.
-    kappa_core::cache::flush();
-    code
+    }
 }
 
 fn run(cli: Cli, options: &EngineOptions) -> Result<ExitCode> {
@@ -503,7 +506,7 @@ fn sources(args: &SourcesArgs, options: &EngineOptions) -> Result<ExitCode> {
                     "error": match &s.status { NodeStatus::Error(m) => Some(m), _ => None },
                     "rows": s.rows,
                     "next_offset": s.next_offset,
-                    "cache": s.cache,
+                    "store": s.store,
                     "schema": s.schema.as_ref().map(|schema| schema.fields().iter()
                         .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()}))
                         .collect::<Vec<_>>()),
@@ -539,8 +542,8 @@ fn sources(args: &SourcesArgs, options: &EngineOptions) -> Result<ExitCode> {
                 "  rows: {}   next offset: {}   loaded in {:.3} s",
                 s.rows, s.next_offset, s.load_secs
             )?;
-            if let Some(cache) = s.cache {
-                writeln!(out, "  {cache}")?;
+            if let Some(store) = s.store {
+                writeln!(out, "  {store}")?;
             }
             if let Some(schema) = &s.schema {
                 let fields: Vec<String> = schema

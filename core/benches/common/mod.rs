@@ -35,7 +35,22 @@ pub fn orders(dir: &Path) -> SourceSpec {
         .expect("orders")
 }
 
-/// An engine with the shop loaded (through the cache in `cache`, if given).
+/// An engine on `pipeline` (its logs kept in the store in `cache`, if given), once loaded; returns the records.
+pub fn open(pipeline: Pipeline, cache: Option<PathBuf>) -> u64 {
+    let engine = Engine::start_with(
+        pipeline,
+        no_waker(),
+        EngineOptions {
+            cache,
+            ..EngineOptions::default()
+        },
+    )
+    .expect("engine");
+    let snapshot = engine.wait_ready().expect("ready");
+    snapshot.sources.iter().map(|s| s.rows).sum()
+}
+
+/// An engine with the shop loaded (through the store in `cache`, if given).
 pub fn engine(dir: &Path, cache: Option<PathBuf>) -> Engine {
     let engine = Engine::start_with(
         pipeline(dir),

@@ -799,9 +799,14 @@ impl Worker {
         names.extend(self.order.iter().cloned());
         for name in names {
             // A log's table grows as appends are fed: the round reads it as it is now.
-            let table = match self.registered.get(&name).map(|t| t.frozen()) {
-                Some(Ok(frozen)) => Some(frozen as Arc<dyn datafusion::catalog::TableProvider>),
-                _ => self.ctx.table_provider(name.as_str()).await.ok(),
+            let frozen = self
+                .registered
+                .get(&name)
+                .and_then(|(source, _)| self.logs.get(source))
+                .map(|log| log.frozen_table() as Arc<dyn datafusion::catalog::TableProvider>);
+            let table = match frozen {
+                Some(frozen) => Some(frozen),
+                None => self.ctx.table_provider(name.as_str()).await.ok(),
             };
             if let Some(table) = table {
                 let _ = snapshot.deregister_table(name.as_str());
@@ -918,7 +923,7 @@ impl Worker {
             return;
         };
         let _ = self.ctx.deregister_table(name);
-        let (computed, _) = self.compute_view(&spec).await;
+        let (computed, _) = self.compute_view(&spec, false).await;
         self.install(name, computed).await;
     }
 
@@ -930,21 +935,6 @@ impl Worker {
         }
         self.views.insert(name.to_owned(), computed);
         self.rebuild_lineage();
-    }
-
-    /// Fills every log's delta table with all its records fed so far, as a full compute reads them.
-    pub(super) fn fill_deltas(&self) {
-        for (table, delta) in &self.delta_tables {
-            let all = self
-                .logs
-                .iter()
-                .find(|(name, _)| *name == table || format!("{name}{CHANGES_SUFFIX}") == *table)
-                .map(|(_, log)| log.visible());
-            // An append view's table keeps what it holds: its full result, set when it was computed.
-            if let Some(all) = all {
-                delta.set(all);
-            }
-        }
     }
 
     /// Runs a delta plan: planned once (the first time), then executed again for every delta, its state reset. With
@@ -1030,8 +1020,6 @@ impl Worker {
         }
         let mut view_changes = Vec::new();
         let started = Instant::now();
-        // A view recomputed here may turn out incremental again: its state starts from every record fed.
-        self.fill_deltas();
         for name in self.order.clone() {
             let Some(events) = self.pending.remove(&name) else {
                 continue;
@@ -1040,11 +1028,29 @@ impl Worker {
                 continue;
             };
             let view_started = Instant::now();
-            let _ = self.ctx.deregister_table(name.as_str());
-            let (computed, _) = self.compute_view(&spec).await;
-            let rows = computed.state.rows.unwrap_or(0);
-            self.install(&name, computed).await;
+            let result = recompute_in(&self.ctx, &name, &spec.sql).await;
             let secs = view_started.elapsed().as_secs_f64();
+            let rows = match result {
+                Ok(batches) => {
+                    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+                    if let Ok(table) = self.ctx.table_provider(name.as_str()).await {
+                        let _ = self.delta_ctx.deregister_table(name.as_str());
+                        let _ = self.delta_ctx.register_table(name.as_str(), table);
+                    }
+                    if let Some(view) = self.views.get_mut(&name) {
+                        view.state.rows = Some(rows);
+                        view.state.compute_secs = secs;
+                        view.state.status = NodeStatus::Fresh;
+                    }
+                    rows
+                }
+                Err(e) => {
+                    if let Some(view) = self.views.get_mut(&name) {
+                        view.state.status = NodeStatus::Error(e.to_string());
+                    }
+                    continue;
+                }
+            };
             self.metrics
                 .entry(name.clone())
                 .or_default()
@@ -1058,9 +1064,6 @@ impl Worker {
                 secs,
             });
         }
-        for delta in self.delta_tables.values() {
-            delta.set(Vec::new());
-        }
         // On-read views over what was recomputed read the new results.
         for name in self.order.clone() {
             if matches!(self.maint.get(&name), Some(Maint::OnRead)) {
@@ -1069,7 +1072,7 @@ impl Worker {
         }
         self.pending_since = None;
         self.last_recompute_secs = started.elapsed().as_secs_f64();
-        if !view_changes.is_empty() && !self.replay_running() {
+        if !view_changes.is_empty() && !self.replay_running() && !self.computing {
             let head = self.head();
             let detail = format!(
                 "recomputed {} view(s) in {:.1} ms",
@@ -1336,8 +1339,7 @@ impl Worker {
         else {
             return Ok(false);
         };
-        let reread = source::load_cached(&spec, self.options.cache.as_deref())
-            .and_then(|l| SourceLog::new(&spec, l))?;
+        let reread = source::load(&spec)?;
         let Some(log) = self.logs.get_mut(name) else {
             return Ok(false);
         };
@@ -1380,12 +1382,18 @@ impl Worker {
             .logs
             .get(name)
             .map(|l| (l.schema.clone(), l.tail.clone()));
-        let loaded = source::load_cached(&spec, self.options.cache.as_deref()).and_then(|loaded| {
-            match (SourceLog::new(&spec, loaded.clone()), previous) {
-                // A log emptied out (truncated to nothing) has no columns to infer: it keeps the ones it had, with no
-                // records, so its views show the empty log instead of failing, and lines appended to it decode as
-                // before.
-                (Err(_), Some((schema, old_tail))) if loaded.rows == 0 => {
+        let fresh = self.load_whole(&spec).map(|(log, _)| log);
+        let loaded = match previous {
+            // A log emptied out (truncated to nothing) has no columns to infer: it keeps the ones it had, with no
+            // records, so its views show the empty log instead of failing, and lines appended to it decode as
+            // before.
+            Some((schema, old_tail))
+                if fresh.as_ref().map_or(true, |log| log.total_rows() == 0) =>
+            {
+                source::load(&spec).and_then(|loaded| {
+                    if loaded.rows > 0 {
+                        return fresh.or_else(|_| SourceLog::new(&spec, loaded));
+                    }
                     let tail = match (loaded.tail.clone(), old_tail) {
                         (Some(tail), Some(old)) => Some(tail.with_fields_of(&old)),
                         (tail, _) => tail,
@@ -1399,10 +1407,10 @@ impl Worker {
                             ..loaded
                         },
                     )
-                }
-                (log, _) => log,
+                })
             }
-        });
+            _ => fresh,
+        };
         match loaded {
             Ok(log) => {
                 self.failed_at.remove(name);
@@ -1461,6 +1469,7 @@ impl Worker {
                 watch: false,
                 throttle: false,
                 cache: None,
+                segment_rows: self.options.segment_rows,
             },
             super::Published {
                 first: self.published.clone(),

@@ -251,6 +251,45 @@ pub(crate) fn parse(
     offset_name: &str,
     parts: usize,
 ) -> Result<(LoadedSource, usize, JsonFields)> {
+    let mut inference = Inference::default();
+    match parse_slice(path, data, offset_name, parts, 0, &mut inference, None)? {
+        Slice::Parsed(loaded, consumed, fields) => Ok((*loaded, consumed, fields)),
+        Slice::Widened(_) => unreachable!("a slice decoded with its own fields is never widened"),
+    }
+}
+
+/// The schema inferred so far, in file order: the fields (as the first record showed them, widened by those after),
+/// and whether a record was seen yet (a field in the first record did not "appear").
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Inference {
+    pub(crate) fields: JsonFields,
+    pub(crate) seen: bool,
+}
+
+/// What parsing one slice of a file gave.
+pub(crate) enum Slice {
+    /// Its rows (offsets from `base`, without a tail), the bytes read, and the fields they were decoded with.
+    Parsed(Box<LoadedSource>, usize, JsonFields),
+    /// The slice widens the fields it was to be decoded with: the file must be read again from its start with these.
+    Widened(JsonFields),
+}
+
+/// Parses `data`, a slice of the JSON Lines file `path` whose first line has offset `base`, in `parts` parts on as many
+/// threads. `inference` is the schema inferred from the slices before (it is widened with this one's records, and the
+/// schema-change diagnostics say so exactly as a whole read would). The rows are decoded with `decode_with` (the
+/// fields the whole file is read with) or, without it, with the fields inferred so far; a slice whose records do not
+/// fit `decode_with` is not decoded ([`Slice::Widened`]).
+///
+/// Every line of a slice but the file's last must end in a newline: only the last line of the file can be incomplete.
+pub(crate) fn parse_slice(
+    path: &Path,
+    data: &[u8],
+    offset_name: &str,
+    parts: usize,
+    base: u64,
+    inference: &mut Inference,
+    decode_with: Option<&JsonFields>,
+) -> Result<Slice> {
     let ranges = split(data, parts.max(1));
     let last = ranges.len() - 1;
     let scans: Vec<PartScan<'_>> = on_threads(path, "kappa-scan", &ranges, |i, range| {
@@ -259,37 +298,59 @@ pub(crate) fn parse(
 
     // In file order: each part's offsets move by the lines before it, and its shapes widen the schema as a
     // sequential scan's lines would, interleaved with the bad lines' diagnostics as that scan would push them.
-    let mut fields: Vec<(String, JsonType)> = Vec::new();
     let mut diagnostics = Diagnostics::default();
-    let mut first = true;
-    let mut base = 0;
+    let mut line_base = base;
     let mut goods = Vec::with_capacity(scans.len());
     let mut consumed = 0;
     for (i, scan) in scans.into_iter().enumerate() {
         let mut bad = scan.bad.into_iter().peekable();
         for (offset, shape) in &scan.shapes {
             while let Some(d) = bad.next_if(|d| d.offset < Some(*offset)) {
-                diagnostics.push(shifted(d, base));
+                diagnostics.push(shifted(d, line_base));
             }
-            merge_fields(&mut fields, shape, first, base + offset, &mut diagnostics);
-            first = false;
+            merge_fields(
+                &mut inference.fields,
+                shape,
+                !inference.seen,
+                line_base + offset,
+                &mut diagnostics,
+            );
+            inference.seen = true;
         }
         for d in bad {
-            diagnostics.push(shifted(d, base));
+            diagnostics.push(shifted(d, line_base));
         }
         let mut good = scan.good;
         for line in &mut good {
-            line.offset += base;
+            line.offset += line_base;
         }
         goods.push(good);
         if i == last {
             consumed = ranges[i].start + scan.consumed;
         }
-        base += scan.lines;
+        line_base += scan.lines;
     }
-    let next_offset = base;
+    let next_offset = line_base;
 
-    fields.retain(|(name, _)| name != offset_name);
+    let mut inferred = inference.fields.clone();
+    inferred.retain(|(name, _)| name != offset_name);
+    let fields = match decode_with {
+        Some(decode_with) => {
+            let mut widened = decode_with.clone();
+            merge_fields(
+                &mut widened,
+                &inferred,
+                false,
+                0,
+                &mut Diagnostics::default(),
+            );
+            if widened != *decode_with {
+                return Ok(Slice::Widened(widened));
+            }
+            widened
+        }
+        None => inferred,
+    };
     let object = JsonType::Object(fields);
     let (data_schema, schema) = jsonl_schemas(&object, offset_name);
     let decoded: Vec<Result<(Vec<_>, Diagnostics)>> =
@@ -318,10 +379,10 @@ pub(crate) fn parse(
         cdc: None,
         tail: None,
     };
-    Ok((loaded, consumed, fields))
+    Ok(Slice::Parsed(Box::new(loaded), consumed, fields))
 }
 
-fn shifted(mut d: Diagnostic, base: u64) -> Diagnostic {
+pub(crate) fn shifted(mut d: Diagnostic, base: u64) -> Diagnostic {
     d.offset = d.offset.map(|o| o + base);
     d.line = d.line.map(|l| l + base);
     d
@@ -357,7 +418,7 @@ fn on_threads<T: Sync, R: Send>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use datafusion::arrow::compute::concat_batches;
     use proptest::prelude::*;
 
@@ -448,7 +509,7 @@ mod tests {
 
     /// Lines of every kind a log holds: objects of changing shapes (types widening, fields appearing, nesting,
     /// arrays, escapes, big numbers), malformed lines, non-objects, blank lines and `\r\n` endings.
-    const LINES: &[&str] = &[
+    pub(crate) const LINES: &[&str] = &[
         r#"{"id": 1, "kind": "a", "amount": 2}"#,
         r#"{"id": 2, "kind": "b", "amount": 2.5}"#,
         r#"{"id": 3, "kind": "a", "amount": "3"}"#,
