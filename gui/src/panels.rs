@@ -143,6 +143,14 @@ pub fn timeline(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>
                     actions.push(Action::Seek(None));
                 }
             });
+            if let Some(progress) = &snapshot.loading {
+                // Opening is a replay: the log fills, and the views build up, as it is read.
+                ui.add(
+                    egui::ProgressBar::new(progress.fraction() as f32)
+                        .text(progress.to_string())
+                        .animate(true),
+                );
+            }
             let head = snapshot.head.max(1);
             ui.spacing_mut().slider_width = (ui.available_width() - 160.0).max(100.0);
             let slider = ui.add(

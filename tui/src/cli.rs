@@ -366,9 +366,47 @@ pub(crate) fn open_pipeline(inputs: &[PathBuf]) -> Result<Pipeline> {
 }
 
 /// Starts the engine on the inputs and waits until everything is loaded.
-fn open(inputs: &[PathBuf], options: &EngineOptions) -> Result<(Engine, std::sync::Arc<Snapshot>)> {
+fn open(
+    inputs: &[PathBuf],
+    options: &EngineOptions,
+) -> Result<(Engine, std::sync::Arc<Snapshot>)> {
+    use std::io::IsTerminal;
     let pipeline = open_pipeline(inputs)?;
-    let engine = Engine::start_with(pipeline, no_waker(), options.clone())?;
+    let (wake, woken) = std::sync::mpsc::channel();
+    let engine = Engine::start_with(
+        pipeline,
+        std::sync::Arc::new(move || {
+            let _ = wake.send(());
+        }),
+        options.clone(),
+    )?;
+    // A log being read shows its progress on a terminal (not in scripts: stderr is theirs).
+    if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg} {bar:40.cyan/blue} {bytes}/{total_bytes}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        loop {
+            let woke = woken.recv_timeout(std::time::Duration::from_millis(200));
+            let snapshot = engine.snapshot();
+            if snapshot.status == kappa_core::EngineStatus::Ready
+                || woke == Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+            {
+                break;
+            }
+            if let Some(progress) = &snapshot.loading {
+                bar.set_length(progress.bytes_total);
+                bar.set_position(progress.bytes_read);
+                bar.set_message(format!(
+                    "reading {} ({} records)",
+                    progress.source,
+                    kappa_core::thousands(progress.records)
+                ));
+            }
+        }
+        bar.finish_and_clear();
+    }
     let snapshot = engine.wait_ready()?;
     Ok((engine, snapshot))
 }

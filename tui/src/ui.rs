@@ -312,7 +312,13 @@ fn render_header(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             format!("⏪ {mode} @ {}", thousands(snapshot.position)),
             theme.fg(Color::Magenta),
         ),
-        Mode::Loading => Span::styled(format!("… {mode}"), theme.fg(Color::Yellow)),
+        Mode::Loading => Span::styled(
+            snapshot
+                .loading
+                .as_ref()
+                .map_or_else(|| format!("… {mode}"), |progress| format!("… {progress}")),
+            theme.fg(Color::Yellow),
+        ),
         Mode::Live => Span::styled(format!("● {mode}"), theme.fg(Color::Green)),
     };
     let lag = snapshot
