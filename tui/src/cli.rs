@@ -366,17 +366,14 @@ pub(crate) fn open_pipeline(inputs: &[PathBuf]) -> Result<Pipeline> {
 }
 
 /// Starts the engine on the inputs and waits until everything is loaded.
-fn open(
-    inputs: &[PathBuf],
-    options: &EngineOptions,
-) -> Result<(Engine, std::sync::Arc<Snapshot>)> {
+fn open(inputs: &[PathBuf], options: &EngineOptions) -> Result<(Engine, std::sync::Arc<Snapshot>)> {
     use std::io::IsTerminal;
     let pipeline = open_pipeline(inputs)?;
-    let (wake, woken) = std::sync::mpsc::channel();
+    let (notify, notified) = std::sync::mpsc::channel();
     let engine = Engine::start_with(
         pipeline,
         std::sync::Arc::new(move || {
-            let _ = wake.send(());
+            let _ = notify.send(());
         }),
         options.clone(),
     )?;
@@ -384,14 +381,16 @@ fn open(
     if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg} {bar:40.cyan/blue} {bytes}/{total_bytes}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{msg} {bar:40.cyan/blue} {bytes}/{total_bytes}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         loop {
-            let woke = woken.recv_timeout(std::time::Duration::from_millis(200));
+            let signal = notified.recv_timeout(std::time::Duration::from_millis(200));
             let snapshot = engine.snapshot();
             if snapshot.status == kappa_core::EngineStatus::Ready
-                || woke == Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+                || signal == Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
             {
                 break;
             }
