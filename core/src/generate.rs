@@ -22,6 +22,9 @@ pub const SHOP_PIPELINE: &str = include_str!("shop.toml");
 /// The bank pipeline written next to the generated files (and kept in `sample-data/bank/kappa.toml`).
 pub const BANK_PIPELINE: &str = include_str!("bank.toml");
 
+/// The Nexmark pipeline written next to the generated log.
+pub const NEXMARK_PIPELINE: &str = include_str!("nexmark.toml");
+
 /// The default seed of `kappa gen`.
 pub const DEFAULT_SEED: u64 = 42;
 
@@ -187,6 +190,129 @@ pub fn shop(dir: &Path, events: u64, seed: u64) -> Result<ShopSummary> {
         products: products.len() as u64,
         customers,
     })
+}
+
+/// What `kappa gen nexmark` wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NexmarkSummary {
+    pub events: u64,
+    pub persons: u64,
+    pub auctions: u64,
+    pub bids: u64,
+}
+
+const FIRST_NAMES: [&str; 8] = [
+    "Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie",
+];
+const LAST_NAMES: [&str; 8] = [
+    "Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones",
+];
+const CITIES: [&str; 10] = [
+    "Phoenix",
+    "Los Angeles",
+    "San Francisco",
+    "Boise",
+    "Portland",
+    "Bend",
+    "Redmond",
+    "Seattle",
+    "Kent",
+    "Cheyenne",
+];
+const STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
+const CHANNELS: [&str; 4] = ["Google", "Facebook", "Baidu", "Apple"];
+
+/// Writes the Nexmark scenario into `dir`: `nexmark.jsonl` with `events` events and its `kappa.toml`.
+///
+/// As the benchmark's generator: per 50 events, 1 person, 3 auctions and 46 bids, in time order, 10,000 events a
+/// second of event time. A person has `id`, `name`, `email_address`, `credit_card`, `city` and `state`; an auction
+/// `id`, `item_name`, `initial_bid`, `reserve`, `expires`, `seller` (a person) and `category` (10..15); a bid `auction`,
+/// `bidder` (a person), `price`, `channel` and `url`. Every event has `event_type` and `date_time`. Bids go mostly to
+/// recent auctions (hot items), as the benchmark's do.
+pub fn nexmark(dir: &Path, events: u64, seed: u64) -> Result<NexmarkSummary> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut rng = Rng(seed);
+    let start_ms: i64 = 1_717_200_000_000; // 2024-06-01T00:00:00Z
+    let path = dir.join("nexmark.jsonl");
+    let mut summary = NexmarkSummary {
+        events,
+        persons: 0,
+        auctions: 0,
+        bids: 0,
+    };
+    // Ids start at 1000, as the benchmark's do; there is always a person and an auction before the first bid.
+    let (first_person, first_auction) = (1000_i64, 1000_i64);
+    write_atomic(&path, |file| {
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        for i in 0..events {
+            // 10,000 events a second.
+            let ms = start_ms + (i / 10) as i64;
+            let when = DateTime::<Utc>::from_timestamp_millis(ms)
+                .unwrap_or_default()
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ");
+            let slot = i % 50;
+            let line = if slot == 0 || summary.persons == 0 {
+                let id = first_person + summary.persons as i64;
+                summary.persons += 1;
+                let name = format!(
+                    "{} {}",
+                    FIRST_NAMES[rng.below(8) as usize],
+                    LAST_NAMES[rng.below(8) as usize]
+                );
+                format!(
+                    r#"{{"event_type":"person","id":{id},"name":"{name}","email_address":"{}@example.com","credit_card":"{:04} {:04} {:04} {:04}","city":"{}","state":"{}","date_time":"{when}"}}"#,
+                    name.replace(' ', ".").to_lowercase(),
+                    rng.below(10_000),
+                    rng.below(10_000),
+                    rng.below(10_000),
+                    rng.below(10_000),
+                    CITIES[rng.below(10) as usize],
+                    STATES[rng.below(6) as usize]
+                )
+            } else if slot <= 3 || summary.auctions == 0 {
+                let id = first_auction + summary.auctions as i64;
+                summary.auctions += 1;
+                let seller = first_person + rng.below(summary.persons) as i64;
+                let initial = 1 + rng.below(1000) as i64;
+                let expires =
+                    DateTime::<Utc>::from_timestamp_millis(ms + 2_000 + rng.below(20_000) as i64)
+                        .unwrap_or_default()
+                        .format("%Y-%m-%dT%H:%M:%S%.3fZ");
+                format!(
+                    r#"{{"event_type":"auction","id":{id},"item_name":"item-{}","initial_bid":{initial},"reserve":{},"expires":"{expires}","seller":{seller},"category":{},"date_time":"{when}"}}"#,
+                    rng.below(100_000),
+                    initial + rng.below(1000) as i64,
+                    10 + rng.below(6)
+                )
+            } else {
+                summary.bids += 1;
+                // Most bids go to one of the last 100 auctions.
+                let recent = summary.auctions.min(100);
+                let auction = if rng.chance(90) {
+                    first_auction + (summary.auctions - 1 - rng.below(recent)) as i64
+                } else {
+                    first_auction + rng.below(summary.auctions) as i64
+                };
+                let bidder = first_person + rng.below(summary.persons) as i64;
+                let channel = CHANNELS[rng.below(4) as usize];
+                format!(
+                    r#"{{"event_type":"bid","auction":{auction},"bidder":{bidder},"price":{},"channel":"{channel}","url":"https://www.nexmark.com/{}/item.htm?query=1","date_time":"{when}"}}"#,
+                    1 + rng.below(10_000),
+                    channel.to_lowercase()
+                )
+            };
+            out.write_all(line.as_bytes())
+                .map_err(|e| Error::io(&path, e))?;
+            out.write_all(b"\n").map_err(|e| Error::io(&path, e))?;
+        }
+        out.flush().map_err(|e| Error::io(&path, e))
+    })?;
+    let pipeline = dir.join("kappa.toml");
+    write_atomic(&pipeline, |file| {
+        file.write_all(NEXMARK_PIPELINE.as_bytes())
+            .map_err(|e| Error::io(&pipeline, e))
+    })?;
+    Ok(summary)
 }
 
 /// What `kappa gen bank` wrote.

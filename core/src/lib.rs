@@ -64,8 +64,8 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use generate::{
-    BANK_PIPELINE, BankSummary, DEFAULT_SEED, SHOP_PIPELINE, ShopSummary, bank as generate_bank,
-    shop as generate_shop,
+    BANK_PIPELINE, BankSummary, DEFAULT_SEED, NEXMARK_PIPELINE, NexmarkSummary, SHOP_PIPELINE,
+    ShopSummary, bank as generate_bank, nexmark as generate_nexmark, shop as generate_shop,
 };
 pub use incremental::{Maintenance, MaintenanceKind};
 pub use lineage::{ColumnLineage, ColumnRef, Edge, Lineage, LineageNode, NodeKind};

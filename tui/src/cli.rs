@@ -268,6 +268,19 @@ enum GenCommand {
         #[arg(long, default_value_t = kappa_core::DEFAULT_SEED)]
         seed: u64,
     },
+    /// Nexmark, the standard workload of streaming engines: an auction's persons, auctions and bids (1:3:46) in one
+    /// log, and a pipeline of the benchmark's queries (q0-q4, q7, q8) as views. For benchmarks.
+    Nexmark {
+        /// How many events to write.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// The folder to write into (created if missing; files in it are replaced atomically).
+        #[arg(long)]
+        out: PathBuf,
+        /// The random seed.
+        #[arg(long, default_value_t = kappa_core::DEFAULT_SEED)]
+        seed: u64,
+    },
     /// The bank: a transfers log whose clients retry with the same request id, an accounts Debezium log, and a
     /// pipeline with balances and the invariant that money is neither created nor destroyed.
     Bank {
@@ -332,6 +345,19 @@ fn run(cli: Cli, options: &EngineOptions) -> Result<ExitCode> {
                 summary.orders,
                 summary.customers,
                 summary.products,
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Gen(GenCommand::Nexmark { events, out, seed })) => {
+            let summary = kappa_core::generate_nexmark(&out, events, seed)
+                .with_context(|| format!("generating Nexmark into {}", out.display()))?;
+            eprintln!(
+                "wrote {} events ({} persons, {} auctions, {} bids) to {}",
+                summary.events,
+                summary.persons,
+                summary.auctions,
+                summary.bids,
                 out.display()
             );
             Ok(ExitCode::SUCCESS)
