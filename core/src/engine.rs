@@ -19,7 +19,10 @@ use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::FutureExt as _;
 
+mod checkpoint;
 mod live;
+
+pub use checkpoint::Restored;
 
 pub use live::{Crossover, LiveEvent, LiveUpdate, PathMetrics, ViewChange};
 
@@ -433,6 +436,8 @@ pub struct Snapshot {
     pub replay: Option<ReplayProgress>,
     /// While a log is being opened: which, and how far.
     pub loading: Option<LoadProgress>,
+    /// When the views were last computed from a checkpoint of their state (not from offset 0): where it stood.
+    pub restored: Option<Restored>,
     /// The reports of the last check run (shared between snapshots until checks run again).
     pub checks: Arc<Vec<CheckReport>>,
     /// Grows by one with every published snapshot.
@@ -448,6 +453,16 @@ pub struct Snapshot {
 /// How many live updates a snapshot keeps.
 pub const MAX_UPDATES: usize = 256;
 
+/// The memory pool of queries, on-read views and recomputes, by default: 1 GiB.
+pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
+
+/// Records between checkpoints of the views' state while a log is read, by default.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 4 << 20;
+
+/// A checkpoint while a log is read is skipped when the append views hold more rows than this (each checkpoint writes
+/// them whole); the one taken when the log has been read is not.
+const CHECKPOINT_APPEND_ROWS: u64 = 4 << 20;
+
 /// How an engine runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineOptions {
@@ -461,6 +476,10 @@ pub struct EngineOptions {
     pub cache: Option<std::path::PathBuf>,
     /// Records a store's segment holds.
     pub segment_rows: u64,
+    /// While a log is read, a checkpoint of the views' state is taken every so many records (and once it is read).
+    pub checkpoint_every: u64,
+    /// The bytes queries, on-read views and recomputes may hold before they spill to disk (`None`: no limit).
+    pub memory_limit: Option<usize>,
 }
 
 impl Default for EngineOptions {
@@ -470,6 +489,8 @@ impl Default for EngineOptions {
             throttle: true,
             cache: None,
             segment_rows: crate::store::DEFAULT_SEGMENT_ROWS,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            memory_limit: Some(DEFAULT_MEMORY_LIMIT),
         }
     }
 }
@@ -820,6 +841,7 @@ fn initial_snapshot(pipeline: &Pipeline) -> Snapshot {
         head: 0,
         replay: None,
         loading: None,
+        restored: None,
         checks: Arc::new(Vec::new()),
         version: 0,
         following: true,
@@ -961,6 +983,24 @@ fn main_config() -> SessionConfig {
     config
 }
 
+/// The main context: queries, on-read views and recomputes run in a memory pool of `options.memory_limit` bytes, where
+/// sorts, aggregates and joins that can spill to disk do so past their share (the log is scanned from its store, so
+/// what a query holds is what the pool allows, not the log).
+fn main_context(options: &EngineOptions) -> SessionContext {
+    use datafusion::execution::memory_pool::FairSpillPool;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    let Some(limit) = options.memory_limit else {
+        return SessionContext::new_with_config(main_config());
+    };
+    match RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(limit)))
+        .build_arc()
+    {
+        Ok(runtime) => SessionContext::new_with_config_rt(main_config(), runtime),
+        Err(_) => SessionContext::new_with_config(main_config()),
+    }
+}
+
 struct Worker {
     pipeline: Pipeline,
     order: Vec<String>,
@@ -1020,6 +1060,10 @@ struct Worker {
     computing: bool,
     /// The log being opened, and how far.
     loading: Option<LoadProgress>,
+    /// Where the views were last restored from.
+    restored: Option<Restored>,
+    /// Records fed when the last checkpoint was taken while reading a log.
+    checkpointed: u64,
 }
 
 impl Worker {
@@ -1034,7 +1078,7 @@ impl Worker {
         Worker {
             pipeline,
             order,
-            ctx: SessionContext::new_with_config(main_config()),
+            ctx: main_context(&options),
             sources: BTreeMap::new(),
             logs: BTreeMap::new(),
             replay: None,
@@ -1069,6 +1113,8 @@ impl Worker {
             inbox: None,
             computing: false,
             loading: None,
+            restored: None,
+            checkpointed: 0,
         }
     }
 
@@ -2050,6 +2096,8 @@ impl Worker {
         }
         self.compute_views(None).await;
         self.publish();
+        self.checkpointed = 0;
+        self.checkpoint_while_reading().await;
         for opening in openings {
             if self.control.stopped() {
                 return;
@@ -2057,6 +2105,9 @@ impl Worker {
             self.read_through(opening).await;
         }
         self.loading = None;
+        if !self.control.stopped() {
+            self.take_checkpoint().await;
+        }
         self.publish();
     }
 
@@ -2194,6 +2245,7 @@ impl Worker {
                     }
                     let (events, _, deltas) = self.feed_all(u64::MAX);
                     self.maintain(&deltas, events).await;
+                    self.checkpoint_while_reading().await;
                 }
                 Ok(Read::Widened(fields)) => {
                     // The views were computed with narrower columns: read the log again with the wider ones.
@@ -2321,7 +2373,9 @@ impl Worker {
             }
             self.publish();
         }
-        self.advance(target).await;
+        self.restored = None;
+        let from = self.restore_checkpoint().await.unwrap_or_default();
+        self.advance(&from, target).await;
         self.publish();
         reported
     }
@@ -2329,16 +2383,30 @@ impl Worker {
     /// Passes the records fed so far (up to `target`) through the write path again, a chunk at a time, as a replay
     /// would, without moving what the sources show; then computes the recomputed views. The views' write costs are not
     /// counted: this is computing them, not maintaining them.
-    async fn advance(&mut self, target: u64) {
+    ///
+    /// `from` says where each log starts (the positions of the checkpoint the views were restored from; 0 for a log
+    /// it does not name).
+    async fn advance(&mut self, from: &BTreeMap<String, u64>, target: u64) {
         let metrics = std::mem::take(&mut self.metrics);
         self.computing = true;
-        let mut position = 0;
+        let mut position = self
+            .logs
+            .iter()
+            .filter(|(_, l)| l.is_log())
+            .map(|(name, _)| from.get(name).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(0);
         while position < target && !self.control.stopped() {
             let next = position.saturating_add(ADVANCE_CHUNK).min(target);
             let mut deltas = BTreeMap::new();
             let mut events = 0;
             for (name, log) in self.logs.iter().filter(|(_, l)| l.is_log()) {
-                let batches = log.read_fed(position..next);
+                let start = position.max(from.get(name).copied().unwrap_or(0));
+                let batches = if start < next {
+                    log.read_fed(start..next)
+                } else {
+                    Vec::new()
+                };
                 events += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
                 let table = if log.state_schema().is_some() {
                     format!("{name}{CHANGES_SUFFIX}")
@@ -2689,6 +2757,7 @@ impl Worker {
             head: self.head(),
             replay: self.replay.as_ref().map(|r| r.progress.clone()),
             loading: self.loading.clone(),
+            restored: self.restored.clone(),
             checks: self.checks.clone(),
             version: self.published.version + 1,
             following: self.following,

@@ -302,6 +302,23 @@ impl AggregateView {
         Ok(folded)
     }
 
+    /// The state as partial aggregates, for a checkpoint ([`AggregateState::to_partial`]).
+    pub(crate) fn partial(&self) -> Result<RecordBatch> {
+        self.lock_state().to_partial()
+    }
+
+    /// Replaces the state by the one `partial` holds (from [`AggregateView::partial`]); unchanged if it cannot be
+    /// folded.
+    pub(crate) fn restore(&self, partial: &[RecordBatch]) -> Result<()> {
+        let mut state = self.lock_state();
+        let mut restored = AggregateState::new(state.shape.clone())?;
+        restored.fold(partial)?;
+        *state = restored;
+        drop(state);
+        *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        Ok(())
+    }
+
     /// Groups in the state, and its bytes.
     pub(crate) fn size(&self) -> (u64, u64) {
         let state = self.lock_state();
@@ -1008,6 +1025,70 @@ impl AggregateState {
             .iter()
             .map(|f| f.as_ref().clone().with_nullable(true))
             .collect();
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
+    }
+
+    /// The state as one delta's partial aggregates would be (group columns, then each function's partial columns,
+    /// as [`AggregateState::fold`] takes them): folding it into an empty state gives this state back (a checkpoint).
+    pub(crate) fn to_partial(&self) -> Result<RecordBatch> {
+        let schema: SchemaRef = Arc::new(self.shape.input.schema().as_arrow().clone());
+        let mut columns: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
+        if let Some(converter) = &self.converter {
+            let keys = converter.convert_rows(self.keys.iter().map(OwnedRow::row))?;
+            for (i, key) in keys.into_iter().enumerate() {
+                columns[i] = Some(key);
+            }
+        }
+        for (acc, function) in self.accumulators.iter().zip(&self.shape.functions) {
+            match (acc, *function) {
+                (Accumulator::Count(v), Function::Count(c)) => {
+                    columns[c] = Some(Arc::new(datafusion::arrow::array::Int64Array::from(
+                        v.clone(),
+                    )));
+                }
+                (Accumulator::Avg(v), Function::Avg(total, n)) => {
+                    columns[total] = Some(Arc::new(
+                        v.iter()
+                            .map(|&(sum, _)| Some(sum))
+                            .collect::<datafusion::arrow::array::Float64Array>(),
+                    ));
+                    columns[n] = Some(Arc::new(datafusion::arrow::array::Int64Array::from(
+                        v.iter().map(|&(_, n)| n).collect::<Vec<_>>(),
+                    )));
+                }
+                (
+                    Accumulator::Scalar(v, ty),
+                    Function::Sum(c) | Function::Min(c) | Function::Max(c),
+                ) => {
+                    columns[c] = Some(if v.is_empty() {
+                        datafusion::arrow::array::new_empty_array(ty)
+                    } else {
+                        ScalarValue::iter_to_array(v.iter().cloned())?
+                    });
+                }
+                _ => {}
+            }
+        }
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let columns = columns
+            .into_iter()
+            .zip(&fields)
+            .map(|(column, field)| match column {
+                Some(column) if column.data_type() == field.data_type() => Ok(column),
+                Some(column) => cast(&column, field.data_type()),
+                None => Ok(datafusion::arrow::array::new_null_array(
+                    field.data_type(),
+                    self.groups,
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(RecordBatch::try_new(
             Arc::new(Schema::new(fields)),
             columns,

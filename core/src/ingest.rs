@@ -275,6 +275,14 @@ impl SourceLog {
         Ok(())
     }
 
+    /// Where this log stands for a checkpoint: its position, and the end of the bytes its records below it were
+    /// read from. `None` unless every record read is fed (a log fed to an earlier offset cannot say where in the file
+    /// its position is).
+    pub fn checkpoint_at(&self) -> Option<(u64, u64)> {
+        let tail = self.tail.as_ref()?;
+        (self.is_log && self.position == self.end_offset).then_some((self.position, tail.bytes))
+    }
+
     /// Builds the index of event ids from the sealed records (a log opened from its store).
     fn load_seen(&mut self) {
         if !std::mem::take(&mut self.seen_pending) {

@@ -57,10 +57,10 @@ mod verify;
 pub use cdc::{CHANGES_SUFFIX, UNAVAILABLE_VALUE};
 pub use diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
 pub use engine::{
-    Browse, Command, Crossover, Engine, EngineOptions, EngineStatus, FilterUse, Health, LiveEvent,
-    LiveUpdate, MAX_UPDATES, Mode, NodeStatus, Page, PathMetrics, QueryResult, QueryTarget,
-    ReplayProgress, ReplayState, Reply, Snapshot, SourceState, ViewChange, ViewState, Waker,
-    no_waker,
+    Browse, Command, Crossover, DEFAULT_CHECKPOINT_EVERY, DEFAULT_MEMORY_LIMIT, Engine,
+    EngineOptions, EngineStatus, FilterUse, Health, LiveEvent, LiveUpdate, MAX_UPDATES, Mode,
+    NodeStatus, Page, PathMetrics, QueryResult, QueryTarget, ReplayProgress, ReplayState, Reply,
+    Restored, Snapshot, SourceState, ViewChange, ViewState, Waker, no_waker,
 };
 pub use error::{Error, Result};
 pub use generate::{

@@ -35,7 +35,7 @@ struct Args {
     #[arg(
         long,
         value_name = "DIR",
-        help = "Keep JSON Lines logs in the log store in DIR [default: $KAPPA_CACHE_DIR, else $XDG_CACHE_HOME/kappa, else ~/.cache/kappa]: columnar segments on disk, so opening a log again reads no JSON but the lines appended since, and a log larger than memory opens in bounded memory. A store that no longer matches its file is built again; deleting it is always safe."
+        help = kappa_core::store::CACHE_HELP
     )]
     cache: Option<PathBuf>,
     /// Read every log from scratch, into memory, without reading or writing the log store.

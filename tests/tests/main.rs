@@ -2,6 +2,7 @@
 
 mod audit;
 mod cdc;
+mod checkpoint;
 mod cli;
 mod concurrent;
 mod corpora;

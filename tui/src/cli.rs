@@ -37,13 +37,18 @@ pub struct Cli {
         long,
         global = true,
         value_name = "DIR",
-        help = "Keep JSON Lines logs in the log store in DIR [default: $KAPPA_CACHE_DIR, else $XDG_CACHE_HOME/kappa, else ~/.cache/kappa]: columnar segments on disk, so opening a log again reads no JSON but the lines appended since, and a log larger than memory opens in bounded memory. A store that no longer matches its file is built again; deleting it is always safe."
+        help = kappa_core::store::CACHE_HELP
     )]
     cache: Option<PathBuf>,
 
     /// Read every log from scratch, into memory, without reading or writing the log store.
     #[arg(long, global = true, conflicts_with = "cache")]
     no_cache: bool,
+
+    /// The memory queries, on-read views and recomputed views may hold (e.g. 512MiB, 4GiB); past it, sorts,
+    /// aggregates and joins spill to disk, and a query that cannot spill fails saying so. 0: no limit.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = kappa_core::parse_size, default_value = "1GiB")]
+    query_memory: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,6 +319,12 @@ pub fn main() -> ExitCode {
             .and_then(|v| v.parse().ok())
             .filter(|&rows| rows > 0)
             .unwrap_or(kappa_core::store::DEFAULT_SEGMENT_ROWS),
+        checkpoint_every: std::env::var("KAPPA_CHECKPOINT_EVERY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&records| records > 0)
+            .unwrap_or(kappa_core::DEFAULT_CHECKPOINT_EVERY),
+        memory_limit: (cli.query_memory > 0).then_some(cli.query_memory),
         ..EngineOptions::default()
     };
     match run(cli, &options) {

@@ -1469,7 +1469,7 @@ impl Worker {
                 watch: false,
                 throttle: false,
                 cache: None,
-                segment_rows: self.options.segment_rows,
+                ..self.options.clone()
             },
             super::Published {
                 first: self.published.clone(),

@@ -16,6 +16,7 @@
 //!
 //! What it cannot see: a file rewritten in place to the same size, with its first and last bytes unchanged.
 
+pub(crate) mod checkpoint;
 pub(crate) mod segment;
 pub(crate) mod table;
 
@@ -34,6 +35,9 @@ use segment::{Sealed, Segment};
 
 /// The environment variable that sets the cache folder the stores live in (`--cache` overrides it).
 pub const CACHE_DIR_VAR: &str = "KAPPA_CACHE_DIR";
+
+/// What `--cache DIR` does, for the front ends' `--help`.
+pub const CACHE_HELP: &str = "Keep JSON Lines logs in the log store in DIR [default: $KAPPA_CACHE_DIR, else $XDG_CACHE_HOME/kappa, else ~/.cache/kappa]: columnar segments on disk, so opening a log again reads no JSON but the lines appended since, and a log larger than memory opens in bounded memory; and checkpoints of the views' state, so opening again (or time travel) feeds only the records after the newest checkpoint. A store or checkpoint that no longer matches its file, view SQL or schema is built again; deleting it is always safe.";
 
 /// Changes whenever what a store holds or means changes, so older stores are built again.
 const FORMAT: &str = concat!("kappa-store-1/", env!("CARGO_PKG_VERSION"));

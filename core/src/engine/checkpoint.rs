@@ -1,0 +1,300 @@
+//! Checkpoints of the views' state ([`crate::store::checkpoint`]): taken while a log is read (every
+//! [`EngineOptions::checkpoint_every`](super::EngineOptions) records) and when it has been read, and used whenever the
+//! views are computed again (opening, time travel, a reload): they start from the newest checkpoint at or below where
+//! every log is fed, and only the records after it go through the write path.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::catalog::MemTable;
+
+use super::Worker;
+use super::live::Maint;
+use crate::pipeline::SourceSpec;
+use crate::store::Store;
+use crate::store::checkpoint::{Checkpoints, Mark, StateKind, view_key};
+
+/// Where the views were restored from, as the snapshot shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Restored {
+    /// Each log's position in the checkpoint: the records below it were not fed again.
+    pub positions: BTreeMap<String, u64>,
+}
+
+impl std::fmt::Display for Restored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at: Vec<String> = self
+            .positions
+            .iter()
+            .map(|(log, position)| format!("{log} @ {position}"))
+            .collect();
+        write!(f, "views restored from a checkpoint ({})", at.join(", "))
+    }
+}
+
+impl Worker {
+    /// This pipeline's checkpoints (none without a cache folder).
+    fn checkpoints(&self) -> Option<Checkpoints> {
+        let cache = self.options.cache.as_deref()?;
+        let mut identity = String::new();
+        for source in &self.pipeline.sources {
+            let path = std::fs::canonicalize(&source.path).unwrap_or_else(|_| source.path.clone());
+            let _ = writeln!(identity, "source {} {}", source.name, path.display());
+        }
+        for view in &self.pipeline.views {
+            let _ = writeln!(identity, "view {}", view.name);
+        }
+        Some(Checkpoints::new(cache, &identity))
+    }
+
+    /// Every view the write path keeps a state for, in the order they are computed, with its key. `None` when an
+    /// input's schema cannot be known.
+    async fn kept_views(&self) -> Option<Vec<(String, u64)>> {
+        let mut kept = Vec::new();
+        for name in &self.order {
+            let (Some(maint), Some(view), Some(spec)) = (
+                self.maint.get(name),
+                self.views.get(name),
+                self.pipeline.view(name),
+            ) else {
+                continue;
+            };
+            if !matches!(maint, Maint::Append { .. } | Maint::Aggregate { .. }) {
+                continue;
+            }
+            let mut inputs = Vec::new();
+            for table in &view.state.reads {
+                let schema = self.ctx.table_provider(table.as_str()).await.ok()?.schema();
+                inputs.push((table.clone(), schema));
+            }
+            kept.push((name.clone(), view_key(&spec.sql, &inputs)));
+        }
+        Some(kept)
+    }
+
+    /// How a source is read, as a checkpoint notes it (another reading of the same file is other records).
+    fn reading(spec: &SourceSpec) -> String {
+        format!(
+            "{:?} {:?} event_id={:?} dedup={} time={:?} key={:?}",
+            spec.kind, spec.format, spec.event_id, spec.dedup, spec.time, spec.key
+        )
+    }
+
+    /// What a snapshot source's file holds now.
+    fn snapshot_mark(spec: &SourceSpec) -> Option<Mark> {
+        let size = std::fs::metadata(&spec.path).ok()?.len();
+        Some(Mark {
+            reading: Self::reading(spec),
+            file: Store::file_state(&spec.path, size).ok()?,
+            whole: Some(size),
+        })
+    }
+
+    /// Every log's position and every source's mark, when a checkpoint can be taken now: every log fed to the end of
+    /// what was read from its file, every snapshot a file.
+    fn marks(&self) -> Option<(BTreeMap<String, u64>, BTreeMap<String, Mark>)> {
+        let mut positions = BTreeMap::new();
+        let mut marks = BTreeMap::new();
+        for spec in &self.pipeline.sources {
+            let log = self.logs.get(&spec.name)?;
+            let mark = if log.is_log() {
+                let (position, bytes) = log.checkpoint_at()?;
+                positions.insert(spec.name.clone(), position);
+                Mark {
+                    reading: Self::reading(spec),
+                    file: Store::file_state(&spec.path, bytes).ok()?,
+                    whole: None,
+                }
+            } else {
+                Self::snapshot_mark(spec)?
+            };
+            marks.insert(spec.name.clone(), mark);
+        }
+        (!positions.is_empty() && positions.values().any(|&p| p > 0)).then_some((positions, marks))
+    }
+
+    /// Takes a checkpoint of the views, when one can be taken (see [`Worker::marks`]) and the newest is not already
+    /// at these positions. A checkpoint that cannot be written is only a slower next open: it is noted, not an error.
+    pub(super) async fn take_checkpoint(&mut self) {
+        let Some(checkpoints) = self.checkpoints() else {
+            return;
+        };
+        let Some((positions, files)) = self.marks() else {
+            return;
+        };
+        let Some(kept) = self.kept_views().await else {
+            return;
+        };
+        if kept.is_empty() {
+            return;
+        }
+        if checkpoints.list().first().is_some_and(|newest| {
+            newest.meta.positions == positions
+                && newest.meta.files == files
+                && newest.meta.views.len() == kept.len()
+                && kept
+                    .iter()
+                    .zip(&newest.meta.views)
+                    .all(|((name, key), entry)| entry.name == *name && entry.key == *key)
+        }) {
+            return;
+        }
+        let mut views = Vec::new();
+        for (name, key) in kept {
+            let state = match self.maint.get(&name) {
+                Some(Maint::Append { output, .. }) => {
+                    let schema = match output.first() {
+                        Some(batch) => batch.schema(),
+                        None => match self.ctx.table_provider(name.as_str()).await {
+                            Ok(table) => table.schema(),
+                            Err(_) => return,
+                        },
+                    };
+                    (StateKind::Append, schema, output.clone())
+                }
+                Some(Maint::Aggregate { view, .. }) => match view.partial() {
+                    Ok(partial) => (StateKind::Aggregate, partial.schema(), vec![partial]),
+                    Err(_) => return,
+                },
+                _ => return,
+            };
+            views.push((name, key, state.0, state.1, state.2));
+        }
+        if let Err(e) = checkpoints.write(positions.clone(), files, views) {
+            for name in positions.keys() {
+                if let Some(state) = self.sources.get_mut(name) {
+                    state.notice = Some(format!(
+                        "a checkpoint of the views could not be written (the next open feeds the log again): {e}"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Takes a checkpoint while a log is read, when `checkpoint_every` records were fed since the last one (and the
+    /// append views' rows, written whole each time, are not too many).
+    pub(super) async fn checkpoint_while_reading(&mut self) {
+        let fed: u64 = self
+            .logs
+            .values()
+            .filter(|log| log.is_log())
+            .map(|log| log.position)
+            .sum();
+        if fed
+            < self
+                .checkpointed
+                .saturating_add(self.options.checkpoint_every)
+        {
+            return;
+        }
+        let append_rows: u64 = self
+            .maint
+            .values()
+            .map(|m| match m {
+                Maint::Append { rows, .. } => *rows,
+                _ => 0,
+            })
+            .sum();
+        self.checkpointed = fed;
+        if append_rows <= super::CHECKPOINT_APPEND_ROWS {
+            self.take_checkpoint().await;
+        }
+    }
+
+    /// Puts the views (just computed from nothing) in the state of the newest checkpoint that fits: every log at or
+    /// below its position now, every file still holding what it held, every kept view with the same key. Returns
+    /// the positions it holds, from where the records are to be fed; `None` (and nothing changed) when none fits.
+    pub(super) async fn restore_checkpoint(&mut self) -> Option<BTreeMap<String, u64>> {
+        let checkpoints = self.checkpoints()?;
+        let kept = self.kept_views().await?;
+        if kept.is_empty() {
+            return None;
+        }
+        let now: BTreeMap<String, u64> = self
+            .logs
+            .iter()
+            .filter(|(_, log)| log.is_log())
+            .map(|(name, log)| (name.clone(), log.position))
+            .collect();
+        'checkpoints: for checkpoint in checkpoints.list() {
+            let meta = &checkpoint.meta;
+            if !meta.positions.keys().eq(now.keys())
+                || meta.positions.iter().any(|(log, p)| *p > now[log])
+                || meta.views.len() != kept.len()
+            {
+                continue;
+            }
+            for spec in &self.pipeline.sources {
+                let Some(mark) = meta.files.get(&spec.name) else {
+                    continue 'checkpoints;
+                };
+                let Some(log) = self.logs.get(&spec.name) else {
+                    continue 'checkpoints;
+                };
+                let holds = if log.is_log() {
+                    mark.reading == Self::reading(spec) && mark.holds(&spec.path)
+                } else {
+                    Self::snapshot_mark(spec).as_ref() == Some(mark)
+                };
+                if !holds {
+                    continue 'checkpoints;
+                }
+            }
+            let mut states = Vec::new();
+            for (name, key) in &kept {
+                let Some(entry) = meta
+                    .views
+                    .iter()
+                    .find(|entry| entry.name == *name && entry.key == *key)
+                else {
+                    continue 'checkpoints;
+                };
+                let Ok(batches) = checkpoint.read(entry) else {
+                    continue 'checkpoints;
+                };
+                states.push((name.clone(), entry.kind, batches));
+            }
+            // Aggregates first: each is replaced whole or not at all, so a state that cannot be read back leaves
+            // every view as computed (from nothing), to be fed from the start.
+            for (name, kind, batches) in &states {
+                if *kind == StateKind::Aggregate
+                    && let Some(Maint::Aggregate { view, .. }) = self.maint.get(name)
+                    && view.restore(batches).is_err()
+                {
+                    for (name, _, _) in &states {
+                        if let Some(Maint::Aggregate { view, .. }) = self.maint.get(name) {
+                            let _ = view.restore(&[]);
+                        }
+                    }
+                    return None;
+                }
+            }
+            for (name, kind, batches) in states {
+                if kind == StateKind::Append {
+                    self.restore_append(&name, batches);
+                }
+            }
+            self.restored = Some(Restored {
+                positions: meta.positions.clone(),
+            });
+            return Some(meta.positions.clone());
+        }
+        None
+    }
+
+    /// Puts an append view's rows back as a checkpoint holds them.
+    fn restore_append(&mut self, name: &str, batches: Vec<RecordBatch>) {
+        if let Some(Maint::Append { output, rows, .. }) = self.maint.get_mut(name) {
+            *rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+            *output = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+            if let Some(schema) = output.first().map(RecordBatch::schema)
+                && let Ok(table) = MemTable::try_new(schema, vec![output.clone()])
+            {
+                let _ = self.ctx.deregister_table(name);
+                let _ = self.ctx.register_table(name, Arc::new(table));
+            }
+        }
+    }
+}
