@@ -122,6 +122,11 @@ pub struct KappaApp {
     /// The snapshot version the window last took in.
     seen_version: u64,
     waker: kappa_core::Waker,
+    /// The log being opened was shown while it loads, not chosen by the user: once loaded, the first view is.
+    auto_selected: bool,
+    /// When the app started, and whether the first rows were drawn since (`$KAPPA_GUI_FIRST_ROWS` reports when).
+    pub started: Instant,
+    pub first_rows_drawn: bool,
 }
 
 impl KappaApp {
@@ -161,6 +166,9 @@ impl KappaApp {
             seen_version: u64::MAX,
             waker,
             options,
+            auto_selected: false,
+            started: Instant::now(),
+            first_rows_drawn: false,
         })
     }
 
@@ -300,6 +308,7 @@ impl KappaApp {
 
     /// Selects a source or view and shows its rows.
     pub fn select(&mut self, name: &str) {
+        self.auto_selected = false;
         self.selected = Some(name.to_owned());
         self.client.table.select(name);
         self.filter_text.clear();
@@ -388,7 +397,21 @@ impl KappaApp {
         for outcome in outcomes {
             self.took(outcome);
         }
-        if snapshot.status == EngineStatus::Ready && self.client.table.table().is_empty() {
+        if snapshot.status != EngineStatus::Ready
+            && self.client.table.table().is_empty()
+            && self.selected.is_none()
+            && let Some(loading) = &snapshot.loading
+        {
+            // Its first rows are there as soon as its first slice is read.
+            self.select(&loading.source);
+            self.auto_selected = true;
+        }
+        if snapshot.status == EngineStatus::Ready
+            && (self.client.table.table().is_empty() || self.auto_selected)
+        {
+            if std::mem::take(&mut self.auto_selected) {
+                self.selected = None;
+            }
             let first = self
                 .selected
                 .clone()

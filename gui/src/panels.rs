@@ -331,6 +331,16 @@ fn data(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
             });
     });
     if let Some(shown) = shown {
+        if !app.first_rows_drawn && table.row(shown.start).is_some() {
+            app.first_rows_drawn = true;
+            // For measuring the time to the first row (BENCHMARKS.md): when it was drawn, on stderr.
+            if std::env::var_os("KAPPA_GUI_FIRST_ROWS").is_some() {
+                eprintln!(
+                    "first rows of {name} drawn {:.3} s after start",
+                    app.started.elapsed().as_secs_f64()
+                );
+            }
+        }
         app.client.table.show(shown);
     }
 }
