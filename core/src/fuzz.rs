@@ -42,7 +42,11 @@ pub fn jsonl(data: &[u8]) {
 
 /// Reads `data` as a whole Debezium change log keyed by `id`.
 pub fn debezium(data: &[u8]) {
-    let _ = crate::cdc::parse_debezium(Path::new("fuzz.cdc.jsonl"), data, &["id".to_owned()]);
+    let _ = crate::source::debezium::parse_debezium(
+        Path::new("fuzz.cdc.jsonl"),
+        data,
+        &["id".to_owned()],
+    );
 }
 
 /// Parses `text` as a pipeline file.

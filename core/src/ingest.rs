@@ -7,28 +7,23 @@
 //! see, and [`SourceLog::feed_to`] hands the records it passed over to the write path. One code path for history and
 //! for live data: loading, replaying, time travel and appends all move the position.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, SchemaRef};
+use serde_json::{Map, Value};
 
-use crate::cdc::{CdcLog, Change, TableState};
 use crate::diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
 use crate::error::{Error, Result};
 use crate::pipeline::{Format, SourceKind, SourceSpec};
+use crate::source::debezium::{CdcLog, Change, Op, UNAVAILABLE_VALUE};
+use crate::source::{EventTime, ObjectSchema};
 use crate::source::{LoadedSource, OFFSET_COLUMN};
 use crate::store::table::{Bounded, Records};
 use crate::store::{ManifestParts, Store};
-
-/// An event time, compared as a number when the column is numeric and as text otherwise (ISO 8601 text sorts in time
-/// order).
-#[derive(Debug, Clone, PartialEq, PartialOrd, serde::Serialize, serde::Deserialize)]
-pub(crate) enum EventTime {
-    Number(f64),
-    Text(String),
-}
 
 /// What one call to [`SourceLog::feed_to`] did.
 #[derive(Debug, Clone, Default)]
@@ -794,6 +789,55 @@ impl<S: std::hash::BuildHasher> SeenIds<S> {
         }
         shard.insert_unique(hash, (hash, at), |&(h, _)| h);
         None
+    }
+}
+
+/// The table state: the latest image of every key.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TableState {
+    rows: BTreeMap<String, Map<String, Value>>,
+}
+
+impl TableState {
+    /// Applies one change: an upsert for create, update and read; a delete for delete.
+    pub(crate) fn apply(&mut self, change: &Change) {
+        match (change.op, &change.after) {
+            (Op::Truncate, _) => self.rows.clear(),
+            (Op::Delete, _) | (_, None) => {
+                self.rows.remove(&change.key);
+            }
+            (Op::Create | Op::Update | Op::Read, Some(after)) => {
+                let previous = self.rows.remove(&change.key);
+                let mut row = Map::new();
+                for (column, value) in after {
+                    let value = if value.as_str() == Some(UNAVAILABLE_VALUE) {
+                        previous
+                            .as_ref()
+                            .and_then(|p| p.get(column))
+                            .cloned()
+                            .unwrap_or(Value::Null)
+                    } else {
+                        value.clone()
+                    };
+                    row.insert(column.clone(), value);
+                }
+                self.rows.insert(change.key.clone(), row);
+            }
+        }
+    }
+
+    /// The state as one batch of `schema`, in key order.
+    pub(crate) fn to_batch(&self, schema: &ObjectSchema) -> Result<RecordBatch> {
+        let rows: Vec<Value> = self
+            .rows
+            .values()
+            .map(|r| Value::Object(r.clone()))
+            .collect();
+        Ok(schema.decode(&rows)?)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
     }
 }
 

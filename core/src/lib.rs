@@ -35,7 +35,6 @@
 //! # }
 //! ```
 
-mod cdc;
 pub mod client;
 mod diagnostics;
 mod engine;
@@ -54,7 +53,6 @@ mod sql;
 pub mod store;
 mod verify;
 
-pub use cdc::{CHANGES_SUFFIX, UNAVAILABLE_VALUE};
 pub use diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
 pub use engine::{
     Browse, Command, Crossover, DEFAULT_CHECKPOINT_EVERY, DEFAULT_MEMORY_LIMIT, Engine,
@@ -77,6 +75,7 @@ pub use pipeline::{
     CheckKind, CheckSpec, Format, Pipeline, SourceKind, SourceSpec, ViewMode, ViewSpec,
     check_view_name, save_views, table_name_for,
 };
+pub use source::debezium::UNAVAILABLE_VALUE;
 pub use source::{
     LoadedSource, MAX_SOURCE_SIZE_VAR, OFFSET_COLUMN, load as load_source, panic_is_expected,
     quiet_reader_panics,

@@ -29,6 +29,9 @@ use toml::Spanned;
 use crate::error::{Error, Result};
 use crate::verify::{DiffOptions, Tolerance};
 
+/// The suffix of a CDC source's raw-events table (`<name>__changes`; `<name>` is its table state).
+pub const CHANGES_SUFFIX: &str = "__changes";
+
 /// A parsed pipeline: where it came from, its sources and its views (in file order).
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -530,7 +533,7 @@ impl Pipeline {
         for source in &self.sources {
             tables.push(source.name.clone());
             if source.format == Format::Debezium {
-                tables.push(format!("{}{}", source.name, crate::cdc::CHANGES_SUFFIX));
+                tables.push(format!("{}{}", source.name, CHANGES_SUFFIX));
             }
         }
         tables

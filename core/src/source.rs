@@ -25,6 +25,14 @@ use crate::diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
 use crate::error::{Error, Result};
 use crate::pipeline::{Format, SourceKind, SourceSpec};
 
+/// An event time, compared as a number when the column is numeric and as text otherwise (ISO 8601 text sorts in time
+/// order).
+#[derive(Debug, Clone, PartialEq, PartialOrd, serde::Serialize, serde::Deserialize)]
+pub(crate) enum EventTime {
+    Number(f64),
+    Text(String),
+}
+
 /// Name of the offset column every log source has.
 pub const OFFSET_COLUMN: &str = "_offset";
 
@@ -45,7 +53,7 @@ pub struct LoadedSource {
     pub next_offset: u64,
     pub diagnostics: Diagnostics,
     /// For a Debezium source: the changes to fold into its table state.
-    pub cdc: Option<crate::cdc::CdcLog>,
+    pub cdc: Option<debezium::CdcLog>,
     /// Where a tail of the file starts, for reading appends from the last byte read.
     pub(crate) tail: Option<Tail>,
 }
@@ -381,7 +389,7 @@ pub fn load(spec: &SourceSpec) -> Result<LoadedSource> {
     };
     match spec.format {
         Format::Jsonl => text(load_jsonl(path, offset_name)),
-        Format::Debezium => crate::cdc::load_debezium(path, &spec.key),
+        Format::Debezium => debezium::load_debezium(path, &spec.key),
         Format::Csv => text(load_csv(path, offset_name)),
         Format::Parquet => guard(path, "Parquet", || load_parquet(path, with_offsets)),
         Format::Arrow => guard(path, "Arrow IPC", || load_arrow(path, with_offsets)),
@@ -461,6 +469,7 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
 // ---------------------------------------------------------------------------------------------------------------------
 // JSON Lines
 
+pub(crate) mod debezium;
 pub(crate) mod parallel;
 pub(crate) mod stream;
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::MemTable;
 
+use super::Maint;
 use super::Worker;
-use super::live::Maint;
 use crate::pipeline::SourceSpec;
 use crate::store::Store;
 use crate::store::checkpoint::{Checkpoints, Mark, StateKind, view_key};

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::diagnostics::Diagnostics;
 use crate::error::{Error, Result};
-use crate::ingest::EventTime;
+use crate::source::EventTime;
 use crate::source::JsonFields;
 use segment::{Sealed, Segment};
 

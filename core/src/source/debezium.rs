@@ -7,25 +7,21 @@
 //! `d`, and `t` (truncate) empties the table. A column Debezium could not read (`__debezium_unavailable_value`, such as an unchanged large text value in PostgreSQL) keeps its
 //! previous value and is never stored.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Int64Array, RecordBatch};
+use datafusion::arrow::array::Int64Array;
 use serde_json::{Map, Value};
 
-use crate::diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
-use crate::error::{Error, Result};
-use crate::source::{
+use super::{
     Lines, LoadedSource, ObjectSchema, describe_json_error, json_kind, prepend_offsets, read_file,
     with_offset_field,
 };
+use crate::diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
+use crate::error::{Error, Result};
 
 /// The placeholder Debezium writes for a column value it did not capture.
 pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
-
-/// The suffix of a CDC source's raw-events table.
-pub const CHANGES_SUFFIX: &str = "__changes";
 
 /// A change operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +38,10 @@ pub(crate) enum Op {
 /// One change event, ready to apply to the table state.
 #[derive(Debug, Clone)]
 pub(crate) struct Change {
-    op: Op,
+    pub(crate) op: Op,
     /// The key's values, as JSON text (comparable and hashable).
-    key: String,
-    after: Option<Map<String, Value>>,
+    pub(crate) key: String,
+    pub(crate) after: Option<Map<String, Value>>,
 }
 
 /// The parts of a CDC source that the state table is folded from.
@@ -55,55 +51,6 @@ pub struct CdcLog {
     pub(crate) changes: Vec<Change>,
     /// The schema of the table state: every column seen in any before or after image.
     pub(crate) state: ObjectSchema,
-}
-
-/// The table state: the latest image of every key.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct TableState {
-    rows: BTreeMap<String, Map<String, Value>>,
-}
-
-impl TableState {
-    /// Applies one change: an upsert for create, update and read; a delete for delete.
-    pub(crate) fn apply(&mut self, change: &Change) {
-        match (change.op, &change.after) {
-            (Op::Truncate, _) => self.rows.clear(),
-            (Op::Delete, _) | (_, None) => {
-                self.rows.remove(&change.key);
-            }
-            (Op::Create | Op::Update | Op::Read, Some(after)) => {
-                let previous = self.rows.remove(&change.key);
-                let mut row = Map::new();
-                for (column, value) in after {
-                    let value = if value.as_str() == Some(UNAVAILABLE_VALUE) {
-                        previous
-                            .as_ref()
-                            .and_then(|p| p.get(column))
-                            .cloned()
-                            .unwrap_or(Value::Null)
-                    } else {
-                        value.clone()
-                    };
-                    row.insert(column.clone(), value);
-                }
-                self.rows.insert(change.key.clone(), row);
-            }
-        }
-    }
-
-    /// The state as one batch of `schema`, in key order.
-    pub(crate) fn to_batch(&self, schema: &ObjectSchema) -> Result<RecordBatch> {
-        let rows: Vec<Value> = self
-            .rows
-            .values()
-            .map(|r| Value::Object(r.clone()))
-            .collect();
-        Ok(schema.decode(&rows)?)
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.rows.len()
-    }
 }
 
 /// Reads a Debezium change log. `key` names the primary-key columns.
