@@ -194,6 +194,7 @@ fn gen_is_deterministic_and_every_subcommand_has_help() {
         &["sources"],
         &["gen"],
         &["gen", "shop"],
+        &["gen", "nexmark"],
     ] {
         kappa()
             .args(sub)
@@ -206,6 +207,63 @@ fn gen_is_deterministic_and_every_subcommand_has_help() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("Usage: kappa"));
+}
+
+/// `kappa gen nexmark` writes the same log for the same seed, in the benchmark's proportions (per 50 events: 1 person,
+/// 3 auctions, 46 bids), and its pipeline computes every query (all but one on the write path).
+#[test]
+fn gen_nexmark_is_deterministic_and_its_queries_compute() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for name in ["one", "two"] {
+        kappa()
+            .args(["gen", "nexmark", "--events", "5000", "--out"])
+            .arg(dir.path().join(name))
+            .assert()
+            .success()
+            .stderr(predicate::str::starts_with(
+                "wrote 5000 events (100 persons, 300 auctions, 4600 bids)",
+            ));
+    }
+    let one = std::fs::read(dir.path().join("one/nexmark.jsonl")).expect("read");
+    let two = std::fs::read(dir.path().join("two/nexmark.jsonl")).expect("read");
+    assert_eq!(one, two);
+    let engine = kappa_tests::open(&dir.path().join("one/kappa.toml"));
+    let snapshot = engine.snapshot();
+    let mut kinds = Vec::new();
+    for view in &snapshot.views {
+        assert!(
+            matches!(view.status, kappa_core::NodeStatus::Fresh),
+            "{}: {}",
+            view.name,
+            view.status
+        );
+        kinds.push(format!(
+            "{} {}",
+            view.name,
+            view.maintenance
+                .as_ref()
+                .map_or("?".to_owned(), |m| m.kind.to_string())
+        ));
+    }
+    assert_eq!(
+        kinds,
+        [
+            "bid append",
+            "auction append",
+            "person append",
+            "q0 append",
+            "q1 append",
+            "q2 append",
+            "q3 recompute",
+            "q4 recompute",
+            "q7 aggregate",
+            "q8 recompute",
+        ]
+    );
+    let count = |sql: &str| kappa_tests::csv_lines(&kappa_tests::sql(&engine, sql));
+    assert_eq!(count("SELECT count(*) FROM bid"), ["count(*)", "4600"]);
+    assert_eq!(count("SELECT count(*) FROM q0"), ["count(*)", "4600"]);
+    assert_eq!(count("SELECT sum(bids) FROM q7"), ["sum(q7.bids)", "4600"]);
 }
 
 #[test]

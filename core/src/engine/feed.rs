@@ -363,17 +363,7 @@ impl Worker {
             if let Some(opening) = openings.last()
                 && self.loading.is_none()
             {
-                let (read, total) = opening.reader.progress();
-                self.loading = Some(LoadProgress {
-                    source: opening.name.clone(),
-                    bytes_read: read,
-                    bytes_total: total,
-                    records: self
-                        .logs
-                        .get(&opening.name)
-                        .map_or(0, SourceLog::total_rows),
-                    elapsed_secs: started.elapsed().as_secs_f64(),
-                });
+                self.loading = Some(self.progress_of(opening));
             }
             self.publish();
             self.serve_between();
@@ -493,6 +483,21 @@ impl Worker {
         Ok((log, Some(used)))
     }
 
+    /// How far the log `opening` has been read.
+    fn progress_of(&self, opening: &Opening) -> LoadProgress {
+        let (read, total) = opening.reader.progress();
+        LoadProgress {
+            source: opening.name.clone(),
+            bytes_read: read,
+            bytes_total: total,
+            records: self
+                .logs
+                .get(&opening.name)
+                .map_or(0, SourceLog::total_rows),
+            elapsed_secs: opening.started.elapsed().as_secs_f64(),
+        }
+    }
+
     /// Reads the rest of an opening log a slice at a time, each fed through the views as it comes, with the progress
     /// in the snapshot. The records left in memory at the end are sealed too.
     pub(super) async fn read_through(&mut self, mut opening: Opening) {
@@ -503,17 +508,7 @@ impl Worker {
             if self.control.stopped() {
                 break;
             }
-            let (read, total) = opening.reader.progress();
-            self.loading = Some(LoadProgress {
-                source: opening.name.clone(),
-                bytes_read: read,
-                bytes_total: total,
-                records: self
-                    .logs
-                    .get(&opening.name)
-                    .map_or(0, SourceLog::total_rows),
-                elapsed_secs: opening.started.elapsed().as_secs_f64(),
-            });
+            self.loading = Some(self.progress_of(&opening));
             let next = opening.reader.next_slice();
             let failed = |worker: &mut Worker, e: Error| {
                 if let Some(state) = worker.sources.get_mut(&opening.name) {
