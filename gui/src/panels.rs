@@ -150,6 +150,9 @@ pub fn timeline(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>
                         .text(progress.to_string())
                         .animate(true),
                 );
+            } else if let Some(restored) = &snapshot.restored {
+                ui.label(RichText::new(restored.to_string()).weak())
+                    .on_hover_text("the views started from a checkpoint of their state: only the records after it were fed");
             }
             let head = snapshot.head.max(1);
             ui.spacing_mut().slider_width = (ui.available_width() - 160.0).max(100.0);

@@ -481,3 +481,39 @@ fn esc_cancels_a_slow_read() {
     assert_eq!(app.selected_name(), Some("e"));
     assert_eq!(app.rows(), 1);
 }
+
+/// Opened a second time with a cache, the views start from the checkpoint the first open took, and the header says
+/// where; a cold open says nothing of the kind.
+#[test]
+fn the_header_says_when_the_views_started_from_a_checkpoint() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let open = || {
+        let engine = Engine::start_with(
+            Pipeline::load(&sample("shop").join("kappa.toml")).unwrap_or_else(|e| panic!("{e}")),
+            no_waker(),
+            kappa_core::EngineOptions {
+                cache: Some(cache.path().to_path_buf()),
+                ..kappa_core::EngineOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut app = App::new(engine);
+        app.settle(Duration::from_mins(1));
+        app
+    };
+    let first = open();
+    let header = screen(&first, 140, 20)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!header.contains("checkpoint"), "{header}");
+    drop(first);
+    let second = open();
+    let header = screen(&second, 140, 20)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(header.contains("│ checkpoint @ 20,000"), "{header}");
+}

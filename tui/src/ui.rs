@@ -305,6 +305,7 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
 fn render_header(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     let snapshot = &app.snapshot();
     let mode = snapshot.mode();
+    let mode_is_not_loading = mode != Mode::Loading;
     let mode = match mode {
         Mode::Replaying => Span::styled(format!("▶ {mode}"), theme.fg(Color::Yellow)),
         Mode::Paused => Span::styled(format!("⏸ {mode}"), theme.fg(Color::Yellow)),
@@ -330,6 +331,10 @@ fn render_header(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         mode,
         Span::raw(format!(" │ head {} │ lag {lag}", thousands(snapshot.head))),
     ];
+    if let Some(restored) = snapshot.restored.as_ref().filter(|_| mode_is_not_loading) {
+        // The views started from a checkpoint of their state, not from offset 0.
+        spans.push(Span::raw(format!(" │ {}", restored.short())));
+    }
     if let Some(busy) = app.busy() {
         spans.push(Span::styled(
             format!(

@@ -23,12 +23,21 @@ pub struct Restored {
     pub positions: BTreeMap<String, u64>,
 }
 
+impl Restored {
+    /// For a status line: `checkpoint @ 1,000,000` (the furthest log's position).
+    #[must_use]
+    pub fn short(&self) -> String {
+        let furthest = self.positions.values().copied().max().unwrap_or(0);
+        format!("checkpoint @ {}", crate::output::thousands(furthest))
+    }
+}
+
 impl std::fmt::Display for Restored {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let at: Vec<String> = self
             .positions
             .iter()
-            .map(|(log, position)| format!("{log} @ {position}"))
+            .map(|(log, position)| format!("{log} @ {}", crate::output::thousands(*position)))
             .collect();
         write!(f, "views restored from a checkpoint ({})", at.join(", "))
     }
