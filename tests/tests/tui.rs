@@ -361,7 +361,7 @@ fn the_loop_runs_on_any_backend_and_the_mouse_clicks_tabs_and_nodes() {
     terminal
         .draw(|frame| frame.render_widget(&app, frame.area()))
         .expect("draw");
-    let areas = kappa_tui::ui::Areas::of(ratatui::layout::Rect::new(0, 0, 100, 30));
+    let areas = kappa_tui::layout::Areas::of(ratatui::layout::Rect::new(0, 0, 100, 30));
     let click = |column: u16, row: u16| {
         Event::Term(TermEvent::Mouse(MouseEvent {
             kind: MouseEventKind::Down(MouseButton::Left),

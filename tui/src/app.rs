@@ -19,6 +19,8 @@ use kappa_core::{Engine, Snapshot, ViewMode};
 use ratatui::layout::{Position, Rect};
 use ratatui_textarea::TextArea;
 
+pub use crate::layout::Tab;
+
 /// Everything the app reacts to, from one queue.
 #[derive(Debug)]
 pub enum Event {
@@ -28,44 +30,6 @@ pub enum Event {
     Engine,
     /// Time passed (spinners, answers to poll).
     Tick,
-}
-
-/// The main pane's tabs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tab {
-    Data,
-    Lineage,
-    Replay,
-    Paths,
-    Checks,
-    Log,
-}
-
-impl Tab {
-    pub const ALL: [Tab; 6] = [
-        Tab::Data,
-        Tab::Lineage,
-        Tab::Replay,
-        Tab::Paths,
-        Tab::Checks,
-        Tab::Log,
-    ];
-
-    #[must_use]
-    pub fn title(self) -> &'static str {
-        match self {
-            Tab::Data => "Data",
-            Tab::Lineage => "Lineage",
-            Tab::Replay => "Replay",
-            Tab::Paths => "Paths",
-            Tab::Checks => "Checks",
-            Tab::Log => "Log",
-        }
-    }
-
-    fn index(self) -> usize {
-        Tab::ALL.iter().position(|t| *t == self).unwrap_or(0)
-    }
 }
 
 /// Which pane the arrow keys move in.
@@ -532,7 +496,7 @@ impl App {
         if self.overlay.is_some() {
             return;
         }
-        let layout = crate::ui::Areas::of(self.screen.get());
+        let layout = crate::layout::Areas::of(self.screen.get());
         let at = Position::new(mouse.column, mouse.row);
         match mouse.kind {
             MouseEventKind::ScrollDown | MouseEventKind::ScrollUp => {
@@ -548,11 +512,11 @@ impl App {
                 }
             }
             MouseEventKind::Down(MouseButton::Left) => {
-                if let Some(tab) = crate::ui::tab_at(layout.tabs, at) {
+                if let Some(tab) = crate::layout::tab_at(layout.tabs, at) {
                     self.update(Msg::ShowTab(tab));
                 } else if layout.tree.contains(at) {
                     let index = usize::from(at.y.saturating_sub(layout.tree.y + 1));
-                    let first = crate::ui::tree_first(self, layout.tree);
+                    let first = crate::layout::tree_first(self.selected, layout.tree);
                     if first + index < self.tree.len() {
                         self.update(Msg::SelectNode(first + index));
                     }

@@ -397,15 +397,10 @@ fn run(cli: Cli, options: &EngineOptions) -> Result<ExitCode> {
     }
 }
 
-/// Opens the inputs as a pipeline: one `.toml` file (or a folder holding `kappa.toml`), or data files.
-pub(crate) fn open_pipeline(inputs: &[PathBuf]) -> Result<Pipeline> {
-    Ok(Pipeline::open(inputs)?)
-}
-
 /// Starts the engine on the inputs and waits until everything is loaded.
 fn open(inputs: &[PathBuf], options: &EngineOptions) -> Result<(Engine, std::sync::Arc<Snapshot>)> {
     use std::io::IsTerminal;
-    let pipeline = open_pipeline(inputs)?;
+    let pipeline = Pipeline::open(inputs)?;
     let (notify, notified) = std::sync::mpsc::channel();
     let engine = Engine::start_with(
         pipeline,
@@ -656,7 +651,7 @@ fn replay(args: &ReplayArgs, options: &EngineOptions) -> Result<ExitCode> {
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
-    let pipeline = open_pipeline(&args.inputs)?;
+    let pipeline = Pipeline::open(&args.inputs)?;
     let (wake, woken) = mpsc::channel();
     let engine = Engine::start_with(
         pipeline,

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod layout;
 pub mod live;
 pub mod report;
 pub mod terminal;

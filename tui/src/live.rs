@@ -12,10 +12,9 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use kappa_core::{
-    Command, Engine, EngineOptions, LiveUpdate, Snapshot, human_bytes, human_secs, no_waker,
+    Command, Engine, EngineOptions, LiveUpdate, Pipeline, Snapshot, human_bytes, human_secs,
+    no_waker,
 };
-
-use crate::cli::open_pipeline;
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -48,7 +47,7 @@ pub struct PathsArgs {
 
 /// `kappa watch`: prints every live update until Ctrl-C.
 pub fn watch(args: &WatchArgs, options: &EngineOptions) -> Result<ExitCode> {
-    let pipeline = open_pipeline(&args.inputs)?;
+    let pipeline = Pipeline::open(&args.inputs)?;
     let (tx, woken) = mpsc::channel();
     let waker = Arc::new(move || {
         let _ = tx.send(());
@@ -121,7 +120,7 @@ fn filtered(update: &LiveUpdate, views: &[String]) -> LiveUpdate {
 
 /// `kappa paths`: measures and prints both paths of every view.
 pub fn paths(args: &PathsArgs, options: &EngineOptions) -> Result<ExitCode> {
-    let pipeline = open_pipeline(&args.inputs)?;
+    let pipeline = Pipeline::open(&args.inputs)?;
     let engine = Engine::start_with(pipeline, no_waker(), options.clone())?;
     engine.wait_ready()?;
     let snapshot = engine.request(|reply| Command::MeasurePaths {

@@ -47,7 +47,7 @@ pub fn start(
     events: &Sender<Event>,
     options: &EngineOptions,
 ) -> Result<Engine> {
-    let pipeline = crate::cli::open_pipeline(inputs)?;
+    let pipeline = kappa_core::Pipeline::open(inputs)?;
     let tx = events.clone();
     let waker = Arc::new(move || {
         let _ = tx.send(Event::Engine);

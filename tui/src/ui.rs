@@ -16,76 +16,8 @@ use ratatui::symbols;
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Clear, Gauge, Paragraph, Row, Sparkline, Table, Widget, Wrap};
 
-use crate::app::{App, DataView, Focus, Overlay, Tab};
-
-/// Where each part of the screen is.
-#[derive(Debug, Clone, Copy)]
-pub struct Areas {
-    pub header: Rect,
-    pub tree: Rect,
-    pub tabs: Rect,
-    pub main: Rect,
-    pub status: Rect,
-    pub footer: Rect,
-}
-
-impl Areas {
-    /// The parts of a screen of this size.
-    #[must_use]
-    pub fn of(area: Rect) -> Areas {
-        let [header, body, status, footer] = area.layout(&Layout::vertical([
-            Constraint::Length(1),
-            Constraint::Fill(1),
-            Constraint::Length(1),
-            Constraint::Length(1),
-        ]));
-        let tree_width = (area.width / 4).clamp(18, 34);
-        let [tree, right] = body.layout(&Layout::horizontal([
-            Constraint::Length(tree_width),
-            Constraint::Fill(1),
-        ]));
-        let [tabs, main] = right.layout(&Layout::vertical([
-            Constraint::Length(1),
-            Constraint::Fill(1),
-        ]));
-        Areas {
-            header,
-            tree,
-            tabs,
-            main,
-            status,
-            footer,
-        }
-    }
-}
-
-/// The tab title at a position of the tab bar.
-#[must_use]
-pub fn tab_at(tabs: Rect, at: Position) -> Option<Tab> {
-    if at.y != tabs.y || at.x < tabs.x {
-        return None;
-    }
-    let mut x = tabs.x;
-    for (i, tab) in Tab::ALL.iter().enumerate() {
-        let width = u16::try_from(tab_title(i, *tab).chars().count()).unwrap_or(0);
-        if at.x < x + width {
-            return Some(*tab);
-        }
-        x += width;
-    }
-    None
-}
-
-fn tab_title(index: usize, tab: Tab) -> String {
-    format!(" {} {} ", index + 1, tab.title())
-}
-
-/// The first tree entry on screen, so the selected one is in view.
-#[must_use]
-pub fn tree_first(app: &App, tree: Rect) -> usize {
-    let height = usize::from(tree.height.saturating_sub(2)).max(1);
-    app.selected.saturating_sub(height - 1)
-}
+use crate::app::{App, DataView, Focus, Overlay};
+use crate::layout::{Areas, Tab, tab_title, tree_first};
 
 /// The directions of lines meeting at a cell of the lineage drawing.
 const LEFT: u8 = 1;
@@ -356,7 +288,7 @@ fn render_tree(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         .border_style(if focused { theme.title() } else { theme.dim() });
     let inner = block.inner(area);
     block.render(area, buf);
-    let first = tree_first(app, area);
+    let first = tree_first(app.selected, area);
     for (line, (index, entry)) in app
         .tree
         .iter()
