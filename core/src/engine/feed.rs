@@ -561,6 +561,8 @@ impl Worker {
                     break;
                 }
             }
+            // What was just fed: the progress agrees with the head it is shown beside.
+            self.loading = Some(self.progress_of(&opening));
             if published.elapsed() >= std::time::Duration::from_millis(100) {
                 self.publish();
                 published = Instant::now();
