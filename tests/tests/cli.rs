@@ -60,6 +60,31 @@ fn query_files_with_sql() {
         .stdout(predicate::str::starts_with("category,views\naudio,"));
 }
 
+/// The options every subcommand takes (`--cache`, `--no-cache`, `--query-memory`) go before or after its name.
+#[test]
+fn global_options_go_before_or_after_the_subcommand() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let cache = cache.path().to_str().expect("utf-8 path");
+    let query = [
+        "sample-data/shop/orders.jsonl",
+        "--sql",
+        "SELECT count(*) AS n FROM orders",
+        "--format",
+        "csv",
+    ];
+    for args in [
+        vec!["--cache", cache, "query"],
+        vec!["query", "--cache", cache],
+        vec!["--no-cache", "--query-memory", "64MiB", "query"],
+    ] {
+        kappa()
+            .args(args.iter().chain(query.iter()))
+            .assert()
+            .success()
+            .stdout("n\n20000\n");
+    }
+}
+
 #[test]
 fn bad_input_exits_2_with_one_clear_message() {
     kappa()

@@ -19,12 +19,7 @@ use kappa_core::{
 /// Open a pipeline file (kappa.toml) or bare data files (JSON Lines, CSV, Parquet, Arrow); each file becomes a source
 /// named after its file stem.
 #[derive(Debug, Parser)]
-#[command(
-    name = "kappa",
-    version,
-    args_conflicts_with_subcommands = true,
-    arg_required_else_help = true
-)]
+#[command(name = "kappa", version, arg_required_else_help = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
