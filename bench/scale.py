@@ -31,7 +31,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import peers  # noqa: E402
 
-QUERY = "SELECT type, count(*) AS n, sum(amount) AS total FROM orders GROUP BY type ORDER BY type"
+QUERY = "SELECT type, count(*) AS n, coalesce(sum(amount), 0) AS total FROM orders GROUP BY type ORDER BY type"
 
 
 def vm_hwm(pid: int) -> int:

@@ -48,7 +48,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import peers  # noqa: E402  (the shop's generation, the venv, timing and the machine's description)
 
 BEGIN, END = "<!-- store:begin -->", "<!-- store:end -->"
-QUERY = "SELECT type, count(*) AS n, sum(amount) AS total FROM orders GROUP BY type ORDER BY type"
+QUERY = "SELECT type, count(*) AS n, coalesce(sum(amount), 0) AS total FROM orders GROUP BY type ORDER BY type"
 PEER_QUERY = r'''
 import json, sys, time
 peer, path, query = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -60,7 +60,7 @@ if peer == "DuckDB":
 elif peer == "DataFusion":
     import datafusion
     ctx = datafusion.SessionContext()
-    ctx.register_json("orders", path)
+    ctx.register_json("orders", path, file_extension=".jsonl")
     rows = [tuple(r.values()) for r in ctx.sql(query).to_pylist()]
 else:
     import polars as pl

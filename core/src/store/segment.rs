@@ -8,10 +8,12 @@
 
 use std::fs::File;
 use std::io::{BufReader, Write as _};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{AsArray as _, RecordBatch};
+use datafusion::arrow::datatypes::Int64Type;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
@@ -31,6 +33,10 @@ pub(crate) struct Segment {
     /// The file's size and its xxHash64.
     pub bytes: u64,
     pub checksum: u64,
+    /// The `_offset` of the first record of each of the file's batches, so a read of a few offsets decodes only the
+    /// batches that hold them (empty in a store written before: the whole file is read).
+    #[serde(default)]
+    pub batch_offsets: Vec<u64>,
 }
 
 impl Segment {
@@ -38,25 +44,40 @@ impl Segment {
         dir.join(&self.file)
     }
 
-    /// Reads the segment's records a batch at a time (only the columns in `projection`, when given).
+    /// Reads the segment's records a batch at a time: the batches that hold offsets in `range` (all of them when
+    /// the segment does not list its batches' offsets).
     pub(crate) fn read(
         &self,
         dir: &Path,
-        projection: Option<Vec<usize>>,
+        range: Range<u64>,
     ) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
         let path = self.path(dir);
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let reader = FileReader::try_new(BufReader::with_capacity(1 << 20, file), projection)
-            .map_err(|cause| Error::ArrowFile {
-                path: path.clone(),
-                cause,
-            })?;
-        Ok(reader.map(move |batch| {
-            batch.map_err(|cause| Error::ArrowFile {
-                path: path.clone(),
-                cause,
-            })
-        }))
+        let arrow = |path: &Path| {
+            let path = path.to_path_buf();
+            move |cause| Error::ArrowFile { path, cause }
+        };
+        let mut reader = FileReader::try_new(BufReader::with_capacity(1 << 20, file), None)
+            .map_err(arrow(&path))?;
+        let (first, end) = self.batches_holding(&range, reader.num_batches());
+        reader.set_index(first).map_err(arrow(&path))?;
+        Ok(reader
+            .take(end - first)
+            .map(move |batch| batch.map_err(arrow(&path))))
+    }
+
+    /// The indexes of the first batch holding an offset in `range` and one past the last, of `batches`.
+    fn batches_holding(&self, range: &Range<u64>, batches: usize) -> (usize, usize) {
+        if self.batch_offsets.len() != batches {
+            return (0, batches);
+        }
+        // A batch holds the offsets from its first up to the next batch's first.
+        let first = self
+            .batch_offsets
+            .partition_point(|&o| o <= range.start)
+            .saturating_sub(1);
+        let end = self.batch_offsets.partition_point(|&o| o < range.end);
+        (first, end.max(first))
     }
 
     /// Checks that the file is there, whole: its size and checksum.
@@ -98,7 +119,7 @@ pub(crate) fn write(
         };
         {
             let mut writer = FileWriter::try_new(&mut hashing, schema)?;
-            for batch in batches {
+            for batch in batches.iter().filter(|b| b.num_rows() > 0) {
                 writer.write(batch)?;
             }
             writer.finish()?;
@@ -107,6 +128,14 @@ pub(crate) fn write(
         (hashing.bytes, std::hash::Hasher::finish(&hashing.hasher))
     };
     out.persist(&path).map_err(|e| Error::io(&path, e.error))?;
+    let batch_offsets = match schema.index_of(crate::source::OFFSET_COLUMN) {
+        Ok(column) => batches
+            .iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| b.column(column).as_primitive::<Int64Type>().value(0) as u64)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     Ok(Segment {
         file,
         first_offset,
@@ -114,6 +143,7 @@ pub(crate) fn write(
         rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
         bytes,
         checksum,
+        batch_offsets,
     })
 }
 
@@ -147,8 +177,86 @@ pub(crate) struct Sealed {
 impl Sealed {
     pub(crate) fn read(
         &self,
-        projection: Option<Vec<usize>>,
+        range: Range<u64>,
     ) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<>> {
-        self.segment.read(&self.dir, projection)
+        self.segment.read(&self.dir, range)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+    use crate::source::OFFSET_COLUMN;
+
+    /// Batches of 10 records each, with offsets 0, 2, 4, ... (gaps, as dropped duplicates leave).
+    fn batches(schema: &SchemaRef, count: i64) -> Vec<RecordBatch> {
+        (0..count)
+            .map(|b| {
+                let offsets: Vec<i64> = (0..10).map(|i| (b * 10 + i) * 2).collect();
+                let names: Vec<String> = offsets.iter().map(|o| format!("r{o}")).collect();
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(Int64Array::from(offsets)),
+                        Arc::new(StringArray::from(names)),
+                    ],
+                )
+                .expect("batch")
+            })
+            .collect()
+    }
+
+    fn offsets(read: impl Iterator<Item = Result<RecordBatch>>) -> Vec<Vec<i64>> {
+        read.map(|b| {
+            b.expect("read")
+                .column(0)
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_read_of_a_range_decodes_only_the_batches_that_hold_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new(OFFSET_COLUMN, DataType::Int64, false),
+            Field::new("name", DataType::Utf8, false),
+        ]));
+        let mut written = batches(&schema, 5);
+        written.insert(2, RecordBatch::new_empty(schema.clone()));
+        let segment = write(dir.path(), &schema, &written, 0, 100).expect("write");
+        assert_eq!(segment.batch_offsets, vec![0, 20, 40, 60, 80]);
+        assert_eq!(segment.rows, 50);
+        let read = |range: Range<u64>| {
+            let firsts: Vec<i64> = offsets(segment.read(dir.path(), range).expect("open"))
+                .iter()
+                .map(|b| b[0])
+                .collect();
+            firsts
+        };
+        // Offsets 25..45 are in the batches starting at 20 and 40; 41 is in a gap of the one starting at 40.
+        assert_eq!(read(25..45), vec![20, 40]);
+        assert_eq!(read(41..42), vec![40]);
+        assert_eq!(read(0..1), vec![0]);
+        assert_eq!(read(98..1000), vec![80]);
+        // Where the last batch ends is not listed: it is read, and the caller cuts its rows.
+        assert_eq!(read(100..200), vec![80]);
+        assert_eq!(read(0..u64::MAX), vec![0, 20, 40, 60, 80]);
+        // A segment that does not list its batches' offsets (written by an older Kappa) is read whole.
+        let older = Segment {
+            batch_offsets: Vec::new(),
+            ..segment.clone()
+        };
+        assert_eq!(
+            offsets(older.read(dir.path(), 41..42).expect("open")).len(),
+            5
+        );
     }
 }

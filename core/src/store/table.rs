@@ -80,10 +80,16 @@ impl Parts {
             }))
         };
         let cut_sealed = cut.clone();
+        // Without offsets, every batch of a segment is read.
+        let segment_range = if offset_column.is_some() {
+            range.clone()
+        } else {
+            0..u64::MAX
+        };
         let from_segments = sealed.into_iter().flat_map(move |sealed| {
             // The offset column is read too when it is needed to cut the segment, and dropped after.
             let batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> =
-                match sealed.read(None) {
+                match sealed.read(segment_range.clone()) {
                     Ok(batches) => Box::new(batches),
                     Err(e) => Box::new(std::iter::once(Err(e))),
                 };
