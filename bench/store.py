@@ -29,6 +29,7 @@ Usage (after `cargo build --release -p kappa_tui -p kappa_gui`):
 import argparse
 import datetime
 import fcntl
+import json
 import os
 import pathlib
 import pty
@@ -55,6 +56,7 @@ peer, path, query = sys.argv[1], sys.argv[2], sys.argv[3]
 if peer == "DuckDB":
     import duckdb
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     con.execute(f"CREATE VIEW orders AS SELECT * FROM read_json('{path}', format = 'newline_delimited')")
     rows = con.execute(query).fetchall()
 elif peer == "DataFusion":
@@ -198,9 +200,8 @@ def adhoc(kappa: peers.Kappa, directory: pathlib.Path, runs: int, events: int) -
             shutil.rmtree(cache, ignore_errors=True)
         for who in peers.PEERS:
             seconds, maxrss, out = peers.measured([python, "-c", PEER_QUERY, who, log, QUERY], who)
-            import json
-
-            rows = json.loads(out)
+            # The answer is the last line (a peer may print notices before it).
+            rows = json.loads(out.strip().splitlines()[-1])
             if not same_rows(rows, reference):
                 raise SystemExit(f"{who}: {rows} != {reference}")
             times[who].append(seconds)

@@ -549,6 +549,17 @@ impl SourceLog {
     /// Feeds every record with an offset below `offset` that has not been fed yet (a snapshot: all of it). The views'
     /// table now shows them; they are returned for the write path.
     pub fn feed_to(&mut self, offset: u64) -> Fed {
+        self.feed(offset, true)
+    }
+
+    /// Moves what is fed up to `offset` as `feed_to` does, without reading the records: for a caller that computes
+    /// the views from the tables afterwards (the `new` records are left empty, so a large log is not read into
+    /// memory).
+    pub fn feed_counting(&mut self, offset: u64) -> Fed {
+        self.feed(offset, false)
+    }
+
+    fn feed(&mut self, offset: u64, read_new: bool) -> Fed {
         if !self.is_log {
             if self.position >= self.end_offset && self.fed_rows > 0 {
                 return Fed::default();
@@ -570,8 +581,18 @@ impl SourceLog {
             return Fed::default();
         }
         let from = self.position;
-        let new = self.read(from..target).unwrap_or_default();
-        let kept: u64 = new.iter().map(|b| b.num_rows() as u64).sum();
+        let (new, kept) = if read_new {
+            let new = self.read(from..target).unwrap_or_default();
+            let kept: u64 = new.iter().map(|b| b.num_rows() as u64).sum();
+            (new, kept)
+        } else {
+            let kept = self
+                .records
+                .parts()
+                .count(self.records.offset_column(), from..target)
+                .unwrap_or(0);
+            (Vec::new(), kept)
+        };
         let duplicates = (self.duplicates.partition_point(|&o| o < target)
             - self.duplicates.partition_point(|&o| o < from)) as u64;
         self.position = target;

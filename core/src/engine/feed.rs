@@ -115,13 +115,31 @@ impl Worker {
         &mut self,
         offset: u64,
     ) -> (u64, u64, BTreeMap<String, Vec<RecordBatch>>) {
+        self.feed_all_reading(offset, true)
+    }
+
+    /// Feeds every log up to `offset` as `feed_all` does, without reading the records fed: for callers that compute
+    /// the views from the tables afterwards (opening, seeking), so a log in the store is not read into memory.
+    pub(super) fn feed_all_counting(&mut self, offset: u64) {
+        self.feed_all_reading(offset, false);
+    }
+
+    fn feed_all_reading(
+        &mut self,
+        offset: u64,
+        read_new: bool,
+    ) -> (u64, u64, BTreeMap<String, Vec<RecordBatch>>) {
         let mut fed = (0, 0, BTreeMap::new());
         let names: Vec<String> = self.logs.keys().cloned().collect();
         for name in names {
             let Some(log) = self.logs.get_mut(&name) else {
                 continue;
             };
-            let f = log.feed_to(offset);
+            let f = if read_new {
+                log.feed_to(offset)
+            } else {
+                log.feed_counting(offset)
+            };
             fed.0 += f.records;
             fed.1 += f.duplicates;
             // A CDC source shows its table state as `<name>` and the fed events as `<name>__changes`.
@@ -359,7 +377,7 @@ impl Worker {
             }
             self.sources.insert(spec.name.clone(), state);
             // Each source is fed (and shown, and can be read) as soon as it is opened.
-            self.feed_all(u64::MAX);
+            self.feed_all_counting(u64::MAX);
             if let Some(opening) = openings.last()
                 && self.loading.is_none()
             {
@@ -546,7 +564,7 @@ impl Worker {
                             }
                             self.logs.insert(opening.name.clone(), log);
                             opening.reader = reader;
-                            self.feed_all(u64::MAX);
+                            self.feed_all_counting(u64::MAX);
                             self.compute_views(None).await;
                         }
                         Err(e) => {

@@ -148,7 +148,7 @@ impl Worker {
         // The write path: from the state at `start`, append the rest one batch at a time, as a writer would.
         self.end_replay();
         self.reset_logs();
-        self.feed_all(start);
+        self.feed_all_counting(start);
         self.compute_views(None).await;
         self.metrics.clear();
         let throttle = self.options.throttle;

@@ -470,7 +470,7 @@ impl Worker {
             self.end_replay();
             self.reset_logs();
             let to = if self.following { u64::MAX } else { position };
-            self.feed_all(to);
+            self.feed_all_counting(to);
             self.compute_views(None).await;
             if let Some(update) = self.updates.back_mut() {
                 update.lag_ms = lag_since(modified);

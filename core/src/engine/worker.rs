@@ -479,7 +479,7 @@ impl Worker {
                 self.end_replay();
                 self.reset_logs();
                 self.following = to.is_none_or(|to| to >= self.head());
-                self.feed_all(to.unwrap_or(u64::MAX));
+                self.feed_all_counting(to.unwrap_or(u64::MAX));
                 self.compute_views(None).await;
                 self.publish();
                 if let Some(reply) = reply {

@@ -259,4 +259,52 @@ mod tests {
             5
         );
     }
+
+    #[test]
+    fn records_in_a_range_are_counted_as_reading_them_counts_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new(OFFSET_COLUMN, DataType::Int64, false),
+            Field::new("name", DataType::Utf8, false),
+        ]));
+        // Offsets 0, 2, ..., 198: two segments of 50 records (0..100 and 100..200), the last 2 batches in memory.
+        let all = batches(&schema, 12);
+        let first = write(dir.path(), &schema, &all[..5], 0, 100).expect("write");
+        let second = write(dir.path(), &schema, &all[5..10], 100, 200).expect("write");
+        let parts = crate::store::table::Parts {
+            sealed: [first, second]
+                .into_iter()
+                .map(|segment| Sealed {
+                    dir: Arc::from(dir.path()),
+                    segment,
+                })
+                .collect(),
+            memory: all[10..].to_vec(),
+        };
+        for range in [
+            0..240,
+            0..100,
+            100..200,
+            1..2,
+            0..1,
+            37..163,
+            150..239,
+            230..1000,
+            300..400,
+        ] {
+            let read: u64 = parts
+                .read(Some(0), range.clone(), None)
+                .map(|b| b.expect("read").num_rows() as u64)
+                .sum();
+            let expected = (range.start..range.end.min(240))
+                .filter(|o| o % 2 == 0)
+                .count() as u64;
+            assert_eq!(read, expected, "{range:?}");
+            assert_eq!(
+                parts.count(Some(0), range.clone()).expect("count"),
+                read,
+                "{range:?}"
+            );
+        }
+    }
 }

@@ -103,6 +103,32 @@ impl Parts {
     }
 }
 
+impl Parts {
+    /// How many records have an offset in `range` (all of them for a table without offsets): segments wholly inside
+    /// the range count by the manifest, others by their offset column alone.
+    pub(crate) fn count(&self, offset_column: Option<usize>, range: Range<u64>) -> Result<u64> {
+        let Some(column) = offset_column else {
+            return Ok(self.rows());
+        };
+        let (whole, partly): (Vec<&Sealed>, Vec<&Sealed>) = self
+            .sealed
+            .iter()
+            .filter(|s| s.segment.first_offset < range.end && s.segment.end_offset > range.start)
+            .partition(|s| {
+                s.segment.first_offset >= range.start && s.segment.end_offset <= range.end
+            });
+        let mut count: u64 = whole.iter().map(|s| s.segment.rows).sum();
+        let rest = Parts {
+            sealed: partly.into_iter().cloned().collect(),
+            memory: self.memory.clone(),
+        };
+        for batch in rest.read(Some(column), range, Some(vec![column])) {
+            count += batch?.num_rows() as u64;
+        }
+        Ok(count)
+    }
+}
+
 /// A log's records: sealed segments and records in memory, in offset order. Grows as records are pushed; a reader
 /// takes the parts there are when it starts.
 #[derive(Debug)]
