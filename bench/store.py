@@ -305,8 +305,9 @@ def render(args, kappa, results, nex, started) -> str:
             line = f"| first row on screen, cold (s) | terminal {med(ttfr['tui']):.3f}"
             if ttfr["gui"]:
                 line += f", desktop {med(ttfr['gui']):.3f}"
-            ok = med(ttfr["tui"]) <= 0.3 and (not ttfr["gui"] or med(ttfr["gui"]) <= 0.3)
-            out.append(line + " | | | | | | ≤ 0.3 s: " + ("met" if ok else "**not met**") + " |")
+            verdicts = [("terminal", med(ttfr["tui"]))] + ([("desktop", med(ttfr["gui"]))] if ttfr["gui"] else [])
+            goal = ", ".join(f"{who} " + ("met" if seconds <= 0.3 else "**not met**") for who, seconds in verdicts)
+            out.append(line + " | | | | | | ≤ 0.3 s: " + goal + " |")
         out += [
             "",
             "Runs: "

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use kappa_core::{Engine, EngineOptions, Pipeline, Snapshot, no_waker};
+use kappa_core::{Engine, EngineOptions, MaintenanceKind, Pipeline, Snapshot, no_waker};
 use kappa_tests::{append, csv_lines, sample, sql, write_pipeline};
 
 fn engine(pipeline: &Path, cache: Option<&Path>, checkpoint_every: u64) -> Engine {
@@ -104,6 +104,14 @@ fn reopen_equals_cold(pipeline: &Path) {
         );
     }
     assert_eq!(views(&reopened), cold, "{}", pipeline.display());
+    // Nothing came after the checkpoint: the recomputed views' rows were read back, not computed.
+    let recomputed: Vec<String> = snapshot
+        .views
+        .iter()
+        .filter(|v| v.maintenance.as_ref().map(|m| m.kind) == Some(MaintenanceKind::Recompute))
+        .map(|v| v.name.clone())
+        .collect();
+    assert_eq!(restored.results, recomputed, "{}", pipeline.display());
     assert_eq!(kinds(&snapshot), first_kinds);
     kappa_tests::assert_self_audit_passes(&reopened);
 }
@@ -308,4 +316,58 @@ fn checkpoints_are_taken_while_a_log_is_read() {
     );
     let cold = engine(&pipeline, None, u64::MAX);
     assert_eq!(views(&reopened), views(&cold));
+}
+
+/// A recomputed view's rows come from the checkpoint only when no record was fed after it and its SQL (and every
+/// view's) is the same; otherwise it is computed, and every view equals a cold open's.
+#[test]
+fn a_recomputed_view_is_read_back_only_when_nothing_changed() {
+    const BUSY: &str =
+        "\n[[view]]\nname = \"busy\"\nsql = \"SELECT k, events FROM per_key WHERE events > 200\"\n";
+    let (dir, _) = log_dir(&lines(0..2_000));
+    let pipeline = write_pipeline(dir.path(), &format!("{LOG_PIPELINE}{BUSY}"));
+    let cache = tempfile::tempdir().expect("cache");
+    let results = |engine: &Engine| {
+        engine
+            .snapshot()
+            .restored
+            .as_ref()
+            .map(|r| r.results.clone())
+    };
+    let first = engine(&pipeline, Some(cache.path()), u64::MAX);
+    assert_eq!(results(&first), None);
+    let cold = views(&first);
+    assert!(
+        cold.iter()
+            .any(|(name, rows)| name == "busy" && rows.len() == 8),
+        "a header and 7 keys"
+    );
+    drop(first);
+
+    let reopened = engine(&pipeline, Some(cache.path()), u64::MAX);
+    assert_eq!(results(&reopened), Some(vec!["busy".to_owned()]));
+    assert_eq!(views(&reopened), cold);
+    drop(reopened);
+
+    // Records after the checkpoint (read after the store's records): the views start from it, and the recomputed
+    // one is computed again once they are fed (its counts grew past what the checkpoint holds).
+    append(
+        &dir.path().join("log.jsonl"),
+        lines(2_000..2_500).as_bytes(),
+    );
+    let grown = engine(&pipeline, Some(cache.path()), u64::MAX);
+    assert!(results(&grown).is_some());
+    let grown_views = views(&grown);
+    assert_ne!(grown_views, cold);
+    assert_eq!(grown_views, views(&engine(&pipeline, None, u64::MAX)));
+    drop(grown);
+
+    // Its SQL changed: not read back (the other views' states still are).
+    let changed = write_pipeline(
+        dir.path(),
+        &format!("{LOG_PIPELINE}{}", BUSY.replace("> 200", "> 250")),
+    );
+    let fresh = engine(&changed, Some(cache.path()), u64::MAX);
+    assert_eq!(results(&fresh), Some(Vec::new()));
+    assert_eq!(views(&fresh), views(&engine(&changed, None, u64::MAX)));
 }

@@ -12,6 +12,7 @@ use datafusion::catalog::MemTable;
 
 use super::Maint;
 use super::Worker;
+use crate::NodeStatus;
 use crate::pipeline::SourceSpec;
 use crate::store::Store;
 use crate::store::checkpoint::{Checkpoints, Mark, StateKind, view_key};
@@ -21,6 +22,8 @@ use crate::store::checkpoint::{Checkpoints, Mark, StateKind, view_key};
 pub struct Restored {
     /// Each log's position in the checkpoint: the records below it were not fed again.
     pub positions: BTreeMap<String, u64>,
+    /// The recomputed views whose rows were read back (nothing was fed after the checkpoint), not computed.
+    pub results: Vec<String>,
 }
 
 impl Restored {
@@ -83,6 +86,41 @@ impl Worker {
         Some(kept)
     }
 
+    /// Every recomputed view whose rows are up to date now (none is due, no background round runs), with its key:
+    /// its SQL, every view's SQL (it may read any of them) and the schemas it reads.
+    async fn result_views(&self) -> Vec<(String, u64)> {
+        let mut results = Vec::new();
+        if self.background.is_some() {
+            return results;
+        }
+        let mut every_view = String::new();
+        for v in &self.pipeline.views {
+            let _ = writeln!(every_view, "{} {:?} {}", v.name, v.mode, v.sql);
+        }
+        for name in &self.order {
+            let (Some(Maint::Recompute { .. }), Some(view), Some(spec)) = (
+                self.maint.get(name),
+                self.views.get(name),
+                self.pipeline.view(name),
+            ) else {
+                continue;
+            };
+            if self.pending.contains_key(name) || view.state.status != NodeStatus::Fresh {
+                continue;
+            }
+            let mut inputs = Vec::new();
+            for table in &view.state.reads {
+                let Ok(provider) = self.ctx.table_provider(table.as_str()).await else {
+                    return Vec::new();
+                };
+                inputs.push((table.clone(), provider.schema()));
+            }
+            let sql = format!("{}\n-- every view:\n{every_view}", spec.sql);
+            results.push((name.clone(), view_key(&sql, &inputs)));
+        }
+        results
+    }
+
     /// How a source is read, as a checkpoint notes it (another reading of the same file is other records).
     fn reading(spec: &SourceSpec) -> String {
         format!(
@@ -136,14 +174,16 @@ impl Worker {
         let Some(kept) = self.kept_views().await else {
             return;
         };
-        if kept.is_empty() {
+        let results = self.result_views().await;
+        if kept.is_empty() && results.is_empty() {
             return;
         }
+        let all: Vec<&(String, u64)> = kept.iter().chain(&results).collect();
         if checkpoints.list().first().is_some_and(|newest| {
             newest.meta.positions == positions
                 && newest.meta.files == files
-                && newest.meta.views.len() == kept.len()
-                && kept
+                && newest.meta.views.len() == all.len()
+                && all
                     .iter()
                     .zip(&newest.meta.views)
                     .all(|((name, key), entry)| entry.name == *name && entry.key == *key)
@@ -170,6 +210,16 @@ impl Worker {
                 _ => return,
             };
             views.push((name, key, state.0, state.1, state.2));
+        }
+        for (name, key) in results {
+            let Ok(frame) = self.ctx.table(name.as_str()).await else {
+                return;
+            };
+            let schema = Arc::new(frame.schema().as_arrow().clone());
+            let Ok(batches) = frame.collect().await else {
+                return;
+            };
+            views.push((name, key, StateKind::Result, schema, batches));
         }
         if let Err(e) = checkpoints.write(positions.clone(), files, views) {
             for name in positions.keys() {
@@ -218,7 +268,8 @@ impl Worker {
     pub(super) async fn restore_checkpoint(&mut self) -> Option<BTreeMap<String, u64>> {
         let checkpoints = self.checkpoints()?;
         let kept = self.kept_views().await?;
-        if kept.is_empty() {
+        let results = self.result_views_to_restore().await;
+        if kept.is_empty() && results.is_empty() {
             return None;
         }
         let now: BTreeMap<String, u64> = self
@@ -231,7 +282,12 @@ impl Worker {
             let meta = &checkpoint.meta;
             if !meta.positions.keys().eq(now.keys())
                 || meta.positions.iter().any(|(log, p)| *p > now[log])
-                || meta.views.len() != kept.len()
+                || meta
+                    .views
+                    .iter()
+                    .filter(|v| v.kind != StateKind::Result)
+                    .count()
+                    != kept.len()
             {
                 continue;
             }
@@ -285,12 +341,90 @@ impl Worker {
                     self.restore_append(&name, batches);
                 }
             }
+            // A recomputed view's rows are those of the checkpoint only when no record comes after it.
+            let mut restored_results = Vec::new();
+            if meta.positions == now {
+                for (name, key) in &results {
+                    let Some(entry) = meta.views.iter().find(|entry| {
+                        entry.kind == StateKind::Result && entry.name == *name && entry.key == *key
+                    }) else {
+                        continue;
+                    };
+                    if let Ok(batches) = checkpoint.read(entry)
+                        && self.restore_result(name, batches)
+                    {
+                        restored_results.push(name.clone());
+                    }
+                }
+                if !restored_results.is_empty() {
+                    // On-read views over them read the rows put back.
+                    for name in self.order.clone() {
+                        if matches!(self.maint.get(&name), Some(Maint::OnRead)) {
+                            self.replan(&name).await;
+                        }
+                    }
+                }
+            }
             self.restored = Some(Restored {
                 positions: meta.positions.clone(),
+                results: restored_results,
             });
             return Some(meta.positions.clone());
         }
         None
+    }
+
+    /// The recomputed views and their keys as `result_views` gives them, for views just computed from nothing (whose
+    /// rows are due: they are not computed yet).
+    async fn result_views_to_restore(&mut self) -> Vec<(String, u64)> {
+        let due = std::mem::take(&mut self.pending);
+        let statuses: Vec<(String, NodeStatus)> = self
+            .views
+            .iter_mut()
+            .filter(|(name, _)| due.contains_key(*name))
+            .map(|(name, view)| {
+                (
+                    name.clone(),
+                    std::mem::replace(&mut view.state.status, NodeStatus::Fresh),
+                )
+            })
+            .collect();
+        let results = self.result_views().await;
+        for (name, status) in statuses {
+            if let Some(view) = self.views.get_mut(&name) {
+                view.state.status = status;
+            }
+        }
+        self.pending = due;
+        results
+    }
+
+    /// Puts a recomputed view's rows back as a checkpoint holds them; it is no longer due.
+    fn restore_result(&mut self, name: &str, batches: Vec<RecordBatch>) -> bool {
+        let Some(schema) = batches.first().map(RecordBatch::schema).or_else(|| {
+            self.views
+                .get(name)
+                .and_then(|view| view.state.schema.clone())
+        }) else {
+            return false;
+        };
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let Ok(table) = MemTable::try_new(schema, vec![batches]) else {
+            return false;
+        };
+        let table = Arc::new(table);
+        let _ = self.ctx.deregister_table(name);
+        if self.ctx.register_table(name, table.clone()).is_err() {
+            return false;
+        }
+        let _ = self.delta_ctx.deregister_table(name);
+        let _ = self.delta_ctx.register_table(name, table);
+        self.pending.remove(name);
+        if let Some(view) = self.views.get_mut(name) {
+            view.state.rows = Some(rows);
+            view.state.status = NodeStatus::Fresh;
+        }
+        true
     }
 
     /// Puts an append view's rows back as a checkpoint holds them.

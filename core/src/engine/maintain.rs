@@ -49,9 +49,12 @@ impl Maint {
         match self {
             Maint::Append { output, rows, .. } => (
                 *rows,
+                // The bytes its rows take, not the buffers they are slices of (shared with other batches, and
+                // counted once per slice by `get_array_memory_size`).
                 output
                     .iter()
-                    .map(|b| b.get_array_memory_size() as u64)
+                    .flat_map(RecordBatch::columns)
+                    .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
                     .sum(),
             ),
             Maint::Aggregate { view, .. } => view.size(),

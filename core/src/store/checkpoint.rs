@@ -39,6 +39,8 @@ pub(crate) enum StateKind {
     Aggregate,
     /// An append view's rows.
     Append,
+    /// A recomputed view's rows at the checkpoint's positions: used only when nothing was fed after them.
+    Result,
 }
 
 /// One view in a checkpoint.
