@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 /// The first slice: small, so the first rows show at once.
 const FIRST_SLICE_BYTES: usize = 256 * 1024;
 
-/// The slices after: large enough to keep every core busy, small enough to bound memory.
+/// The slices after (grown to from the first): large enough to keep every core busy, small enough to bound memory.
 const SLICE_BYTES: usize = 64 << 20;
 
 /// What reading the next slice gave.
@@ -164,7 +164,13 @@ impl JsonlReader {
         };
         self.byte += consumed as u64;
         self.offset = loaded.next_offset;
-        self.slice_bytes = self.rest_bytes;
+        // The slices grow from the first to the rest's size, 4x at a time: a read the apps ask for right after the
+        // first rows show waits for a small slice, not a large one.
+        self.slice_bytes = self
+            .slice_bytes
+            .saturating_mul(4)
+            .min(self.rest_bytes)
+            .max(1);
         self.done = last;
         loaded.tail = Some(Tail {
             bytes: self.byte,
