@@ -86,37 +86,46 @@ impl Worker {
         Some(kept)
     }
 
-    /// Every recomputed view whose rows are up to date now (none is due, no background round runs), with its key:
-    /// its SQL, every view's SQL (it may read any of them) and the schemas it reads.
+    /// The key of a recomputed view's rows: its SQL, every view's SQL (it may read any of them) and the schemas it
+    /// reads. `None` when an input's schema cannot be known.
+    async fn result_key(&self, name: &str) -> Option<u64> {
+        let (view, spec) = (self.views.get(name)?, self.pipeline.view(name)?);
+        let mut text = format!("{}\n-- every view:\n", spec.sql);
+        for v in &self.pipeline.views {
+            let _ = writeln!(text, "{} {:?} {}", v.name, v.mode, v.sql);
+        }
+        let mut inputs = Vec::new();
+        for table in &view.state.reads {
+            let schema = self.ctx.table_provider(table.as_str()).await.ok()?.schema();
+            inputs.push((table.clone(), schema));
+        }
+        Some(view_key(&text, &inputs))
+    }
+
+    /// The recomputed views, in the order they are computed.
+    fn recomputed_views(&self) -> Vec<String> {
+        self.order
+            .iter()
+            .filter(|name| matches!(self.maint.get(*name), Some(Maint::Recompute { .. })))
+            .cloned()
+            .collect()
+    }
+
+    /// Every recomputed view whose rows are up to date now (none is due, no background round runs), with its key.
     async fn result_views(&self) -> Vec<(String, u64)> {
         let mut results = Vec::new();
         if self.background.is_some() {
             return results;
         }
-        let mut every_view = String::new();
-        for v in &self.pipeline.views {
-            let _ = writeln!(every_view, "{} {:?} {}", v.name, v.mode, v.sql);
-        }
-        for name in &self.order {
-            let (Some(Maint::Recompute { .. }), Some(view), Some(spec)) = (
-                self.maint.get(name),
-                self.views.get(name),
-                self.pipeline.view(name),
-            ) else {
-                continue;
-            };
-            if self.pending.contains_key(name) || view.state.status != NodeStatus::Fresh {
-                continue;
+        for name in self.recomputed_views() {
+            let fresh = !self.pending.contains_key(&name)
+                && self
+                    .views
+                    .get(&name)
+                    .is_some_and(|view| view.state.status == NodeStatus::Fresh);
+            if fresh && let Some(key) = self.result_key(&name).await {
+                results.push((name, key));
             }
-            let mut inputs = Vec::new();
-            for table in &view.state.reads {
-                let Ok(provider) = self.ctx.table_provider(table.as_str()).await else {
-                    return Vec::new();
-                };
-                inputs.push((table.clone(), provider.schema()));
-            }
-            let sql = format!("{}\n-- every view:\n{every_view}", spec.sql);
-            results.push((name.clone(), view_key(&sql, &inputs)));
         }
         results
     }
@@ -374,28 +383,14 @@ impl Worker {
         None
     }
 
-    /// The recomputed views and their keys as `result_views` gives them, for views just computed from nothing (whose
-    /// rows are due: they are not computed yet).
-    async fn result_views_to_restore(&mut self) -> Vec<(String, u64)> {
-        let due = std::mem::take(&mut self.pending);
-        let statuses: Vec<(String, NodeStatus)> = self
-            .views
-            .iter_mut()
-            .filter(|(name, _)| due.contains_key(*name))
-            .map(|(name, view)| {
-                (
-                    name.clone(),
-                    std::mem::replace(&mut view.state.status, NodeStatus::Fresh),
-                )
-            })
-            .collect();
-        let results = self.result_views().await;
-        for (name, status) in statuses {
-            if let Some(view) = self.views.get_mut(&name) {
-                view.state.status = status;
+    /// Every recomputed view with its key, for views just computed from nothing (their rows are due).
+    async fn result_views_to_restore(&self) -> Vec<(String, u64)> {
+        let mut results = Vec::new();
+        for name in self.recomputed_views() {
+            if let Some(key) = self.result_key(&name).await {
+                results.push((name, key));
             }
         }
-        self.pending = due;
         results
     }
 
