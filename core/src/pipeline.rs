@@ -539,6 +539,12 @@ impl Pipeline {
         tables
     }
 
+    /// Looks up a source by name.
+    #[must_use]
+    pub fn source(&self, name: &str) -> Option<&SourceSpec> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+
     /// Looks up a view by name.
     #[must_use]
     pub fn view(&self, name: &str) -> Option<&ViewSpec> {

@@ -385,17 +385,8 @@ impl Worker {
             }
         }
         self.last_recompute_secs = background.started.elapsed().as_secs_f64();
-        if !view_changes.is_empty() && !self.replay_running() {
-            let head = self.head();
-            let detail = format!(
-                "recomputed {} view(s) in {:.1} ms, in the background",
-                view_changes.len(),
-                self.last_recompute_secs * 1000.0
-            );
-            self.push_update(LiveUpdate {
-                views: view_changes.clone(),
-                ..LiveUpdate::notice("", LiveEvent::Recomputed, detail, head)
-            });
+        if !self.replay_running() {
+            self.note_recomputed(&view_changes, ", in the background");
         }
         self.publish();
         view_changes
@@ -471,6 +462,23 @@ impl Worker {
                 let _ = view.output(&session).await;
             }
         }
+    }
+
+    /// Tells the live updates that a round recomputed these views (`how`: said after the time it took).
+    fn note_recomputed(&mut self, view_changes: &[ViewChange], how: &str) {
+        if view_changes.is_empty() {
+            return;
+        }
+        let head = self.head();
+        let detail = format!(
+            "recomputed {} view(s) in {:.1} ms{how}",
+            view_changes.len(),
+            self.last_recompute_secs * 1000.0
+        );
+        self.push_update(LiveUpdate {
+            views: view_changes.to_vec(),
+            ..LiveUpdate::notice("", LiveEvent::Recomputed, detail, head)
+        });
     }
 
     pub(super) async fn recompute_round(&mut self, force: bool) -> Vec<ViewChange> {
@@ -554,16 +562,7 @@ impl Worker {
         self.pending_since = None;
         self.last_recompute_secs = started.elapsed().as_secs_f64();
         if !view_changes.is_empty() && !self.replay_running() && !self.computing {
-            let head = self.head();
-            let detail = format!(
-                "recomputed {} view(s) in {:.1} ms",
-                view_changes.len(),
-                self.last_recompute_secs * 1000.0
-            );
-            self.push_update(LiveUpdate {
-                views: view_changes.clone(),
-                ..LiveUpdate::notice("", LiveEvent::Recomputed, detail, head)
-            });
+            self.note_recomputed(&view_changes, "");
             self.publish();
         }
         earlier.extend(view_changes);

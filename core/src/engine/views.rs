@@ -272,7 +272,7 @@ impl Worker {
 
     /// What a table is to the write path.
     pub(super) fn role(&self, table: &str) -> Role {
-        if let Some(spec) = self.pipeline.sources.iter().find(|s| s.name == table) {
+        if let Some(spec) = self.pipeline.source(table) {
             let log = self.logs.get(table);
             return if log.is_some_and(|l| l.state_schema().is_some()) {
                 Role::Changing("a CDC table state, updated in place by new changes".to_owned())

@@ -349,13 +349,7 @@ impl Worker {
         let mut replay = false;
         let mut modified = None;
         for name in names {
-            let Some(spec) = self
-                .pipeline
-                .sources
-                .iter()
-                .find(|s| s.name == name)
-                .cloned()
-            else {
+            let Some(spec) = self.pipeline.source(&name).cloned() else {
                 continue;
             };
             if let Some(failed) = self.failed_at.get(&name) {
@@ -531,13 +525,7 @@ impl Worker {
     /// Re-reads a source whose format is read whole, keeping what was fed. False when the re-read is not an
     /// extension of what was read (it must be replayed).
     pub(super) fn reread(&mut self, name: &str) -> Result<bool> {
-        let Some(spec) = self
-            .pipeline
-            .sources
-            .iter()
-            .find(|s| s.name == name)
-            .cloned()
-        else {
+        let Some(spec) = self.pipeline.source(name).cloned() else {
             return Ok(false);
         };
         let reread = source::load(&spec)?;
@@ -549,7 +537,7 @@ impl Worker {
 
     pub(super) fn failed(&mut self, name: &str, reason: &str) {
         // Reported once: the file is looked at again when it changes.
-        if let Some(spec) = self.pipeline.sources.iter().find(|s| s.name == name) {
+        if let Some(spec) = self.pipeline.source(name) {
             let signature = Signature::of(&spec.path);
             self.failed_at.insert(name.to_owned(), signature);
         }
@@ -569,13 +557,7 @@ impl Worker {
 
     /// Reads a source again from the start and reports it. True when the views must be replayed.
     pub(super) fn reload(&mut self, name: &str, cause: ReloadCause, reason: &str) -> bool {
-        let Some(spec) = self
-            .pipeline
-            .sources
-            .iter()
-            .find(|s| s.name == name)
-            .cloned()
-        else {
+        let Some(spec) = self.pipeline.source(name).cloned() else {
             return false;
         };
         let from = self.logs.get(name).map_or(0, |l| l.end_offset);
