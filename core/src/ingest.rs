@@ -461,11 +461,17 @@ impl SourceLog {
             return Err(Box::new(reread));
         };
         let mut newer = Vec::new();
+        // A CDC source's changes, one per row of the batches, in order: those of the newer rows go with them.
+        let mut changes = reread.cdc.as_ref().map(|cdc| cdc.changes.iter());
+        let mut newer_changes = Vec::new();
         for batch in &reread.batches {
             let offsets = batch
                 .column(offset_column)
                 .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
             let start = offsets.values().partition_point(|&o| (o as u64) < from);
+            if let Some(changes) = &mut changes {
+                newer_changes.extend(changes.by_ref().take(batch.num_rows()).skip(start).cloned());
+            }
             if start < batch.num_rows() {
                 newer.push(batch.slice(start, batch.num_rows() - start));
             }
@@ -475,8 +481,13 @@ impl SourceLog {
             next_offset,
             tail,
             schema,
+            cdc,
             ..
         } = reread;
+        let cdc = cdc.map(|cdc| crate::source::debezium::CdcLog {
+            changes: newer_changes,
+            state: cdc.state,
+        });
         // The file was read whole: its diagnostics replace the ones before.
         self.load = Diagnostics::default();
         self.malformed_offsets.clear();
@@ -487,7 +498,7 @@ impl SourceLog {
             rows,
             next_offset,
             diagnostics,
-            cdc: None,
+            cdc,
             tail,
         });
         Ok(())
