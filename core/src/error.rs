@@ -208,6 +208,10 @@ pub enum Error {
     /// A name that cannot be a view's.
     #[error("`{name}` cannot be a view name: {reason}")]
     BadViewName { name: String, reason: String },
+
+    /// A view's changes could not be computed by its dataflow (it is recomputed instead).
+    #[error("{0}")]
+    Incremental(String),
 }
 
 /// "view `x`: " for a view, nothing for an ad-hoc query.

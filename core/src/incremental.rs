@@ -48,6 +48,8 @@ pub enum MaintenanceKind {
     Aggregate,
     /// New events are joined to snapshots (with or without an aggregate on top).
     Join,
+    /// Changes with retractions flow through the view's plan: an updated group or joined row gives −old, +new.
+    Retract,
     /// The whole query runs again.
     Recompute,
     /// Not stored: computed when read (the read path).
@@ -60,6 +62,7 @@ impl fmt::Display for MaintenanceKind {
             MaintenanceKind::Append => "append",
             MaintenanceKind::Aggregate => "aggregate",
             MaintenanceKind::Join => "join",
+            MaintenanceKind::Retract => "retract",
             MaintenanceKind::Recompute => "recompute",
             MaintenanceKind::OnRead => "on_read",
         })

@@ -52,6 +52,7 @@ mod source;
 mod sql;
 pub mod store;
 mod verify;
+mod zset;
 
 pub use diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
 pub use engine::{

@@ -322,8 +322,7 @@ fn checkpoints_are_taken_while_a_log_is_read() {
 /// view's) is the same; otherwise it is computed, and every view equals a cold open's.
 #[test]
 fn a_recomputed_view_is_read_back_only_when_nothing_changed() {
-    const BUSY: &str =
-        "\n[[view]]\nname = \"busy\"\nsql = \"SELECT k, events FROM per_key WHERE events > 200\"\n";
+    const BUSY: &str = "\n[[view]]\nname = \"busy\"\nsql = \"SELECT k, events, rank() OVER (ORDER BY events DESC) AS r FROM per_key WHERE events > 200\"\n";
     let (dir, _) = log_dir(&lines(0..2_000));
     let pipeline = write_pipeline(dir.path(), &format!("{LOG_PIPELINE}{BUSY}"));
     let cache = tempfile::tempdir().expect("cache");

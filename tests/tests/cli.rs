@@ -279,10 +279,10 @@ fn gen_nexmark_is_deterministic_and_its_queries_compute() {
             "q0 append",
             "q1 append",
             "q2 append",
-            "q3 recompute",
-            "q4 recompute",
+            "q3 retract",
+            "q4 retract",
             "q7 aggregate",
-            "q8 recompute",
+            "q8 retract",
         ]
     );
     let count = |sql: &str| kappa_tests::csv_lines(&kappa_tests::sql(&engine, sql));

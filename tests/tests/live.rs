@@ -594,7 +594,10 @@ fn kappa_paths_measures_both_paths_of_every_view() {
         .expect("run");
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
-        text.contains("order_status: recompute — the aggregate `last_value` is not decomposable"),
+        text.contains(
+            "order_status: retract — changes of `orders` flow through an aggregate (last_value, max) as rows with \
+             weights"
+        ),
         "{text}"
     );
 }

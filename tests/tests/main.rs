@@ -14,6 +14,7 @@ mod pipeline_errors;
 mod pty;
 mod replay;
 mod responsive;
+mod retract;
 mod security;
 mod shop;
 mod sources;

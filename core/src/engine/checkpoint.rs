@@ -13,6 +13,7 @@ use datafusion::catalog::MemTable;
 use super::Maint;
 use super::Worker;
 use crate::NodeStatus;
+use crate::incremental::{Maintenance, MaintenanceKind};
 use crate::pipeline::SourceSpec;
 use crate::store::Store;
 use crate::store::checkpoint::{Checkpoints, Mark, StateKind, view_key};
@@ -73,7 +74,10 @@ impl Worker {
             ) else {
                 continue;
             };
-            if !matches!(maint, Maint::Append { .. } | Maint::Aggregate { .. }) {
+            if !matches!(
+                maint,
+                Maint::Append { .. } | Maint::Aggregate { .. } | Maint::Retract { .. }
+            ) {
                 continue;
             }
             let mut inputs = Vec::new();
@@ -81,7 +85,16 @@ impl Worker {
                 let schema = self.ctx.table_provider(table.as_str()).await.ok()?.schema();
                 inputs.push((table.clone(), schema));
             }
-            kept.push((name.clone(), view_key(&spec.sql, &inputs)));
+            if matches!(maint, Maint::Retract { .. }) {
+                // Its dataflow may hold the plans of the views it reads: their SQL is part of its key.
+                let mut text = format!("{}\n-- every view:\n", spec.sql);
+                for v in &self.pipeline.views {
+                    let _ = writeln!(text, "{} {:?} {}", v.name, v.mode, v.sql);
+                }
+                kept.push((name.clone(), view_key(&text, &inputs)));
+            } else {
+                kept.push((name.clone(), view_key(&spec.sql, &inputs)));
+            }
         }
         Some(kept)
     }
@@ -216,6 +229,10 @@ impl Worker {
                     Ok(partial) => (StateKind::Aggregate, partial.schema(), vec![partial]),
                     Err(_) => return,
                 },
+                Some(Maint::Retract { flow }) => match flow.save() {
+                    Ok(state) => (StateKind::Retract, state.schema(), vec![state]),
+                    Err(_) => return,
+                },
                 _ => return,
             };
             views.push((name, key, state.0, state.1, state.2));
@@ -345,6 +362,22 @@ impl Worker {
                     return None;
                 }
             }
+            for (name, kind, batches) in &states {
+                if *kind == StateKind::Retract
+                    && let Some(Maint::Retract { flow }) = self.maint.get_mut(name)
+                    && flow.load(batches).is_err()
+                {
+                    // A dataflow half put back is in no known state: every state starts again from nothing, to be
+                    // fed from the start.
+                    for (name, _, _) in &states {
+                        if let Some(Maint::Aggregate { view, .. }) = self.maint.get(name) {
+                            let _ = view.restore(&[]);
+                        }
+                    }
+                    self.rebuild_flows().await;
+                    return None;
+                }
+            }
             for (name, kind, batches) in states {
                 if kind == StateKind::Append {
                     self.restore_append(&name, batches);
@@ -381,6 +414,43 @@ impl Worker {
             return Some(meta.positions.clone());
         }
         None
+    }
+
+    /// Builds every dataflow with retractions again, from nothing.
+    async fn rebuild_flows(&mut self) {
+        for name in self.order.clone() {
+            if !matches!(self.maint.get(&name), Some(Maint::Retract { .. })) {
+                continue;
+            }
+            let Some(spec) = self.pipeline.view(&name).cloned() else {
+                continue;
+            };
+            match self.plan_retract(&spec).await {
+                Ok((_, flow)) => {
+                    let _ = self.ctx.deregister_table(name.as_str());
+                    let _ = self.ctx.register_table(name.as_str(), flow.table.clone());
+                    self.maint.insert(
+                        name.clone(),
+                        Maint::Retract {
+                            flow: Box::new(flow),
+                        },
+                    );
+                    if let Ok(table) = self.ctx.table_provider(name.as_str()).await {
+                        let _ = self.delta_ctx.deregister_table(name.as_str());
+                        let _ = self.delta_ctx.register_table(name.as_str(), table);
+                    }
+                }
+                Err(reason) => {
+                    self.maint
+                        .insert(name.clone(), Maint::Recompute { reads_logs: true });
+                    self.pending.insert(name.clone(), 0);
+                    if let Some(view) = self.views.get_mut(&name) {
+                        view.state.maintenance =
+                            Some(Maintenance::new(MaintenanceKind::Recompute, reason));
+                    }
+                }
+            }
+        }
     }
 
     /// Every recomputed view with its key, for views just computed from nothing (their rows are due).

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::incremental::{AggregateState, AggregateView, Maintenance, MaintenanceKind};
 use crate::pipeline::CHANGES_SUFFIX;
 use crate::sql;
+use crate::zset::{Flow, ZBatch};
 
 use super::{LiveEvent, LiveUpdate, NodeStatus, ViewChange, Worker};
 
@@ -35,6 +36,10 @@ pub(super) enum Maint {
         view: Arc<AggregateView>,
         /// The partial aggregate over the delta, planned once.
         physical: Option<Arc<dyn ExecutionPlan>>,
+    },
+    /// Maintained with retractions: its dataflow takes the changes of what it reads.
+    Retract {
+        flow: Box<Flow>,
     },
     Recompute {
         /// False for a view over snapshots only: appends never change it.
@@ -58,6 +63,7 @@ impl Maint {
                     .sum(),
             ),
             Maint::Aggregate { view, .. } => view.size(),
+            Maint::Retract { flow } => flow.size(),
             Maint::Recompute { .. } | Maint::OnRead => (0, 0),
         }
     }
@@ -67,6 +73,7 @@ impl Maint {
         match self {
             Maint::Append { rows, .. } => Some(*rows),
             Maint::Aggregate { view, .. } => Some(view.rows()),
+            Maint::Retract { flow } => Some(flow.rows()),
             Maint::Recompute { .. } | Maint::OnRead => None,
         }
     }
@@ -125,6 +132,16 @@ pub(super) fn output_schema(
         .clone())
 }
 
+/// New records as inserted changes (None for none).
+fn as_inserted(batches: &[RecordBatch]) -> Option<ZBatch> {
+    let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+    let first = batches.first()?;
+    let batch =
+        datafusion::arrow::compute::concat_batches(&first.schema(), batches.iter().copied())
+            .ok()?;
+    Some(ZBatch::inserted(batch))
+}
+
 /// Runs a plan to its batches.
 pub(super) async fn run(ctx: &SessionContext, plan: LogicalPlan) -> Result<Vec<RecordBatch>> {
     Ok(DataFrame::new(ctx.state(), plan).collect().await?)
@@ -156,12 +173,21 @@ impl Worker {
         for (table, delta) in &self.delta_tables {
             delta.set(deltas.get(table).cloned().unwrap_or_default());
         }
+        self.round_changes.clear();
+        for (table, batches) in deltas {
+            if let Some(changes) = as_inserted(batches) {
+                self.round_changes.insert(table.clone(), changes);
+            }
+        }
         for name in self.order.clone() {
             let Some(view) = self.views.get(&name) else {
                 continue;
             };
+            // A view maintained with retractions may read a log through views it inlines: it takes every round
+            // (with no change in what it reads, its dataflow gives none).
+            let retract = matches!(self.maint.get(&name), Some(Maint::Retract { .. }));
             if matches!(view.state.status, NodeStatus::Error(_))
-                || !view.state.reads.iter().any(|t| changed.contains(t))
+                || (!retract && !view.state.reads.iter().any(|t| changed.contains(t)))
             {
                 continue;
             }
@@ -213,6 +239,7 @@ impl Worker {
         for delta in self.delta_tables.values() {
             delta.set(Vec::new());
         }
+        self.round_changes.clear();
         if !self.options.throttle {
             view_changes.extend(self.refresh_recomputes(true).await);
         }
@@ -242,6 +269,10 @@ impl Worker {
                 if let Some(delta) = self.delta_tables.get(name) {
                     delta.set(batches.clone());
                 }
+                match as_inserted(&batches) {
+                    Some(changes) => self.round_changes.insert(name.to_owned(), changes),
+                    None => self.round_changes.remove(name),
+                };
                 if inserted > 0 {
                     output.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
                     *rows += inserted;
@@ -271,6 +302,30 @@ impl Worker {
                     inserted: folded.inserted,
                     updated: folded.updated,
                     rows: view.rows(),
+                    secs: 0.0,
+                }))
+            }
+            Maint::Retract { flow } => {
+                let delta = flow.step(&self.round_changes)?;
+                let inserted = delta
+                    .weights
+                    .iter()
+                    .filter(|w| **w > 0)
+                    .map(|w| *w as u64)
+                    .sum();
+                let retracted = delta
+                    .weights
+                    .iter()
+                    .filter(|w| **w < 0)
+                    .map(|w| w.unsigned_abs())
+                    .sum();
+                self.round_changes.insert(name.to_owned(), delta);
+                Ok(Some(ViewChange {
+                    view: name.to_owned(),
+                    kind,
+                    inserted,
+                    updated: retracted,
+                    rows: flow.rows(),
                     secs: 0.0,
                 }))
             }
@@ -460,6 +515,11 @@ impl Worker {
             {
                 // A failure here shows when the view is read; the count stays as it was.
                 let _ = view.output(&session).await;
+            }
+            if let Maint::Retract { flow } = maint
+                && flow.table.needs_output()
+            {
+                let _ = flow.table.output(&session).await;
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Views: computing them in dependency order (from a checkpoint when one fits, else from offset 0), classifying how
 //! each is maintained, and replacing one at run time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +20,7 @@ use crate::lineage::{PlanLineage, plan_lineage};
 use crate::pipeline::CHANGES_SUFFIX;
 use crate::pipeline::{Pipeline, ViewMode, ViewSpec};
 use crate::sql;
+use crate::zset::{self, Flow, Input};
 
 use super::{Maint, NodeStatus, ViewState, Worker, output_schema, pending_view, run};
 
@@ -135,7 +136,26 @@ impl Worker {
             state.schema = Some(Arc::new(frame.schema().as_arrow().clone()));
             match spec.mode {
                 ViewMode::Materialized => {
-                    let (maintenance, delta) = self.classify(spec).await;
+                    let (mut maintenance, delta) = self.classify(spec).await;
+                    if delta.is_none() && maintenance.kind == MaintenanceKind::Recompute {
+                        match Box::pin(self.plan_retract(spec)).await {
+                            Ok((retract, flow)) => {
+                                let rows = flow.rows();
+                                state.maintenance = Some(retract);
+                                state.rows = Some(rows);
+                                self.ctx
+                                    .register_table(spec.name.as_str(), flow.table.clone())?;
+                                maint = Some(Maint::Retract {
+                                    flow: Box::new(flow),
+                                });
+                                return Ok(());
+                            }
+                            Err(reason) if !maintenance.reason.starts_with("reads no log") => {
+                                maintenance.reason = reason;
+                            }
+                            Err(_) => {}
+                        }
+                    }
                     let incremental = match delta {
                         Some(delta) => match self.start_incremental(delta).await {
                             Ok(started) => Some(started),
@@ -294,6 +314,9 @@ impl Worker {
             Some(Maint::Aggregate { .. }) => {
                 Role::Changing("an aggregate view, whose groups update in place".to_owned())
             }
+            Some(Maint::Retract { .. }) => {
+                Role::Changing("a view maintained with retractions".to_owned())
+            }
             Some(Maint::Recompute { reads_logs: false }) => Role::Constant,
             Some(Maint::Recompute { reads_logs: true }) => {
                 Role::Changing("which is recomputed as events arrive".to_owned())
@@ -327,6 +350,105 @@ impl Worker {
                 ),
                 None,
             ),
+        }
+    }
+
+    /// Plans a view as a dataflow of changes with retractions: how it is maintained and its dataflow (which has taken
+    /// the rows of the snapshots it reads), or why it cannot be.
+    pub(super) async fn plan_retract(
+        &self,
+        spec: &ViewSpec,
+    ) -> std::result::Result<(Maintenance, Flow), String> {
+        let session = self.delta_ctx.state();
+        let name = Some(spec.name.as_str());
+        let planned = async {
+            let statement = sql::parse_query(&session, name, &spec.sql)?;
+            let plan = sql::plan_query(&session, name, statement).await?;
+            Ok::<_, Error>(session.optimize(&plan)?)
+        }
+        .await;
+        let plan = planned.map_err(|e| format!("cannot be planned over new events alone ({e})"))?;
+        let mut inputs: HashMap<String, Input> = HashMap::new();
+        let mut plans = vec![plan.clone()];
+        while let Some(next) = plans.pop() {
+            for table in scanned_tables(&next) {
+                if inputs.contains_key(&table) {
+                    continue;
+                }
+                let input = self.retract_input(&table).await;
+                if let Input::Inline(inner) = &input {
+                    plans.push(inner.clone());
+                }
+                inputs.insert(table, input);
+            }
+        }
+        zset::supported(&plan, &inputs)?;
+        let schema = DataFrame::new(self.ctx.state(), plan.clone())
+            .schema()
+            .as_arrow()
+            .clone();
+        let mut flow = Flow::new(&plan, &inputs, &session, &schema).map_err(|e| e.to_string())?;
+        // Snapshots' rows (and the one row of an aggregate without GROUP BY) come first.
+        flow.step(&zset::Changes::new())
+            .map_err(|e| e.to_string())?;
+        let maintenance =
+            Maintenance::new(MaintenanceKind::Retract, zset::describe(&plan, &inputs));
+        Ok((maintenance, flow))
+    }
+
+    /// What a table is to a dataflow with retractions.
+    async fn retract_input(&self, table: &str) -> Input {
+        let constant = || async {
+            match self.ctx.table(table).await {
+                Ok(frame) => match frame.collect().await {
+                    Ok(batches) => Input::Constant(batches),
+                    Err(e) => Input::Refused(format!("cannot read `{table}` ({e})")),
+                },
+                Err(e) => Input::Refused(format!("cannot read `{table}` ({e})")),
+            }
+        };
+        if let Some(spec) = self.pipeline.source(table) {
+            if let Some(state) = self.logs.get(table).and_then(SourceLog::state_schema) {
+                return Input::Cdc {
+                    changes: format!("{table}{CHANGES_SUFFIX}"),
+                    key: spec.key.clone(),
+                    schema: state,
+                };
+            }
+            return match self.role(table) {
+                Role::Log => Input::Log,
+                Role::Constant => constant().await,
+                Role::Changing(why) => Input::Refused(format!("reads `{table}`, {why}")),
+            };
+        }
+        if self.role(table) == Role::Log {
+            return Input::Log;
+        }
+        let inline = || async {
+            let Some(view) = self.pipeline.view(table) else {
+                return Input::Refused(format!("reads `{table}`, which Kappa does not know"));
+            };
+            let session = self.delta_ctx.state();
+            let planned = async {
+                let statement = sql::parse_query(&session, Some(table), &view.sql)?;
+                let plan = sql::plan_query(&session, Some(table), statement).await?;
+                Ok::<_, Error>(session.optimize(&plan)?)
+            }
+            .await;
+            match planned {
+                Ok(plan) => Input::Inline(plan),
+                Err(e) => Input::Refused(format!("cannot plan `{table}` ({e})")),
+            }
+        };
+        match self.maint.get(table) {
+            Some(Maint::Retract { flow }) if !flow.table.has_top() => Input::View,
+            Some(Maint::Retract { .. } | Maint::Aggregate { .. } | Maint::OnRead) => inline().await,
+            Some(Maint::Recompute { reads_logs: false }) => constant().await,
+            Some(Maint::Recompute { reads_logs: true }) => Input::Refused(format!(
+                "reads `{table}`, which is recomputed as events arrive"
+            )),
+            Some(Maint::Append { .. }) => Input::Log,
+            None => Input::Refused(format!("reads `{table}`, a view that is not computed")),
         }
     }
 
@@ -425,4 +547,17 @@ impl Worker {
         self.views.insert(name.to_owned(), computed);
         self.rebuild_lineage();
     }
+}
+
+/// The tables a plan scans.
+fn scanned_tables(plan: &datafusion::logical_expr::LogicalPlan) -> Vec<String> {
+    use datafusion::common::tree_node::{TreeNode as _, TreeNodeRecursion};
+    let mut tables = Vec::new();
+    let _ = plan.apply(|node| {
+        if let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node {
+            tables.push(scan.table_name.table().to_owned());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    tables
 }

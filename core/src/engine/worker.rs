@@ -100,6 +100,9 @@ pub(super) struct Worker {
     /// of a small delta's time.
     pub(super) delta_task: std::sync::OnceLock<Arc<datafusion::execution::TaskContext>>,
     pub(super) delta_tables: BTreeMap<String, Arc<crate::incremental::DeltaTable>>,
+    /// The changes of this write-path round, by table: new records of the logs, rows of append views, changes of
+    /// views maintained with retractions.
+    pub(super) round_changes: crate::zset::Changes,
     /// How every computed view is maintained.
     pub(super) maint: BTreeMap<String, Maint>,
     /// Each view's path figures (they outlive recomputes).
@@ -232,6 +235,7 @@ impl Worker {
             delta_ctx: SessionContext::new_with_config(delta_config(main_config())),
             delta_task: std::sync::OnceLock::new(),
             delta_tables: BTreeMap::new(),
+            round_changes: crate::zset::Changes::new(),
             maint: BTreeMap::new(),
             metrics: BTreeMap::new(),
             pending: BTreeMap::new(),

@@ -41,6 +41,8 @@ pub(crate) enum StateKind {
     Append,
     /// A recomputed view's rows at the checkpoint's positions: used only when nothing was fed after them.
     Result,
+    /// The state of a view maintained with retractions: its dataflow's parts and its result.
+    Retract,
 }
 
 /// One view in a checkpoint.
