@@ -111,6 +111,9 @@ pub struct EngineOptions {
     pub checkpoint_every: u64,
     /// The bytes queries, on-read views and recomputes may hold before they spill to disk (`None`: no limit).
     pub memory_limit: Option<usize>,
+    /// The bytes one view's dataflow with retractions may hold; past them it is recomputed instead. `None`: the
+    /// `memory_limit`.
+    pub state_limit: Option<usize>,
 }
 
 impl Default for EngineOptions {
@@ -122,6 +125,7 @@ impl Default for EngineOptions {
             segment_rows: crate::store::DEFAULT_SEGMENT_ROWS,
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             memory_limit: Some(DEFAULT_MEMORY_LIMIT),
+            state_limit: None,
         }
     }
 }

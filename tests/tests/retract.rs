@@ -332,3 +332,65 @@ proptest! {
         }
     }
 }
+
+/// A dataflow whose state passes the query memory is recomputed from there on (with the reason), and so is every
+/// view that took its changes: memory stays bounded and the results stay right.
+#[test]
+fn a_dataflow_past_the_query_memory_falls_back_to_recomputes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("orders.jsonl"),
+        (0..3000)
+            .map(|i| order((i % 200) as u8, i % 4, 100 + i as u32, (i % 5) as u8))
+            .collect::<String>(),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("accounts.jsonl"),
+        (0..5)
+            .map(|k| account('c', k, k as usize, 1000))
+            .collect::<String>(),
+    )
+    .expect("write");
+    let pipeline = kappa_core::Pipeline::load(&write_pipeline(dir.path(), PIPELINE)).expect("load");
+    let engine = Engine::start_with(
+        pipeline,
+        kappa_core::no_waker(),
+        kappa_core::EngineOptions {
+            state_limit: Some(16 << 10),
+            ..kappa_core::EngineOptions::default()
+        },
+    )
+    .expect("start");
+    engine.wait_ready().expect("ready");
+    let snapshot = engine.snapshot();
+    let reason = |name: &str| {
+        snapshot
+            .view(name)
+            .and_then(|v| v.maintenance.clone())
+            .map(|m| (m.kind.to_string(), m.reason))
+            .expect("classified")
+    };
+    let (kind, why) = reason("order_status");
+    assert_eq!(kind, "recompute");
+    assert!(
+        why.starts_with("its dataflow's state passed the memory it may hold ("),
+        "{why}"
+    );
+    assert!(why.ends_with("of 16.0 KiB): recomputed instead (raise --query-memory to keep it maintained with retractions)"), "{why}");
+    // `status_customers` read `order_status`'s changes: recomputed with it.
+    let (kind, why) = reason("status_customers");
+    assert_eq!(kind, "recompute");
+    assert_eq!(
+        why,
+        "reads `order_status`, which is recomputed as events arrive"
+    );
+    assert_eq!(reason("account_orders").0, "recompute");
+    assert_eq!(reason("owners").0, "retract", "a small state stays");
+    append(
+        &dir.path().join("orders.jsonl"),
+        order(7, 2, 999, 1).as_bytes(),
+    );
+    refresh(&engine);
+    assert_self_audit_passes(&engine);
+}

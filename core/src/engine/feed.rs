@@ -641,6 +641,7 @@ impl Worker {
             self.serve_between();
             position = next;
         }
+        self.bound_flows();
         self.refresh_recomputes(true).await;
         self.computing = false;
         self.metrics = metrics;

@@ -79,6 +79,9 @@ impl Maint {
     }
 }
 
+/// Appended events between two looks at the size of the dataflows' states, at most.
+const STATE_CHECK_EVENTS: u64 = 1 << 20;
+
 /// One view's recompute in a background round: its name, its rows (or why not), and the seconds it took.
 pub(super) type Recomputed = (String, Result<Vec<RecordBatch>>, f64);
 
@@ -240,10 +243,71 @@ impl Worker {
             delta.set(Vec::new());
         }
         self.round_changes.clear();
+        // The states are measured after 4Ki appended events, then each time as many again, up to every 1Mi: often
+        // while they are small and grow fast, rarely once large (measuring walks them).
+        self.since_state_check += events;
+        if self.since_state_check >= self.next_state_check {
+            self.since_state_check = 0;
+            self.next_state_check = (self.next_state_check * 2).min(STATE_CHECK_EVENTS);
+            self.bound_flows();
+        }
         if !self.options.throttle {
             view_changes.extend(self.refresh_recomputes(true).await);
         }
         view_changes
+    }
+
+    /// Recomputes, from here on, every view maintained with retractions whose dataflow holds more than the query
+    /// memory: a join of two large logs keeps both, and memory stays bounded.
+    pub(super) fn bound_flows(&mut self) {
+        let Some(limit) = self.options.state_limit.or(self.options.memory_limit) else {
+            return;
+        };
+        for name in self.order.clone() {
+            let Some(Maint::Retract { flow }) = self.maint.get(&name) else {
+                continue;
+            };
+            let (_, bytes) = flow.size();
+            if bytes <= limit as u64 {
+                continue;
+            }
+            self.maint
+                .insert(name.clone(), Maint::Recompute { reads_logs: true });
+            if let Some(view) = self.views.get_mut(&name) {
+                view.state.maintenance = Some(Maintenance::new(
+                    MaintenanceKind::Recompute,
+                    format!(
+                        "its dataflow's state passed the memory it may hold ({} of {}): recomputed instead \
+                         (raise --query-memory to keep it maintained with retractions)",
+                        crate::output::human_bytes(bytes),
+                        crate::output::human_bytes(limit as u64)
+                    ),
+                ));
+            }
+            *self.pending.entry(name.clone()).or_default() += 1;
+            self.pending_since.get_or_insert_with(Instant::now);
+            // The views that took its changes no longer get them: they are recomputed too.
+            let mut recomputed = vec![name.clone()];
+            for later in self.order.clone() {
+                let reads_one = self
+                    .views
+                    .get(&later)
+                    .is_some_and(|v| v.state.reads.iter().any(|t| recomputed.contains(t)));
+                if !reads_one || !matches!(self.maint.get(&later), Some(Maint::Retract { .. })) {
+                    continue;
+                }
+                self.maint
+                    .insert(later.clone(), Maint::Recompute { reads_logs: true });
+                if let Some(view) = self.views.get_mut(&later) {
+                    view.state.maintenance = Some(Maintenance::new(
+                        MaintenanceKind::Recompute,
+                        format!("reads `{name}`, which is recomputed as events arrive"),
+                    ));
+                }
+                *self.pending.entry(later.clone()).or_default() += 1;
+                recomputed.push(later);
+            }
+        }
     }
 
     /// Applies the current deltas to one incremental view; None for a view that is not incremental.

@@ -103,6 +103,10 @@ pub(super) struct Worker {
     /// The changes of this write-path round, by table: new records of the logs, rows of append views, changes of
     /// views maintained with retractions.
     pub(super) round_changes: crate::zset::Changes,
+    /// Events appended since the dataflows' states were last measured against the query memory.
+    pub(super) since_state_check: u64,
+    /// Events after which they are measured next.
+    pub(super) next_state_check: u64,
     /// How every computed view is maintained.
     pub(super) maint: BTreeMap<String, Maint>,
     /// Each view's path figures (they outlive recomputes).
@@ -236,6 +240,8 @@ impl Worker {
             delta_task: std::sync::OnceLock::new(),
             delta_tables: BTreeMap::new(),
             round_changes: crate::zset::Changes::new(),
+            since_state_check: 0,
+            next_state_check: 4096,
             maint: BTreeMap::new(),
             metrics: BTreeMap::new(),
             pending: BTreeMap::new(),
