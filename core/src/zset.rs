@@ -220,7 +220,45 @@ pub(crate) fn supported(plan: &LogicalPlan, inputs: &HashMap<String, Input>) -> 
     check(root, inputs)
 }
 
+/// True when an expression holds a scalar subquery.
+fn has_subquery(expr: &Expr) -> bool {
+    expr.exists(|e| Ok(matches!(e, Expr::ScalarSubquery(_))))
+        .unwrap_or(false)
+}
+
 fn check(plan: &LogicalPlan, inputs: &HashMap<String, Input>) -> Result<(), String> {
+    if let LogicalPlan::Projection(p) = plan {
+        // An uncorrelated scalar subquery in a projection is a left join with its one row.
+        for expr in &p.expr {
+            if expr.is_volatile() {
+                return Err(format!(
+                    "uses a volatile function (`{expr}`): its result changes without new events"
+                ));
+            }
+            if expr
+                .exists(|e| Ok(matches!(e, Expr::Exists(_) | Expr::InSubquery(_))))
+                .unwrap_or(true)
+            {
+                return Err("has a subquery that could not be turned into a join".to_owned());
+            }
+            let mut inner = Ok(());
+            let _ = expr.apply(|e| {
+                if let Expr::ScalarSubquery(subquery) = e {
+                    inner = if subquery.outer_ref_columns.is_empty() {
+                        check(&subquery.subquery, inputs)
+                    } else {
+                        Err("has a correlated scalar subquery".to_owned())
+                    };
+                    if inner.is_err() {
+                        return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+                    }
+                }
+                Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+            });
+            inner?;
+        }
+        return check(&p.input, inputs);
+    }
     for expr in plan.expressions() {
         if expr.is_volatile() {
             return Err(format!(
@@ -365,6 +403,17 @@ pub(crate) fn describe(plan: &LogicalPlan, inputs: &HashMap<String, Input>) -> S
                 JoinType::Inner => "a join".to_owned(),
                 other => format!("a {} join", other.to_string().to_lowercase()),
             }),
+            LogicalPlan::Projection(p) if p.expr.iter().any(has_subquery) => {
+                steps.push("scalar subqueries (each a left join with its one row)".to_owned());
+                for expr in &p.expr {
+                    let _ = expr.apply(|e| {
+                        if let Expr::ScalarSubquery(subquery) = e {
+                            walk(&subquery.subquery, inputs, steps, tables);
+                        }
+                        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+                    });
+                }
+            }
             LogicalPlan::Union(_) => steps.push("a union".to_owned()),
             LogicalPlan::Distinct(_) => steps.push("distinct rows".to_owned()),
             _ => {}
@@ -1927,6 +1976,9 @@ fn build(
                 None => return Err(unsupported(format!("reads the unknown table `{name}`"))),
             }
         }
+        LogicalPlan::Projection(p) if p.expr.iter().any(has_subquery) => {
+            project_with_subqueries(p, inputs, session)?
+        }
         LogicalPlan::Projection(p) => {
             let input = build(&p.input, inputs, session)?;
             let exprs = p
@@ -2147,37 +2199,127 @@ fn build(
                 .as_ref()
                 .map(|f| physical(f, &join.schema))
                 .transpose()?;
-            let side = |keys, node: &Node| -> Result<Side> {
-                let schema = node.schema();
-                Ok(Side {
-                    keys,
-                    key_types: key_types.clone(),
-                    row_codec: Codec::new(
-                        schema
-                            .fields()
-                            .iter()
-                            .map(|f| f.data_type().clone())
-                            .collect(),
-                    )?,
-                    index: HashMap::new(),
-                    unmatched: HashMap::new(),
-                    schema,
-                })
-            };
-            let sides = [side(lkeys, &left)?, side(rkeys, &right)?];
-            Node::Join(Box::new(JoinNode {
+            join_node(
                 left,
                 right,
-                join_type: join.join_type,
-                key_codec: Codec::new(key_types.clone())?,
-                sides,
+                join.join_type,
+                [lkeys, rkeys],
+                &key_types,
                 filter,
                 schema,
-            }))
+            )?
         }
         other => {
             return Err(unsupported(format!("a {} step", other.display())));
         }
+    })
+}
+
+/// A join of two nodes on keys (`keys`: the left's and the right's, of `key_types`).
+fn join_node(
+    left: Node,
+    right: Node,
+    join_type: JoinType,
+    keys: [Vec<Arc<dyn PhysicalExpr>>; 2],
+    key_types: &[DataType],
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+) -> Result<Node> {
+    let side = |keys, node: &Node| -> Result<Side> {
+        let schema = node.schema();
+        Ok(Side {
+            keys,
+            key_types: key_types.to_vec(),
+            row_codec: Codec::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.data_type().clone())
+                    .collect(),
+            )?,
+            index: HashMap::new(),
+            unmatched: HashMap::new(),
+            schema,
+        })
+    };
+    let [lkeys, rkeys] = keys;
+    let sides = [side(lkeys, &left)?, side(rkeys, &right)?];
+    Ok(Node::Join(Box::new(JoinNode {
+        left,
+        right,
+        join_type,
+        key_codec: Codec::new(key_types.to_vec())?,
+        sides,
+        filter,
+        schema,
+    })))
+}
+
+/// A projection whose expressions hold uncorrelated scalar subqueries: its input left-joined (on nothing) to each
+/// subquery's one row (none: NULL), the expressions reading the subqueries' columns.
+fn project_with_subqueries(
+    p: &Projection,
+    inputs: &HashMap<String, Input>,
+    session: &SessionState,
+) -> Result<Node> {
+    let mut node = build(&p.input, inputs, session)?;
+    let mut schema = p.input.schema().as_ref().clone();
+    let mut found: Vec<Expr> = Vec::new();
+    let mut rewritten = Vec::new();
+    for expr in &p.expr {
+        let out = expr
+            .clone()
+            .transform_up(|e| {
+                if let Expr::ScalarSubquery(subquery) = &e {
+                    let i = found.iter().position(|f| f == &e).unwrap_or_else(|| {
+                        found.push(e.clone());
+                        found.len() - 1
+                    });
+                    let _ = subquery;
+                    return Ok(Transformed::yes(Expr::Column(Column::from_name(format!(
+                        "__kappa_sq{i}"
+                    )))));
+                }
+                Ok(Transformed::no(e))
+            })?
+            .data;
+        rewritten.push(out);
+    }
+    for (i, found) in found.iter().enumerate() {
+        let Expr::ScalarSubquery(subquery) = found else {
+            unreachable!("only subqueries are found")
+        };
+        let right = build(&subquery.subquery, inputs, session)?;
+        let field = subquery.subquery.schema().field(0).clone();
+        let column = DFSchema::from_unqualified_fields(
+            vec![Field::new(
+                format!("__kappa_sq{i}"),
+                field.data_type().clone(),
+                true,
+            )]
+            .into(),
+            HashMap::new(),
+        )?;
+        schema = schema.join(&column)?;
+        let joined = nullable(schema.as_arrow());
+        node = join_node(
+            node,
+            right,
+            JoinType::Left,
+            [Vec::new(), Vec::new()],
+            &[],
+            None,
+            joined,
+        )?;
+    }
+    let exprs = rewritten
+        .iter()
+        .map(|e| Ok(session.create_physical_expr(e.clone(), &schema)?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Node::Project {
+        input: Box::new(node),
+        exprs,
+        schema: nullable(p.schema.as_arrow()),
     })
 }
 

@@ -75,6 +75,10 @@ FROM order_status s JOIN distinct_customers d ON s.status = d.type
 """
 
 [[view]]
+name = "totals"
+sql = "SELECT (SELECT round(sum(balance), 2) FROM accounts) AS held, (SELECT count(*) FROM orders) AS orders"
+
+[[view]]
 name = "top3"
 sql = "SELECT order_id, peak FROM order_status ORDER BY peak DESC, order_id LIMIT 3"
 "#;
@@ -264,6 +268,11 @@ fn views_over_a_cdc_table_follow_updates_deletes_and_reinserts() {
     assert_eq!(
         csv_lines(&table(&engine, "account_orders")),
         ["owner,order_id,amount", "Ada,5,9.99"]
+    );
+    // Scalar subqueries over the table state and the log.
+    assert_eq!(
+        csv_lines(&table(&engine, "totals")),
+        ["held,orders", "4.0,2"]
     );
     assert_all_retract(&engine);
     assert_self_audit_passes(&engine);

@@ -551,9 +551,9 @@ impl Worker {
 
 /// The tables a plan scans.
 fn scanned_tables(plan: &datafusion::logical_expr::LogicalPlan) -> Vec<String> {
-    use datafusion::common::tree_node::{TreeNode as _, TreeNodeRecursion};
+    use datafusion::common::tree_node::TreeNodeRecursion;
     let mut tables = Vec::new();
-    let _ = plan.apply(|node| {
+    let _ = plan.apply_with_subqueries(|node| {
         if let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node {
             tables.push(scan.table_name.table().to_owned());
         }

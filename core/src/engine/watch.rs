@@ -68,9 +68,10 @@ impl std::fmt::Display for LiveEvent {
 pub struct ViewChange {
     pub view: String,
     pub kind: MaintenanceKind,
-    /// Rows added (an append view's new rows; an aggregate's new groups).
+    /// Rows added (an append view's new rows; an aggregate's new groups; the rows a retract view inserted).
     pub inserted: u64,
-    /// Rows changed in place (an aggregate's groups the new events touched; a recompute's rows).
+    /// Rows changed in place (an aggregate's groups the new events touched; a recompute's rows; the rows a retract
+    /// view retracted).
     pub updated: u64,
     /// Rows the view has now.
     pub rows: u64,
