@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """The write path against the peers' read path, and live lag.
 
-1. Appending 1,000 events to a shop log of --events events: the time Kappa takes to bring each incremental view up to
-   date (measured inside the engine and reported by `kappa watch --json`), against DuckDB, DataFusion (Python) and
-   Polars computing the same view from Parquet, alternating, --runs times in the same run. Medians and ratios.
+1. Appending 1,000 events to a log of --events events (the shop, or Nexmark with --scenario nexmark): the time Kappa
+   takes to bring each incremental view up to date (measured inside the engine and reported by `kappa watch --json`),
+   against DuckDB, DataFusion (Python) and Polars computing the same view from Parquet, alternating, --runs times in
+   the same run. Medians and ratios. A view over other views is computed by the peers from the log, through the same
+   views (registered as SQL views); where a peer lacks a function (Polars: `date_bin`, `last_value ... ORDER BY`), an
+   equivalent is used or the peer is left out of that row.
 2. With --lag-seconds S: a writer appends --rate events/s (in slices every 10 ms) for S seconds while `kappa watch`
    follows the file; the lag from each file change to the views being up to date, as p50/p99/max.
 
@@ -11,6 +14,7 @@ Usage (after `cargo build --release -p kappa_tui` and `python3 -m venv bench/.ve
 duckdb datafusion polars`):
 
     bench/.venv/bin/python bench/live_vs_peers.py --events 1000000 --runs 7 --lag-seconds 60
+    bench/.venv/bin/python bench/live_vs_peers.py --scenario nexmark --events 1000000 --runs 7
 """
 
 import argparse
@@ -28,19 +32,28 @@ import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 KAPPA = ROOT / "target" / "release" / "kappa"
-VIEWS = ["revenue_by_day", "customer_orders", "top_products"]
+SCENARIOS = {
+    # The views measured, and the log.
+    "shop": (["revenue_by_day", "customer_orders", "top_products", "order_status", "status_counts"], "orders"),
+    "nexmark": (["q3", "q4", "q7", "q8"], "nexmark"),
+}
+# DuckDB has no `last_value(... ORDER BY ...)` aggregate: `arg_max` is the same.
+DUCK_ORDER_STATUS = """
+SELECT order_id, arg_max(type, _offset) AS status, max(ts) AS updated_at
+FROM orders WHERE order_id IS NOT NULL GROUP BY order_id
+"""
 APPEND = 1000
 SPARE = 100_000
 
 
-def generate(directory: pathlib.Path, events: int) -> list[str]:
-    """The shop at `events` events, and spare lines after them to append."""
+def generate(directory: pathlib.Path, scenario: str, events: int) -> list[str]:
+    """The scenario at `events` events, and spare lines after them to append."""
     subprocess.run(
-        [KAPPA, "gen", "shop", "--events", str(events + SPARE), "--out", directory],
+        [KAPPA, "gen", scenario, "--events", str(events + SPARE), "--out", directory],
         check=True,
         stderr=subprocess.DEVNULL,
     )
-    log = directory / "orders.jsonl"
+    log = directory / f"{SCENARIOS[scenario][1]}.jsonl"
     lines = log.read_text().splitlines()
     log.write_text("\n".join(lines[:events]) + "\n")
     return lines[events:]
@@ -64,52 +77,103 @@ class Spare:
         return "".join(line.replace('"event_id":"', prefix, 1) + "\n" for line in chunk)
 
 
-def to_parquet(directory: pathlib.Path):
+def to_parquet(directory: pathlib.Path, log: str):
     import duckdb
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    # DuckDB reads `ts` as a timestamp; the log has it as ISO 8601 text, and so does the Parquet copy.
+    # DuckDB reads `ts` as a timestamp; the shop's log has it as ISO 8601 text, and so does the Parquet copy. Kappa's
+    # `_offset` (the record's position in the log) is added, for the views that order by it.
+    source = f"read_json_auto('{directory / (log + '.jsonl')}', format='newline_delimited')"
+    replace = "REPLACE (strftime(ts, '%Y-%m-%dT%H:%M:%S.%gZ') AS ts)" if log == "orders" else ""
     con.execute(
-        f"COPY (SELECT * REPLACE (strftime(ts, '%Y-%m-%dT%H:%M:%S.%gZ') AS ts) "
-        f"FROM read_json_auto('{directory / 'orders.jsonl'}', format='newline_delimited')) "
-        f"TO '{directory / 'orders.parquet'}' (FORMAT PARQUET)"
+        f"COPY (SELECT * {replace}, row_number() OVER () - 1 AS _offset FROM {source}) "
+        f"TO '{directory / (log + '.parquet')}' (FORMAT PARQUET)"
     )
 
 
-def view_sql(directory: pathlib.Path) -> dict:
+def pipeline_views(directory: pathlib.Path) -> list:
+    """The pipeline's views, in order: (name, SQL)."""
     pipeline = tomllib.loads((directory / "kappa.toml").read_text())
-    return {v["name"]: v["sql"] for v in pipeline["view"] if v["name"] in VIEWS}
+    return [(v["name"], v["sql"]) for v in pipeline["view"] if v.get("mode") != "on_read"]
 
 
-def peers(directory: pathlib.Path):
+def duck_sql(name: str, sql: str) -> str:
+    if name == "order_status":
+        return DUCK_ORDER_STATUS
+    # DuckDB's `time_bucket` is `date_bin` (10-second buckets line up from either origin).
+    return sql.replace("date_bin(", "time_bucket(")
+
+
+def peers(directory: pathlib.Path, log: str):
+    """Each peer: a function that computes a view from the Parquet copy of the log, through the views it reads."""
     import datafusion
     import duckdb
     import polars as pl
 
-    orders = str(directory / "orders.parquet")
-    products = str(directory / "products.parquet")
+    data = str(directory / f"{log}.parquet")
+    products = directory / "products.parquet"
+    views = pipeline_views(directory)
 
-    def duck(sql):
+    def duck(view):
         con = duckdb.connect()
-        con.execute(f"CREATE VIEW orders AS SELECT * FROM read_parquet('{orders}')")
-        con.execute(f"CREATE VIEW products AS SELECT * FROM read_parquet('{products}')")
+        con.execute(f"CREATE VIEW {log} AS SELECT * FROM read_parquet('{data}')")
+        if products.exists():
+            con.execute(f"CREATE VIEW products AS SELECT * FROM read_parquet('{products}')")
+        for name, sql in views:
+            if name == view:
+                break
+            con.execute(f"CREATE VIEW {name} AS {duck_sql(name, sql)}")
+        sql = duck_sql(view, dict(views)[view])
         started = time.perf_counter()
         con.execute(sql).fetchall()
         return time.perf_counter() - started
 
-    def fusion(sql):
+    def fusion(view):
         ctx = datafusion.SessionContext()
-        ctx.register_parquet("orders", orders)
-        ctx.register_parquet("products", products)
+        ctx.register_parquet(log, data)
+        if products.exists():
+            ctx.register_parquet("products", str(products))
+        for name, sql in views:
+            if name == view:
+                break
+            ctx.register_view(name, ctx.sql(sql))
         started = time.perf_counter()
-        ctx.sql(sql).collect()
+        ctx.sql(dict(views)[view]).collect()
         return time.perf_counter() - started
 
-    def polars(sql):
-        ctx = pl.SQLContext(orders=pl.scan_parquet(orders), products=pl.scan_parquet(products))
+    def polars(view):
+        frames = {log: pl.scan_parquet(data)}
+        if products.exists():
+            frames["products"] = pl.scan_parquet(products)
+        ctx = pl.SQLContext(frames)
+        for name, sql in views:
+            if name == view:
+                break
+            if name == "order_status":
+                frame = (
+                    frames[log]
+                    .filter(pl.col("order_id").is_not_null())
+                    .group_by("order_id")
+                    .agg(pl.col("type").sort_by("_offset").last().alias("status"), pl.col("ts").max().alias("updated_at"))
+                )
+            else:
+                frame = ctx.execute(sql, eager=False)
+            ctx.register(name, frame)
+        sql = dict(views)[view]
+        if "date_bin(" in sql:
+            return None
         started = time.perf_counter()
-        ctx.execute(sql).collect()
+        if view == "order_status":
+            (
+                frames[log]
+                .filter(pl.col("order_id").is_not_null())
+                .group_by("order_id")
+                .agg(pl.col("type").sort_by("_offset").last().alias("status"), pl.col("ts").max().alias("updated_at"))
+                .collect()
+            )
+        else:
+            ctx.execute(sql).collect()
         return time.perf_counter() - started
 
     return {"DuckDB": duck, "DataFusion": fusion, "Polars": polars}
@@ -164,6 +228,7 @@ def median_ms(values):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="shop")
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--lag-seconds", type=float, default=0)
@@ -172,41 +237,49 @@ def main():
     if not KAPPA.exists():
         sys.exit(f"build it first: cargo build --release -p kappa_tui ({KAPPA} is missing)")
 
+    views, log = SCENARIOS[args.scenario]
     with tempfile.TemporaryDirectory() as tmp:
         directory = pathlib.Path(tmp)
-        spare = Spare(generate(directory, args.events))
-        to_parquet(directory)
-        sqls = view_sql(directory)
-        runners = peers(directory)
+        spare = Spare(generate(directory, args.scenario, args.events))
+        to_parquet(directory, log)
+        runners = peers(directory, log)
         watch = Watch(directory / "kappa.toml")
-        kappa = {v: [] for v in VIEWS}
-        peer_times = {name: {v: [] for v in VIEWS} for name in runners}
+        kappa = {v: [] for v in views}
+        kinds = {}
+        peer_times = {name: {v: [] for v in views} for name in runners}
         lags = []
         for _ in range(args.runs):
-            append(directory / "orders.jsonl", spare.take(APPEND))
+            append(directory / f"{log}.jsonl", spare.take(APPEND))
             update = watch.appended()
             assert update["events"] == APPEND, update
             lags.append(update["lag_ms"])
             for change in update["views"]:
                 if change["view"] in kappa:
                     kappa[change["view"]].append(change["secs"])
+                    kinds[change["view"]] = change["kind"]
             for name, run in runners.items():
-                for view in VIEWS:
-                    peer_times[name][view].append(run(sqls[view]))
+                for view in views:
+                    took = run(view)
+                    if took is not None:
+                        peer_times[name][view].append(took)
             time.sleep(1.0)  # the background recompute of the other views finishes
             watch.drain()
 
-        print(f"### Appending {APPEND} events to a shop log of {args.events:,} events ({args.runs} runs, medians)\n")
-        print("| view | Kappa incremental | DuckDB | DataFusion | Polars | fastest peer / Kappa |")
-        print("|---|---|---|---|---|---|")
-        for view in VIEWS:
+        print(
+            f"### Appending {APPEND} events to a {args.scenario} log of {args.events:,} events ({args.runs} runs, "
+            "medians)\n"
+        )
+        print("| view | kind | Kappa incremental | DuckDB | DataFusion | Polars | fastest peer / Kappa |")
+        print("|---|---|---|---|---|---|---|")
+        for view in views:
+            if not kappa[view]:
+                print(f"| {view} | - | not updated by the appends | | | | |")
+                continue
             k = median_ms(kappa[view])
-            p = {name: median_ms(peer_times[name][view]) for name in runners}
-            fastest = min(p.values())
-            print(
-                f"| {view} | {k:.2f} ms | {p['DuckDB']:.1f} ms | {p['DataFusion']:.1f} ms | {p['Polars']:.1f} ms "
-                f"| {fastest / k:.0f}x |"
-            )
+            p = {name: median_ms(peer_times[name][view]) if peer_times[name][view] else None for name in runners}
+            fastest = min(v for v in p.values() if v is not None)
+            cells = " | ".join("-" if p[n] is None else f"{p[n]:.1f} ms" for n in ["DuckDB", "DataFusion", "Polars"])
+            print(f"| {view} | {kinds.get(view, '?')} | {k:.2f} ms | {cells} | {fastest / k:.0f}x |")
         print(f"\nlag from the append to the views updated: median {statistics.median(lags):.1f} ms\n")
 
         if args.lag_seconds > 0:
@@ -216,7 +289,7 @@ def main():
             written = 0
             next_slice = time.monotonic()
             while time.monotonic() < stop:
-                append(directory / "orders.jsonl", spare.take(per_slice))
+                append(directory / f"{log}.jsonl", spare.take(per_slice))
                 written += per_slice
                 next_slice += 0.01
                 time.sleep(max(0.0, next_slice - time.monotonic()))
