@@ -1207,18 +1207,16 @@ struct Side {
     row_codec: Codec,
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
-    /// For each kept row: where it is (batch, row), its weight, the next row of its key, and its encoding's hash.
+    /// For each kept row: where it is (batch, row), its weight and the next row of its key.
     at: Vec<(u32, u32)>,
     weight: Vec<i64>,
     next: Vec<u32>,
-    hash: Vec<u64>,
     /// Per key: its newest row and the sum of its rows' weights.
     heads: FastMap<OwnedRow, (u32, i64)>,
     /// Rows whose key has a null.
     unmatched: Vec<u32>,
     live: usize,
     dead: usize,
-    hasher: std::hash::RandomState,
 }
 
 /// One step's rows of a side: each one's key (None: a null in it) and weight, and its index once kept.
@@ -1249,12 +1247,10 @@ impl Side {
             at: Vec::new(),
             weight: Vec::new(),
             next: Vec::new(),
-            hash: Vec::new(),
             heads: FastMap::default(),
             unmatched: Vec::new(),
             live: 0,
             dead: 0,
-            hasher: std::hash::RandomState::new(),
         })
     }
 
@@ -1265,7 +1261,7 @@ impl Side {
             .flat_map(RecordBatch::columns)
             .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
             .sum();
-        let per_row = 8 + 8 + 4 + 8;
+        let per_row = 8 + 8 + 4;
         let keys: usize = self.heads.keys().map(|k| k.as_ref().len() + 48).sum();
         (
             self.live as u64,
@@ -1313,7 +1309,12 @@ impl Side {
                 first,
             });
         }
-        let encoded = self.row_codec.encode(delta.batch.columns(), delta.len())?;
+        // Rows are encoded only to match a retraction to a kept equal row.
+        let encoded = if matching && delta.weights.iter().any(|w| *w < 0) {
+            Some(self.row_codec.encode(delta.batch.columns(), delta.len())?)
+        } else {
+            None
+        };
         let batch_index = self.batches.len() as u32;
         self.batches.push(RecordBatch::try_new_with_options(
             self.schema.clone(),
@@ -1323,14 +1324,11 @@ impl Side {
         for (i, key) in keys.iter().enumerate() {
             let w = delta.weights[i];
             let index = self.at.len() as u32;
-            let hash = std::hash::BuildHasher::hash_one(&self.hasher, encoded[i].as_ref());
             self.at.push((batch_index, i as u32));
-            self.hash.push(hash);
             // A retraction of a kept equal row lowers that row; this one stays dead.
-            let matched = if w < 0 && matching {
-                self.find(key.as_ref(), hash, &encoded[i])?
-            } else {
-                None
+            let matched = match &encoded {
+                Some(encoded) if w < 0 => self.find(key.as_ref(), &encoded[i])?,
+                _ => None,
             };
             if let Some(row) = matched {
                 let before = self.weight[row as usize];
@@ -1346,7 +1344,10 @@ impl Side {
                 self.live += 1;
             }
             if let Some(key) = key {
-                let head = self.heads.entry(key.clone()).or_insert((NONE, 0));
+                let head = match self.heads.get_mut(key) {
+                    Some(head) => head,
+                    None => self.heads.entry(key.clone()).or_insert((NONE, 0)),
+                };
                 head.1 += w;
                 self.next.push(head.0);
                 head.0 = index;
@@ -1363,14 +1364,14 @@ impl Side {
         })
     }
 
-    /// A live kept row equal to `row` (its encoding, of hash `hash`) under `key`.
-    fn find(&self, key: Option<&OwnedRow>, hash: u64, row: &OwnedRow) -> Result<Option<u32>> {
+    /// A live kept row equal to `row` (its encoding) under `key`.
+    fn find(&self, key: Option<&OwnedRow>, row: &OwnedRow) -> Result<Option<u32>> {
         let candidates: Vec<u32> = match key {
             Some(key) => self.chain(Some(key)).into_iter().map(|(i, _)| i).collect(),
             None => self.unmatched.clone(),
         };
         for i in candidates {
-            if self.hash[i as usize] != hash || self.weight[i as usize] <= 0 {
+            if self.weight[i as usize] <= 0 {
                 continue;
             }
             let (b, r) = self.at[i as usize];
@@ -1455,7 +1456,6 @@ impl Side {
         self.at.clear();
         self.weight.clear();
         self.next.clear();
-        self.hash.clear();
         self.heads.clear();
         self.unmatched.clear();
         self.live = 0;
