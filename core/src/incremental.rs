@@ -859,6 +859,9 @@ pub(crate) struct AggregateState {
     converter: Option<RowConverter>,
     index: HashMap<Box<[u8]>, usize>,
     keys: Vec<OwnedRow>,
+    /// The bytes of `keys`, kept as they are added (a snapshot is published after every append: summing them then
+    /// would cost the number of groups each time).
+    key_bytes: usize,
     accumulators: Vec<Accumulator>,
     groups: usize,
 }
@@ -900,6 +903,7 @@ impl AggregateState {
             converter,
             index: HashMap::default(),
             keys: Vec::new(),
+            key_bytes: 0,
             accumulators,
             groups: 0,
         };
@@ -963,6 +967,7 @@ impl AggregateState {
                         }
                         self.groups += 1;
                         self.index.insert(row.as_ref().into(), group);
+                        self.key_bytes += row.as_ref().len();
                         self.keys.push(row.owned());
                         touched.push(false);
                         folded.inserted += 1;
@@ -1132,16 +1137,17 @@ impl AggregateState {
         Ok(rewritten.data)
     }
 
-    /// Bytes the state holds (keys and values), roughly as Arrow would.
+    /// Bytes the state holds (keys and values), roughly as Arrow would; constant time (a scalar accumulator counts as
+    /// its first value's size times its groups).
     pub(crate) fn bytes(&self) -> u64 {
-        let keys: usize = self.keys.iter().map(|k| k.as_ref().len()).sum();
+        let keys = self.key_bytes;
         let values: usize = self
             .accumulators
             .iter()
             .map(|acc| match acc {
                 Accumulator::Count(v) => v.len() * 8,
                 Accumulator::Avg(v) => v.len() * 16,
-                Accumulator::Scalar(v, _) => v.iter().map(ScalarValue::size).sum(),
+                Accumulator::Scalar(v, _) => v.first().map_or(0, ScalarValue::size) * v.len(),
             })
             .sum();
         (keys + values + self.index.len() * 24) as u64

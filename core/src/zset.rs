@@ -2048,6 +2048,11 @@ pub(crate) struct Flow {
     root: Node,
     /// The result as it is now: each row with its multiplicity.
     pub(crate) table: Arc<RetractView>,
+    /// The state's rows and bytes when last measured, and the input changes taken since: measuring walks the whole
+    /// state, so it is done again only once as many changes came as the state had rows (a snapshot is published
+    /// after every append, and must not cost the state's size).
+    measured: (u64, u64),
+    since_measured: u64,
 }
 
 impl Flow {
@@ -2089,14 +2094,34 @@ impl Flow {
                 count: 0,
             }),
         });
-        Ok(Flow { root, table })
+        Ok(Flow {
+            root,
+            table,
+            measured: (0, 0),
+            since_measured: 0,
+        })
     }
 
     /// Takes a step's changes of the inputs; gives the result's changes (integrated into the table).
     pub(crate) fn step(&mut self, changes: &Changes) -> Result<ZBatch> {
         let delta = self.root.step(changes)?;
         self.table.integrate(&delta)?;
+        self.since_measured += changes.values().map(|c| c.len() as u64).sum::<u64>();
+        if self.since_measured >= self.measured.0.max(4096) {
+            self.measure();
+        }
         Ok(delta)
+    }
+
+    /// Measures the state now (it walks all of it).
+    pub(crate) fn measure(&mut self) {
+        let (rows, bytes) = self.root.size();
+        let inner = self.table.lock();
+        let result: usize = inner.rows.keys().map(|r| r.as_ref().len() + 40).sum();
+        let rows_now = inner.rows.len() as u64;
+        drop(inner);
+        self.measured = (rows + rows_now, bytes + result as u64);
+        self.since_measured = 0;
     }
 
     /// The dataflow's state, for a checkpoint (schema: [`state_schema`]).
@@ -2124,15 +2149,24 @@ impl Flow {
             inner.count += w;
             inner.rows.insert(row, w);
         }
+        drop(inner);
+        self.measure();
         Ok(())
     }
 
-    /// Rows and bytes the dataflow keeps, its result included.
+    /// The size, measured again now unless it was large when last measured (then it is measured as changes come, in
+    /// [`Flow::step`]).
+    pub(crate) fn fresh_size(&mut self) -> (u64, u64) {
+        if self.since_measured > 0 && self.measured.0 < 1 << 16 {
+            self.measure();
+        }
+        self.measured
+    }
+
+    /// Rows and bytes the dataflow keeps, its result included, as last measured: after the first 4Ki input changes,
+    /// then each time as many changes came as the state had rows.
     pub(crate) fn size(&self) -> (u64, u64) {
-        let (rows, bytes) = self.root.size();
-        let inner = self.table.lock();
-        let result: usize = inner.rows.keys().map(|r| r.as_ref().len() + 40).sum();
-        (rows + inner.rows.len() as u64, bytes + result as u64)
+        self.measured
     }
 
     pub(crate) fn rows(&self) -> u64 {
@@ -2965,6 +2999,7 @@ mod tests {
         let delta = f.step(&u(&[(1, "y", 1), (1, "y", 1)])).expect("step");
         assert_eq!(lines(&delta), ["+1 | 1 | a | y |", "+1 | 1 | a | y |"]);
         // 10,000 dead rows were compacted away: the sides hold the three live ones (and the result its row).
+        f.measure();
         let (rows, _) = f.size();
         assert_eq!(rows, 3 + 1);
         assert_eq!(f.rows(), 2);
@@ -2980,6 +3015,56 @@ mod tests {
         assert_eq!(lines(&delta), ["+1 | 1 | a | x |", "-1 | 1 | a | |"]);
         let delta = f.step(&u(&[(1, "x", -1)])).expect("step");
         assert_eq!(lines(&delta), ["+1 | 1 | a | |", "-1 | 1 | a | x |"]);
+    }
+
+    #[tokio::test]
+    async fn semi_and_anti_joins_give_a_row_while_its_key_has_a_match_or_not() {
+        let mut semi = flow("SELECT k, s FROM t WHERE k IN (SELECT k FROM u)").await;
+        let mut anti =
+            flow("SELECT k, s FROM t WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.k = t.k)").await;
+        for (f, first, matched, unmatched) in [
+            (
+                &mut semi,
+                Vec::<&str>::new(),
+                vec!["+1 | 1 | a |"],
+                vec!["-1 | 1 | a |"],
+            ),
+            (
+                &mut anti,
+                vec!["+1 | 1 | a |"],
+                vec!["-1 | 1 | a |"],
+                vec!["+1 | 1 | a |"],
+            ),
+        ] {
+            assert_eq!(
+                lines(&f.step(&t(&[(1, 0.0, "a", 1)])).expect("step")),
+                first
+            );
+            assert_eq!(lines(&f.step(&u(&[(1, "x", 1)])).expect("step")), matched);
+            // A second match changes nothing; removing both brings the row back (or takes it away).
+            assert!(f.step(&u(&[(1, "y", 1)])).expect("step").is_empty());
+            assert!(f.step(&u(&[(1, "x", -1)])).expect("step").is_empty());
+            assert_eq!(
+                lines(&f.step(&u(&[(1, "y", -1)])).expect("step")),
+                unmatched
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_union_all_keeps_each_sides_changes() {
+        let mut f = flow("SELECT k FROM t UNION ALL SELECT k FROM u").await;
+        let mut both = t(&[(1, 0.0, "a", 1)]);
+        both.extend(u(&[(1, "x", 1), (2, "y", 1)]));
+        assert_eq!(
+            lines(&f.step(&both).expect("step")),
+            ["+1 | 1 |", "+1 | 1 |", "+1 | 2 |"]
+        );
+        assert_eq!(
+            lines(&f.step(&u(&[(1, "x", -1)])).expect("step")),
+            ["-1 | 1 |"]
+        );
+        assert_eq!(f.rows(), 2);
     }
 
     #[tokio::test]

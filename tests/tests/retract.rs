@@ -75,6 +75,27 @@ FROM order_status s JOIN distinct_customers d ON s.status = d.type
 """
 
 [[view]]
+name = "known_customers"
+sql = "SELECT order_id, customer FROM orders WHERE customer IN (SELECT account_id FROM accounts)"
+
+[[view]]
+name = "idle_accounts"
+sql = """
+SELECT account_id, owner FROM accounts a
+WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.customer = a.account_id)
+"""
+
+[[view]]
+name = "people"
+sql = """
+SELECT coalesce(a.account_id, s.customer) AS id, a.owner, s.orders
+FROM accounts a
+FULL JOIN (SELECT customer, count(*) AS orders FROM orders GROUP BY customer) s ON s.customer = a.account_id
+UNION ALL
+SELECT account_id, owner, NULL FROM accounts WHERE owner = 'Cy'
+"""
+
+[[view]]
 name = "totals"
 sql = "SELECT (SELECT round(sum(balance), 2) FROM accounts) AS held, (SELECT count(*) FROM orders) AS orders"
 

@@ -264,10 +264,10 @@ impl Worker {
             return;
         };
         for name in self.order.clone() {
-            let Some(Maint::Retract { flow }) = self.maint.get(&name) else {
+            let Some(Maint::Retract { flow }) = self.maint.get_mut(&name) else {
                 continue;
             };
-            let (_, bytes) = flow.size();
+            let (_, bytes) = flow.fresh_size();
             if bytes <= limit as u64 {
                 continue;
             }
