@@ -33,9 +33,9 @@ import tomllib
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 KAPPA = ROOT / "target" / "release" / "kappa"
 SCENARIOS = {
-    # The views measured, and the log.
-    "shop": (["revenue_by_day", "customer_orders", "top_products", "order_status", "status_counts"], "orders"),
-    "nexmark": (["q3", "q4", "q7", "q8"], "nexmark"),
+    # The views measured, the log's file (without .jsonl) and its table.
+    "shop": (["revenue_by_day", "customer_orders", "top_products", "order_status", "status_counts"], "orders", "orders"),
+    "nexmark": (["q3", "q4", "q7", "q8"], "nexmark", "events"),
 }
 # DuckDB has no `last_value(... ORDER BY ...)` aggregate: `arg_max` is the same.
 DUCK_ORDER_STATUS = """
@@ -105,7 +105,7 @@ def duck_sql(name: str, sql: str) -> str:
     return sql.replace("date_bin(", "time_bucket(")
 
 
-def peers(directory: pathlib.Path, log: str):
+def peers(directory: pathlib.Path, log: str, table: str):
     """Each peer: a function that computes a view from the Parquet copy of the log, through the views it reads."""
     import datafusion
     import duckdb
@@ -117,7 +117,7 @@ def peers(directory: pathlib.Path, log: str):
 
     def duck(view):
         con = duckdb.connect()
-        con.execute(f"CREATE VIEW {log} AS SELECT * FROM read_parquet('{data}')")
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{data}')")
         if products.exists():
             con.execute(f"CREATE VIEW products AS SELECT * FROM read_parquet('{products}')")
         for name, sql in views:
@@ -131,7 +131,7 @@ def peers(directory: pathlib.Path, log: str):
 
     def fusion(view):
         ctx = datafusion.SessionContext()
-        ctx.register_parquet(log, data)
+        ctx.register_parquet(table, data)
         if products.exists():
             ctx.register_parquet("products", str(products))
         for name, sql in views:
@@ -143,7 +143,7 @@ def peers(directory: pathlib.Path, log: str):
         return time.perf_counter() - started
 
     def polars(view):
-        frames = {log: pl.scan_parquet(data)}
+        frames = {table: pl.scan_parquet(data)}
         if products.exists():
             frames["products"] = pl.scan_parquet(products)
         ctx = pl.SQLContext(frames)
@@ -152,7 +152,7 @@ def peers(directory: pathlib.Path, log: str):
                 break
             if name == "order_status":
                 frame = (
-                    frames[log]
+                    frames[table]
                     .filter(pl.col("order_id").is_not_null())
                     .group_by("order_id")
                     .agg(pl.col("type").sort_by("_offset").last().alias("status"), pl.col("ts").max().alias("updated_at"))
@@ -166,7 +166,7 @@ def peers(directory: pathlib.Path, log: str):
         started = time.perf_counter()
         if view == "order_status":
             (
-                frames[log]
+                frames[table]
                 .filter(pl.col("order_id").is_not_null())
                 .group_by("order_id")
                 .agg(pl.col("type").sort_by("_offset").last().alias("status"), pl.col("ts").max().alias("updated_at"))
@@ -237,12 +237,12 @@ def main():
     if not KAPPA.exists():
         sys.exit(f"build it first: cargo build --release -p kappa_tui ({KAPPA} is missing)")
 
-    views, log = SCENARIOS[args.scenario]
+    views, log, table = SCENARIOS[args.scenario]
     with tempfile.TemporaryDirectory() as tmp:
         directory = pathlib.Path(tmp)
         spare = Spare(generate(directory, args.scenario, args.events))
         to_parquet(directory, log)
-        runners = peers(directory, log)
+        runners = peers(directory, log, table)
         watch = Watch(directory / "kappa.toml")
         kappa = {v: [] for v in views}
         kinds = {}
