@@ -28,11 +28,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::catalog::{MemTable, Session, TableProvider};
 use datafusion::common::tree_node::TreeNode as _;
-use datafusion::common::{Column, JoinType, ScalarValue};
-use datafusion::datasource::provider_as_source;
-use datafusion::logical_expr::{
-    Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, Projection, TableType,
-};
+use datafusion::common::{JoinType, ScalarValue};
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use serde::Serialize;
 
@@ -1105,36 +1102,9 @@ impl AggregateState {
 
     /// The view's plan with its aggregate replaced by a scan of `state` (the output of [`AggregateState::to_batch`]).
     pub(crate) fn plan_over(&self, state: RecordBatch) -> Result<LogicalPlan> {
-        let schema = state.schema();
-        let table = MemTable::try_new(schema.clone(), vec![vec![state]])?;
-        let scan =
-            LogicalPlanBuilder::scan("__kappa_state", provider_as_source(Arc::new(table)), None)?
-                .build()?;
-        let plan = self.shape.plan.clone();
-        let mut replaced = None;
-        let rewritten = plan.transform_down(|node| {
-            if replaced.is_some() {
-                return Ok(datafusion::common::tree_node::Transformed::no(node));
-            }
-            if let LogicalPlan::Aggregate(aggregate) = &node {
-                let exprs: Vec<Expr> = aggregate
-                    .schema
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (qualifier, field))| {
-                        Expr::Column(Column::new(Some("__kappa_state"), schema.field(i).name()))
-                            .alias_qualified(qualifier.cloned(), field.name())
-                    })
-                    .collect();
-                let projection = Projection::try_new(exprs, Arc::new(scan.clone()))?;
-                replaced = Some(());
-                return Ok(datafusion::common::tree_node::Transformed::yes(
-                    LogicalPlan::Projection(projection),
-                ));
-            }
-            Ok(datafusion::common::tree_node::Transformed::no(node))
-        })?;
-        Ok(rewritten.data)
+        crate::zset::replace_first(&self.shape.plan, state, |node| {
+            matches!(node, LogicalPlan::Aggregate(_))
+        })
     }
 
     /// Bytes the state holds (keys and values), roughly as Arrow would; constant time (a scalar accumulator counts as

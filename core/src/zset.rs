@@ -122,6 +122,17 @@ impl Codec {
         })
     }
 
+    /// A codec for whole rows of `schema`.
+    fn for_schema(schema: &Schema) -> Result<Codec> {
+        Codec::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect(),
+        )
+    }
+
     fn with_options(types: Vec<DataType>, fields: Vec<SortField>) -> Result<Codec> {
         Ok(Codec {
             converter: RowConverter::new(fields)?,
@@ -1235,13 +1246,7 @@ impl Side {
         Ok(Side {
             keys,
             key_types: key_types.to_vec(),
-            row_codec: Codec::new(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.data_type().clone())
-                    .collect(),
-            )?,
+            row_codec: Codec::for_schema(&schema)?,
             schema,
             batches: Vec::new(),
             at: Vec::new(),
@@ -2075,13 +2080,7 @@ impl Flow {
                 .map(|(i, f)| Field::new(format!("__kappa_c{i}"), f.data_type().clone(), true))
                 .collect::<Vec<_>>(),
         ));
-        let codec = Codec::new(
-            root_schema
-                .fields()
-                .iter()
-                .map(|f| f.data_type().clone())
-                .collect(),
-        )?;
+        let codec = Codec::for_schema(&root_schema)?;
         let table = Arc::new(RetractView {
             schema: nullable(schema),
             root_schema,
@@ -2264,13 +2263,7 @@ fn build(
                                 changes: changes.clone(),
                                 key,
                                 key_codec: Codec::new(key_types)?,
-                                row_codec: Codec::new(
-                                    schema
-                                        .fields()
-                                        .iter()
-                                        .map(|f| f.data_type().clone())
-                                        .collect(),
-                                )?,
+                                row_codec: Codec::for_schema(&schema)?,
                                 rows: FastMap::default(),
                             };
                             (Some(cdc), None, false)
@@ -2371,13 +2364,7 @@ fn build(
                     )) as Arc<dyn PhysicalExpr>
                 })
                 .collect();
-            let group_codec = Codec::new(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.data_type().clone())
-                    .collect(),
-            )?;
+            let group_codec = Codec::for_schema(&schema)?;
             Node::Aggregate(Box::new(AggregateNode {
                 insert_only: node.insert_only(),
                 input: node,
@@ -2756,33 +2743,42 @@ impl RetractView {
 
 /// `plan` with the node `depth` levels down replaced by a scan of `rows`, under the same qualified names.
 fn replace_at(plan: &LogicalPlan, depth: usize, rows: RecordBatch) -> Result<LogicalPlan> {
+    let mut level = 0;
+    replace_first(plan, rows, |_| {
+        level += 1;
+        level - 1 == depth
+    })
+}
+
+/// `plan` with the first node (top down) that `pick` picks replaced by a scan of `rows` (its columns in the node's
+/// order), under the node's qualified names, so the nodes above read it as they read the node.
+pub(crate) fn replace_first(
+    plan: &LogicalPlan,
+    rows: RecordBatch,
+    mut pick: impl FnMut(&LogicalPlan) -> bool,
+) -> Result<LogicalPlan> {
     let schema = rows.schema();
     let table = MemTable::try_new(schema.clone(), vec![vec![rows]])?;
     let scan =
         LogicalPlanBuilder::scan("__kappa_state", provider_as_source(Arc::new(table)), None)?
             .build()?;
-    let mut level = 0;
     let mut done = false;
     let rewritten = plan.clone().transform_down(|node| {
-        if done {
+        if done || !pick(&node) {
             return Ok(Transformed::no(node));
         }
-        if level == depth {
-            done = true;
-            let exprs: Vec<Expr> = node
-                .schema()
-                .iter()
-                .enumerate()
-                .map(|(i, (qualifier, field))| {
-                    Expr::Column(Column::new(Some("__kappa_state"), schema.field(i).name()))
-                        .alias_qualified(qualifier.cloned(), field.name())
-                })
-                .collect();
-            let projection = Projection::try_new(exprs, Arc::new(scan.clone()))?;
-            return Ok(Transformed::yes(LogicalPlan::Projection(projection)));
-        }
-        level += 1;
-        Ok(Transformed::no(node))
+        done = true;
+        let exprs: Vec<Expr> = node
+            .schema()
+            .iter()
+            .enumerate()
+            .map(|(i, (qualifier, field))| {
+                Expr::Column(Column::new(Some("__kappa_state"), schema.field(i).name()))
+                    .alias_qualified(qualifier.cloned(), field.name())
+            })
+            .collect();
+        let projection = Projection::try_new(exprs, Arc::new(scan.clone()))?;
+        Ok(Transformed::yes(LogicalPlan::Projection(projection)))
     })?;
     Ok(rewritten.data)
 }
