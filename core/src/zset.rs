@@ -213,11 +213,7 @@ pub(crate) enum Input {
     /// Grows at the end: its new rows are inserted changes (a log, a changes table, an append view).
     Log,
     /// A CDC source's table state, maintained from its changes table.
-    Cdc {
-        changes: String,
-        key: Vec<String>,
-        schema: SchemaRef,
-    },
+    Cdc { changes: String, key: Vec<String> },
     /// A view maintained with retractions: its changes are given as they are.
     View,
     /// Does not change: its rows, inserted once.
@@ -2239,12 +2235,7 @@ fn build(
                 Some(input) => {
                     let schema = nullable(&full);
                     let (cdc, constant, view) = match input {
-                        Input::Cdc {
-                            changes,
-                            key,
-                            schema: state,
-                        } => {
-                            let _ = state;
+                        Input::Cdc { changes, key } => {
                             let key = key
                                 .iter()
                                 .map(|k| {

@@ -425,7 +425,8 @@ impl Worker {
             let Some(spec) = self.pipeline.view(&name).cloned() else {
                 continue;
             };
-            match self.plan_retract(&spec).await {
+            let planned = self.delta_plan(&spec.name, &spec.sql).await;
+            match self.plan_retract(&planned).await {
                 Ok((_, flow)) => {
                     let _ = self.ctx.deregister_table(name.as_str());
                     let _ = self.ctx.register_table(name.as_str(), flow.table.clone());

@@ -177,9 +177,16 @@ impl Worker {
             delta.set(deltas.get(table).cloned().unwrap_or_default());
         }
         self.round_changes.clear();
-        for (table, batches) in deltas {
-            if let Some(changes) = as_inserted(batches) {
-                self.round_changes.insert(table.clone(), changes);
+        // Only dataflows with retractions read the round's changes: without one, nothing is copied for them.
+        self.keep_changes = self
+            .maint
+            .values()
+            .any(|m| matches!(m, Maint::Retract { .. }));
+        if self.keep_changes {
+            for (table, batches) in deltas {
+                if let Some(changes) = as_inserted(batches) {
+                    self.round_changes.insert(table.clone(), changes);
+                }
             }
         }
         for name in self.order.clone() {
@@ -226,14 +233,11 @@ impl Worker {
                 Err(e) => {
                     // Never a wrong result: a view whose delta fails is recomputed from here on.
                     maint = Maint::Recompute { reads_logs: true };
-                    if let Some(view) = self.views.get_mut(&name) {
-                        view.state.maintenance = Some(Maintenance::new(
-                            MaintenanceKind::Recompute,
-                            format!("its incremental update failed ({e}); recomputed instead"),
-                        ));
-                    }
-                    *self.pending.entry(name.clone()).or_default() += events;
-                    self.pending_since.get_or_insert_with(Instant::now);
+                    self.fall_back(
+                        &name,
+                        format!("its incremental update failed ({e}); recomputed instead"),
+                        events,
+                    );
                     changed.insert(name.clone());
                 }
             }
@@ -271,43 +275,47 @@ impl Worker {
             if bytes <= limit as u64 {
                 continue;
             }
-            self.maint
-                .insert(name.clone(), Maint::Recompute { reads_logs: true });
-            if let Some(view) = self.views.get_mut(&name) {
-                view.state.maintenance = Some(Maintenance::new(
-                    MaintenanceKind::Recompute,
-                    format!(
-                        "its dataflow's state passed the memory it may hold ({} of {}): recomputed instead \
-                         (raise --query-memory to keep it maintained with retractions)",
-                        crate::output::human_bytes(bytes),
-                        crate::output::human_bytes(limit as u64)
-                    ),
+            self.fall_back(
+                &name,
+                format!(
+                    "its dataflow's state passed the memory it may hold ({} of {}): recomputed instead \
+                     (raise --query-memory to keep it maintained with retractions)",
+                    crate::output::human_bytes(bytes),
+                    crate::output::human_bytes(limit as u64)
+                ),
+                1,
+            );
+        }
+    }
+
+    /// Recomputes a view from here on (it is due, `events` behind), saying why; and every view maintained with
+    /// retractions that took its changes, which no longer come.
+    fn fall_back(&mut self, name: &str, reason: String, events: u64) {
+        let mut recomputed = vec![(name.to_owned(), reason)];
+        for later in self.order.clone() {
+            let reads_one = self.views.get(&later).is_some_and(|v| {
+                v.state
+                    .reads
+                    .iter()
+                    .any(|t| recomputed.iter().any(|(r, _)| r == t))
+            });
+            if reads_one && matches!(self.maint.get(&later), Some(Maint::Retract { .. })) {
+                recomputed.push((
+                    later,
+                    format!("reads `{name}`, which is recomputed as events arrive"),
                 ));
             }
-            *self.pending.entry(name.clone()).or_default() += 1;
-            self.pending_since.get_or_insert_with(Instant::now);
-            // The views that took its changes no longer get them: they are recomputed too.
-            let mut recomputed = vec![name.clone()];
-            for later in self.order.clone() {
-                let reads_one = self
-                    .views
-                    .get(&later)
-                    .is_some_and(|v| v.state.reads.iter().any(|t| recomputed.contains(t)));
-                if !reads_one || !matches!(self.maint.get(&later), Some(Maint::Retract { .. })) {
-                    continue;
-                }
-                self.maint
-                    .insert(later.clone(), Maint::Recompute { reads_logs: true });
-                if let Some(view) = self.views.get_mut(&later) {
-                    view.state.maintenance = Some(Maintenance::new(
-                        MaintenanceKind::Recompute,
-                        format!("reads `{name}`, which is recomputed as events arrive"),
-                    ));
-                }
-                *self.pending.entry(later.clone()).or_default() += 1;
-                recomputed.push(later);
-            }
         }
+        for (view, reason) in recomputed {
+            self.maint
+                .insert(view.clone(), Maint::Recompute { reads_logs: true });
+            if let Some(state) = self.views.get_mut(&view) {
+                state.state.maintenance =
+                    Some(Maintenance::new(MaintenanceKind::Recompute, reason));
+            }
+            *self.pending.entry(view).or_default() += events;
+        }
+        self.pending_since.get_or_insert_with(Instant::now);
     }
 
     /// Applies the current deltas to one incremental view; None for a view that is not incremental.
@@ -333,10 +341,12 @@ impl Worker {
                 if let Some(delta) = self.delta_tables.get(name) {
                     delta.set(batches.clone());
                 }
-                match as_inserted(&batches) {
-                    Some(changes) => self.round_changes.insert(name.to_owned(), changes),
-                    None => self.round_changes.remove(name),
-                };
+                if self.keep_changes {
+                    match as_inserted(&batches) {
+                        Some(changes) => self.round_changes.insert(name.to_owned(), changes),
+                        None => self.round_changes.remove(name),
+                    };
+                }
                 if inserted > 0 {
                     output.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
                     *rows += inserted;

@@ -8,6 +8,7 @@ use std::time::Instant;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::{MemTable, TableProvider as _};
 use datafusion::dataframe::DataFrame;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
@@ -136,9 +137,10 @@ impl Worker {
             state.schema = Some(Arc::new(frame.schema().as_arrow().clone()));
             match spec.mode {
                 ViewMode::Materialized => {
-                    let (mut maintenance, delta) = self.classify(spec).await;
+                    let planned = self.delta_plan(&spec.name, &spec.sql).await;
+                    let (mut maintenance, delta) = self.classify(&planned);
                     if delta.is_none() && maintenance.kind == MaintenanceKind::Recompute {
-                        match Box::pin(self.plan_retract(spec)).await {
+                        match Box::pin(self.plan_retract(&planned)).await {
                             Ok((retract, flow)) => {
                                 let rows = flow.rows();
                                 state.maintenance = Some(retract);
@@ -331,18 +333,18 @@ impl Worker {
         self.role(table) != Role::Constant
     }
 
-    /// Classifies a materialized view from its optimized plan in the delta context.
-    pub(super) async fn classify(&self, spec: &ViewSpec) -> (Maintenance, Option<DeltaPlan>) {
-        let planned = async {
-            let session = self.delta_ctx.state();
-            let name = Some(spec.name.as_str());
-            let statement = sql::parse_query(&session, name, &spec.sql)?;
-            let plan = sql::plan_query(&session, name, statement).await?;
-            Ok::<_, Error>(session.optimize(&plan)?)
-        }
-        .await;
+    /// A view's SQL planned and optimized in the delta context (where the write path's classifiers read it).
+    pub(super) async fn delta_plan(&self, name: &str, sql_text: &str) -> Result<LogicalPlan> {
+        let session = self.delta_ctx.state();
+        let statement = sql::parse_query(&session, Some(name), sql_text)?;
+        let plan = sql::plan_query(&session, Some(name), statement).await?;
+        Ok(session.optimize(&plan)?)
+    }
+
+    /// Classifies a materialized view from its optimized plan in the delta context (`planned`).
+    fn classify(&self, planned: &Result<LogicalPlan>) -> (Maintenance, Option<DeltaPlan>) {
         match planned {
-            Ok(plan) => classify(&plan, &|t| self.role(t)),
+            Ok(plan) => classify(plan, &|t| self.role(t)),
             Err(e) => (
                 Maintenance::new(
                     MaintenanceKind::Recompute,
@@ -355,19 +357,16 @@ impl Worker {
 
     /// Plans a view as a dataflow of changes with retractions: how it is maintained and its dataflow (which has taken
     /// the rows of the snapshots it reads), or why it cannot be.
+    /// `planned`: the view's plan in the delta context ([`Worker::delta_plan`]).
     pub(super) async fn plan_retract(
         &self,
-        spec: &ViewSpec,
+        planned: &Result<LogicalPlan>,
     ) -> std::result::Result<(Maintenance, Flow), String> {
         let session = self.delta_ctx.state();
-        let name = Some(spec.name.as_str());
-        let planned = async {
-            let statement = sql::parse_query(&session, name, &spec.sql)?;
-            let plan = sql::plan_query(&session, name, statement).await?;
-            Ok::<_, Error>(session.optimize(&plan)?)
-        }
-        .await;
-        let plan = planned.map_err(|e| format!("cannot be planned over new events alone ({e})"))?;
+        let plan = planned
+            .as_ref()
+            .map_err(|e| format!("cannot be planned over new events alone ({e})"))?
+            .clone();
         let mut inputs: HashMap<String, Input> = HashMap::new();
         let mut plans = vec![plan.clone()];
         while let Some(next) = plans.pop() {
@@ -408,11 +407,15 @@ impl Worker {
             }
         };
         if let Some(spec) = self.pipeline.source(table) {
-            if let Some(state) = self.logs.get(table).and_then(SourceLog::state_schema) {
+            if self
+                .logs
+                .get(table)
+                .and_then(SourceLog::state_schema)
+                .is_some()
+            {
                 return Input::Cdc {
                     changes: format!("{table}{CHANGES_SUFFIX}"),
                     key: spec.key.clone(),
-                    schema: state,
                 };
             }
             return match self.role(table) {
@@ -428,14 +431,7 @@ impl Worker {
             let Some(view) = self.pipeline.view(table) else {
                 return Input::Refused(format!("reads `{table}`, which Kappa does not know"));
             };
-            let session = self.delta_ctx.state();
-            let planned = async {
-                let statement = sql::parse_query(&session, Some(table), &view.sql)?;
-                let plan = sql::plan_query(&session, Some(table), statement).await?;
-                Ok::<_, Error>(session.optimize(&plan)?)
-            }
-            .await;
-            match planned {
+            match self.delta_plan(table, &view.sql).await {
                 Ok(plan) => Input::Inline(plan),
                 Err(e) => Input::Refused(format!("cannot plan `{table}` ({e})")),
             }

@@ -103,6 +103,8 @@ pub(super) struct Worker {
     /// The changes of this write-path round, by table: new records of the logs, rows of append views, changes of
     /// views maintained with retractions.
     pub(super) round_changes: crate::zset::Changes,
+    /// Whether this round keeps its changes (some view is maintained with retractions).
+    pub(super) keep_changes: bool,
     /// Events appended since the dataflows' states were last measured against the query memory.
     pub(super) since_state_check: u64,
     /// Events after which they are measured next.
@@ -240,6 +242,7 @@ impl Worker {
             delta_task: std::sync::OnceLock::new(),
             delta_tables: BTreeMap::new(),
             round_changes: crate::zset::Changes::new(),
+            keep_changes: false,
             since_state_check: 0,
             next_state_check: 4096,
             maint: BTreeMap::new(),
