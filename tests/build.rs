@@ -24,6 +24,22 @@ fn main() {
         );
     }
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    // The S3 tests start `moto_server` (see tests/s3.rs): `$KAPPA_MOTO_SERVER`, `target/py/bin` (where `.ci/run` puts
+    // it) or the PATH.
+    println!("cargo::rustc-check-cfg=cfg(kappa_no_moto)");
+    println!("cargo::rerun-if-env-changed=KAPPA_MOTO_SERVER");
+    let venv = root.join("target/py/bin/moto_server");
+    println!("cargo::rerun-if-changed={}", venv.display());
+    let on_path = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| dir.join("moto_server").is_file())
+    });
+    if std::env::var_os("KAPPA_MOTO_SERVER").is_none() && !venv.is_file() && !on_path && !ci {
+        println!("cargo::rustc-cfg=kappa_no_moto");
+        println!(
+            "cargo::warning=moto_server is missing: the S3 tests are ignored. Run \
+             python3 -m venv target/py && target/py/bin/pip install 'moto[server]' to run them."
+        );
+    }
     if find_test_data(&root).is_none() && !ci {
         println!("cargo::rustc-cfg=kappa_no_test_data");
         println!(

@@ -138,6 +138,8 @@ pub struct Engine {
     control: Arc<Control>,
     /// Watches the source files while the engine lives (with [`EngineOptions::watch`]).
     _watcher: Option<Watcher>,
+    /// The copies of the sources on object storage, and their poller.
+    mirrors: Option<crate::storage::Mirrors>,
 }
 
 /// A command, and the cancel generation it was sent in: a command sent before a [`Command::Cancel`] is not run.
@@ -194,8 +196,18 @@ impl Engine {
     }
 
     /// [`Engine::start`], with options: watch the files (live), or recompute every view after every append.
-    pub fn start_with(pipeline: Pipeline, waker: Waker, options: EngineOptions) -> Result<Engine> {
+    pub fn start_with(
+        mut pipeline: Pipeline,
+        waker: Waker,
+        mut options: EngineOptions,
+    ) -> Result<Engine> {
         let watch = options.watch;
+        let mirrors = crate::storage::stage(&mut pipeline, watch)?;
+        if mirrors.is_some() {
+            // Remote sources are read from private copies that live as long as this engine: a store or checkpoint
+            // keyed by them would never be found again, and would only fill the cache folder.
+            options.cache = None;
+        }
         let order = view_order(&SessionContext::new(), &pipeline)?;
         let watched = watched_paths(&pipeline);
         let first = Arc::new(initial_snapshot(&pipeline));
@@ -227,16 +239,48 @@ impl Engine {
             snapshot,
             control,
             _watcher: file_watcher,
+            mirrors,
         })
     }
 
     /// The latest snapshot.
     #[must_use]
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot
+        let snapshot = self
+            .snapshot
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .clone();
+        self.with_remote(snapshot)
+    }
+
+    /// `snapshot` with the remote sources' poll states, which the poller keeps outside the engine's worker.
+    fn with_remote(&self, mut snapshot: Arc<Snapshot>) -> Arc<Snapshot> {
+        let Some(mirrors) = &self.mirrors else {
+            return snapshot;
+        };
+        let states = mirrors
+            .states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let fresh = snapshot.sources.iter().all(|s| {
+            states
+                .iter()
+                .find(|(name, _)| *name == s.name)
+                .map(|(_, state)| state)
+                == s.remote.as_ref()
+        });
+        if !fresh {
+            let snap = Arc::make_mut(&mut snapshot);
+            for source in &mut snap.sources {
+                source.remote = states
+                    .iter()
+                    .find(|(name, _)| *name == source.name)
+                    .map(|(_, state)| state.clone());
+            }
+        }
+        snapshot
     }
 
     /// Sends a command; the answer, if any, arrives on its reply. [`Command::Cancel`] takes effect at once.
@@ -270,6 +314,7 @@ impl Engine {
     /// Blocks until loading has finished and returns the snapshot.
     pub fn wait_ready(&self) -> Result<Arc<Snapshot>> {
         self.request(|reply| Command::WaitReady { reply })
+            .map(|snapshot| self.with_remote(snapshot))
     }
 
     /// Blocks on a query.
@@ -287,6 +332,7 @@ impl Engine {
             to,
             reply: Some(reply),
         })
+        .map(|snapshot| self.with_remote(snapshot))
     }
 
     /// Blocks on replacing (or adding) a view.

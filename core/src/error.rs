@@ -17,6 +17,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// that prints an error with its chain (`{:#}`, or its own context around it) shows every cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// An object on S3 (or an S3-compatible server) could not be read: missing, access denied, network. The reason
+    /// names the bucket and key; secrets are never in it.
+    #[error("{url}: {reason}")]
+    Storage { url: String, reason: String },
+
+    /// A `--cluster` command could not run on the Ballista cluster: unreachable, refused (what needs this process),
+    /// or failed there.
+    #[error("{url}: {reason}")]
+    Cluster { url: String, reason: String },
+
     /// The pipeline file is not valid TOML, has an unknown key, lacks a field, or has a value of the wrong type.
     #[error("{}:{line}:{column}: {reason}", path.display())]
     PipelineSyntax {

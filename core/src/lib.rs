@@ -36,6 +36,7 @@
 //! ```
 
 pub mod client;
+pub mod cluster;
 mod diagnostics;
 mod engine;
 mod error;
@@ -50,6 +51,7 @@ mod output;
 mod pipeline;
 mod source;
 mod sql;
+mod storage;
 pub mod store;
 mod verify;
 mod zset;
@@ -81,6 +83,7 @@ pub use source::{
     LoadedSource, MAX_SOURCE_SIZE_VAR, OFFSET_COLUMN, load as load_source, panic_is_expected,
     quiet_reader_panics,
 };
+pub use storage::{ObjectUrl, RemoteState, StorageOptions};
 pub use verify::{
     AUDIT_RELATIVE_TOLERANCE, CheckReport, CheckStatus, DiffKind, DiffOptions, DiffReport, DiffRow,
     SchemaDiff, Side, Tolerance, Violations,

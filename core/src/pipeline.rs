@@ -27,6 +27,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
+use crate::storage::{ObjectUrl, StorageOptions};
 use crate::verify::{DiffOptions, Tolerance};
 
 /// The suffix of a CDC source's raw-events table (`<name>__changes`; `<name>` is its table state).
@@ -44,6 +45,8 @@ pub struct Pipeline {
     pub sources: Vec<SourceSpec>,
     pub views: Vec<ViewSpec>,
     pub checks: Vec<CheckSpec>,
+    /// `[storage]`: how `s3://` paths are reached.
+    pub storage: StorageOptions,
 }
 
 /// One `[[check]]`: a stored output diffed against a view, or an invariant that must return no rows.
@@ -180,6 +183,15 @@ impl Format {
         }
     }
 
+    /// [`Format::infer`], where an `s3://` prefix (ending in `/`) is a folder of Parquet files, as a local folder is.
+    #[must_use]
+    pub fn infer_remote(path: &Path) -> Option<Format> {
+        match ObjectUrl::from_path(path) {
+            Some(Ok(url)) if url.is_prefix() => Some(Format::Parquet),
+            _ => Format::infer(path),
+        }
+    }
+
     /// The kind a source of this format gets when the pipeline does not say: text formats are logs, columnar files
     /// are snapshots.
     #[must_use]
@@ -201,6 +213,8 @@ struct RawPipeline {
     view: Vec<Spanned<RawView>>,
     #[serde(default)]
     check: Vec<Spanned<RawCheck>>,
+    #[serde(default)]
+    storage: StorageOptions,
 }
 
 #[derive(Deserialize)]
@@ -303,8 +317,15 @@ impl Pipeline {
             check_name(&raw.name)?;
             let name = raw.name.into_inner();
             let path_as_written = PathBuf::from(&raw.path);
-            let path = base_dir.join(&path_as_written);
-            let Some(format) = raw.format.or_else(|| Format::infer(&path)) else {
+            // An `s3://` URL stays as written: the engine mirrors the object and reads the copy (see `storage`).
+            let path = match ObjectUrl::parse(&raw.path) {
+                Some(url) => {
+                    url?;
+                    path_as_written.clone()
+                }
+                None => base_dir.join(&path_as_written),
+            };
+            let Some(format) = raw.format.or_else(|| Format::infer_remote(&path)) else {
                 return Err(Error::UnknownFormat {
                     path: file.to_path_buf(),
                     line,
@@ -365,7 +386,11 @@ impl Pipeline {
                 }
                 (Some(view), Some(against), None) => CheckKind::Diff {
                     view,
-                    against: base_dir.join(against),
+                    against: if ObjectUrl::parse(&against).is_some() {
+                        PathBuf::from(against)
+                    } else {
+                        base_dir.join(against)
+                    },
                     options: DiffOptions {
                         key: raw.key,
                         columns: raw.columns,
@@ -427,6 +452,7 @@ impl Pipeline {
             sources,
             views,
             checks,
+            storage: raw.storage,
         })
     }
 
@@ -471,10 +497,12 @@ impl Pipeline {
         let mut sources: Vec<SourceSpec> = Vec::new();
         for path in paths {
             let name = table_name_for(path);
-            if !path.exists() {
+            if let Some(url) = ObjectUrl::from_path(path) {
+                url?;
+            } else if !path.exists() {
                 return Err(Error::FileNotFound { path: path.clone() });
             }
-            let format = Format::infer(path).ok_or_else(|| Error::Decode {
+            let format = Format::infer_remote(path).ok_or_else(|| Error::Decode {
                 path: path.clone(),
                 reason: "cannot infer the format from the file name (expected .jsonl, .csv, .parquet or .arrow)"
                     .to_owned(),
@@ -509,6 +537,7 @@ impl Pipeline {
             sources,
             views: Vec::new(),
             checks: Vec::new(),
+            storage: StorageOptions::default(),
         })
     }
 
@@ -519,6 +548,10 @@ impl Pipeline {
     pub fn is_outside_folder(&self, source: &SourceSpec) -> bool {
         if self.file.is_none() {
             // Files named on the command line: there is no pipeline folder to leave.
+            return false;
+        }
+        if ObjectUrl::from_path(&source.path_as_written).is_some() {
+            // On object storage: the URL itself says where it is.
             return false;
         }
         let resolve = |path: &Path| std::fs::canonicalize(path).unwrap_or_else(|_| lexical(path));

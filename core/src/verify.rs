@@ -15,6 +15,7 @@ use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::storage::{ObjectUrl, StorageOptions};
 
 /// Table names the diff registers its two sides under.
 pub(crate) const EXPECTED_TABLE: &str = "__kappa_expected";
@@ -84,11 +85,13 @@ pub struct DiffOptions {
     pub memory_limit: Option<usize>,
 }
 
-/// One side of a diff: rows already in memory, or a Parquet file (or folder) that DataFusion streams.
+/// One side of a diff: rows already in memory, or a Parquet file (or folder, or prefix on object storage) that
+/// DataFusion streams.
 #[derive(Debug, Clone)]
 pub enum Side {
     Batches(SchemaRef, Vec<RecordBatch>),
     Parquet(std::path::PathBuf),
+    RemoteParquet(ObjectUrl, StorageOptions),
 }
 
 /// A session for a diff in bounded memory: a spilling memory pool and sort-merge joins.
@@ -129,6 +132,18 @@ pub(crate) async fn register_side(ctx: &SessionContext, name: &str, side: Side) 
                 .await
                 .map_err(|e| Error::Decode {
                     path: path.clone(),
+                    reason: format!("cannot read it as Parquet: {e}"),
+                })?;
+        }
+        Side::RemoteParquet(url, storage) => {
+            crate::storage::register(ctx, &url, &storage)?;
+            // DataFusion's own error would name neither the bucket nor the reason.
+            crate::storage::check_exists(&url, &storage).await?;
+            let options = datafusion::prelude::ParquetReadOptions::default();
+            ctx.register_parquet(name, url.to_string(), options)
+                .await
+                .map_err(|e| Error::Storage {
+                    url: url.to_string(),
                     reason: format!("cannot read it as Parquet: {e}"),
                 })?;
         }

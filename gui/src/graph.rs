@@ -57,6 +57,9 @@ fn describe(app: &KappaApp, name: &str) -> String {
     let mut text = String::new();
     let (schema, rows, status) = if let Some(source) = snapshot.source(name) {
         let _ = writeln!(text, "source ({} {})", source.kind, source.format);
+        if let Some(remote) = &source.remote {
+            let _ = writeln!(text, "{remote}");
+        }
         if source.outside_folder {
             let _ = writeln!(
                 text,

@@ -159,25 +159,40 @@ pub fn kappa() -> assert_cmd::Command {
     command
 }
 
-/// The path of the `kappa` binary, built once per test run (for commands that run on, like `kappa watch`).
+/// Builds the binaries the tests run (`kappa`, `kappa-gui`), once per test run (`cargo test` does not build other
+/// packages' binaries for us), and returns the folder they are in.
+fn built_binaries() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "kappa_tui",
+                    "-p",
+                    "kappa_gui",
+                    "--bins",
+                ])
+                .current_dir(repo_root())
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "building the binaries failed");
+            // target/debug/deps/kappa-<hash> → target/debug
+            let exe = std::env::current_exe().expect("test exe path");
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("target dir")
+                .to_path_buf()
+        })
+        .clone()
+}
+
+/// The path of the `kappa` binary (for commands that run on, like `kappa watch`).
 #[must_use]
 pub fn kappa_path() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let path = BUILT.get_or_init(|| {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "kappa_tui", "--bin", "kappa"])
-            .current_dir(repo_root())
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building the kappa binary failed");
-        // target/debug/deps/kappa-<hash> → target/debug/kappa
-        let exe = std::env::current_exe().expect("test exe path");
-        exe.parent()
-            .and_then(Path::parent)
-            .expect("target dir")
-            .join(format!("kappa{}", std::env::consts::EXE_SUFFIX))
-    });
-    path.clone()
+    built_binaries().join(format!("kappa{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// Writes `text` as `kappa.toml` in `dir` and returns its path.
@@ -207,24 +222,10 @@ pub fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
     out
 }
 
-/// The path of the `kappa-gui` binary, built once per test run.
+/// The path of the `kappa-gui` binary.
 #[must_use]
 pub fn kappa_gui_path() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    let path = BUILT.get_or_init(|| {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "kappa_gui", "--bin", "kappa-gui"])
-            .current_dir(repo_root())
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building the kappa-gui binary failed");
-        let exe = std::env::current_exe().expect("test exe path");
-        exe.parent()
-            .and_then(Path::parent)
-            .expect("target dir")
-            .join(format!("kappa-gui{}", std::env::consts::EXE_SUFFIX))
-    });
-    path.clone()
+    built_binaries().join(format!("kappa-gui{}", std::env::consts::EXE_SUFFIX))
 }
 
 /// The bytes of every file under some paths, checked again when this is dropped: Kappa must never modify the files

@@ -19,7 +19,17 @@ use kappa_core::{
 /// Open a pipeline file (kappa.toml) or bare data files (JSON Lines, CSV, Parquet, Arrow); each file becomes a source
 /// named after its file stem.
 #[derive(Debug, Parser)]
-#[command(name = "kappa", version, arg_required_else_help = true)]
+#[command(
+    name = "kappa",
+    version,
+    arg_required_else_help = true,
+    after_long_help = "Object storage: any data file may be an object on S3 or an S3-compatible server, \
+        s3://BUCKET/KEY, or s3://BUCKET/PREFIX/ for every Parquet file under a prefix. The endpoint and credentials \
+        come from the standard variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION); a \
+        pipeline's [storage] table may set endpoint, region, allow_http and poll_seconds. A remote log is copied to a \
+        temporary folder, read like a local file and, while live, polled for new data (every 5 s by default). Kappa \
+        only reads from the bucket."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -72,7 +82,8 @@ enum Command {
     Verify(VerifyArgs),
     /// Diff any two files (Parquet, CSV, JSON Lines, Arrow) by key, with no pipeline. Exit 0 when equal, 1 when not.
     #[command(
-        after_help = "Example:\n  kappa diff expected.parquet actual.csv --key day --tolerance 0.01"
+        after_help = "Examples:\n  kappa diff expected.parquet actual.csv --key day --tolerance 0.01\n  \
+        AWS_ENDPOINT_URL=http://127.0.0.1:9000 kappa diff s3://exports/daily/ s3://warehouse/daily.parquet --key day"
     )]
     Diff(DiffArgs),
     /// Watch the sources and print one line per update: the source, the new offsets, the events appended, the views
@@ -121,8 +132,12 @@ struct QueryArgs {
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
     /// Time travel: show the tables as they were after every record with an offset below OFFSET.
-    #[arg(long, value_name = "OFFSET")]
+    #[arg(long, value_name = "OFFSET", conflicts_with = "cluster")]
     at: Option<u64>,
+    /// Run on an Apache DataFusion Ballista cluster (df://HOST:PORT, its scheduler) instead of in this process.
+    /// The files must be Parquet (a file, a folder, or an s3:// object or prefix) that every executor can reach.
+    #[arg(long, value_name = "df://HOST:PORT")]
+    cluster: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +187,10 @@ struct VerifyArgs {
     /// Diff in bounded memory (e.g. 512M, 4G): joins sort and merge, and spill to disk past this size.
     #[arg(long, value_name = "SIZE", value_parser = kappa_core::parse_size)]
     memory_limit: Option<usize>,
+    /// Run the checks on an Apache DataFusion Ballista cluster (df://HOST:PORT, its scheduler). For pipelines whose
+    /// sources are Parquet snapshots and whose checks' outputs are Parquet, at paths every executor can reach.
+    #[arg(long, value_name = "df://HOST:PORT", conflicts_with = "self_audit")]
+    cluster: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -213,6 +232,10 @@ struct DiffArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
     format: DiffFormat,
+    /// Run on an Apache DataFusion Ballista cluster (df://HOST:PORT, its scheduler) instead of in this process.
+    /// The files must be Parquet (a file, a folder, or an s3:// object or prefix) that every executor can reach.
+    #[arg(long, value_name = "df://HOST:PORT")]
+    cluster: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -334,7 +357,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli, options: &EngineOptions) -> Result<ExitCode> {
     match cli.command {
-        Some(Command::Query(args)) => query(args, options),
+        Some(Command::Query(args)) => query(&args, options),
         Some(Command::Lineage(args)) => lineage(&args, options),
         Some(Command::Replay(args)) => replay(&args, options),
         Some(Command::Verify(args)) => verify(&args, options),
@@ -437,8 +460,36 @@ fn open(inputs: &[PathBuf], options: &EngineOptions) -> Result<(Engine, std::syn
     Ok((engine, snapshot))
 }
 
-fn query(args: QueryArgs, options: &EngineOptions) -> Result<ExitCode> {
-    let (inputs, target) = if let Some(sql) = args.sql {
+fn query(args: &QueryArgs, options: &EngineOptions) -> Result<ExitCode> {
+    if let Some(cluster) = &args.cluster {
+        let Some(sql) = &args.sql else {
+            bail!(
+                "--cluster runs ad-hoc SQL over files: give the Parquet files and --sql \"SELECT ...\""
+            );
+        };
+        if let Some(pipeline) = args
+            .inputs
+            .iter()
+            .find(|p| p.extension().is_some_and(|e| e == "toml") || p.is_dir())
+        {
+            bail!(
+                "{}: --cluster queries Parquet files, not a pipeline (its logs are read by this process); name the files",
+                pipeline.display()
+            );
+        }
+        let (schema, mut batches) = kappa_core::cluster::run(kappa_core::cluster::query_files(
+            cluster,
+            &args.inputs,
+            sql,
+            options.memory_limit,
+        ))?;
+        if let Some(limit) = args.limit {
+            batches = kappa_core::arrow::compute::concat_batches(&schema, &batches)
+                .map(|all| vec![all.slice(0, limit.min(all.num_rows()))])?;
+        }
+        return print_result(args, &schema, &batches);
+    }
+    let (inputs, target) = if let Some(sql) = args.sql.clone() {
         (&args.inputs[..], QueryTarget::Sql(sql))
     } else {
         let Some((view, inputs)) = args
@@ -458,6 +509,15 @@ fn query(args: QueryArgs, options: &EngineOptions) -> Result<ExitCode> {
         engine.seek(Some(at))?;
     }
     let result = engine.query(target, args.limit)?;
+    print_result(args, &result.schema, &result.batches)
+}
+
+/// Writes a query's result to `--output`, or prints it in `--format`.
+fn print_result(
+    args: &QueryArgs,
+    schema: &kappa_core::arrow::datatypes::SchemaRef,
+    batches: &[kappa_core::arrow::array::RecordBatch],
+) -> Result<ExitCode> {
     if let Some(path) = &args.output {
         let format = match args.format {
             None | Some(OutputFormat::Table) => ExportFormat::from_path(path).ok_or_else(|| {
@@ -470,7 +530,7 @@ fn query(args: QueryArgs, options: &EngineOptions) -> Result<ExitCode> {
             Some(OutputFormat::Json) => ExportFormat::Json,
             Some(OutputFormat::Jsonl) => ExportFormat::Jsonl,
         };
-        let rows = kappa_core::export_batches(path, &result.schema, &result.batches, format)?;
+        let rows = kappa_core::export_batches(path, schema, batches, format)?;
         eprintln!(
             "wrote {} rows to {}",
             kappa_core::thousands(rows),
@@ -485,7 +545,7 @@ fn query(args: QueryArgs, options: &EngineOptions) -> Result<ExitCode> {
         OutputFormat::Jsonl => TextFormat::Jsonl,
     };
     let mut out = std::io::stdout().lock();
-    kappa_core::write_batches(&mut out, &result.schema, &result.batches, format)?;
+    kappa_core::write_batches(&mut out, schema, batches, format)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
@@ -562,7 +622,13 @@ fn sources(args: &SourcesArgs, options: &EngineOptions) -> Result<ExitCode> {
             .map(|s| {
                 serde_json::json!({
                     "name": s.name,
-                    "path": s.path,
+                    "path": s.remote.as_ref().map_or_else(|| s.path.display().to_string(), |r| r.url.clone()),
+                    "remote": s.remote.as_ref().map(|r| serde_json::json!({
+                        "url": r.url,
+                        "poll_seconds": r.poll_interval.as_secs_f64(),
+                        "changes": r.changes,
+                        "error": r.error,
+                    })),
                     "outside_folder": s.outside_folder,
                     "kind": s.kind,
                     "format": s.format,
@@ -588,8 +654,13 @@ fn sources(args: &SourcesArgs, options: &EngineOptions) -> Result<ExitCode> {
                 s.name,
                 s.kind,
                 s.format,
-                s.path.display()
+                s.remote
+                    .as_ref()
+                    .map_or_else(|| s.path.display().to_string(), |r| r.url.clone())
             )?;
+            if let Some(remote) = &s.remote {
+                writeln!(out, "  on object storage: {remote}")?;
+            }
             if s.outside_folder {
                 writeln!(
                     out,
@@ -732,32 +803,24 @@ fn replay(args: &ReplayArgs, options: &EngineOptions) -> Result<ExitCode> {
 }
 
 fn verify(args: &VerifyArgs, options: &EngineOptions) -> Result<ExitCode> {
-    let (engine, _) = open(std::slice::from_ref(&args.pipeline), options)?;
-    let reports = if args.self_audit {
-        if let Some(batch_size) = args.batch_size {
-            let progress = engine.replay(None, Some(batch_size))?;
-            println!(
-                "replayed {} events through the write path in batches of {batch_size} ({} batches, {:.3} s)",
-                progress.events, progress.batches, progress.elapsed_secs
-            );
-        }
-        engine.request(|reply| kappa_core::Command::SelfAudit { reply })?
-    } else {
+    let reports = if let Some(cluster) = &args.cluster {
+        let pipeline = Pipeline::open(std::slice::from_ref(&args.pipeline))?;
         let names = (!args.checks.is_empty()).then(|| args.checks.clone());
-        let memory_limit = args.memory_limit;
-        let reports = engine.request(|reply| kappa_core::Command::RunChecks {
-            names,
-            memory_limit,
-            reply: Some(reply),
-        })?;
-        if reports.is_empty() {
-            bail!(
-                "{}: the pipeline has no [[check]]s",
-                args.pipeline.display()
-            );
-        }
-        reports
+        kappa_core::cluster::run(kappa_core::cluster::verify(
+            cluster,
+            &pipeline,
+            names.as_deref(),
+            args.memory_limit,
+        ))?
+    } else {
+        local_checks(args, options)?
     };
+    if reports.is_empty() {
+        bail!(
+            "{}: the pipeline has no [[check]]s",
+            args.pipeline.display()
+        );
+    }
     let suite = args.pipeline.display().to_string();
     let text = match args.format {
         ReportFormat::Text => crate::report::text(&reports),
@@ -775,12 +838,36 @@ fn verify(args: &VerifyArgs, options: &EngineOptions) -> Result<ExitCode> {
     })
 }
 
+/// The checks (or with --self, the self-audit), run by the engine in this process.
+fn local_checks(
+    args: &VerifyArgs,
+    options: &EngineOptions,
+) -> Result<Vec<kappa_core::CheckReport>> {
+    let (engine, _) = open(std::slice::from_ref(&args.pipeline), options)?;
+    Ok(if args.self_audit {
+        if let Some(batch_size) = args.batch_size {
+            let progress = engine.replay(None, Some(batch_size))?;
+            println!(
+                "replayed {} events through the write path in batches of {batch_size} ({} batches, {:.3} s)",
+                progress.events, progress.batches, progress.elapsed_secs
+            );
+        }
+        engine.request(|reply| kappa_core::Command::SelfAudit { reply })?
+    } else {
+        let names = (!args.checks.is_empty()).then(|| args.checks.clone());
+        let memory_limit = args.memory_limit;
+        engine.request(|reply| kappa_core::Command::RunChecks {
+            names,
+            memory_limit,
+            reply: Some(reply),
+        })?
+    })
+}
+
 fn diff(args: &DiffArgs) -> Result<ExitCode> {
     if args.tolerance > 0.0 && args.key.is_empty() {
         bail!("--tolerance needs --key: without a key, rows are compared as exact multisets");
     }
-    // No sources: the engine reads the two files itself, streaming Parquet.
-    let engine = Engine::start(Pipeline::from_paths(&[])?, no_waker())?;
     let options = kappa_core::DiffOptions {
         key: args.key.clone(),
         columns: args.columns.clone(),
@@ -792,12 +879,23 @@ fn diff(args: &DiffArgs) -> Result<ExitCode> {
         samples: args.samples,
         memory_limit: args.memory_limit,
     };
-    let report = engine.request(|reply| kappa_core::Command::DiffFiles {
-        expected: args.expected.clone(),
-        actual: args.actual.clone(),
-        options,
-        reply,
-    })?;
+    let report = if let Some(cluster) = &args.cluster {
+        kappa_core::cluster::run(kappa_core::cluster::diff_files(
+            cluster,
+            &args.expected,
+            &args.actual,
+            &options,
+        ))?
+    } else {
+        // No sources: the engine reads the two files itself, streaming Parquet.
+        let engine = Engine::start(Pipeline::from_paths(&[])?, no_waker())?;
+        engine.request(|reply| kappa_core::Command::DiffFiles {
+            expected: args.expected.clone(),
+            actual: args.actual.clone(),
+            options,
+            reply,
+        })?
+    };
     match args.format {
         DiffFormat::Text => {
             let verdict = if report.passed() {

@@ -1138,6 +1138,14 @@ fn render_log(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         if let Some(notice) = &source.notice {
             lines.push(Line::styled(format!("  {notice}"), theme.fg(Color::Yellow)));
         }
+        if let Some(remote) = &source.remote {
+            let style = if remote.error.is_some() {
+                theme.error()
+            } else {
+                theme.dim()
+            };
+            lines.push(Line::styled(format!("  {remote}"), style));
+        }
         if let NodeStatus::Error(reason) | NodeStatus::Stale(reason) = &source.status {
             lines.push(Line::styled(format!("  {reason}"), theme.error()));
         }

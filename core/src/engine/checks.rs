@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::{CheckKind, CheckSpec, Format, SourceKind, SourceSpec, ViewMode};
 use crate::source::{self};
 use crate::sql;
+use crate::storage::{ObjectUrl, StorageOptions};
 use crate::verify::{self, CheckReport, CheckStatus, DiffOptions, DiffReport, Side, Violations};
 
 use super::{QueryTarget, Worker, quote_ident};
@@ -85,9 +86,9 @@ impl Worker {
             // Row by row in order: pair rows by their position (which needs the rows in hand).
             let (schema, batches) = match side {
                 Side::Batches(schema, batches) => (schema, batches),
-                Side::Parquet(path) => {
+                side @ (Side::Parquet(_) | Side::RemoteParquet(..)) => {
                     let scratch = SessionContext::new();
-                    verify::register_side(&scratch, "side", Side::Parquet(path)).await?;
+                    verify::register_side(&scratch, "side", side).await?;
                     let frame = scratch.table("side").await?;
                     (
                         Arc::new(frame.schema().as_arrow().clone()),
@@ -130,11 +131,29 @@ impl Worker {
 
     /// A file as one side of a diff: Parquet is streamed by DataFusion; text formats are read by Kappa's loader, and
     /// records it cannot read make the diff an error rather than silently "missing".
-    pub(super) fn file_side(path: &Path, line: usize) -> Result<Side> {
-        let format = Format::infer(path).ok_or_else(|| Error::Decode {
+    pub(super) async fn file_side(
+        path: &Path,
+        line: usize,
+        storage: &StorageOptions,
+    ) -> Result<Side> {
+        let url = ObjectUrl::from_path(path).transpose()?;
+        let format = Format::infer_remote(path);
+        let format = format.ok_or_else(|| Error::Decode {
             path: path.to_path_buf(),
             reason: "cannot infer the format (expected .parquet, .csv or .jsonl)".to_owned(),
         })?;
+        if let Some(url) = url {
+            if format == Format::Parquet {
+                return Ok(Side::RemoteParquet(url, storage.clone()));
+            }
+            // A text file is read by Kappa's loader, from a copy that lives as long as the reading.
+            let dir = tempfile::Builder::new()
+                .prefix("kappa-s3-")
+                .tempdir()
+                .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+            let local = crate::storage::fetch_to(&url, storage, dir.path()).await?;
+            return Self::text_side(&local, path, format, line);
+        }
         if !path.exists() {
             return Err(Error::FileNotFound {
                 path: path.to_path_buf(),
@@ -143,10 +162,15 @@ impl Worker {
         if format == Format::Parquet {
             return Ok(Side::Parquet(path.to_path_buf()));
         }
+        Self::text_side(path, path, format, line)
+    }
+
+    /// A text file (at `local`; `path` as the user named it) read as one side of a diff.
+    fn text_side(local: &Path, path: &Path, format: Format, line: usize) -> Result<Side> {
         let spec = SourceSpec {
             name: "output".to_owned(),
             path_as_written: path.to_path_buf(),
-            path: path.to_path_buf(),
+            path: local.to_path_buf(),
             kind: SourceKind::Snapshot,
             format,
             event_id: None,
@@ -222,7 +246,8 @@ impl Worker {
                 async {
                     let expected = self.recompute(view).await?;
                     let (schema, batches) = expected;
-                    let actual = Self::file_side(against, check.line)?;
+                    let actual =
+                        Self::file_side(against, check.line, &self.pipeline.storage).await?;
                     let diff = self
                         .diff_sides(Side::Batches(schema, batches), actual, options)
                         .await?;

@@ -407,6 +407,11 @@ impl Worker {
     /// into memory).
     pub(super) fn store_for(&self, spec: &SourceSpec) -> Option<Store> {
         let cache = self.options.cache.as_deref()?;
+        // A remote source is read from a private copy that lives as long as this engine: a store of it would never
+        // be found again.
+        if crate::storage::ObjectUrl::from_path(&spec.path_as_written).is_some() {
+            return None;
+        }
         let key = StoreKey {
             path: std::fs::canonicalize(&spec.path).unwrap_or_else(|_| spec.path.clone()),
             offset_name: source::OFFSET_COLUMN.to_owned(),

@@ -162,6 +162,8 @@ pub struct SourceState {
     pub store: Option<StoreUse>,
     /// The last thing that happened to the file while watched (truncated, rotated, deleted, reloaded), in words.
     pub notice: Option<String>,
+    /// For a source on object storage: its URL, how often it is polled and how the last poll went.
+    pub remote: Option<crate::storage::RemoteState>,
 }
 
 /// A view as the front ends see it.
@@ -342,6 +344,7 @@ pub(super) fn initial_snapshot(pipeline: &Pipeline) -> Snapshot {
                 load_secs: 0.0,
                 store: None,
                 notice: None,
+                remote: None,
             })
             .collect(),
         views: pipeline.views.iter().map(pending_view).collect(),

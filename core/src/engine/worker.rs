@@ -53,6 +53,13 @@ pub(super) fn main_config() -> SessionConfig {
     let optimizer = &mut config.options_mut().optimizer;
     optimizer.repartition_file_scans = false;
     optimizer.enable_round_robin_repartition = false;
+    // Parquet strings as `Utf8`, as Kappa's own readers give them: a check's stored output read by DataFusion must not
+    // differ in type from the view it is compared with (it was reported as a `Utf8` vs `Utf8View` mismatch).
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
     config
 }
 
@@ -528,8 +535,9 @@ impl Worker {
                 let control = self.control.clone();
                 let result = control
                     .cancellable(async {
-                        let expected = Self::file_side(&expected, 0)?;
-                        let actual = Self::file_side(&actual, 0)?;
+                        let storage = self.pipeline.storage.clone();
+                        let expected = Self::file_side(&expected, 0, &storage).await?;
+                        let actual = Self::file_side(&actual, 0, &storage).await?;
                         self.diff_sides(expected, actual, &options).await
                     })
                     .await;
