@@ -21,7 +21,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use crate::error::{Error, Result};
 use crate::pipeline::{CheckKind, Format, Pipeline, SourceKind};
 use crate::storage::{ObjectUrl, StorageOptions};
-use crate::verify::{self, CheckReport, CheckStatus, DiffOptions, DiffReport};
+use crate::verify::{self, CheckReport, DiffOptions, DiffReport};
 
 /// The scheme of a scheduler's address.
 pub const SCHEME: &str = "df://";
@@ -165,13 +165,27 @@ pub async fn diff_files(
 }
 
 /// `kappa query FILE... --sql SQL --cluster URL`: a read-only query over Parquet files, each a table named after its
-/// file (as without `--cluster`), run on the cluster.
+/// file (as without `--cluster`), run on the cluster; at most `limit` rows come back.
 pub async fn query_files(
     url: &str,
     files: &[PathBuf],
     sql: &str,
+    limit: Option<usize>,
     memory_limit: Option<usize>,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    if let Some(pipeline) = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "toml") || p.is_dir())
+    {
+        return Err(error(
+            url,
+            format!(
+                "{}: --cluster queries Parquet files, not a pipeline (its logs are read by this process); name the \
+                 files",
+                pipeline.display()
+            ),
+        ));
+    }
     let pipeline = Pipeline::from_paths(files)?;
     let ctx = connect(url, memory_limit.is_some()).await?;
     for source in &pipeline.sources {
@@ -184,13 +198,14 @@ pub async fn query_files(
         )
         .await?;
     }
-    run_query(&ctx, url, sql).await
+    run_query(&ctx, url, sql, limit).await
 }
 
 async fn run_query(
     ctx: &SessionContext,
     url: &str,
     sql: &str,
+    limit: Option<usize>,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let state = ctx.state();
     let statement = crate::sql::parse_query(&state, None, sql)?;
@@ -199,6 +214,12 @@ async fn run_query(
         .execute_logical_plan(plan)
         .await
         .map_err(|e| explain(url, &e.into()))?;
+    let frame = match limit {
+        Some(n) => frame
+            .limit(0, Some(n))
+            .map_err(|e| explain(url, &e.into()))?,
+        None => frame,
+    };
     let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
     let batches = frame.collect().await.map_err(|e| explain(url, &e.into()))?;
     Ok((schema, batches))
@@ -226,16 +247,7 @@ pub async fn verify(
             ));
         }
     }
-    if let Some(names) = names
-        && let Some(unknown) = names
-            .iter()
-            .find(|n| !pipeline.checks.iter().any(|c| &c.name == *n))
-    {
-        return Err(Error::NotFound {
-            name: unknown.clone(),
-            known: pipeline.checks.iter().map(|c| c.name.clone()).collect(),
-        });
-    }
+    let selected = pipeline.select_checks(names)?;
     let ctx = connect(url, memory_limit.is_some()).await?;
     for source in &pipeline.sources {
         register(&ctx, url, &source.name, &source.path, &pipeline.storage).await?;
@@ -252,10 +264,7 @@ pub async fn verify(
             .map_err(|e| explain(url, &e.into()))?;
     }
     let mut reports = Vec::new();
-    for check in &pipeline.checks {
-        if names.is_some_and(|names| !names.contains(&check.name)) {
-            continue;
-        }
+    for check in selected {
         let started = std::time::Instant::now();
         let mut report = CheckReport::error(&check.name, String::new());
         let outcome: Result<CheckReport> = match &check.kind {
@@ -278,39 +287,15 @@ pub async fn verify(
                     let _ = ctx.deregister_table(verify::EXPECTED_TABLE);
                     let _ = ctx.deregister_table(verify::ACTUAL_TABLE);
                     let diff = diff.map_err(|e| explain(url, &e))?;
-                    Ok(CheckReport {
-                        status: if diff.passed() {
-                            CheckStatus::Pass
-                        } else {
-                            CheckStatus::Fail
-                        },
-                        error: None,
-                        diff: Some(diff),
-                        ..report.clone()
-                    })
+                    Ok(report.clone().with_diff(diff))
                 }
                 .await
             }
             CheckKind::Invariant { sql } => {
                 report.sql = Some(sql.clone());
                 async {
-                    let (schema, batches) = run_query(&ctx, url, sql).await?;
-                    let rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>() as u64;
-                    let violations = verify::Violations {
-                        columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
-                        rows,
-                        samples: crate::output::display_rows(&batches, 20).unwrap_or_default(),
-                    };
-                    Ok(CheckReport {
-                        status: if rows == 0 {
-                            CheckStatus::Pass
-                        } else {
-                            CheckStatus::Fail
-                        },
-                        error: None,
-                        violations: Some(violations),
-                        ..report.clone()
-                    })
+                    let (schema, batches) = run_query(&ctx, url, sql, None).await?;
+                    Ok(report.clone().with_violations(&schema, &batches))
                 }
                 .await
             }

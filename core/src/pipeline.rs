@@ -572,6 +572,26 @@ impl Pipeline {
         tables
     }
 
+    /// The checks named in `names` (every check for `None`), in file order; an unknown name is an error that lists
+    /// the known ones.
+    pub fn select_checks(&self, names: Option<&[String]>) -> Result<Vec<&CheckSpec>> {
+        if let Some(names) = names
+            && let Some(unknown) = names
+                .iter()
+                .find(|n| !self.checks.iter().any(|c| &c.name == *n))
+        {
+            return Err(Error::NotFound {
+                name: unknown.clone(),
+                known: self.checks.iter().map(|c| c.name.clone()).collect(),
+            });
+        }
+        Ok(self
+            .checks
+            .iter()
+            .filter(|c| names.is_none_or(|names| names.contains(&c.name)))
+            .collect())
+    }
+
     /// Looks up a source by name.
     #[must_use]
     pub fn source(&self, name: &str) -> Option<&SourceSpec> {

@@ -718,6 +718,39 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
+    /// The report of a diff check that ran: it passes when the diff finds no difference.
+    pub(crate) fn with_diff(self, diff: DiffReport) -> CheckReport {
+        CheckReport {
+            status: if diff.passed() {
+                CheckStatus::Pass
+            } else {
+                CheckStatus::Fail
+            },
+            error: None,
+            diff: Some(diff),
+            ..self
+        }
+    }
+
+    /// The report of an invariant that ran: the rows its query returned are the violations (the first 20 kept).
+    pub(crate) fn with_violations(self, schema: &Schema, batches: &[RecordBatch]) -> CheckReport {
+        let rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>() as u64;
+        CheckReport {
+            status: if rows == 0 {
+                CheckStatus::Pass
+            } else {
+                CheckStatus::Fail
+            },
+            error: None,
+            violations: Some(Violations {
+                columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+                rows,
+                samples: crate::output::display_rows(batches, 20).unwrap_or_default(),
+            }),
+            ..self
+        }
+    }
+
     pub(crate) fn error(name: &str, message: String) -> CheckReport {
         CheckReport {
             name: name.to_owned(),

@@ -467,26 +467,13 @@ fn query(args: &QueryArgs, options: &EngineOptions) -> Result<ExitCode> {
                 "--cluster runs ad-hoc SQL over files: give the Parquet files and --sql \"SELECT ...\""
             );
         };
-        if let Some(pipeline) = args
-            .inputs
-            .iter()
-            .find(|p| p.extension().is_some_and(|e| e == "toml") || p.is_dir())
-        {
-            bail!(
-                "{}: --cluster queries Parquet files, not a pipeline (its logs are read by this process); name the files",
-                pipeline.display()
-            );
-        }
-        let (schema, mut batches) = kappa_core::cluster::run(kappa_core::cluster::query_files(
+        let (schema, batches) = kappa_core::cluster::run(kappa_core::cluster::query_files(
             cluster,
             &args.inputs,
             sql,
+            args.limit,
             options.memory_limit,
         ))?;
-        if let Some(limit) = args.limit {
-            batches = kappa_core::arrow::compute::concat_batches(&schema, &batches)
-                .map(|all| vec![all.slice(0, limit.min(all.num_rows()))])?;
-        }
         return print_result(args, &schema, &batches);
     }
     let (inputs, target) = if let Some(sql) = args.sql.clone() {

@@ -16,7 +16,7 @@ use crate::pipeline::{CheckKind, CheckSpec, Format, SourceKind, SourceSpec, View
 use crate::source::{self};
 use crate::sql;
 use crate::storage::{ObjectUrl, StorageOptions};
-use crate::verify::{self, CheckReport, CheckStatus, DiffOptions, DiffReport, Side, Violations};
+use crate::verify::{self, CheckReport, DiffOptions, DiffReport, Side};
 
 use super::{QueryTarget, Worker, quote_ident};
 
@@ -199,26 +199,9 @@ impl Worker {
         names: Option<&[String]>,
         memory_limit: Option<usize>,
     ) -> Result<Vec<CheckReport>> {
-        if let Some(names) = names
-            && let Some(unknown) = names
-                .iter()
-                .find(|n| !self.pipeline.checks.iter().any(|c| &c.name == *n))
-        {
-            return Err(Error::NotFound {
-                name: unknown.clone(),
-                known: self
-                    .pipeline
-                    .checks
-                    .iter()
-                    .map(|c| c.name.clone())
-                    .collect(),
-            });
-        }
+        let selected = self.pipeline.select_checks(names)?;
         let mut reports = Vec::new();
-        for check in &self.pipeline.checks {
-            if names.is_some_and(|names| !names.contains(&check.name)) {
-                continue;
-            }
+        for check in selected {
             let started = Instant::now();
             let mut check = check.clone();
             if let CheckKind::Diff { options, .. } = &mut check.kind
@@ -251,16 +234,7 @@ impl Worker {
                     let diff = self
                         .diff_sides(Side::Batches(schema, batches), actual, options)
                         .await?;
-                    Ok(CheckReport {
-                        status: if diff.passed() {
-                            CheckStatus::Pass
-                        } else {
-                            CheckStatus::Fail
-                        },
-                        error: None,
-                        diff: Some(diff),
-                        ..report.clone()
-                    })
+                    Ok(report.clone().with_diff(diff))
                 }
                 .await
             }
@@ -269,27 +243,9 @@ impl Worker {
                 self.query(QueryTarget::Sql(sql.clone()), None)
                     .await
                     .map(|result| {
-                        let rows = result.num_rows() as u64;
-                        CheckReport {
-                            status: if rows == 0 {
-                                CheckStatus::Pass
-                            } else {
-                                CheckStatus::Fail
-                            },
-                            error: None,
-                            violations: Some(Violations {
-                                columns: result
-                                    .schema
-                                    .fields()
-                                    .iter()
-                                    .map(|f| f.name().clone())
-                                    .collect(),
-                                rows,
-                                samples: crate::output::display_rows(&result.batches, 20)
-                                    .unwrap_or_default(),
-                            }),
-                            ..report.clone()
-                        }
+                        report
+                            .clone()
+                            .with_violations(&result.schema, &result.batches)
                     })
             }
         };
@@ -316,16 +272,7 @@ impl Worker {
             }
             .await;
             let mut report = match outcome {
-                Ok(diff) => CheckReport {
-                    status: if diff.passed() {
-                        CheckStatus::Pass
-                    } else {
-                        CheckStatus::Fail
-                    },
-                    error: None,
-                    diff: Some(diff),
-                    ..report
-                },
+                Ok(diff) => report.with_diff(diff),
                 Err(e) => {
                     report.error = Some(e.to_string());
                     report
