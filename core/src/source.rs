@@ -304,8 +304,26 @@ pub(crate) fn read_appended(
         next_offset: end,
         consumed,
     } = scan_jsonl(data, next_offset, Some(known));
-    if consumed == 0 {
+    if consumed == 0 && closed == 0 {
         return TailRead::Unchanged;
+    }
+    if consumed == 0 {
+        // Only the newline of the line read before it came: no record, but the line is whole now (and the log's
+        // store may seal it).
+        let (_, schema) = jsonl_schemas(&JsonType::Object(known.clone()), OFFSET_COLUMN);
+        return TailRead::Appended(Box::new(LoadedSource {
+            rows: 0,
+            schema,
+            batches: Vec::new(),
+            next_offset,
+            diagnostics,
+            cdc: None,
+            tail: Some(Tail {
+                bytes: tail.bytes + closed as u64,
+                open_line: false,
+                ..tail.clone()
+            }),
+        }));
     }
     let JsonType::Object(mut fields) = ty else {
         unreachable!("every good line is an object")

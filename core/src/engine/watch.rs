@@ -398,8 +398,14 @@ impl Worker {
                     };
                     let from = log.end_offset;
                     let records = tail.rows;
+                    // Only the newline of a line read before: nothing to report.
+                    let quiet = records == 0
+                        && tail.next_offset <= from
+                        && tail.diagnostics.items.is_empty();
                     if log.append(tail).is_ok() {
-                        appended.push((name.clone(), from, records));
+                        if !quiet {
+                            appended.push((name.clone(), from, records));
+                        }
                         // Read again after a failure: the source is fine now.
                         if let Some(state) = self.sources.get_mut(&name)
                             && matches!(state.status, NodeStatus::Error(_))
