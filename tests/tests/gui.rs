@@ -362,14 +362,29 @@ fn the_file_dialogs_export_a_view_and_open_files() {
 /// A real window under Xvfb: `--screenshot` renders it once settled, saves the PNG and exits.
 #[test]
 fn the_window_renders_under_xvfb_and_saves_a_screenshot() {
-    let display = ":97";
+    // `-displayfd` makes Xvfb pick a free display and write its number once it accepts connections.
     let mut xvfb = std::process::Command::new("Xvfb")
-        .args([display, "-screen", "0", "1600x1000x24", "-nolisten", "tcp"])
-        .stdout(std::process::Stdio::null())
+        .args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "1600x1000x24",
+            "-nolisten",
+            "tcp",
+        ])
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("Xvfb is installed (.ci/run installs it: apt-get install -y xvfb)");
-    std::thread::sleep(Duration::from_millis(500));
+    let mut number = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(xvfb.stdout.take().expect("piped")),
+        &mut number,
+    )
+    .expect("Xvfb writes its display number");
+    let display = format!(":{}", number.trim());
+    assert!(display.len() > 1, "Xvfb did not start");
     let dir = tempfile::tempdir().expect("temp dir");
     let png = dir.path().join("shot.png");
     let output = std::process::Command::new(kappa_gui_path())
@@ -382,7 +397,7 @@ fn the_window_renders_under_xvfb_and_saves_a_screenshot() {
             "--size",
             "1280x800",
         ])
-        .env("DISPLAY", display)
+        .env("DISPLAY", &display)
         .env_remove("WAYLAND_DISPLAY")
         .output()
         .expect("run kappa-gui");
