@@ -166,14 +166,15 @@ fn built_binaries() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let status = std::process::Command::new(env!("CARGO"))
+                // The same packages and targets as `cargo test --workspace` (the README's test command), so
+                // features unify the same way and nothing is compiled again.
                 .args([
                     "build",
                     "--quiet",
-                    "-p",
-                    "kappa_tui",
-                    "-p",
-                    "kappa_gui",
+                    "--workspace",
                     "--bins",
+                    "--tests",
+                    "--examples",
                 ])
                 .current_dir(repo_root())
                 .status()
