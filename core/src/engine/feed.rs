@@ -351,7 +351,7 @@ impl Worker {
                         reader,
                         started,
                     });
-                    (log, Some(used))
+                    (log, used)
                 })
             } else {
                 source::load(&spec)
@@ -407,9 +407,11 @@ impl Worker {
     /// into memory).
     pub(super) fn store_for(&self, spec: &SourceSpec) -> Option<Store> {
         let cache = self.options.cache.as_deref()?;
-        // A remote source is read from a private copy that lives as long as this engine: a store of it would never
-        // be found again.
-        if crate::storage::ObjectUrl::from_path(&spec.path_as_written).is_some() {
+        // A remote source (on object storage, a Kafka topic) is read from a private copy that lives as long as this
+        // engine: a store of it would never be found again.
+        if spec.kafka.is_some()
+            || crate::storage::ObjectUrl::from_path(&spec.path_as_written).is_some()
+        {
             return None;
         }
         let key = StoreKey {
@@ -422,11 +424,12 @@ impl Worker {
     }
 
     /// Opens a JSON Lines log: from its store when the store holds the file's start (the reader then reads what was
-    /// appended since), or else from its first slice (the reader reads the rest).
+    /// appended since), or else from its first slice (the reader reads the rest). The store's use is `None` without
+    /// a store (no cache folder, or a remote source).
     pub(super) fn open_jsonl(
         &self,
         spec: &SourceSpec,
-    ) -> Result<(SourceLog, JsonlReader, StoreUse)> {
+    ) -> Result<(SourceLog, JsonlReader, Option<StoreUse>)> {
         let mut store = self.store_for(spec);
         if let Some(store) = store.take_if(|s| s.valid_for(&spec.path).is_some())
             && let Some(manifest) = store.manifest().cloned()
@@ -453,7 +456,7 @@ impl Worker {
                 self.options.segment_rows,
                 reader.head().to_vec(),
             )?;
-            return Ok((log, reader, used));
+            return Ok((log, reader, Some(used)));
         }
         self.open_jsonl_from_start(spec, store, None)
     }
@@ -464,7 +467,7 @@ impl Worker {
         spec: &SourceSpec,
         store: Option<Store>,
         fields: Option<source::JsonFields>,
-    ) -> Result<(SourceLog, JsonlReader, StoreUse)> {
+    ) -> Result<(SourceLog, JsonlReader, Option<StoreUse>)> {
         let mut reader = JsonlReader::open(&spec.path, source::OFFSET_COLUMN, fields)?;
         let first = match reader.next_slice()? {
             Read::Chunk(first) => *first,
@@ -476,10 +479,11 @@ impl Worker {
             }
         };
         let mut log = SourceLog::new(spec, first)?;
+        let used = store.is_some().then_some(StoreUse::Built);
         if let Some(store) = store {
             log.attach_store(store, &spec.path, self.options.segment_rows);
         }
-        Ok((log, reader, StoreUse::Built))
+        Ok((log, reader, used))
     }
 
     /// Reads a source whole, at once (a reload): a JSON Lines log through its store, slice after slice; any other
@@ -503,7 +507,7 @@ impl Worker {
             }
         }
         log.seal(true)?;
-        Ok((log, Some(used)))
+        Ok((log, used))
     }
 
     /// How far the log `opening` has been read.
