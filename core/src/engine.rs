@@ -138,8 +138,8 @@ pub struct Engine {
     control: Arc<Control>,
     /// Watches the source files while the engine lives (with [`EngineOptions::watch`]).
     _watcher: Option<Watcher>,
-    /// The copies of the sources on object storage, and their poller.
-    mirrors: Option<crate::storage::Mirrors>,
+    /// The copies of the sources on object storage and of Kafka topics, and the threads that keep them current.
+    mirrors: Vec<crate::storage::Mirrors>,
 }
 
 /// A command, and the cancel generation it was sent in: a command sent before a [`Command::Cancel`] is not run.
@@ -202,8 +202,11 @@ impl Engine {
         mut options: EngineOptions,
     ) -> Result<Engine> {
         let watch = options.watch;
-        let mirrors = crate::storage::stage(&mut pipeline, watch)?;
-        if mirrors.is_some() {
+        let mirrors: Vec<crate::storage::Mirrors> = crate::storage::stage(&mut pipeline, watch)?
+            .into_iter()
+            .chain(crate::kafka::stage(&mut pipeline, watch)?)
+            .collect();
+        if !mirrors.is_empty() {
             // Remote sources are read from private copies that live as long as this engine: a store or checkpoint
             // keyed by them would never be found again, and would only fill the cache folder.
             options.cache = None;
@@ -256,14 +259,19 @@ impl Engine {
 
     /// `snapshot` with the remote sources' poll states, which the poller keeps outside the engine's worker.
     fn with_remote(&self, mut snapshot: Arc<Snapshot>) -> Arc<Snapshot> {
-        let Some(mirrors) = &self.mirrors else {
+        if self.mirrors.is_empty() {
             return snapshot;
-        };
-        let states = mirrors
-            .states
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        }
+        let states: Vec<(String, crate::storage::RemoteState)> = self
+            .mirrors
+            .iter()
+            .flat_map(|m| {
+                m.states
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+            })
+            .collect();
         let fresh = snapshot.sources.iter().all(|s| {
             states
                 .iter()
@@ -278,6 +286,12 @@ impl Engine {
                     .iter()
                     .find(|(name, _)| *name == source.name)
                     .map(|(_, state)| state.clone());
+                // What the consumer could not make records of counts among the source's diagnostics.
+                if let Some(remote) = &source.remote
+                    && !remote.diagnostics.is_empty()
+                {
+                    source.diagnostics = Arc::new(source.diagnostics.merged(&remote.diagnostics));
+                }
             }
         }
         snapshot

@@ -100,6 +100,23 @@ pub enum Error {
         reason: String,
     },
 
+    /// A `[[source]]` whose keys do not fit together (a Kafka source with a `path`, a file source without one, ...).
+    #[error("{}:{line}: source `{source_name}`: {reason}", path.display())]
+    BadSource {
+        path: PathBuf,
+        line: usize,
+        source_name: String,
+        reason: String,
+    },
+
+    /// A Kafka topic could not be read: the brokers cannot be reached, the topic does not exist, a request failed.
+    #[error("kafka://{brokers}/{topic}: {reason}")]
+    Kafka {
+        brokers: String,
+        topic: String,
+        reason: String,
+    },
+
     /// A Debezium source without `key`.
     #[error(
         "{}:{line}: source `{source_name}`: a debezium source needs its primary key, e.g. key = [\"id\"]",

@@ -943,6 +943,7 @@ mod append_tests {
             time: None,
             key: Vec::new(),
             line: 0,
+            kafka: None,
         }
     }
 

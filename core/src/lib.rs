@@ -45,6 +45,7 @@ pub mod fuzz;
 mod generate;
 mod incremental;
 mod ingest;
+mod kafka;
 mod lineage;
 mod log_table;
 mod output;
@@ -69,6 +70,7 @@ pub use generate::{
     ShopSummary, bank as generate_bank, nexmark as generate_nexmark, shop as generate_shop,
 };
 pub use incremental::{Maintenance, MaintenanceKind};
+pub use kafka::{KafkaSpec, KafkaStart, PartitionLag};
 pub use lineage::{ColumnLineage, ColumnRef, Edge, Lineage, LineageNode, NodeKind};
 pub use output::{
     ExportFormat, TextFormat, display_rows, export_batches, human_bytes, human_secs, parse_size,

@@ -4,7 +4,7 @@
 //! [[source]]
 //! name = "orders"            # the table name in SQL
 //! path = "orders.jsonl"      # relative to this file
-//! kind = "log"               # log (append-only, has offsets) | snapshot (replaced whole)
+//! kind = "log"               # log (append-only, has offsets) | snapshot (replaced whole) | kafka (see `kafka`)
 //! format = "jsonl"           # jsonl | csv | parquet | arrow | debezium; inferred from the extension when omitted
 //! key = ["id"]               # the primary key (Debezium sources only)
 //! event_id = "event_id"      # optional idempotency key: a repeated id is dropped and counted
@@ -27,6 +27,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
+use crate::kafka::{KafkaSpec, KafkaStart};
 use crate::storage::{ObjectUrl, StorageOptions};
 use crate::verify::{DiffOptions, Tolerance};
 
@@ -90,6 +91,8 @@ pub struct SourceSpec {
     pub key: Vec<String>,
     /// 1-based line of the `[[source]]` header in the pipeline file (0 when built from paths).
     pub line: usize,
+    /// A Kafka topic (`kind = "kafka"`): consumed into a local copy at `path` when the engine starts.
+    pub kafka: Option<KafkaSpec>,
 }
 
 /// `kind` of a source.
@@ -237,13 +240,26 @@ struct RawCheck {
 #[serde(deny_unknown_fields)]
 struct RawSource {
     name: Spanned<String>,
-    path: String,
-    kind: Option<SourceKind>,
+    path: Option<String>,
+    kind: Option<RawKind>,
+    brokers: Option<String>,
+    topic: Option<String>,
+    start: Option<String>,
+    group: Option<String>,
     format: Option<Format>,
     event_id: Option<String>,
     dedup: Option<bool>,
     time: Option<String>,
     key: Option<Vec<String>>,
+}
+
+/// `kind` as written: a file's kind, or a Kafka topic.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawKind {
+    Log,
+    Snapshot,
+    Kafka,
 }
 
 #[derive(Deserialize)]
@@ -253,6 +269,56 @@ struct RawView {
     sql: String,
     #[serde(default)]
     mode: ViewMode,
+}
+
+/// A `kind = "kafka"` source: `brokers` and `topic` instead of `path`; JSON Lines or Debezium message values.
+fn kafka_source(
+    raw: &RawSource,
+    name: String,
+    line: usize,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<SourceSpec> {
+    if raw.path.is_some() {
+        return Err(bad(
+            "a Kafka source has `brokers` and `topic`, not `path`".to_owned()
+        ));
+    }
+    let (Some(brokers), Some(topic)) = (&raw.brokers, &raw.topic) else {
+        return Err(bad("a Kafka source needs `brokers` and `topic`".to_owned()));
+    };
+    let format = raw.format.unwrap_or(Format::Jsonl);
+    if !matches!(format, Format::Jsonl | Format::Debezium) {
+        return Err(bad(format!(
+            "a Kafka source's messages are read as jsonl or debezium, not {format}"
+        )));
+    }
+    if format == Format::Debezium && raw.key.as_ref().is_none_or(Vec::is_empty) {
+        return Err(bad(
+            "a Debezium source needs `key`, its primary key".to_owned()
+        ));
+    }
+    let start = KafkaStart::parse(raw.start.as_deref().unwrap_or("earliest")).map_err(bad)?;
+    let spec = KafkaSpec {
+        brokers: brokers.clone(),
+        topic: topic.clone(),
+        start,
+        group: raw.group.clone(),
+    };
+    let url = PathBuf::from(spec.url());
+    Ok(SourceSpec {
+        name,
+        path_as_written: url.clone(),
+        // Replaced by the local copy's path when the engine starts (`kafka::stage`).
+        path: url,
+        kind: SourceKind::Log,
+        format,
+        event_id: raw.event_id.clone(),
+        dedup: raw.dedup.unwrap_or(true),
+        time: raw.time.clone(),
+        key: raw.key.clone().unwrap_or_default(),
+        line,
+        kafka: Some(spec),
+    })
 }
 
 /// 1-based line and column of a byte offset in `text`.
@@ -315,10 +381,38 @@ impl Pipeline {
             let line = line_col(text, spanned.span().start).0;
             let raw = spanned.into_inner();
             check_name(&raw.name)?;
-            let name = raw.name.into_inner();
-            let path_as_written = PathBuf::from(&raw.path);
+            let name = raw.name.get_ref().clone();
+            let bad = |reason: String| Error::BadSource {
+                path: file.to_path_buf(),
+                line,
+                source_name: name.clone(),
+                reason,
+            };
+            let kind = match raw.kind {
+                None => None,
+                Some(RawKind::Log) => Some(SourceKind::Log),
+                Some(RawKind::Snapshot) => Some(SourceKind::Snapshot),
+                Some(RawKind::Kafka) => {
+                    sources.push(kafka_source(&raw, name.clone(), line, &bad)?);
+                    continue;
+                }
+            };
+            for (key, given) in [
+                ("brokers", raw.brokers.is_some()),
+                ("topic", raw.topic.is_some()),
+                ("start", raw.start.is_some()),
+                ("group", raw.group.is_some()),
+            ] {
+                if given {
+                    return Err(bad(format!("`{key}` is for kind = \"kafka\" sources")));
+                }
+            }
+            let Some(raw_path) = &raw.path else {
+                return Err(bad("a file source needs a `path` (or `kind = \"kafka\"` with `brokers` and `topic`)".to_owned()));
+            };
+            let path_as_written = PathBuf::from(raw_path);
             // An `s3://` URL stays as written: the engine mirrors the object and reads the copy (see `storage`).
-            let path = match ObjectUrl::parse(&raw.path) {
+            let path = match ObjectUrl::parse(raw_path) {
                 Some(url) => {
                     url?;
                     path_as_written.clone()
@@ -344,13 +438,14 @@ impl Pipeline {
                 name,
                 path_as_written,
                 path,
-                kind: raw.kind.unwrap_or_else(|| format.default_kind()),
+                kind: kind.unwrap_or_else(|| format.default_kind()),
                 format,
                 event_id: raw.event_id,
                 dedup: raw.dedup.unwrap_or(true),
                 time: raw.time,
                 key: raw.key.unwrap_or_default(),
                 line,
+                kafka: None,
             });
         }
         // A view may not shadow a source (or a CDC source's `__changes` table, once those exist).
@@ -518,6 +613,7 @@ impl Pipeline {
                 time: None,
                 key: Vec::new(),
                 line: 0,
+                kafka: None,
             });
         }
         let title = paths
@@ -550,7 +646,7 @@ impl Pipeline {
             // Files named on the command line: there is no pipeline folder to leave.
             return false;
         }
-        if ObjectUrl::from_path(&source.path_as_written).is_some() {
+        if source.kafka.is_some() || ObjectUrl::from_path(&source.path_as_written).is_some() {
             // On object storage: the URL itself says where it is.
             return false;
         }

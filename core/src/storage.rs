@@ -428,13 +428,61 @@ pub struct RemoteState {
     pub poll_interval: Duration,
     /// The last poll's error, until a poll succeeds again.
     pub error: Option<String>,
-    /// Polls that found a change.
+    /// Polls that found a change (for a Kafka topic: rounds that brought messages).
     pub changes: u64,
+    /// A Kafka topic's partitions: where Kappa reads in each, and each one's high watermark.
+    pub partitions: Option<Vec<crate::kafka::PartitionLag>>,
+    /// Messages the consumer could not make records of (a Kafka value that is not a JSON object), by partition
+    /// and offset; the engine adds them to the source's own diagnostics.
+    pub diagnostics: crate::diagnostics::Diagnostics,
+}
+
+impl RemoteState {
+    /// A Kafka topic's total lag: messages produced and not yet read, over every partition.
+    #[must_use]
+    pub fn lag(&self) -> Option<i64> {
+        self.partitions
+            .as_ref()
+            .map(|parts| parts.iter().map(crate::kafka::PartitionLag::lag).sum())
+    }
+
+    /// As `kappa sources --json` and `kappa watch --json` give it.
+    #[must_use]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "url": self.url,
+            "poll_seconds": self.poll_interval.as_secs_f64(),
+            "changes": self.changes,
+            "error": self.error,
+            "partitions": self.partitions,
+            "lag": self.lag(),
+        })
+    }
 }
 
 impl std::fmt::Display for RemoteState {
     /// `s3://bucket/key, polled every 5 s (2 changes seen)`, and the last poll's error while it lasts.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(partitions) = &self.partitions {
+            // `kafka://host:9092/clicks: 2 partitions, lag 0 (p0 10/10, p1 5/5); ...`
+            let each: Vec<String> = partitions
+                .iter()
+                .map(|p| format!("p{} {}/{}", p.partition, p.next, p.high))
+                .collect();
+            write!(
+                f,
+                "{}: {} partition{}, lag {} ({}); order holds within a partition, _offset is arrival order",
+                self.url,
+                partitions.len(),
+                if partitions.len() == 1 { "" } else { "s" },
+                self.lag().unwrap_or(0),
+                each.join(", ")
+            )?;
+            if let Some(error) = &self.error {
+                write!(f, "; the consumer's last error: {error}")?;
+            }
+            return Ok(());
+        }
         write!(
             f,
             "{}, a local copy polled every {} s ({} change{} seen)",
@@ -468,6 +516,23 @@ impl Drop for Mirrors {
         // more than a second (quitting must not hang on the network).
         if let Some(stopped) = self.stopped.take() {
             let _ = stopped.recv_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Mirrors {
+    /// The copies in `dir`, with the states their follower (if `stopped`: a thread, which ends on `stop`) keeps.
+    pub(crate) fn new(
+        stop: Arc<AtomicBool>,
+        stopped: Option<std::sync::mpsc::Receiver<()>>,
+        states: Arc<Mutex<Vec<(String, RemoteState)>>>,
+        dir: tempfile::TempDir,
+    ) -> Mirrors {
+        Mirrors {
+            stop,
+            stopped,
+            states,
+            _dir: dir,
         }
     }
 }
@@ -521,6 +586,8 @@ pub fn stage(pipeline: &mut Pipeline, live: bool) -> Result<Option<Mirrors>> {
                 poll_interval: interval,
                 error: None,
                 changes: 0,
+                partitions: None,
+                diagnostics: crate::diagnostics::Diagnostics::default(),
             },
         ));
         mirrors.push((source.name.clone(), mirror));
@@ -542,12 +609,7 @@ pub fn stage(pipeline: &mut Pipeline, live: bool) -> Result<Option<Mirrors>> {
     } else {
         None
     };
-    Ok(Some(Mirrors {
-        stop,
-        stopped,
-        states,
-        _dir: dir,
-    }))
+    Ok(Some(Mirrors::new(stop, stopped, states, dir)))
 }
 
 fn poll_loop(

@@ -250,7 +250,17 @@ pub fn show(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
         let kind = snapshot
             .view(name)
             .and_then(|v| v.maintenance.as_ref())
-            .map_or_else(|| "source".to_owned(), |m| m.kind.to_string());
+            .map_or_else(
+                || match snapshot.source(name).and_then(|s| s.remote.as_ref()) {
+                    // A topic: its lag in messages, over every partition.
+                    Some(remote) if remote.partitions.is_some() => {
+                        format!("topic, lag {}", remote.lag().unwrap_or(0))
+                    }
+                    Some(_) => "on S3".to_owned(),
+                    None => "source".to_owned(),
+                },
+                |m| m.kind.to_string(),
+            );
         let lag = snapshot
             .last_lag_ms(Some(name))
             .map_or_else(String::new, |ms| format!(" · lag {ms:.0} ms"));

@@ -9,6 +9,7 @@ mod concurrent;
 mod corpora;
 mod engine;
 mod gui;
+mod kafka;
 mod lineage;
 mod live;
 mod pipeline_errors;

@@ -46,7 +46,7 @@ fn bad_value() {
     let message = error_of("[[source]]\nname = \"a\"\npath = \"a.jsonl\"\nkind = \"stream\"\n");
     assert!(message.starts_with("DIR/kappa.toml:4:"), "{message}");
     assert!(
-        message.contains("unknown variant `stream`, expected `log` or `snapshot`"),
+        message.contains("unknown variant `stream`, expected one of `log`, `snapshot`, `kafka`"),
         "{message}"
     );
 }

@@ -300,6 +300,7 @@ fn a_parquet_file_that_panics_the_reader_is_an_error_not_a_crash() {
         time: None,
         key: Vec::new(),
         line: 0,
+        kafka: None,
     };
     match kappa_core::load_source(&spec) {
         Err(

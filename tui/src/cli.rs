@@ -28,7 +28,14 @@ use kappa_core::{
         come from the standard variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION); a \
         pipeline's [storage] table may set endpoint, region, allow_http and poll_seconds. A remote log is copied to a \
         temporary folder, read like a local file and, while live, polled for new data (every 5 s by default). Kappa \
-        only reads from the bucket."
+        only reads from the bucket.\n\n\
+        Kafka: a [[source]] with kind = \"kafka\", brokers = \"HOST:PORT\" and topic = \"NAME\" (format = \"jsonl\" or \
+        \"debezium\"; start = \"earliest\", \"latest\", an offset or an RFC 3339 time) reads the topic's messages as a \
+        log, with _partition, _kafka_offset, _timestamp (ms) and _key beside each value's fields. One-shot commands \
+        read every partition up to its end at start; the apps and `kappa watch` keep consuming and show the lag \
+        against each partition's high watermark. Order holds within a partition; _offset is arrival order. Kappa \
+        assigns partitions itself, joins no consumer group and commits no offsets unless the source sets group = \
+        \"NAME\"."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -610,12 +617,7 @@ fn sources(args: &SourcesArgs, options: &EngineOptions) -> Result<ExitCode> {
                 serde_json::json!({
                     "name": s.name,
                     "path": s.remote.as_ref().map_or_else(|| s.path.display().to_string(), |r| r.url.clone()),
-                    "remote": s.remote.as_ref().map(|r| serde_json::json!({
-                        "url": r.url,
-                        "poll_seconds": r.poll_interval.as_secs_f64(),
-                        "changes": r.changes,
-                        "error": r.error,
-                    })),
+                    "remote": s.remote.as_ref().map(kappa_core::RemoteState::json),
                     "outside_folder": s.outside_folder,
                     "kind": s.kind,
                     "format": s.format,
@@ -646,7 +648,11 @@ fn sources(args: &SourcesArgs, options: &EngineOptions) -> Result<ExitCode> {
                     .map_or_else(|| s.path.display().to_string(), |r| r.url.clone())
             )?;
             if let Some(remote) = &s.remote {
-                writeln!(out, "  on object storage: {remote}")?;
+                if remote.partitions.is_some() {
+                    writeln!(out, "  a Kafka topic: {remote}")?;
+                } else {
+                    writeln!(out, "  on object storage: {remote}")?;
+                }
             }
             if s.outside_folder {
                 writeln!(

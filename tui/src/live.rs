@@ -94,10 +94,21 @@ pub fn watch(args: &WatchArgs, options: &EngineOptions) -> Result<ExitCode> {
         for update in snapshot.updates.iter().filter(|u| u.seq > since) {
             seen = update.seq;
             let update = filtered(update, &args.views);
+            // A source on object storage or Kafka: where its copy stands (for a topic, the lag per partition).
+            let remote = snapshot
+                .source(&update.source)
+                .and_then(|s| s.remote.as_ref());
             let line = if args.json {
-                serde_json::to_string(&update)?
+                let mut value = serde_json::to_value(&update)?;
+                if let (Some(remote), Some(object)) = (remote, value.as_object_mut()) {
+                    object.insert("remote".to_owned(), remote.json());
+                }
+                value.to_string()
             } else {
-                update.to_string()
+                match remote.and_then(kappa_core::RemoteState::lag) {
+                    Some(lag) => format!("{update} (Kafka lag {lag})"),
+                    None => update.to_string(),
+                }
             };
             if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
                 // The reader went away (a closed pipe): stop quietly.

@@ -311,8 +311,21 @@ fn render_tree(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         } else {
             format!("{}└", "  ".repeat(entry.depth - 1))
         };
-        let name_width = usize::from(inner.width)
-            .saturating_sub(indent.chars().count() + 3 + rows.chars().count());
+        // A source that is not a local file says what it is: a Kafka topic, or an object on S3.
+        let tag = app
+            .snapshot()
+            .source(&entry.name)
+            .and_then(|s| s.remote.as_ref())
+            .map_or("", |r| {
+                if r.partitions.is_some() {
+                    "topic "
+                } else {
+                    "s3 "
+                }
+            });
+        let name_width = usize::from(inner.width).saturating_sub(
+            indent.chars().count() + 3 + tag.chars().count() + rows.chars().count(),
+        );
         let mut name: String = entry.name.chars().take(name_width).collect();
         let pad = name_width.saturating_sub(name.chars().count());
         name.push_str(&" ".repeat(pad));
@@ -330,6 +343,7 @@ fn render_tree(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             Span::styled(indent, theme.dim()),
             Span::styled(mark.symbol(), theme.fg(mark.color())),
             Span::styled(format!(" {name} "), name_style),
+            Span::styled(tag, theme.dim()),
             Span::styled(rows, style),
         ])
         .render(Rect::new(inner.x, y, inner.width, 1), buf);

@@ -178,6 +178,7 @@ impl Worker {
             time: None,
             key: Vec::new(),
             line,
+            kafka: None,
         };
         let loaded = source::load(&spec)?;
         if let Some(first) = loaded.diagnostics.items.first() {
