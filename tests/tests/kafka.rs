@@ -428,3 +428,56 @@ fn kappa_watch_reports_the_messages_that_arrive_with_the_lag() {
     );
     assert!(remote["lag"].is_i64(), "{remote}");
 }
+
+/// The terminal app marks the source as a topic in its tree, and its log tab shows each partition's position and the
+/// message that is not JSON.
+#[test]
+fn the_terminal_app_shows_the_topic_its_partitions_and_lag() {
+    use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
+    use kappa_tui::app::{App, Event};
+    let topic = Topic::start();
+    topic.fill();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipeline = Pipeline::load(&topic.pipeline(dir.path(), "earliest")).expect("load");
+    let mut app = App::new(Engine::start(pipeline, no_waker()).expect("start"));
+    app.settle(Duration::from_mins(1));
+    let screen = |app: &App| {
+        let mut terminal =
+            ratatui::Terminal::new(ratatui::backend::TestBackend::new(140, 24)).expect("terminal");
+        terminal
+            .draw(|frame| frame.render_widget(app, frame.area()))
+            .expect("draw");
+        let buffer = terminal.backend().buffer();
+        (0..buffer.area.height)
+            .map(|y| {
+                (0..buffer.area.width)
+                    .map(|x| buffer[(x, y)].symbol())
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let lines = screen(&app);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("● clicks") && l.contains("topic 9│")),
+        "{lines:#?}"
+    );
+    app.handle(Event::Term(TermEvent::Key(KeyEvent::new(
+        KeyCode::Char('6'),
+        KeyModifiers::NONE,
+    ))));
+    app.settle(Duration::from_mins(1));
+    let text = screen(&app).join("\n");
+    assert!(
+        text.contains(&format!(
+            "kafka://{}/clicks: 2 partitions, lag 0 (p0 6/6, p1 4/4)",
+            topic.brokers
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("partition 1, Kafka offset 2: not JSON"),
+        "{text}"
+    );
+}
