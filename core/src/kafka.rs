@@ -285,7 +285,14 @@ impl Feed {
             }
             self.reached.push(partition);
         }
-        let payload = message.payload().unwrap_or_default();
+        let Some(payload) = message.payload() else {
+            // A tombstone (a key with no value), which compaction uses to delete a key. A Debezium topic has one
+            // after each delete, whose event the delete already is.
+            if self.format != Format::Debezium {
+                self.reject(partition, offset, "no value (a tombstone)");
+            }
+            return Ok(());
+        };
         let parsed: std::result::Result<serde_json::Value, String> =
             serde_json::from_slice(payload).map_err(|e| format!("not JSON ({e})"));
         let line = match (parsed, self.format) {
@@ -337,7 +344,8 @@ impl Feed {
         });
     }
 
-    /// Reads what arrives within `wait`, writes it, and flushes. Returns whether anything came.
+    /// Reads what arrives within `wait` and writes it to the copy's buffer (see [`Feed::flush`]). Returns whether
+    /// anything came.
     fn pump(&mut self, wait: Duration) -> Result<bool> {
         let mut any = false;
         let mut timeout = wait;
@@ -355,6 +363,11 @@ impl Feed {
             // Drain what is already here without waiting again.
             timeout = Duration::ZERO;
         }
+        Ok(any)
+    }
+
+    /// Makes what was written visible to the engine (and, with a group, commits where each partition stands).
+    fn flush(&mut self, any: bool) -> Result<()> {
         self.out
             .flush()
             .map_err(|e| Error::io(self.spec.url(), e))?;
@@ -374,7 +387,7 @@ impl Feed {
                         .error(format!("cannot commit offsets: {}", reason(&e)))
                 })?;
         }
-        Ok(any)
+        Ok(())
     }
 
     /// Measures every partition's high watermark again.
@@ -398,7 +411,9 @@ impl Feed {
         let started = Instant::now();
         let mut quiet = Instant::now();
         while !self.caught_up() {
-            if self.pump(Duration::from_millis(100))? {
+            let any = self.pump(Duration::from_millis(100))?;
+            self.flush(any)?;
+            if any {
                 quiet = Instant::now();
             } else if quiet.elapsed() > REQUEST_TIMEOUT {
                 let behind: Vec<String> = self
@@ -565,18 +580,29 @@ fn follow(
             measured = Instant::now();
         }
         for (index, (name, feed)) in feeds.iter_mut().enumerate() {
-            let mut result = feed.pump(Duration::from_millis(50)).map(|any| {
+            let publish = |feed: &Feed, error: Option<Error>, changes: u64| {
+                let state = feed.state(error.map(|e| e.to_string()), changes);
+                let mut states = states.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some((_, kept)) = states.iter_mut().find(|(n, _)| n == name) {
+                    // An error stays shown until a later round succeeds.
+                    *kept = state;
+                }
+            };
+            let result = feed.pump(Duration::from_millis(50)).and_then(|any| {
                 changes[index] += u64::from(any);
+                // Where the consumer stands is shown before the engine can see the records it wrote: an update is
+                // never shown beside an older position.
+                publish(feed, None, changes[index]);
+                feed.flush(any)
             });
-            if result.is_ok() && measure {
-                result = feed.measure(Duration::from_secs(2));
-            }
-            let state = feed.state(result.err().map(|e| e.to_string()), changes[index]);
-            let mut states = states.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((_, kept)) = states.iter_mut().find(|(n, _)| n == name) {
-                // An error stays shown until a later round succeeds.
-                *kept = state;
-            }
+            let result = result.and_then(|()| {
+                if measure {
+                    feed.measure(Duration::from_secs(2))
+                } else {
+                    Ok(())
+                }
+            });
+            publish(feed, result.err(), changes[index]);
         }
     }
 }

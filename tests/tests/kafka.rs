@@ -481,3 +481,76 @@ fn the_terminal_app_shows_the_topic_its_partitions_and_lag() {
         "{text}"
     );
 }
+
+/// A topic of Debezium change events (as a Debezium connector writes them: a key's changes in one partition, a
+/// tombstone after each delete) is a CDC source: the table state and its changes.
+#[test]
+fn a_debezium_topic_is_a_table_and_its_changes() {
+    let topic = Topic::start();
+    topic.send(
+        0,
+        "1",
+        r#"{"before":null,"after":{"id":1,"v":"a"},"op":"c","ts_ms":1}"#,
+        0,
+    );
+    topic.send(
+        1,
+        "2",
+        r#"{"before":null,"after":{"id":2,"v":"b"},"op":"c","ts_ms":2}"#,
+        1,
+    );
+    topic.send(
+        0,
+        "1",
+        r#"{"before":{"id":1,"v":"a"},"after":{"id":1,"v":"A"},"op":"u","ts_ms":3}"#,
+        2,
+    );
+    topic.send(
+        1,
+        "2",
+        r#"{"before":{"id":2,"v":"b"},"after":null,"op":"d","ts_ms":4}"#,
+        3,
+    );
+    // The tombstone that follows a delete.
+    topic
+        .producer
+        .send(BaseRecord::<str, str>::to("clicks").partition(1).key("2"))
+        .map_err(|(e, _)| e)
+        .expect("produce");
+    topic
+        .producer
+        .flush(Duration::from_secs(10))
+        .expect("flush");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipeline = write_pipeline(
+        dir.path(),
+        &format!(
+            "[[source]]\nname = \"accounts\"\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"clicks\"\n\
+             format = \"debezium\"\nkey = [\"id\"]\n",
+            topic.brokers
+        ),
+    );
+    let engine = engine(&pipeline, false);
+    assert_eq!(
+        csv_lines(&sql(&engine, "SELECT id, v FROM accounts ORDER BY id")),
+        ["id,v", "1,A"]
+    );
+    assert_eq!(
+        csv_lines(&sql(
+            &engine,
+            "SELECT op, count(*) AS n FROM accounts__changes GROUP BY op ORDER BY op"
+        )),
+        ["op,n", "c,2", "d,1", "u,1"]
+    );
+    // The tombstone is neither a change nor a diagnostic.
+    let snapshot = engine.snapshot();
+    let source = snapshot.source("accounts").expect("accounts");
+    assert_eq!(source.diagnostics.malformed, 0, "{:?}", source.diagnostics);
+    assert_eq!(
+        source
+            .remote
+            .as_ref()
+            .and_then(kappa_core::RemoteState::lag),
+        Some(0)
+    );
+}
