@@ -22,7 +22,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -546,24 +546,10 @@ pub fn stage(pipeline: &mut Pipeline, live: bool) -> Result<Option<Mirrors>> {
         states.push((source.name.clone(), feed.state(None, 0)));
         feeds.push((source.name.clone(), feed));
     }
-    let states = Arc::new(Mutex::new(states));
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = if live {
-        let stop = stop.clone();
-        let states = states.clone();
-        let (done, stopped) = std::sync::mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name("kappa-kafka".into())
-            .spawn(move || {
-                follow(feeds, &stop, &states);
-                drop(done);
-            })
-            .map_err(|cause| Error::EngineStart { cause })?;
-        Some(stopped)
-    } else {
-        None
-    };
-    Ok(Some(Mirrors::new(stop, stopped, states, dir)))
+    Mirrors::start("kappa-kafka", live, states, dir, move |stop, states| {
+        follow(feeds, stop, states);
+    })
+    .map(Some)
 }
 
 /// Keeps consuming every topic until `stop`, and keeps their states (lag, last error) current.

@@ -521,19 +521,38 @@ impl Drop for Mirrors {
 }
 
 impl Mirrors {
-    /// The copies in `dir`, with the states their follower (if `stopped`: a thread, which ends on `stop`) keeps.
-    pub(crate) fn new(
-        stop: Arc<AtomicBool>,
-        stopped: Option<std::sync::mpsc::Receiver<()>>,
-        states: Arc<Mutex<Vec<(String, RemoteState)>>>,
+    /// The copies in `dir` with their `states`; with `live`, a thread named `name` runs `follow` (which must return
+    /// once its stop flag is set) to keep them current.
+    pub(crate) fn start(
+        name: &str,
+        live: bool,
+        states: Vec<(String, RemoteState)>,
         dir: tempfile::TempDir,
-    ) -> Mirrors {
-        Mirrors {
+        follow: impl FnOnce(&AtomicBool, &Mutex<Vec<(String, RemoteState)>>) + Send + 'static,
+    ) -> Result<Mirrors> {
+        let states = Arc::new(Mutex::new(states));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = if live {
+            let stop = stop.clone();
+            let states = states.clone();
+            let (done, stopped) = std::sync::mpsc::channel::<()>();
+            std::thread::Builder::new()
+                .name(name.to_owned())
+                .spawn(move || {
+                    follow(&stop, &states);
+                    drop(done);
+                })
+                .map_err(|cause| Error::EngineStart { cause })?;
+            Some(stopped)
+        } else {
+            None
+        };
+        Ok(Mirrors {
             stop,
             stopped,
             states,
             _dir: dir,
-        }
+        })
     }
 }
 
@@ -592,24 +611,10 @@ pub fn stage(pipeline: &mut Pipeline, live: bool) -> Result<Option<Mirrors>> {
         ));
         mirrors.push((source.name.clone(), mirror));
     }
-    let states = Arc::new(Mutex::new(states));
-    let stop = Arc::new(AtomicBool::new(false));
-    let stopped = if live {
-        let stop = stop.clone();
-        let states = states.clone();
-        let (done, stopped) = std::sync::mpsc::channel::<()>();
-        std::thread::Builder::new()
-            .name("kappa-storage".into())
-            .spawn(move || {
-                poll_loop(&rt, mirrors, interval, &stop, &states);
-                drop(done);
-            })
-            .map_err(|cause| Error::EngineStart { cause })?;
-        Some(stopped)
-    } else {
-        None
-    };
-    Ok(Some(Mirrors::new(stop, stopped, states, dir)))
+    Mirrors::start("kappa-storage", live, states, dir, move |stop, states| {
+        poll_loop(&rt, mirrors, interval, stop, states);
+    })
+    .map(Some)
 }
 
 fn poll_loop(
