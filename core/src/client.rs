@@ -118,6 +118,8 @@ impl fmt::Display for Outcome {
 enum Pending {
     Page {
         table: String,
+        /// Which read of the table this is: only the last one asked for is shown.
+        read: u64,
         rx: Receiver<Result<Page>>,
     },
     Apply {
@@ -182,6 +184,8 @@ pub struct TableView {
     asked: Range<u64>,
     /// A read was asked for and not answered.
     reading: bool,
+    /// The number of the last read asked for (reads are answered concurrently, so an older one can come last).
+    read: u64,
     /// The table changed (appends, time travel) since it was read.
     changed_since: Option<Instant>,
     /// Something about the read changed (the table, its filter, order, or the rows wanted): read at once.
@@ -309,6 +313,8 @@ pub struct Client {
     waiting_since: Option<Instant>,
     /// The last live update seen.
     seen_update: u64,
+    /// Reads of the shown table asked for so far (numbering them across tables and views applied).
+    reads: u64,
     /// The shown table.
     pub table: TableView,
 }
@@ -324,6 +330,7 @@ impl Client {
             pending: Vec::new(),
             waiting_since: None,
             seen_update: 0,
+            reads: 0,
             table: TableView::default(),
         }
     }
@@ -637,7 +644,10 @@ impl Client {
     fn read(&mut self, rows: Range<u64>, outcomes: &mut Vec<Outcome>) {
         let table = self.table.browse.table.clone();
         let browse = self.table.browse.clone();
+        self.reads += 1;
+        let read = self.reads;
         self.table.reading = true;
+        self.table.read = read;
         self.table.asked = rows.clone();
         self.table.stale = false;
         self.table.changed_since = None;
@@ -652,7 +662,7 @@ impl Client {
             },
             outcomes,
         ) {
-            self.pending.push(Pending::Page { table, rx });
+            self.pending.push(Pending::Page { table, read, rx });
             self.waiting_since.get_or_insert_with(Instant::now);
         } else {
             self.table.reading = false;
@@ -671,9 +681,11 @@ impl Client {
             };
         }
         match &pending {
-            Pending::Page { table, rx } => {
+            Pending::Page { table, read, rx } => {
                 let answer = answer!(rx);
-                if *table == self.table.browse.table {
+                // An older read (of another order or filter, or of the view before its SQL changed) that came after a
+                // newer one is dropped.
+                if *table == self.table.browse.table && *read == self.table.read {
                     self.table.reading = false;
                     match answer {
                         Ok(page) => {
@@ -760,5 +772,58 @@ impl Client {
             }),
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(value: &str) -> Page {
+        Page {
+            start: 0,
+            total_rows: 1,
+            columns: vec!["v".to_owned()],
+            rows: vec![vec![Some(value.to_owned())]],
+            filter: None,
+            elapsed_secs: 0.0,
+        }
+    }
+
+    /// Reads run as concurrent tasks, so the read asked for before a sort (or a view's new SQL) can be answered after
+    /// the one asked for after it: the table shows the newer one (a CI run showed a view sorted the old way).
+    #[test]
+    fn an_older_read_answered_last_is_dropped() {
+        let dir = std::env::temp_dir();
+        let pipeline = crate::pipeline::Pipeline::parse(
+            "[[source]]\nname = \"t\"\npath = \"no-such-file.jsonl\"\n",
+            &dir.join("kappa.toml"),
+        )
+        .expect("pipeline");
+        let engine = Engine::start(pipeline, crate::engine::no_waker()).expect("engine");
+        let mut client = Client::new(engine);
+        client.table.select("t");
+        client.table.stale = false;
+        client.table.reading = true;
+        client.table.read = 2;
+        let (older, older_rx) = Reply::channel();
+        let (newer, newer_rx) = Reply::channel();
+        client.pending.push(Pending::Page {
+            table: "t".to_owned(),
+            read: 1,
+            rx: older_rx,
+        });
+        client.pending.push(Pending::Page {
+            table: "t".to_owned(),
+            read: 2,
+            rx: newer_rx,
+        });
+        newer.send(Ok(page("newer")));
+        client.poll();
+        assert_eq!(client.table.row(0), Some(&[Some("newer".to_owned())][..]));
+        older.send(Ok(page("older")));
+        client.poll();
+        assert_eq!(client.table.row(0), Some(&[Some("newer".to_owned())][..]));
+        assert!(client.pending.is_empty());
     }
 }
