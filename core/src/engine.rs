@@ -205,6 +205,11 @@ impl Engine {
         let mirrors: Vec<crate::storage::Mirrors> = crate::storage::stage(&mut pipeline, watch)?
             .into_iter()
             .chain(crate::kafka::stage(&mut pipeline, watch)?)
+            .chain(crate::postgres::stage(
+                &mut pipeline,
+                watch,
+                options.cache.as_deref(),
+            )?)
             .collect();
         if !mirrors.is_empty() {
             // Remote sources are read from private copies that live as long as this engine: a store or checkpoint

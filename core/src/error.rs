@@ -117,6 +117,11 @@ pub enum Error {
         reason: String,
     },
 
+    /// A PostgreSQL source could not be read: the server cannot be reached, a wrong password, no `wal_level =
+    /// logical`, a missing privilege or table.
+    #[error("postgresql {server}: {reason}")]
+    Postgres { server: String, reason: String },
+
     /// A Debezium source without `key`.
     #[error(
         "{}:{line}: source `{source_name}`: a debezium source needs its primary key, e.g. key = [\"id\"]",

@@ -944,6 +944,7 @@ mod append_tests {
             key: Vec::new(),
             line: 0,
             kafka: None,
+            postgres: None,
         }
     }
 

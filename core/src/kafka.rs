@@ -440,6 +440,8 @@ impl Feed {
             error,
             changes,
             partitions: Some(self.partitions.clone()),
+            wal: None,
+            notices: Vec::new(),
             diagnostics: self.diagnostics.clone(),
         }
     }

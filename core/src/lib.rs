@@ -50,6 +50,7 @@ mod lineage;
 mod log_table;
 mod output;
 mod pipeline;
+mod postgres;
 mod source;
 mod sql;
 mod storage;
@@ -80,12 +81,13 @@ pub use pipeline::{
     CheckKind, CheckSpec, Format, Pipeline, SourceKind, SourceSpec, ViewMode, ViewSpec,
     check_view_name, save_views, table_name_for,
 };
+pub use postgres::{PostgresSpec, WalPosition};
 pub use source::debezium::UNAVAILABLE_VALUE;
 pub use source::{
     LoadedSource, MAX_SOURCE_SIZE_VAR, OFFSET_COLUMN, load as load_source, panic_is_expected,
     quiet_reader_panics,
 };
-pub use storage::{ObjectUrl, RemoteState, StorageOptions};
+pub use storage::{ObjectUrl, RemoteKind, RemoteState, StorageOptions};
 pub use verify::{
     AUDIT_RELATIVE_TOLERANCE, CheckReport, CheckStatus, DiffKind, DiffOptions, DiffReport, DiffRow,
     SchemaDiff, Side, Tolerance, Violations,

@@ -28,6 +28,7 @@ use toml::Spanned;
 
 use crate::error::{Error, Result};
 use crate::kafka::{KafkaSpec, KafkaStart};
+use crate::postgres::PostgresSpec;
 use crate::storage::{ObjectUrl, StorageOptions};
 use crate::verify::{DiffOptions, Tolerance};
 
@@ -93,6 +94,8 @@ pub struct SourceSpec {
     pub line: usize,
     /// A Kafka topic (`kind = "kafka"`): consumed into a local copy at `path` when the engine starts.
     pub kafka: Option<KafkaSpec>,
+    /// A PostgreSQL table (`kind = "postgres"`): replicated into a local copy at `path` when the engine starts.
+    pub postgres: Option<PostgresSpec>,
 }
 
 /// `kind` of a source.
@@ -246,6 +249,11 @@ struct RawSource {
     topic: Option<String>,
     start: Option<String>,
     group: Option<String>,
+    url: Option<String>,
+    table: Option<String>,
+    tables: Option<Vec<String>>,
+    publication: Option<String>,
+    slot: Option<String>,
     format: Option<Format>,
     event_id: Option<String>,
     dedup: Option<bool>,
@@ -260,6 +268,7 @@ enum RawKind {
     Log,
     Snapshot,
     Kafka,
+    Postgres,
 }
 
 #[derive(Deserialize)]
@@ -318,7 +327,103 @@ fn kafka_source(
         key: raw.key.clone().unwrap_or_default(),
         line,
         kafka: Some(spec),
+        postgres: None,
     })
+}
+
+/// A `kind = "postgres"` source: `url` and `table` (or `tables`, one source each, named `<name>_<table>`) instead of
+/// `path`; exposed as a Debezium source (the table state and `<name>__changes`).
+fn postgres_sources(
+    raw: &RawSource,
+    name: &str,
+    line: usize,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<Vec<SourceSpec>> {
+    for (key, given) in [
+        ("path", raw.path.is_some()),
+        ("brokers", raw.brokers.is_some()),
+        ("topic", raw.topic.is_some()),
+        ("start", raw.start.is_some()),
+        ("group", raw.group.is_some()),
+    ] {
+        if given {
+            return Err(bad(format!(
+                "a PostgreSQL source has `url` and `table`, not `{key}`"
+            )));
+        }
+    }
+    if raw.format.is_some_and(|f| f != Format::Debezium) {
+        return Err(bad(
+            "a PostgreSQL source's changes are read as debezium; leave `format` out".to_owned(),
+        ));
+    }
+    let Some(url) = &raw.url else {
+        return Err(bad(
+            "a PostgreSQL source needs `url` (postgresql://user@host:port/database)".to_owned(),
+        ));
+    };
+    if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+        return Err(bad(format!(
+            "`url` must be a postgresql://user@host:port/database URL, not {url:?}"
+        )));
+    }
+    let tables: Vec<(String, String)> = match (&raw.table, &raw.tables) {
+        (Some(table), None) => vec![(name.to_owned(), table.clone())],
+        (None, Some(tables)) if !tables.is_empty() => tables
+            .iter()
+            .map(|table| {
+                let bare = table.rsplit('.').next().unwrap_or(table);
+                (format!("{name}_{bare}"), table.clone())
+            })
+            .collect(),
+        (Some(_), Some(_)) => {
+            return Err(bad("give `table` or `tables`, not both".to_owned()));
+        }
+        _ => {
+            return Err(bad(
+                "a PostgreSQL source needs `table = \"schema.name\"` (or `tables = [...]`)"
+                    .to_owned(),
+            ));
+        }
+    };
+    if raw.slot.is_some() && tables.len() > 1 {
+        return Err(bad(
+            "`slot` names one slot, for one table: give `table`, not `tables`".to_owned(),
+        ));
+    }
+    Ok(tables
+        .into_iter()
+        .map(|(source, table)| {
+            let table = if table.contains('.') {
+                table
+            } else {
+                format!("public.{table}")
+            };
+            let spec = PostgresSpec {
+                url: url.clone(),
+                table,
+                publication: raw.publication.clone(),
+                slot: raw.slot.clone(),
+            };
+            let shown = PathBuf::from(spec.display_url());
+            SourceSpec {
+                name: source,
+                path_as_written: shown.clone(),
+                // Replaced by the local copy's path when the engine starts (`postgres::stage`).
+                path: shown,
+                kind: SourceKind::Log,
+                format: Format::Debezium,
+                event_id: raw.event_id.clone(),
+                dedup: raw.dedup.unwrap_or(true),
+                time: raw.time.clone(),
+                // The table's primary key when not given (found when the engine starts).
+                key: raw.key.clone().unwrap_or_default(),
+                line,
+                kafka: None,
+                postgres: Some(spec),
+            }
+        })
+        .collect())
 }
 
 /// 1-based line and column of a byte offset in `text`.
@@ -396,6 +501,16 @@ impl Pipeline {
                     sources.push(kafka_source(&raw, name.clone(), line, &bad)?);
                     continue;
                 }
+                Some(RawKind::Postgres) => {
+                    for source in postgres_sources(&raw, &name, line, &bad)? {
+                        if source.name != name {
+                            let spanned = Spanned::new(raw.name.span(), source.name.clone());
+                            check_name(&spanned)?;
+                        }
+                        sources.push(source);
+                    }
+                    continue;
+                }
             };
             for (key, given) in [
                 ("brokers", raw.brokers.is_some()),
@@ -405,6 +520,17 @@ impl Pipeline {
             ] {
                 if given {
                     return Err(bad(format!("`{key}` is for kind = \"kafka\" sources")));
+                }
+            }
+            for (key, given) in [
+                ("url", raw.url.is_some()),
+                ("table", raw.table.is_some()),
+                ("tables", raw.tables.is_some()),
+                ("publication", raw.publication.is_some()),
+                ("slot", raw.slot.is_some()),
+            ] {
+                if given {
+                    return Err(bad(format!("`{key}` is for kind = \"postgres\" sources")));
                 }
             }
             let Some(raw_path) = &raw.path else {
@@ -446,6 +572,7 @@ impl Pipeline {
                 key: raw.key.unwrap_or_default(),
                 line,
                 kafka: None,
+                postgres: None,
             });
         }
         // A view may not shadow a source (or a CDC source's `__changes` table, once those exist).
@@ -481,7 +608,9 @@ impl Pipeline {
                 }
                 (Some(view), Some(against), None) => CheckKind::Diff {
                     view,
-                    against: if ObjectUrl::parse(&against).is_some() {
+                    against: if ObjectUrl::parse(&against).is_some()
+                        || crate::postgres::is_table_url(&against)
+                    {
                         PathBuf::from(against)
                     } else {
                         base_dir.join(against)
@@ -614,6 +743,7 @@ impl Pipeline {
                 key: Vec::new(),
                 line: 0,
                 kafka: None,
+                postgres: None,
             });
         }
         let title = paths
@@ -646,7 +776,10 @@ impl Pipeline {
             // Files named on the command line: there is no pipeline folder to leave.
             return false;
         }
-        if source.kafka.is_some() || ObjectUrl::from_path(&source.path_as_written).is_some() {
+        if source.kafka.is_some()
+            || source.postgres.is_some()
+            || ObjectUrl::from_path(&source.path_as_written).is_some()
+        {
             // On object storage: the URL itself says where it is.
             return false;
         }

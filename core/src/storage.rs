@@ -432,6 +432,11 @@ pub struct RemoteState {
     pub changes: u64,
     /// A Kafka topic's partitions: where Kappa reads in each, and each one's high watermark.
     pub partitions: Option<Vec<crate::kafka::PartitionLag>>,
+    /// A PostgreSQL table's replication: the server's WAL position against what Kappa applied, the slot, the
+    /// publication.
+    pub wal: Option<crate::postgres::WalPosition>,
+    /// What happened that a user should know (a reconnect, and what it changed).
+    pub notices: Vec<String>,
     /// Messages the consumer could not make records of (a Kafka value that is not a JSON object), by partition
     /// and offset; the engine adds them to the source's own diagnostics.
     pub diagnostics: crate::diagnostics::Diagnostics,
@@ -446,6 +451,31 @@ impl RemoteState {
             .map(|parts| parts.iter().map(crate::kafka::PartitionLag::lag).sum())
     }
 
+    /// What kind of remote source this is.
+    #[must_use]
+    pub fn kind(&self) -> RemoteKind {
+        if self.partitions.is_some() {
+            RemoteKind::Topic
+        } else if self.url.starts_with("postgresql://") {
+            RemoteKind::Table
+        } else {
+            RemoteKind::Object
+        }
+    }
+
+    /// The mark the apps put beside the source: `topic, lag 3`, `table, lag 0 B`, `on S3`.
+    #[must_use]
+    pub fn mark(&self) -> String {
+        match self.kind() {
+            RemoteKind::Topic => format!("topic, lag {}", self.lag().unwrap_or(0)),
+            RemoteKind::Table => match &self.wal {
+                Some(wal) => format!("table, lag {} B", wal.lag_bytes),
+                None => "table, read once".to_owned(),
+            },
+            RemoteKind::Object => "on S3".to_owned(),
+        }
+    }
+
     /// As `kappa sources --json` and `kappa watch --json` give it.
     #[must_use]
     pub fn json(&self) -> serde_json::Value {
@@ -456,6 +486,8 @@ impl RemoteState {
             "error": self.error,
             "partitions": self.partitions,
             "lag": self.lag(),
+            "wal": self.wal,
+            "notices": self.notices,
         })
     }
 }
@@ -463,6 +495,36 @@ impl RemoteState {
 impl std::fmt::Display for RemoteState {
     /// `s3://bucket/key, polled every 5 s (2 changes seen)`, and the last poll's error while it lasts.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(wal) = &self.wal {
+            // `postgresql://kappa@host:5432/club?table=public.members: lag 0 B, 0.0 s (applied 0/1A2B3C, server
+            // 0/1A2B3C); temporary slot kappa_members_123, publication kappa_members`
+            write!(
+                f,
+                "{}: lag {} B, {:.1} s (applied {}, server {}); {} slot {}, publication {}",
+                self.url,
+                wal.lag_bytes,
+                wal.lag_seconds,
+                wal.applied_lsn,
+                wal.server_lsn,
+                if wal.temporary {
+                    "temporary"
+                } else {
+                    "persistent"
+                },
+                wal.slot,
+                wal.publication
+            )?;
+            if wal.reconnects > 0 {
+                write!(f, "; reconnected {} time(s)", wal.reconnects)?;
+            }
+            if let Some(error) = &self.error {
+                write!(f, "; the stream's last error: {error}")?;
+            }
+            return Ok(());
+        }
+        if self.kind() == RemoteKind::Table {
+            return write!(f, "{}: the table as it was when read (one-shot)", self.url);
+        }
         if let Some(partitions) = &self.partitions {
             // `kafka://host:9092/clicks: 2 partitions, lag 0 (p0 10/10, p1 5/5); ...`
             let each: Vec<String> = partitions
@@ -496,6 +558,17 @@ impl std::fmt::Display for RemoteState {
         }
         Ok(())
     }
+}
+
+/// What a remote source is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteKind {
+    /// An object (or prefix) on S3.
+    Object,
+    /// A Kafka topic.
+    Topic,
+    /// A PostgreSQL table.
+    Table,
 }
 
 /// The remote sources of one engine: their mirrors' folder, and the thread that polls them while live. Dropping it
@@ -606,6 +679,8 @@ pub fn stage(pipeline: &mut Pipeline, live: bool) -> Result<Option<Mirrors>> {
                 error: None,
                 changes: 0,
                 partitions: None,
+                wal: None,
+                notices: Vec::new(),
                 diagnostics: crate::diagnostics::Diagnostics::default(),
             },
         ));

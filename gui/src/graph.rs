@@ -59,6 +59,9 @@ fn describe(app: &KappaApp, name: &str) -> String {
         let _ = writeln!(text, "source ({} {})", source.kind, source.format);
         if let Some(remote) = &source.remote {
             let _ = writeln!(text, "{remote}");
+            for notice in &remote.notices {
+                let _ = writeln!(text, "{notice}");
+            }
         }
         if source.outside_folder {
             let _ = writeln!(
@@ -251,13 +254,12 @@ pub fn show(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
             .view(name)
             .and_then(|v| v.maintenance.as_ref())
             .map_or_else(
-                || match snapshot.source(name).and_then(|s| s.remote.as_ref()) {
-                    // A topic: its lag in messages, over every partition.
-                    Some(remote) if remote.partitions.is_some() => {
-                        format!("topic, lag {}", remote.lag().unwrap_or(0))
-                    }
-                    Some(_) => "on S3".to_owned(),
-                    None => "source".to_owned(),
+                || {
+                    // A topic (its lag in messages), a database table (its lag in WAL bytes), an object on S3.
+                    snapshot
+                        .source(name)
+                        .and_then(|s| s.remote.as_ref())
+                        .map_or_else(|| "source".to_owned(), kappa_core::RemoteState::mark)
                 },
                 |m| m.kind.to_string(),
             );

@@ -13,6 +13,7 @@ mod kafka;
 mod lineage;
 mod live;
 mod pipeline_errors;
+mod postgres;
 mod pty;
 mod replay;
 mod responsive;

@@ -301,6 +301,7 @@ fn a_parquet_file_that_panics_the_reader_is_an_error_not_a_crash() {
         key: Vec::new(),
         line: 0,
         kafka: None,
+        postgres: None,
     };
     match kappa_core::load_source(&spec) {
         Err(

@@ -35,7 +35,17 @@ use kappa_core::{
         read every partition up to its end at start; the apps and `kappa watch` keep consuming and show the lag \
         against each partition's high watermark. Order holds within a partition; _offset is arrival order. Kappa \
         assigns partitions itself, joins no consumer group and commits no offsets unless the source sets group = \
-        \"NAME\"."
+        \"NAME\".\n\n\
+        PostgreSQL: a [[source]] with kind = \"postgres\", url = \"postgresql://USER@HOST:PORT/DB\" (the password \
+        from PGPASSWORD or ~/.pgpass) and table = \"SCHEMA.NAME\" (or tables = [...], one source each, named \
+        NAME_TABLE) is read like a Debezium source: NAME is the table state, NAME__changes one row per change (op r for \
+        the snapshot's rows, then c, u, d, t, with _lsn and ts_ms, the commit time). One-shot commands read the table \
+        in one transaction and create nothing on the server. The apps and `kappa watch` follow it through logical \
+        replication (pgoutput), and create on the server: a publication kappa_NAME for the table (dropped on exit; \
+        publication = \"P\" uses an existing one and creates nothing) and a TEMPORARY replication slot \
+        kappa_NAME_PID (dropped by the server when Kappa disconnects; slot = \"S\" makes or resumes a persistent \
+        one). The server needs wal_level = logical; the user needs the REPLICATION attribute, SELECT on the table, \
+        and CREATE on the database (and ownership of the table) for Kappa to create the publication."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -648,10 +658,17 @@ fn sources(args: &SourcesArgs, options: &EngineOptions) -> Result<ExitCode> {
                     .map_or_else(|| s.path.display().to_string(), |r| r.url.clone())
             )?;
             if let Some(remote) = &s.remote {
-                if remote.partitions.is_some() {
-                    writeln!(out, "  a Kafka topic: {remote}")?;
-                } else {
-                    writeln!(out, "  on object storage: {remote}")?;
+                match remote.kind() {
+                    kappa_core::RemoteKind::Topic => writeln!(out, "  a Kafka topic: {remote}")?,
+                    kappa_core::RemoteKind::Table => {
+                        writeln!(out, "  a PostgreSQL table: {remote}")?;
+                    }
+                    kappa_core::RemoteKind::Object => {
+                        writeln!(out, "  on object storage: {remote}")?;
+                    }
+                }
+                for notice in &remote.notices {
+                    writeln!(out, "  {notice}")?;
                 }
             }
             if s.outside_folder {

@@ -105,9 +105,14 @@ pub fn watch(args: &WatchArgs, options: &EngineOptions) -> Result<ExitCode> {
                 }
                 value.to_string()
             } else {
-                match remote.and_then(kappa_core::RemoteState::lag) {
-                    Some(lag) => format!("{update} (Kafka lag {lag})"),
-                    None => update.to_string(),
+                match remote {
+                    Some(remote) if remote.kind() == kappa_core::RemoteKind::Topic => {
+                        format!("{update} (Kafka lag {})", remote.lag().unwrap_or(0))
+                    }
+                    Some(remote) if remote.wal.is_some() => {
+                        format!("{update} ({})", remote.mark())
+                    }
+                    _ => update.to_string(),
                 }
             };
             if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {

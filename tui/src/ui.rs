@@ -316,12 +316,10 @@ fn render_tree(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             .snapshot()
             .source(&entry.name)
             .and_then(|s| s.remote.as_ref())
-            .map_or("", |r| {
-                if r.partitions.is_some() {
-                    "topic "
-                } else {
-                    "s3 "
-                }
+            .map_or("", |r| match r.kind() {
+                kappa_core::RemoteKind::Topic => "topic ",
+                kappa_core::RemoteKind::Table => "pg ",
+                kappa_core::RemoteKind::Object => "s3 ",
             });
         let name_width = usize::from(inner.width).saturating_sub(
             indent.chars().count() + 3 + tag.chars().count() + rows.chars().count(),
@@ -1159,6 +1157,9 @@ fn render_log(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
                 theme.dim()
             };
             lines.push(Line::styled(format!("  {remote}"), style));
+            for notice in &remote.notices {
+                lines.push(Line::styled(format!("  {notice}"), theme.fg(Color::Yellow)));
+            }
         }
         if let NodeStatus::Error(reason) | NodeStatus::Stale(reason) = &source.status {
             lines.push(Line::styled(format!("  {reason}"), theme.error()));

@@ -1,7 +1,7 @@
 //! Checks: diffs of views against files, invariants, and the self-audit (the write path's state against a recompute).
 
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -136,6 +136,16 @@ impl Worker {
         line: usize,
         storage: &StorageOptions,
     ) -> Result<Side> {
+        if let Some(text) = path.to_str().filter(|t| crate::postgres::is_table_url(t)) {
+            // A table in a PostgreSQL database, read as it is now.
+            let dir = tempfile::Builder::new()
+                .prefix("kappa-pg-check-")
+                .tempdir()
+                .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+            let local = crate::postgres::read_against(text, dir.path()).await?;
+            let shown = crate::postgres::against_spec(text)?.display_url();
+            return Self::text_side(&local, Path::new(&shown), Format::Jsonl, line);
+        }
         let url = ObjectUrl::from_path(path).transpose()?;
         let format = Format::infer_remote(path);
         let format = format.ok_or_else(|| Error::Decode {
@@ -179,6 +189,7 @@ impl Worker {
             key: Vec::new(),
             line,
             kafka: None,
+            postgres: None,
         };
         let loaded = source::load(&spec)?;
         if let Some(first) = loaded.diagnostics.items.first() {
@@ -226,7 +237,14 @@ impl Worker {
                 options,
             } => {
                 report.view = Some(view.clone());
-                report.against = Some(against.clone());
+                // A database's URL is shown without its password.
+                report.against = Some(
+                    against
+                        .to_str()
+                        .filter(|t| crate::postgres::is_table_url(t))
+                        .and_then(|t| crate::postgres::against_spec(t).ok())
+                        .map_or_else(|| against.clone(), |spec| PathBuf::from(spec.display_url())),
+                );
                 async {
                     let expected = self.recompute(view).await?;
                     let (schema, batches) = expected;

@@ -198,6 +198,8 @@ fn parse_event(value: Value, key: &[String]) -> Result<Option<Parsed>, String> {
     };
     let before = image("before")?;
     let after = image("after")?;
+    // A PostgreSQL source's copy (see `postgres`) gives each change its commit's WAL position.
+    let lsn = envelope.get("_lsn").cloned();
     if op == Op::Truncate {
         let mut row = Map::new();
         row.insert("op".to_owned(), Value::String("t".to_owned()));
@@ -205,6 +207,9 @@ fn parse_event(value: Value, key: &[String]) -> Result<Option<Parsed>, String> {
             "ts_ms".to_owned(),
             envelope.get("ts_ms").cloned().unwrap_or(Value::Null),
         );
+        if let Some(lsn) = lsn {
+            row.insert("_lsn".to_owned(), lsn);
+        }
         let change = Change {
             op,
             key: String::new(),
@@ -242,6 +247,9 @@ fn parse_event(value: Value, key: &[String]) -> Result<Option<Parsed>, String> {
         "ts_ms".to_owned(),
         envelope.get("ts_ms").cloned().unwrap_or(Value::Null),
     );
+    if let Some(lsn) = lsn {
+        row.insert("_lsn".to_owned(), lsn);
+    }
     for (prefix, image) in [("before_", &before), ("after_", &after)] {
         for (column, value) in image.iter().flatten() {
             row.insert(format!("{prefix}{column}"), value.clone());
