@@ -14,7 +14,8 @@
 //!
 //! A one-shot command (`kappa query`, `verify`, `replay`) reads the table in one REPEATABLE READ transaction and
 //! creates nothing on the server. Live (the apps, `kappa watch`), Kappa creates, on the server:
-//! - a publication `kappa_<source>` for the table (unless `publication` is given), dropped when Kappa exits;
+//! - a publication `kappa_<source>` for the table (unless `publication` is given), dropped when Kappa exits (kept with
+//!   a persistent `slot`, which needs it to decode the changes made while Kappa is away);
 //! - a TEMPORARY logical replication slot `kappa_<source>_<pid>` with the `pgoutput` plugin (unless `slot` is given),
 //!   which the server drops when the replication connection closes.
 //!
@@ -1052,12 +1053,14 @@ impl Feed {
         }
     }
 
-    /// Stops the stream (the server drops a temporary slot with its connection) and drops the publication Kappa made.
+    /// Stops the stream (the server drops a temporary slot with its connection) and drops the publication Kappa made
+    /// for a temporary slot. A persistent slot's publication stays with it: the changes made while Kappa is away are
+    /// decoded with it when the next run resumes the slot.
     async fn clean_up(&mut self) {
         if let Some(mut stream) = self.stream.take() {
             let _ = tokio::time::timeout(Duration::from_millis(500), stream.shutdown()).await;
         }
-        if self.created_publication {
+        if self.created_publication && self.temporary {
             let spec = self.spec.clone();
             let drop = format!("DROP PUBLICATION IF EXISTS {}", ident(&self.publication));
             let _ =

@@ -317,3 +317,20 @@ pub fn writer_line(i: usize) -> String {
 pub fn writer_phases(events: usize) -> (usize, usize) {
     (events * 3 / 10, events * 6 / 10)
 }
+
+/// The terminal app drawn on a `width` x `height` test terminal, one string per row.
+pub fn screen_lines(app: &kappa_tui::app::App, width: u16, height: u16) -> Vec<String> {
+    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(width, height))
+        .expect("terminal");
+    terminal
+        .draw(|frame| frame.render_widget(app, frame.area()))
+        .expect("draw");
+    let buffer = terminal.backend().buffer();
+    (0..buffer.area.height)
+        .map(|y| {
+            (0..buffer.area.width)
+                .map(|x| buffer[(x, y)].symbol())
+                .collect::<String>()
+        })
+        .collect()
+}

@@ -441,21 +441,7 @@ fn the_terminal_app_shows_the_topic_its_partitions_and_lag() {
     let pipeline = Pipeline::load(&topic.pipeline(dir.path(), "earliest")).expect("load");
     let mut app = App::new(Engine::start(pipeline, no_waker()).expect("start"));
     app.settle(Duration::from_mins(1));
-    let screen = |app: &App| {
-        let mut terminal =
-            ratatui::Terminal::new(ratatui::backend::TestBackend::new(140, 24)).expect("terminal");
-        terminal
-            .draw(|frame| frame.render_widget(app, frame.area()))
-            .expect("draw");
-        let buffer = terminal.backend().buffer();
-        (0..buffer.area.height)
-            .map(|y| {
-                (0..buffer.area.width)
-                    .map(|x| buffer[(x, y)].symbol())
-                    .collect::<String>()
-            })
-            .collect::<Vec<_>>()
-    };
+    let screen = |app: &App| kappa_tests::screen_lines(app, 140, 24);
     let lines = screen(&app);
     assert!(
         lines

@@ -864,3 +864,119 @@ fn a_check_compares_a_view_with_a_live_table() {
     );
     assert!(!String::from_utf8_lossy(&out.stdout).contains(PASSWORD));
 }
+
+/// A persistent slot: Kappa keeps what it received in the cache folder and leaves the slot and its publication on the
+/// server, so the next run resumes where the last one stopped: the changes made while Kappa was not running arrive,
+/// none twice, and the offsets go on.
+#[test]
+fn a_persistent_slot_resumes_where_the_last_run_stopped() {
+    let server = Server::start();
+    server.psql(MEMBERS);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cache = tempfile::tempdir().expect("cache folder");
+    let pipeline = server.pipeline(dir.path(), "public.members", "slot = \"kappa_keep\"\n");
+    let open = || {
+        let options = EngineOptions {
+            watch: true,
+            cache: Some(cache.path().to_path_buf()),
+            ..EngineOptions::default()
+        };
+        let engine = Engine::start_with(
+            Pipeline::load(&pipeline).expect("load"),
+            no_waker(),
+            options,
+        )
+        .expect("start");
+        engine.wait_ready().expect("ready");
+        engine
+    };
+    let changes = |engine: &Engine| {
+        csv_lines(&sql(
+            engine,
+            "SELECT _offset, op, coalesce(after_id, before_id) AS id FROM members__changes WHERE _offset >= 199 \
+             ORDER BY _offset",
+        ))
+    };
+    let engine = open();
+    server.psql("UPDATE members SET points = 0 WHERE id = 1");
+    wait_for(&engine, "the update", |engine| {
+        csv_lines(&sql(engine, "SELECT count(*) FROM members__changes"))[1] == "201"
+    });
+    assert_eq!(changes(&engine), ["_offset,op,id", "199,r,200", "200,u,1"]);
+    drop(engine);
+    assert_eq!(
+        server.psql(
+            "SELECT s.temporary, p.pubname FROM pg_replication_slots s, pg_publication p WHERE s.slot_name = 'kappa_keep'"
+        ),
+        "f|kappa_members\n",
+        "the slot and the publication it decodes with stay"
+    );
+    server.psql("DELETE FROM members WHERE id = 2");
+    server.psql("INSERT INTO members VALUES (300, 'later', 3)");
+    let engine = open();
+    wait_for(&engine, "the changes made while away", |engine| {
+        kappa_rows(engine) == server.psql("SELECT id, name, points FROM members ORDER BY id")
+    });
+    assert_eq!(
+        changes(&engine),
+        [
+            "_offset,op,id",
+            "199,r,200",
+            "200,u,1",
+            "201,d,2",
+            "202,c,300"
+        ]
+    );
+    drop(engine);
+    server.psql("SELECT pg_drop_replication_slot('kappa_keep')");
+}
+
+/// The terminal app marks the source as a database table in its tree, and its log tab shows where replication
+/// stands.
+#[test]
+fn the_terminal_app_shows_the_table_and_its_lag() {
+    use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
+    use kappa_tui::app::{App, Event};
+    let server = Server::start();
+    server.psql(MEMBERS);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipeline = server.pipeline(dir.path(), "public.members", "");
+    let options = EngineOptions {
+        watch: true,
+        ..EngineOptions::default()
+    };
+    let mut app = App::new(
+        Engine::start_with(
+            Pipeline::load(&pipeline).expect("load"),
+            no_waker(),
+            options,
+        )
+        .expect("start"),
+    );
+    app.settle(Duration::from_mins(1));
+    let lines = kappa_tests::screen_lines(&app, 240, 24);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("● members") && l.contains("pg 200│")),
+        "{lines:#?}"
+    );
+    app.handle(Event::Term(TermEvent::Key(KeyEvent::new(
+        KeyCode::Char('6'),
+        KeyModifiers::NONE,
+    ))));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        app.settle(Duration::from_mins(1));
+        let text = kappa_tests::screen_lines(&app, 240, 24).join("\n");
+        if text.contains(&format!(
+            "postgresql://kappa@127.0.0.1:{}/club?table=public.members: lag 0 B",
+            server.port
+        )) && text.contains("temporary slot kappa_members_")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

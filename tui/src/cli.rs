@@ -42,9 +42,10 @@ use kappa_core::{
         the snapshot's rows, then c, u, d, t, with _lsn and ts_ms, the commit time). One-shot commands read the table \
         in one transaction and create nothing on the server. The apps and `kappa watch` follow it through logical \
         replication (pgoutput), and create on the server: a publication kappa_NAME for the table (dropped on exit; \
-        publication = \"P\" uses an existing one and creates nothing) and a TEMPORARY replication slot \
+        publication = \"P\" uses an existing one and creates nothing; kept with a persistent slot) and a TEMPORARY \
+        replication slot \
         kappa_NAME_PID (dropped by the server when Kappa disconnects; slot = \"S\" makes or resumes a persistent \
-        one). The server needs wal_level = logical; the user needs the REPLICATION attribute, SELECT on the table, \
+        one, whose received changes are kept in the cache folder). The server needs wal_level = logical; the user needs the REPLICATION attribute, SELECT on the table, \
         and CREATE on the database (and ownership of the table) for Kappa to create the publication."
 )]
 pub struct Cli {
