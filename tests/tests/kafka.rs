@@ -3,6 +3,7 @@
 //! with the lag going to 0; time travel over what was received; and the one-shot commands through the binary.
 
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kappa_core::{Engine, EngineOptions, Pipeline, no_waker};
@@ -414,7 +415,10 @@ fn kappa_watch_reports_the_messages_that_arrive_with_the_lag() {
             last = update;
         }
     }
-    let _ = child.kill();
+    // Stopped as a service manager stops it (SIGTERM), it exits cleanly and deletes its copy of the topic.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     let remote = &last["remote"];
     assert_eq!(remote["url"], format!("kafka://{}/clicks", topic.brokers));

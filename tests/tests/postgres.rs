@@ -792,8 +792,27 @@ fn kappa_watch_reports_changes_with_the_wal_position() {
             seen.push(update);
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    // SIGTERM stops it as Ctrl-C does: the publication it made is dropped (and its slot with its connection).
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "kappa watch did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    while server.psql(
+        "SELECT (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_replication_slots)",
+    ) != "0\n"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the publication or the slot stayed after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         seen.iter()
             .all(|u| u["event"] == "appended" || u["event"] == "reloaded"),
