@@ -253,9 +253,11 @@ pub async fn verify(
         register(&ctx, url, &source.name, &source.path, &pipeline.storage).await?;
     }
     let session = ctx.state();
+    let mut plans = Vec::new();
     for view in &pipeline.views {
         let statement = crate::sql::parse_query(&session, Some(&view.name), &view.sql)?;
         let plan = crate::sql::plan_query(&session, Some(&view.name), statement).await?;
+        plans.push((view.name.clone(), crate::lineage::plan_lineage(&plan)));
         let frame = ctx
             .execute_logical_plan(plan)
             .await
@@ -263,6 +265,15 @@ pub async fn verify(
         ctx.register_table(view.name.as_str(), frame.into_view())
             .map_err(|e| explain(url, &e.into()))?;
     }
+    // The lineage is read from the plans, here: a `no_pii` check needs no data.
+    let lineage = crate::lineage::Lineage::build(
+        &pipeline.source_tables(),
+        &pipeline.pii_columns(),
+        &plans
+            .iter()
+            .map(|(n, p)| (n.clone(), Some(p)))
+            .collect::<Vec<_>>(),
+    );
     let mut reports = Vec::new();
     for check in selected {
         let started = std::time::Instant::now();
@@ -291,6 +302,7 @@ pub async fn verify(
                 }
                 .await
             }
+            CheckKind::NoPii { views } => Ok(report.clone().with_personal_columns(&lineage, views)),
             CheckKind::Invariant { sql } => {
                 report.sql = Some(sql.clone());
                 async {

@@ -945,6 +945,7 @@ mod append_tests {
             line: 0,
             kafka: None,
             postgres: None,
+            pii: Vec::new(),
         }
     }
 

@@ -48,6 +48,7 @@ mod ingest;
 mod kafka;
 mod lineage;
 mod log_table;
+pub mod openlineage;
 mod output;
 mod pipeline;
 mod postgres;
@@ -72,7 +73,10 @@ pub use generate::{
 };
 pub use incremental::{Maintenance, MaintenanceKind};
 pub use kafka::{KafkaSpec, KafkaStart, PartitionLag};
-pub use lineage::{ColumnLineage, ColumnRef, Edge, Lineage, LineageNode, NodeKind};
+pub use lineage::{
+    ColumnInput, ColumnLineage, ColumnRef, Edge, Lineage, LineageNode, NodeKind, Transform,
+    TransformKind,
+};
 pub use output::{
     ExportFormat, TextFormat, display_rows, export_batches, human_bytes, human_secs, parse_size,
     thousands, write_atomic, write_batches,

@@ -15,6 +15,8 @@ use serde::Serialize;
 pub struct LineageNode {
     pub name: String,
     pub kind: NodeKind,
+    /// Its personal columns: a source's tagged `pii` columns, or a view's columns derived from one.
+    pub pii: Vec<String>,
 }
 
 /// What a lineage node is.
@@ -39,12 +41,132 @@ pub struct ColumnRef {
     pub column: String,
 }
 
+/// How an output column is computed from an input column: OpenLineage's transformation subtypes, and whether the
+/// output hides the input's values (a count or a sum does; a `max` or a `concat` does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Transform {
+    pub kind: TransformKind,
+    pub masking: bool,
+}
+
+/// The three subtypes of a direct transformation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransformKind {
+    /// The value as it is.
+    Identity,
+    /// Computed from the value of the same row.
+    Transformation,
+    /// Computed from the values of many rows.
+    Aggregation,
+}
+
+/// OpenLineage's name of a transformation subtype.
+#[must_use]
+pub fn transform_subtype(kind: TransformKind) -> &'static str {
+    match kind {
+        TransformKind::Identity => "IDENTITY",
+        TransformKind::Transformation => "TRANSFORMATION",
+        TransformKind::Aggregation => "AGGREGATION",
+    }
+}
+
+impl Transform {
+    const IDENTITY: Transform = Transform {
+        kind: TransformKind::Identity,
+        masking: false,
+    };
+
+    /// This transformation, followed by `next`.
+    fn then(self, next: Transform) -> Transform {
+        Transform {
+            kind: self.kind.max(next.kind),
+            masking: self.masking || next.masking,
+        }
+    }
+
+    /// Two ways the same input reaches an output: the stronger kind; masked only if both mask.
+    fn either(self, other: Transform) -> Transform {
+        Transform {
+            kind: self.kind.max(other.kind),
+            masking: self.masking && other.masking,
+        }
+    }
+}
+
+/// Aggregate and window functions whose result does not show the values they read.
+const MASKING_FUNCTIONS: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "mean",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "var",
+    "var_pop",
+    "var_samp",
+    "var_population",
+    "var_sample",
+    "corr",
+    "covar",
+    "covar_pop",
+    "covar_samp",
+    "approx_distinct",
+    "bool_and",
+    "bool_or",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "row_number",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "ntile",
+];
+
+fn masks(function: &str) -> bool {
+    let name = function.to_ascii_lowercase();
+    MASKING_FUNCTIONS.contains(&name.as_str()) || name.starts_with("regr_")
+}
+
+/// What one output expression does to the columns it reads.
+fn expr_step(expr: &Expr) -> Transform {
+    match expr {
+        Expr::Alias(alias) => expr_step(&alias.expr),
+        Expr::Column(_) => Transform::IDENTITY,
+        Expr::AggregateFunction(f) => Transform {
+            kind: TransformKind::Aggregation,
+            masking: masks(f.func.name()),
+        },
+        Expr::WindowFunction(w) => Transform {
+            kind: TransformKind::Aggregation,
+            masking: masks(w.fun.name()),
+        },
+        _ => Transform {
+            kind: TransformKind::Transformation,
+            masking: false,
+        },
+    }
+}
+
+/// An input column of a view's output column, and how the output is computed from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ColumnInput {
+    pub table: String,
+    pub column: String,
+    pub transform: Transform,
+}
+
 /// The columns of its direct inputs that one output column of a view is computed from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ColumnLineage {
     pub view: String,
     pub column: String,
-    pub inputs: Vec<ColumnRef>,
+    pub inputs: Vec<ColumnInput>,
+    /// Derived from a personal column by transformations that do not mask it.
+    pub pii: bool,
 }
 
 /// The lineage DAG of a pipeline: nodes in pipeline order, table-level edges and column-level edges.
@@ -59,7 +181,7 @@ pub struct Lineage {
 #[derive(Debug, Clone, Default)]
 pub struct PlanLineage {
     pub tables: BTreeSet<String>,
-    pub columns: Vec<(String, Vec<ColumnRef>)>,
+    pub columns: Vec<(String, Vec<ColumnInput>)>,
 }
 
 /// Reads table and column lineage from a view's (unoptimized) logical plan.
@@ -79,16 +201,37 @@ pub fn plan_lineage(plan: &LogicalPlan) -> PlanLineage {
         .fields()
         .iter()
         .zip(per_position)
-        .map(|(field, refs)| (field.name().clone(), refs.into_iter().collect()))
+        .map(|(field, refs)| {
+            let inputs = refs
+                .into_iter()
+                .map(|(r, transform)| ColumnInput {
+                    table: r.table,
+                    column: r.column,
+                    transform,
+                })
+                .collect();
+            (field.name().clone(), inputs)
+        })
         .collect();
     PlanLineage { tables, columns }
 }
 
+/// The base-table columns one output column is computed from, and how.
+type Sources = BTreeMap<ColumnRef, Transform>;
+
+/// Adds `column`, reached through `transform`, to `sources`.
+fn add_source(sources: &mut Sources, column: ColumnRef, transform: Transform) {
+    sources
+        .entry(column)
+        .and_modify(|t| *t = t.either(transform))
+        .or_insert(transform);
+}
+
 /// For each output position of `plan`, the base-table columns it is computed from. Unknown operators give no
 /// column lineage rather than a wrong one.
-fn column_sources(plan: &LogicalPlan) -> Vec<BTreeSet<ColumnRef>> {
+fn column_sources(plan: &LogicalPlan) -> Vec<Sources> {
     let width = plan.schema().fields().len();
-    let from_exprs = |exprs: &[Expr], input: &LogicalPlan| -> Vec<BTreeSet<ColumnRef>> {
+    let from_exprs = |exprs: &[Expr], input: &LogicalPlan| -> Vec<Sources> {
         let inputs = column_sources(input);
         exprs
             .iter()
@@ -102,10 +245,13 @@ fn column_sources(plan: &LogicalPlan) -> Vec<BTreeSet<ColumnRef>> {
                 .fields()
                 .iter()
                 .map(|f| {
-                    BTreeSet::from([ColumnRef {
-                        table: table.clone(),
-                        column: f.name().clone(),
-                    }])
+                    BTreeMap::from([(
+                        ColumnRef {
+                            table: table.clone(),
+                            column: f.name().clone(),
+                        },
+                        Transform::IDENTITY,
+                    )])
                 })
                 .collect()
         }
@@ -137,10 +283,12 @@ fn column_sources(plan: &LogicalPlan) -> Vec<BTreeSet<ColumnRef>> {
             }
         }
         LogicalPlan::Union(u) => {
-            let mut out = vec![BTreeSet::new(); width];
+            let mut out = vec![Sources::new(); width];
             for input in &u.inputs {
                 for (slot, refs) in out.iter_mut().zip(column_sources(input)) {
-                    slot.extend(refs);
+                    for (column, transform) in refs {
+                        add_source(slot, column, transform);
+                    }
                 }
             }
             out
@@ -157,63 +305,124 @@ fn column_sources(plan: &LogicalPlan) -> Vec<BTreeSet<ColumnRef>> {
             .unwrap_or_default(),
         _ => Vec::new(),
     };
-    out.resize(width, BTreeSet::new());
+    out.resize(width, Sources::new());
     out
 }
 
-/// The base columns an expression over `input` reads.
-fn expr_sources(
-    expr: &Expr,
-    input: &LogicalPlan,
-    inputs: &[BTreeSet<ColumnRef>],
-) -> BTreeSet<ColumnRef> {
-    expr.column_refs()
+/// The base columns an expression over `input` reads, and how it transforms them.
+fn expr_sources(expr: &Expr, input: &LogicalPlan, inputs: &[Sources]) -> Sources {
+    let step = expr_step(expr);
+    let mut out = Sources::new();
+    for refs in expr
+        .column_refs()
         .into_iter()
         .filter_map(|col| input.schema().index_of_column(col).ok())
         .filter_map(|i| inputs.get(i))
-        .flatten()
-        .cloned()
-        .collect()
+    {
+        for (column, transform) in refs {
+            add_source(&mut out, column.clone(), transform.then(step));
+        }
+    }
+    out
 }
 
 impl Lineage {
-    /// Builds the lineage of a pipeline from its sources and each view's plan lineage (views in pipeline order).
+    /// Builds the lineage of a pipeline from its sources' tables and each view's plan lineage (views in pipeline
+    /// order). `pii` names each table's personal columns; the tag follows column lineage to every view column
+    /// derived from one, unless a transformation on the way masks it (a count, a sum).
     #[must_use]
-    pub fn build(sources: &[String], views: &[(String, Option<&PlanLineage>)]) -> Lineage {
+    pub fn build(
+        sources: &[String],
+        pii: &BTreeMap<String, BTreeSet<String>>,
+        views: &[(String, Option<&PlanLineage>)],
+    ) -> Lineage {
         let mut nodes: Vec<LineageNode> = sources
             .iter()
             .map(|name| LineageNode {
                 name: name.clone(),
                 kind: NodeKind::Source,
+                pii: pii
+                    .get(name)
+                    .map(|c| c.iter().cloned().collect())
+                    .unwrap_or_default(),
             })
             .collect();
-        nodes.extend(views.iter().map(|(name, _)| LineageNode {
-            name: name.clone(),
-            kind: NodeKind::View,
-        }));
+        let mut personal: BTreeSet<(String, String)> = pii
+            .iter()
+            .flat_map(|(table, columns)| columns.iter().map(|c| (table.clone(), c.clone())))
+            .collect();
         let mut edges = BTreeSet::new();
         let mut columns = Vec::new();
         for (view, plan) in views {
-            let Some(plan) = plan else { continue };
-            for table in &plan.tables {
-                edges.insert(Edge {
-                    from: table.clone(),
-                    to: view.clone(),
-                });
+            let mut node = LineageNode {
+                name: view.clone(),
+                kind: NodeKind::View,
+                pii: Vec::new(),
+            };
+            if let Some(plan) = plan {
+                for table in &plan.tables {
+                    edges.insert(Edge {
+                        from: table.clone(),
+                        to: view.clone(),
+                    });
+                }
+                for (column, inputs) in &plan.columns {
+                    let is_personal = inputs.iter().any(|i| {
+                        !i.transform.masking
+                            && personal.contains(&(i.table.clone(), i.column.clone()))
+                    });
+                    if is_personal {
+                        node.pii.push(column.clone());
+                    }
+                    columns.push(ColumnLineage {
+                        view: view.clone(),
+                        column: column.clone(),
+                        inputs: inputs.clone(),
+                        pii: is_personal,
+                    });
+                }
             }
-            for (column, inputs) in &plan.columns {
-                columns.push(ColumnLineage {
-                    view: view.clone(),
-                    column: column.clone(),
-                    inputs: inputs.clone(),
-                });
-            }
+            personal.extend(node.pii.iter().map(|c| (view.clone(), c.clone())));
+            nodes.push(node);
         }
         Lineage {
             nodes,
             edges: edges.into_iter().collect(),
             columns,
         }
+    }
+
+    /// The personal source columns a view's column is derived from (through unmasked transformations), or none.
+    #[must_use]
+    pub fn personal_roots(&self, view: &str, column: &str) -> Vec<ColumnRef> {
+        let mut roots = BTreeSet::new();
+        let mut stack = vec![(view.to_owned(), column.to_owned())];
+        let mut seen = BTreeSet::new();
+        while let Some((table, column)) = stack.pop() {
+            if !seen.insert((table.clone(), column.clone())) {
+                continue;
+            }
+            if let Some(lineage) = self.column(&table, &column) {
+                if !lineage.pii {
+                    continue;
+                }
+                for input in lineage.inputs.iter().filter(|i| !i.transform.masking) {
+                    stack.push((input.table.clone(), input.column.clone()));
+                }
+            } else if self
+                .nodes
+                .iter()
+                .any(|n| n.name == table && n.kind == NodeKind::Source && n.pii.contains(&column))
+            {
+                roots.insert(ColumnRef { table, column });
+            }
+        }
+        roots.into_iter().collect()
+    }
+
+    /// The nodes that hold personal data.
+    pub fn personal_nodes(&self) -> impl Iterator<Item = &LineageNode> {
+        self.nodes.iter().filter(|n| !n.pii.is_empty())
     }
 
     fn graph(&self) -> (DiGraph<&str, ()>, BTreeMap<&str, NodeIndex>) {
@@ -317,7 +526,16 @@ impl Lineage {
                 NodeKind::Source => "cylinder",
                 NodeKind::View => "box",
             };
-            let _ = writeln!(out, "  \"{}\" [shape={shape}];", node.name);
+            if node.pii.is_empty() {
+                let _ = writeln!(out, "  \"{}\" [shape={shape}];", node.name);
+            } else {
+                let _ = writeln!(
+                    out,
+                    "  \"{0}\" [shape={shape}, style=filled, fillcolor=\"#f8d7da\", label=\"{0}\\npersonal: {1}\"];",
+                    node.name,
+                    node.pii.join(", ")
+                );
+            }
         }
         for edge in &self.edges {
             let _ = writeln!(out, "  \"{}\" -> \"{}\";", edge.from, edge.to);
@@ -338,6 +556,11 @@ impl Lineage {
         }
         for edge in &self.edges {
             let _ = writeln!(out, "  {} --> {}", edge.from, edge.to);
+        }
+        let personal: Vec<&str> = self.personal_nodes().map(|n| n.name.as_str()).collect();
+        if !personal.is_empty() {
+            out.push_str("  classDef personal fill:#f8d7da,stroke:#a94442\n");
+            let _ = writeln!(out, "  class {} personal", personal.join(","));
         }
         out
     }

@@ -17,7 +17,7 @@
 //! mode = "materialized"      # materialized (write path, the default) | on_read (read path)
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -72,6 +72,8 @@ pub enum CheckKind {
     },
     /// A read-only query that must return zero rows; the rows it returns are the violations.
     Invariant { sql: String },
+    /// No column of these views may derive from a personal (`pii`) column; each one that does is a violation.
+    NoPii { views: Vec<String> },
 }
 
 /// One `[[source]]`.
@@ -96,6 +98,8 @@ pub struct SourceSpec {
     pub kafka: Option<KafkaSpec>,
     /// A PostgreSQL table (`kind = "postgres"`): replicated into a local copy at `path` when the engine starts.
     pub postgres: Option<PostgresSpec>,
+    /// Its personal columns (`pii = [...]`), tagged so lineage can say which views hold personal data.
+    pub pii: Vec<String>,
 }
 
 /// `kind` of a source.
@@ -237,6 +241,8 @@ struct RawCheck {
     tolerance: Tolerance,
     ignore_order: Option<bool>,
     sql: Option<String>,
+    /// Views that must hold no personal data.
+    no_pii: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -259,6 +265,7 @@ struct RawSource {
     dedup: Option<bool>,
     time: Option<String>,
     key: Option<Vec<String>>,
+    pii: Option<Vec<String>>,
 }
 
 /// `kind` as written: a file's kind, or a Kafka topic.
@@ -328,6 +335,7 @@ fn kafka_source(
         line,
         kafka: Some(spec),
         postgres: None,
+        pii: raw.pii.clone().unwrap_or_default(),
     })
 }
 
@@ -421,6 +429,7 @@ fn postgres_sources(
                 line,
                 kafka: None,
                 postgres: Some(spec),
+                pii: raw.pii.clone().unwrap_or_default(),
             }
         })
         .collect())
@@ -573,6 +582,7 @@ impl Pipeline {
                 line,
                 kafka: None,
                 postgres: None,
+                pii: raw.pii.unwrap_or_default(),
             });
         }
         // A view may not shadow a source (or a CDC source's `__changes` table, once those exist).
@@ -598,6 +608,14 @@ impl Pipeline {
                 reason: reason.to_owned(),
             };
             let kind = match (raw.view, raw.against, raw.sql) {
+                (None, None, None) if raw.no_pii.is_some() => CheckKind::NoPii {
+                    views: raw.no_pii.unwrap_or_default(),
+                },
+                _ if raw.no_pii.is_some() => {
+                    return Err(bad(
+                        "a `no_pii` check names only the views that must hold no personal data",
+                    ));
+                }
                 (Some(_), Some(_), None)
                     if raw.key.is_empty()
                         && (raw.tolerance.absolute > 0.0 || raw.tolerance.relative > 0.0) =>
@@ -648,6 +666,7 @@ impl Pipeline {
                         format!("{view}_vs_{}", table_name_for(against))
                     }
                     CheckKind::Invariant { .. } => format!("invariant_{}", index + 1),
+                    CheckKind::NoPii { .. } => format!("no_pii_{}", index + 1),
                 },
             };
             if let Some(first) = checks.iter().find(|c: &&CheckSpec| c.name == name) {
@@ -744,6 +763,7 @@ impl Pipeline {
                 line: 0,
                 kafka: None,
                 postgres: None,
+                pii: Vec::new(),
             });
         }
         let title = paths
@@ -785,6 +805,27 @@ impl Pipeline {
         }
         let resolve = |path: &Path| std::fs::canonicalize(path).unwrap_or_else(|_| lexical(path));
         !resolve(&source.path).starts_with(resolve(&self.base_dir))
+    }
+
+    /// Each table's personal columns: a source's `pii` columns, and for a Debezium source's `__changes` table
+    /// their `before_` and `after_` images.
+    #[must_use]
+    pub fn pii_columns(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let mut pii = BTreeMap::new();
+        for source in self.sources.iter().filter(|s| !s.pii.is_empty()) {
+            pii.insert(source.name.clone(), source.pii.iter().cloned().collect());
+            if source.format == Format::Debezium {
+                pii.insert(
+                    format!("{}{}", source.name, CHANGES_SUFFIX),
+                    source
+                        .pii
+                        .iter()
+                        .flat_map(|c| [format!("before_{c}"), format!("after_{c}")])
+                        .collect(),
+                );
+            }
+        }
+        pii
     }
 
     /// The tables the sources expose, in order: each source's name, and for a Debezium source also its
@@ -872,10 +913,14 @@ impl Pipeline {
             }
         }
         for check in &self.checks {
-            if let CheckKind::Diff { view, .. } = &check.kind
-                && !self.views.iter().any(|v| &v.name == view)
-                && !tables.contains(view)
-            {
+            let named: Vec<&String> = match &check.kind {
+                CheckKind::Diff { view, .. } => vec![view],
+                CheckKind::NoPii { views } => views.iter().collect(),
+                CheckKind::Invariant { .. } => Vec::new(),
+            };
+            if let Some(view) = named.into_iter().find(|view| {
+                !self.views.iter().any(|v| &v.name == *view) && !tables.contains(*view)
+            }) {
                 return Err(Error::UnknownTable {
                     path,
                     line: check.line,

@@ -751,6 +751,52 @@ impl CheckReport {
         }
     }
 
+    /// A `no_pii` check's report: each column of `views` that holds personal data is a violation, with the personal
+    /// source columns it is derived from.
+    pub(crate) fn with_personal_columns(
+        self,
+        lineage: &crate::lineage::Lineage,
+        views: &[String],
+    ) -> CheckReport {
+        use datafusion::arrow::array::StringArray;
+        use datafusion::arrow::datatypes::Field;
+        use std::sync::Arc;
+        let mut rows: (Vec<String>, Vec<String>, Vec<String>) = Default::default();
+        for view in views {
+            for column in lineage.columns.iter().filter(|c| &c.view == view && c.pii) {
+                let from: Vec<String> = lineage
+                    .personal_roots(view, &column.column)
+                    .iter()
+                    .map(|r| format!("{}.{}", r.table, r.column))
+                    .collect();
+                rows.0.push(view.clone());
+                rows.1.push(column.column.clone());
+                rows.2.push(from.join(", "));
+            }
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("view", DataType::Utf8, false),
+            Field::new("column", DataType::Utf8, false),
+            Field::new("personal_data_from", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(rows.0)),
+                Arc::new(StringArray::from(rows.1)),
+                Arc::new(StringArray::from(rows.2)),
+            ],
+        );
+        match batch {
+            Ok(batch) => self.with_violations(&schema, &[batch]),
+            Err(e) => CheckReport {
+                error: Some(e.to_string()),
+                status: CheckStatus::Error,
+                ..self
+            },
+        }
+    }
+
     pub(crate) fn error(name: &str, message: String) -> CheckReport {
         CheckReport {
             name: name.to_owned(),

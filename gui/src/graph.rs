@@ -80,6 +80,14 @@ fn describe(app: &KappaApp, name: &str) -> String {
     } else {
         return name.to_owned();
     };
+    if let Some(node) = snapshot
+        .lineage
+        .nodes
+        .iter()
+        .find(|n| n.name == name && !n.pii.is_empty())
+    {
+        let _ = writeln!(text, "personal data: {}", node.pii.join(", "));
+    }
     let _ = writeln!(
         text,
         "rows: {}\nstatus: {}",
@@ -289,6 +297,21 @@ pub fn show(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
                 "!",
                 egui::FontId::proportional(12.0 * zoom),
                 Color32::WHITE,
+            );
+        }
+        // Personal data (a tagged column, or one derived from it): marked, for data minimization.
+        if snapshot
+            .lineage
+            .nodes
+            .iter()
+            .any(|n| &n.name == name && !n.pii.is_empty())
+        {
+            painter.text(
+                rect.right_bottom() + Vec2::new(-8.0, -6.0) * zoom,
+                egui::Align2::RIGHT_BOTTOM,
+                "PII",
+                egui::FontId::proportional(11.0 * zoom),
+                Color32::from_rgb(200, 60, 60),
             );
         }
         response.on_hover_text(describe(app, name));

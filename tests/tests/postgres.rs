@@ -800,7 +800,10 @@ fn kappa_watch_reports_changes_with_the_wal_position() {
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     while child.try_wait().expect("wait").is_none() {
-        assert!(Instant::now() < deadline, "kappa watch did not stop on SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "kappa watch did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     while server.psql(

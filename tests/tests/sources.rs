@@ -302,6 +302,7 @@ fn a_parquet_file_that_panics_the_reader_is_an_error_not_a_crash() {
         line: 0,
         kafka: None,
         postgres: None,
+        pii: Vec::new(),
     };
     match kappa_core::load_source(&spec) {
         Err(

@@ -280,8 +280,11 @@ enum LineageFormat {
     Dot,
     /// A Mermaid flowchart (renders in GitHub Markdown).
     Mermaid,
-    /// Nodes, edges and column lineage as JSON.
+    /// Nodes, edges and column lineage as JSON, with each column's `pii` flag and each node's personal columns.
     Json,
+    /// OpenLineage run events (spec 2-0-2), one per view and one per line: the view's SQL as the job, the tables
+    /// it reads as inputs, the view as output with the schema and column-lineage facets.
+    Openlineage,
 }
 
 #[derive(Debug, Args)]
@@ -562,6 +565,15 @@ fn lineage(args: &LineageArgs, options: &EngineOptions) -> Result<ExitCode> {
         LineageFormat::Dot => lineage.to_dot(),
         LineageFormat::Mermaid => lineage.to_mermaid(),
         LineageFormat::Json => serde_json::to_string_pretty(lineage)? + "\n",
+        LineageFormat::Openlineage => {
+            let now = kappa_core::openlineage::now();
+            let mut out = String::new();
+            for event in kappa_core::openlineage::run_events(&snapshot, &now) {
+                out.push_str(&serde_json::to_string(&event)?);
+                out.push('\n');
+            }
+            out
+        }
         LineageFormat::Text => lineage_text(&snapshot),
     };
     print!("{text}");
@@ -579,9 +591,18 @@ fn lineage_text(snapshot: &Snapshot) -> String {
             .filter(|e| e.to == view.name)
             .map(|e| e.from.as_str())
             .collect();
+        let personal = snapshot
+            .lineage
+            .nodes
+            .iter()
+            .find(|n| n.name == view.name)
+            .filter(|n| !n.pii.is_empty())
+            .map_or_else(String::new, |n| {
+                format!("  [personal data: {}]", n.pii.join(", "))
+            });
         let _ = writeln!(
             out,
-            "{} <- {}",
+            "{} <- {}{personal}",
             view.name,
             if reads.is_empty() {
                 "?".to_owned()
@@ -605,7 +626,8 @@ fn lineage_text(snapshot: &Snapshot) -> String {
             } else {
                 inputs.join(", ")
             };
-            let _ = writeln!(out, "  {} <- {inputs}", column.column);
+            let personal = if column.pii { "  [personal]" } else { "" };
+            let _ = writeln!(out, "  {} <- {inputs}{personal}", column.column);
         }
         if let NodeStatus::Error(message) = &view.status {
             let _ = writeln!(out, "  error: {message}");

@@ -312,7 +312,7 @@ fn render_tree(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             format!("{}└", "  ".repeat(entry.depth - 1))
         };
         // A source that is not a local file says what it is: a Kafka topic, or an object on S3.
-        let tag = app
+        let remote = app
             .snapshot()
             .source(&entry.name)
             .and_then(|s| s.remote.as_ref())
@@ -321,6 +321,14 @@ fn render_tree(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
                 kappa_core::RemoteKind::Table => "pg ",
                 kappa_core::RemoteKind::Object => "s3 ",
             });
+        // Personal data (a tagged column, or one derived from it) is marked, for data minimization.
+        let personal = app
+            .snapshot()
+            .lineage
+            .nodes
+            .iter()
+            .any(|n| n.name == entry.name && !n.pii.is_empty());
+        let tag = format!("{remote}{}", if personal { "pii " } else { "" });
         let name_width = usize::from(inner.width).saturating_sub(
             indent.chars().count() + 3 + tag.chars().count() + rows.chars().count(),
         );
@@ -739,13 +747,14 @@ fn column_lineage<'a>(app: &App, theme: &Theme, view: &str) -> Vec<Line<'a>> {
         };
         lines.push(Line::styled(
             format!(
-                "  {} ← {}",
+                "  {} ← {}{}",
                 column.column,
                 if inputs.is_empty() {
                     "(no column: a count or a constant)".to_owned()
                 } else {
                     inputs.join(", ")
-                }
+                },
+                if column.pii { "  (personal)" } else { "" }
             ),
             style,
         ));

@@ -190,6 +190,7 @@ impl Worker {
             line,
             kafka: None,
             postgres: None,
+            pii: Vec::new(),
         };
         let loaded = source::load(&spec)?;
         if let Some(first) = loaded.diagnostics.items.first() {
@@ -256,6 +257,9 @@ impl Worker {
                     Ok(report.clone().with_diff(diff))
                 }
                 .await
+            }
+            CheckKind::NoPii { views } => {
+                Ok(report.clone().with_personal_columns(&self.lineage, views))
             }
             CheckKind::Invariant { sql } => {
                 report.sql = Some(sql.clone());

@@ -350,6 +350,7 @@ pub(super) fn initial_snapshot(pipeline: &Pipeline) -> Snapshot {
         views: pipeline.views.iter().map(pending_view).collect(),
         lineage: Arc::new(Lineage::build(
             &pipeline.source_tables(),
+            &pipeline.pii_columns(),
             &pipeline
                 .views
                 .iter()
@@ -443,6 +444,7 @@ impl Worker {
             .collect();
         self.lineage = Arc::new(Lineage::build(
             &self.pipeline.source_tables(),
+            &self.pipeline.pii_columns(),
             &view_lineage,
         ));
     }
