@@ -303,6 +303,12 @@ pub async fn verify(
                 .await
             }
             CheckKind::NoPii { views } => Ok(report.clone().with_personal_columns(&lineage, views)),
+            CheckKind::Contract { source } => Err(error(
+                url,
+                format!(
+                    "the contract of `{source}` is checked record by record as Kappa reads the source; run this check without --cluster"
+                ),
+            )),
             CheckKind::Invariant { sql } => {
                 report.sql = Some(sql.clone());
                 async {

@@ -19,6 +19,8 @@ pub enum DiagnosticKind {
     OutOfOrder,
     /// A field appeared, or changed type, at this offset.
     SchemaChange,
+    /// A record that breaks its source's contract (kept: the contract's check fails while any record breaks it).
+    Contract,
 }
 
 impl std::fmt::Display for DiagnosticKind {
@@ -29,6 +31,7 @@ impl std::fmt::Display for DiagnosticKind {
             DiagnosticKind::Duplicate => "duplicate",
             DiagnosticKind::OutOfOrder => "out of order",
             DiagnosticKind::SchemaChange => "schema change",
+            DiagnosticKind::Contract => "contract",
         })
     }
 }
@@ -62,6 +65,9 @@ pub struct Diagnostics {
     pub duplicates: u64,
     pub out_of_order: u64,
     pub schema_changes: u64,
+    /// Records that break their source's contract.
+    #[serde(default)]
+    pub contract: u64,
     pub items: Vec<Diagnostic>,
     /// The offset of every malformed record (all of them, unlike `items`), to count those passed over up to a point.
     #[serde(skip)]
@@ -69,11 +75,17 @@ pub struct Diagnostics {
 }
 
 impl Diagnostics {
-    /// The counts in words, as every front end shows them.
+    /// The counts in words, as every front end shows them (contract breaches only when there are some: most sources
+    /// have no contract).
     #[must_use]
     pub fn summary(&self) -> String {
+        let contract = if self.contract > 0 {
+            format!(", {} break the contract", self.contract)
+        } else {
+            String::new()
+        };
         format!(
-            "{} malformed, {} incomplete, {} duplicates, {} out of order, {} schema changes",
+            "{} malformed, {} incomplete, {} duplicates, {} out of order, {} schema changes{contract}",
             self.malformed,
             self.incomplete,
             self.duplicates,
@@ -92,6 +104,7 @@ impl Diagnostics {
             DiagnosticKind::Duplicate => self.duplicates += 1,
             DiagnosticKind::OutOfOrder => self.out_of_order += 1,
             DiagnosticKind::SchemaChange => self.schema_changes += 1,
+            DiagnosticKind::Contract => self.contract += 1,
         }
         if self.items.len() < MAX_KEPT {
             self.items.push(diagnostic);
@@ -125,6 +138,7 @@ impl Diagnostics {
         self.duplicates += other.duplicates;
         self.out_of_order += other.out_of_order;
         self.schema_changes += other.schema_changes;
+        self.contract += other.contract;
         self.malformed_offsets.extend(other.malformed_offsets);
         let room = MAX_KEPT.saturating_sub(self.items.len());
         self.items.extend(other.items.into_iter().take(room));
@@ -158,7 +172,12 @@ impl Diagnostics {
     /// How many diagnostics of every kind.
     #[must_use]
     pub fn total(&self) -> u64 {
-        self.malformed + self.incomplete + self.duplicates + self.out_of_order + self.schema_changes
+        self.malformed
+            + self.incomplete
+            + self.duplicates
+            + self.out_of_order
+            + self.schema_changes
+            + self.contract
     }
 
     /// Both sets together, in offset order (the kept items are capped at [`MAX_KEPT`]).
@@ -173,6 +192,7 @@ impl Diagnostics {
             duplicates: self.duplicates + other.duplicates,
             out_of_order: self.out_of_order + other.out_of_order,
             schema_changes: self.schema_changes + other.schema_changes,
+            contract: self.contract + other.contract,
             items,
             malformed_offsets: Vec::new(),
         }

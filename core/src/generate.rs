@@ -22,6 +22,9 @@ pub const SHOP_PIPELINE: &str = include_str!("shop.toml");
 /// The bank pipeline written next to the generated files (and kept in `sample-data/bank/kappa.toml`).
 pub const BANK_PIPELINE: &str = include_str!("bank.toml");
 
+/// The signups pipeline written next to the generated log.
+pub const SIGNUPS_PIPELINE: &str = include_str!("signups.toml");
+
 /// The Nexmark pipeline written next to the generated log.
 pub const NEXMARK_PIPELINE: &str = include_str!("nexmark.toml");
 
@@ -451,6 +454,95 @@ pub fn bank(dir: &Path, transfers: u64, seed: u64) -> Result<BankSummary> {
         transfers: written / 2,
         retries: resent,
         accounts: 6,
+    })
+}
+
+/// What `kappa gen signups` wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignupsSummary {
+    pub events: u64,
+    /// The line of the first record written by the new release of the producer.
+    pub release_line: u64,
+    /// Records that break the contract (all of them after `release_line`).
+    pub broken: u64,
+}
+
+/// Writes the signups scenario into `dir`: `signups.jsonl` (one sign-up per user, with email and name as personal data)
+/// and `kappa.toml`. From 60% of the log on, a new release of the producer breaks its contract now and then: a plan
+/// `team` the contract does not allow, an age of `"unknown"` (text) or under 13, and sign-ups without an email.
+pub fn signups(dir: &Path, events: u64, seed: u64) -> Result<SignupsSummary> {
+    const FIRST: [&str; 10] = [
+        "Ada", "Bo", "Chen", "Dara", "Eli", "Fatima", "Goran", "Hana", "Ivo", "June",
+    ];
+    const LAST: [&str; 8] = [
+        "Lovelace", "Nakamura", "Okafor", "Silva", "Novak", "Haddad", "Berg", "Moreau",
+    ];
+    const COUNTRIES: [&str; 6] = ["BR", "DE", "IN", "JP", "NG", "US"];
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut rng = Rng(seed);
+    let start_ms: i64 = 1_717_200_000_000;
+    let release = events * 6 / 10;
+    let mut lines = Vec::new();
+    let mut broken = 0;
+    let mut ts = start_ms;
+    for n in 1..=events {
+        ts += 5_000 + rng.below(55_000) as i64;
+        let first = FIRST[rng.below(FIRST.len() as u64) as usize];
+        let last = LAST[rng.below(LAST.len() as u64) as usize];
+        let mut email = format!(
+            "{}.{}{n}@example.com",
+            first.to_lowercase(),
+            last.to_lowercase()
+        );
+        if rng.chance(20) {
+            email = email.to_uppercase();
+        }
+        let mut plan = if rng.chance(30) { "pro" } else { "free" };
+        let age = 16 + rng.below(60);
+        let country = COUNTRIES[rng.below(COUNTRIES.len() as u64) as usize];
+        let mut age_text = age.to_string();
+        let mut email_field = format!(r#""email":"{email}","#);
+        if n > release {
+            let mut breaks = false;
+            if rng.chance(10) {
+                plan = "team";
+                breaks = true;
+            }
+            if rng.chance(4) {
+                "\"unknown\"".clone_into(&mut age_text);
+                breaks = true;
+            } else if rng.chance(3) {
+                age_text = (8 + rng.below(5)).to_string();
+                breaks = true;
+            }
+            if rng.chance(5) {
+                email_field = String::new();
+                breaks = true;
+            }
+            broken += u64::from(breaks);
+        }
+        lines.push(format!(
+            r#"{{"event_id":"s{n:06}","ts":"{}","user_id":{n},{email_field}"name":"{first} {last}","plan":"{plan}","age":{age_text},"country":"{country}"}}"#,
+            DateTime::<Utc>::from_timestamp_millis(ts)
+                .unwrap_or_default()
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        ));
+    }
+    let path = dir.join("signups.jsonl");
+    write_atomic(&path, |file| {
+        let text = lines.join("\n") + "\n";
+        file.write_all(text.as_bytes())
+            .map_err(|e| Error::io(&path, e))
+    })?;
+    let pipeline = dir.join("kappa.toml");
+    write_atomic(&pipeline, |file| {
+        file.write_all(SIGNUPS_PIPELINE.as_bytes())
+            .map_err(|e| Error::io(&pipeline, e))
+    })?;
+    Ok(SignupsSummary {
+        events,
+        release_line: release + 1,
+        broken,
     })
 }
 

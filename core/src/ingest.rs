@@ -16,6 +16,7 @@ use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, SchemaRef};
 use serde_json::{Map, Value};
 
+use crate::contract::Contract;
 use crate::diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
 use crate::error::{Error, Result};
 use crate::pipeline::{Format, SourceKind, SourceSpec};
@@ -88,6 +89,8 @@ pub(crate) struct SourceLog {
     /// The index of event ids is still to be read from the sealed records (a log opened from its store: the index is
     /// built when a record is first ingested, not at open).
     seen_pending: bool,
+    /// The source's contract: each kept record that breaks it is an ingest diagnostic.
+    contract: Option<Arc<Contract>>,
 }
 
 /// A log's store, and when it seals.
@@ -143,6 +146,7 @@ impl SourceLog {
             cdc: None,
             store: None,
             seen_pending: false,
+            contract: spec.contract.clone().map(Arc::new),
         };
         log.take(loaded)?;
         Ok(log)
@@ -345,6 +349,7 @@ impl SourceLog {
             // A copy writes nothing.
             store: None,
             seen_pending: false,
+            contract: self.contract.clone(),
         }
     }
 
@@ -712,18 +717,33 @@ impl SourceLog {
             ),
             None => (batch.clone(), changes),
         };
+        let kept_offsets: Option<Vec<u64>> = offsets.as_ref().map(|offsets| {
+            offsets
+                .iter()
+                .enumerate()
+                .filter(|(row, _)| keep.as_ref().is_none_or(|k| k[*row]))
+                .map(|(_, &o)| o as u64)
+                .collect()
+        });
         if let Some(cdc) = &mut self.cdc {
-            let kept_offsets: Vec<u64> = match &offsets {
-                Some(offsets) => offsets
-                    .iter()
-                    .enumerate()
-                    .filter(|(row, _)| keep.as_ref().is_none_or(|k| k[*row]))
-                    .map(|(_, &o)| o as u64)
-                    .collect(),
-                None => (0..changes.len() as u64).collect(),
-            };
-            cdc.offsets.extend(kept_offsets);
+            match &kept_offsets {
+                Some(kept) => cdc.offsets.extend_from_slice(kept),
+                None => cdc.offsets.extend(0..changes.len() as u64),
+            }
             cdc.changes.extend(changes);
+        }
+        if let Some(contract) = &self.contract {
+            for (row, reason) in contract.violations(&batch) {
+                let offset = kept_offsets
+                    .as_ref()
+                    .map_or(base_row + row as u64, |o| o[row]);
+                self.ingest.push(Diagnostic {
+                    kind: DiagnosticKind::Contract,
+                    line: line_of(Some(offset)),
+                    offset: Some(offset),
+                    reason,
+                });
+            }
         }
         if batch.num_rows() > 0 {
             self.records.push(batch);
@@ -946,6 +966,7 @@ mod append_tests {
             kafka: None,
             postgres: None,
             pii: Vec::new(),
+            contract: None,
         }
     }
 

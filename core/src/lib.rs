@@ -37,6 +37,7 @@
 
 pub mod client;
 pub mod cluster;
+mod contract;
 mod diagnostics;
 mod engine;
 mod error;
@@ -52,6 +53,7 @@ pub mod openlineage;
 mod output;
 mod pipeline;
 mod postgres;
+pub mod scenario;
 mod source;
 mod sql;
 mod storage;
@@ -59,6 +61,7 @@ pub mod store;
 mod verify;
 mod zset;
 
+pub use contract::{Allowed, Contract, ValueType};
 pub use diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
 pub use engine::{
     Browse, Command, Crossover, DEFAULT_CHECKPOINT_EVERY, DEFAULT_MEMORY_LIMIT, Engine,
@@ -69,7 +72,8 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use generate::{
     BANK_PIPELINE, BankSummary, DEFAULT_SEED, NEXMARK_PIPELINE, NexmarkSummary, SHOP_PIPELINE,
-    ShopSummary, bank as generate_bank, nexmark as generate_nexmark, shop as generate_shop,
+    SIGNUPS_PIPELINE, ShopSummary, SignupsSummary, bank as generate_bank,
+    nexmark as generate_nexmark, shop as generate_shop, signups as generate_signups,
 };
 pub use incremental::{Maintenance, MaintenanceKind};
 pub use kafka::{KafkaSpec, KafkaStart, PartitionLag};

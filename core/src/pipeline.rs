@@ -26,6 +26,7 @@ use petgraph::graph::DiGraph;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::contract::Contract;
 use crate::error::{Error, Result};
 use crate::kafka::{KafkaSpec, KafkaStart};
 use crate::postgres::PostgresSpec;
@@ -74,6 +75,8 @@ pub enum CheckKind {
     Invariant { sql: String },
     /// No column of these views may derive from a personal (`pii`) column; each one that does is a violation.
     NoPii { views: Vec<String> },
+    /// Every record of `source` keeps its contract (`[source.contract]`); each record that breaks it is a violation.
+    Contract { source: String },
 }
 
 /// One `[[source]]`.
@@ -100,6 +103,8 @@ pub struct SourceSpec {
     pub postgres: Option<PostgresSpec>,
     /// Its personal columns (`pii = [...]`), tagged so lineage can say which views hold personal data.
     pub pii: Vec<String>,
+    /// What its producer promises about each record (`[source.contract]`), checked as records are ingested.
+    pub contract: Option<Contract>,
 }
 
 /// `kind` of a source.
@@ -266,6 +271,7 @@ struct RawSource {
     time: Option<String>,
     key: Option<Vec<String>>,
     pii: Option<Vec<String>>,
+    contract: Option<Contract>,
 }
 
 /// `kind` as written: a file's kind, or a Kafka topic.
@@ -336,6 +342,7 @@ fn kafka_source(
         kafka: Some(spec),
         postgres: None,
         pii: raw.pii.clone().unwrap_or_default(),
+        contract: raw.contract.clone(),
     })
 }
 
@@ -430,6 +437,7 @@ fn postgres_sources(
                 kafka: None,
                 postgres: Some(spec),
                 pii: raw.pii.clone().unwrap_or_default(),
+                contract: raw.contract.clone(),
             }
         })
         .collect())
@@ -502,6 +510,9 @@ impl Pipeline {
                 source_name: name.clone(),
                 reason,
             };
+            if let Some(problem) = raw.contract.as_ref().and_then(Contract::problem) {
+                return Err(bad(format!("its contract: {problem}")));
+            }
             let kind = match raw.kind {
                 None => None,
                 Some(RawKind::Log) => Some(SourceKind::Log),
@@ -583,6 +594,7 @@ impl Pipeline {
                 kafka: None,
                 postgres: None,
                 pii: raw.pii.unwrap_or_default(),
+                contract: raw.contract,
             });
         }
         // A view may not shadow a source (or a CDC source's `__changes` table, once those exist).
@@ -667,6 +679,7 @@ impl Pipeline {
                     }
                     CheckKind::Invariant { .. } => format!("invariant_{}", index + 1),
                     CheckKind::NoPii { .. } => format!("no_pii_{}", index + 1),
+                    CheckKind::Contract { source } => format!("{source}_contract"),
                 },
             };
             if let Some(first) = checks.iter().find(|c: &&CheckSpec| c.name == name) {
@@ -678,6 +691,25 @@ impl Pipeline {
                 });
             }
             checks.push(CheckSpec { name, kind, line });
+        }
+        // Each source's contract is a check of its own, after those written, named after the source.
+        for source in sources.iter().filter(|s| s.contract.is_some()) {
+            let name = format!("{}_contract", source.name);
+            if let Some(first) = checks.iter().find(|c| c.name == name) {
+                return Err(Error::DuplicateName {
+                    path: file.to_path_buf(),
+                    line: first.line,
+                    name,
+                    first_line: source.line,
+                });
+            }
+            checks.push(CheckSpec {
+                name,
+                kind: CheckKind::Contract {
+                    source: source.name.clone(),
+                },
+                line: source.line,
+            });
         }
         let title = raw.title.unwrap_or_else(|| {
             file.parent()
@@ -764,6 +796,7 @@ impl Pipeline {
                 kafka: None,
                 postgres: None,
                 pii: Vec::new(),
+                contract: None,
             });
         }
         let title = paths
@@ -916,7 +949,7 @@ impl Pipeline {
             let named: Vec<&String> = match &check.kind {
                 CheckKind::Diff { view, .. } => vec![view],
                 CheckKind::NoPii { views } => views.iter().collect(),
-                CheckKind::Invariant { .. } => Vec::new(),
+                CheckKind::Invariant { .. } | CheckKind::Contract { .. } => Vec::new(),
             };
             if let Some(view) = named.into_iter().find(|view| {
                 !self.views.iter().any(|v| &v.name == *view) && !tables.contains(*view)

@@ -797,6 +797,54 @@ impl CheckReport {
         }
     }
 
+    /// A contract check's report: each record of the source that breaks its contract is a violation, with its offset,
+    /// line and reasons (the first [`crate::diagnostics::MAX_KEPT`] are at hand; the count is of them all).
+    pub(crate) fn with_contract_breaches(
+        self,
+        found: &crate::diagnostics::Diagnostics,
+    ) -> CheckReport {
+        use datafusion::arrow::array::{StringArray, UInt64Array};
+        use datafusion::arrow::datatypes::Field;
+        use std::sync::Arc;
+        let breaches: Vec<&crate::diagnostics::Diagnostic> = found
+            .items
+            .iter()
+            .filter(|d| d.kind == crate::diagnostics::DiagnosticKind::Contract)
+            .collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("offset", DataType::UInt64, true),
+            Field::new("line", DataType::UInt64, true),
+            Field::new("reason", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(breaches.iter().map(|d| d.offset).collect::<UInt64Array>()),
+                Arc::new(breaches.iter().map(|d| d.line).collect::<UInt64Array>()),
+                Arc::new(StringArray::from_iter_values(
+                    breaches.iter().map(|d| d.reason.as_str()),
+                )),
+            ],
+        );
+        match batch {
+            Ok(batch) => {
+                let mut report = self.with_violations(&schema, &[batch]);
+                if let Some(violations) = &mut report.violations {
+                    violations.rows = violations.rows.max(found.contract);
+                }
+                if found.contract > 0 {
+                    report.status = CheckStatus::Fail;
+                }
+                report
+            }
+            Err(e) => CheckReport {
+                error: Some(e.to_string()),
+                status: CheckStatus::Error,
+                ..self
+            },
+        }
+    }
+
     pub(crate) fn error(name: &str, message: String) -> CheckReport {
         CheckReport {
             name: name.to_owned(),

@@ -80,6 +80,12 @@ fn describe(app: &KappaApp, name: &str) -> String {
     } else {
         return name.to_owned();
     };
+    if let Some(state) = snapshot
+        .source(name)
+        .and_then(kappa_core::SourceState::contract_state)
+    {
+        let _ = writeln!(text, "{state}");
+    }
     if let Some(node) = snapshot
         .lineage
         .nodes
@@ -312,6 +318,24 @@ pub fn show(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
                 "PII",
                 egui::FontId::proportional(11.0 * zoom),
                 Color32::from_rgb(200, 60, 60),
+            );
+        }
+        // A source's contract: kept (green) or broken by some record (red).
+        if let Some(broken) = snapshot
+            .source(name)
+            .and_then(kappa_core::SourceState::contract_broken)
+        {
+            let (label, color) = if broken {
+                ("contract broken", Color32::from_rgb(220, 60, 60))
+            } else {
+                ("contract kept", Color32::from_rgb(40, 150, 70))
+            };
+            painter.text(
+                rect.right_top() + Vec2::new(-8.0, 7.0) * zoom,
+                egui::Align2::RIGHT_TOP,
+                label,
+                egui::FontId::proportional(11.0 * zoom),
+                color,
             );
         }
         response.on_hover_text(describe(app, name));

@@ -19,6 +19,7 @@ use kappa_core::{Engine, EngineOptions, EngineStatus, Pipeline, Snapshot, ViewMo
 
 pub mod graph;
 pub mod panels;
+pub mod welcome;
 
 /// How the window was asked to start.
 #[derive(Debug, Clone, Default)]
@@ -64,6 +65,8 @@ pub enum Action {
     /// Stops what is being waited for (Esc).
     Cancel,
     Open(Vec<PathBuf>),
+    /// Generates a bundled scenario into the welcome screen's folder and opens it.
+    OpenScenario(String),
     /// Shows a file dialog; its choice becomes an `Open` or an `Export`.
     Choose(Choosing),
 }
@@ -127,6 +130,8 @@ pub struct KappaApp {
     /// When the app started, and whether the first rows were drawn since (`$KAPPA_GUI_FIRST_ROWS` reports when).
     pub started: Instant,
     pub first_rows_drawn: bool,
+    /// The welcome screen, while nothing was opened yet.
+    pub welcome: Option<welcome::Welcome>,
 }
 
 impl KappaApp {
@@ -169,7 +174,24 @@ impl KappaApp {
             auto_selected: false,
             started: Instant::now(),
             first_rows_drawn: false,
+            welcome: None,
         })
+    }
+
+    /// The window with nothing opened yet: the welcome screen, over an engine with no sources.
+    pub fn welcome(ctx: &egui::Context, options: Options) -> kappa_core::Result<KappaApp> {
+        let nothing = Pipeline {
+            file: None,
+            base_dir: PathBuf::new(),
+            title: "Kappa".to_owned(),
+            sources: Vec::new(),
+            views: Vec::new(),
+            checks: Vec::new(),
+            storage: kappa_core::StorageOptions::default(),
+        };
+        let mut app = KappaApp::new(ctx, nothing, options)?;
+        app.welcome = Some(welcome::Welcome::default());
+        Ok(app)
     }
 
     /// The engine, for tests.
@@ -223,6 +245,17 @@ impl KappaApp {
             },
             Action::Open(paths) => {
                 self.open(&paths);
+                Vec::new()
+            }
+            Action::OpenScenario(name) => {
+                let folder = self.welcome.as_ref().map_or_else(
+                    || kappa_core::scenario::default_dir(&name),
+                    |w| PathBuf::from(w.folder.trim()).join(&name),
+                );
+                match kappa_core::scenario::generate(&name, &folder) {
+                    Ok(pipeline) => self.open(&[pipeline]),
+                    Err(e) => self.status = Some((e.to_string(), true)),
+                }
                 Vec::new()
             }
             Action::Choose(choosing) => {
@@ -356,6 +389,7 @@ impl KappaApp {
                 self.status = None;
                 self.seen_update = 0;
                 self.seen_version = u64::MAX;
+                self.welcome = None;
             }
             Err(e) => self.status = Some((e.to_string(), true)),
         }
@@ -528,6 +562,14 @@ impl eframe::App for KappaApp {
         }
         panels::menu(self, ui, &mut actions);
         actions.extend(self.file_dialog(&ctx));
+        if self.welcome.is_some() {
+            welcome::show(self, ui, &mut actions);
+            for action in actions {
+                self.act(action);
+            }
+            self.screenshot(&ctx);
+            return;
+        }
         panels::timeline(self, ui, &mut actions);
         panels::nodes(self, ui, &mut actions);
         panels::details(self, ui, &mut actions);

@@ -17,8 +17,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "kappa-gui", version)]
 struct Args {
-    /// A pipeline file (kappa.toml), a folder holding one, or data files to open as sources.
-    #[arg(required = true, value_name = "PIPELINE | FILE")]
+    /// A pipeline file (kappa.toml), a folder holding one, or data files to open as sources. With none, the welcome
+    /// screen: the bundled scenarios, the recent pipelines and File > Open.
+    #[arg(value_name = "PIPELINE | FILE")]
     inputs: Vec<PathBuf>,
     /// Render the window once everything has settled, save it as a PNG, and exit.
     #[arg(long, value_name = "PNG")]
@@ -56,13 +57,20 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<()> {
-    let pipeline = Pipeline::open(&args.inputs)?;
+    // Nothing named: the welcome screen.
+    let pipeline = if args.inputs.is_empty() {
+        None
+    } else {
+        Some(Pipeline::open(&args.inputs)?)
+    };
     let size = args.size.as_deref().unwrap_or("1280x800");
     let (width, height) = size
         .split_once('x')
         .and_then(|(w, h)| Some((w.parse::<f32>().ok()?, h.parse::<f32>().ok()?)))
         .ok_or_else(|| anyhow!("--size {size}: expected WIDTHxHEIGHT, like 1280x800"))?;
-    let title = format!("Kappa — {}", pipeline.title);
+    let title = pipeline
+        .as_ref()
+        .map_or_else(|| "Kappa".to_owned(), |p| format!("Kappa — {}", p.title));
     let throwaway = args.screenshot.as_ref().map(|_| {
         std::env::temp_dir().join(format!("kappa-gui-screenshot-{}.ron", std::process::id()))
     });
@@ -101,7 +109,10 @@ fn run(args: Args) -> Result<()> {
                         [width, height].into(),
                     ));
             }
-            let mut app = kappa_gui::KappaApp::new(&cc.egui_ctx, pipeline, app_options)?;
+            let mut app = match pipeline {
+                Some(pipeline) => kappa_gui::KappaApp::new(&cc.egui_ctx, pipeline, app_options)?,
+                None => kappa_gui::KappaApp::welcome(&cc.egui_ctx, app_options)?,
+            };
             app.recent = kappa_gui::recent_from(cc.storage);
             app.shot_result = app_shot;
             Ok(Box::new(app))

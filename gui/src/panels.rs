@@ -633,6 +633,14 @@ fn diagnostics(app: &KappaApp, ui: &mut egui::Ui) {
         for source in &app.snapshot().sources {
             let d = &source.diagnostics;
             ui.strong(format!("{}: {}", source.name, d.summary()));
+            if let Some(state) = source.contract_state() {
+                let color = if source.contract_broken() == Some(true) {
+                    egui::Color32::from_rgb(220, 60, 60)
+                } else {
+                    egui::Color32::from_rgb(40, 150, 70)
+                };
+                ui.colored_label(color, state);
+            }
             for item in &d.items {
                 ui.monospace(item.located(&source.path_as_written));
             }

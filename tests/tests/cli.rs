@@ -220,6 +220,8 @@ fn gen_is_deterministic_and_every_subcommand_has_help() {
         &["gen"],
         &["gen", "shop"],
         &["gen", "nexmark"],
+        &["gen", "signups"],
+        &["try"],
     ] {
         kappa()
             .args(sub)
@@ -228,10 +230,46 @@ fn gen_is_deterministic_and_every_subcommand_has_help() {
             .success()
             .stdout(predicate::str::contains("Usage: kappa"));
     }
+}
+
+/// `kappa` alone lists the bundled scenarios, with the ideas they show and the command that opens each; `kappa try`
+/// generates one into the folder asked for (or a temporary one) and opens it.
+#[test]
+fn kappa_alone_lists_the_scenarios_and_kappa_try_opens_one() {
+    let mut listing = kappa().assert().success().stdout(predicate::str::contains(
+        "Open a scenario:  kappa try NAME [--out DIR]",
+    ));
+    for scenario in &kappa_core::scenario::SCENARIOS {
+        listing = listing
+            .stdout(predicate::str::contains(format!(
+                "  {:<9}{}\n",
+                scenario.name, scenario.idea
+            )))
+            .stdout(predicate::str::contains(format!(
+                "           kappa try {}\n",
+                scenario.name
+            )));
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("mine");
     kappa()
+        .args(["try", "signups", "--out"])
+        .arg(&out)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(format!(
+            "generated the signups scenario: {}",
+            out.join("kappa.toml").display()
+        )))
+        .stdout(predicate::str::starts_with("pipeline: signups\n"));
+    assert!(out.join("signups.jsonl").is_file());
+    kappa()
+        .args(["try", "trains"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("Usage: kappa"));
+        .stderr(predicate::str::contains(
+            "no scenario is called `trains` (there are: shop, bank, signups, nexmark)",
+        ));
 }
 
 /// `kappa gen nexmark` writes the same log for the same seed, in the benchmark's proportions (per 50 events: 1 person,

@@ -401,20 +401,79 @@ fn the_window_renders_under_xvfb_and_saves_a_screenshot() {
         .env_remove("WAYLAND_DISPLAY")
         .output()
         .expect("run kappa-gui");
+    // With nothing named, the welcome screen.
+    let welcome_png = dir.path().join("welcome.png");
+    let welcome = std::process::Command::new(kappa_gui_path())
+        .args([
+            "--screenshot",
+            welcome_png.to_str().expect("utf-8"),
+            "--size",
+            "1280x800",
+        ])
+        .env("DISPLAY", &display)
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .expect("run kappa-gui");
     let _ = xvfb.kill();
     let _ = xvfb.wait();
+    for (output, png) in [(output, png), (welcome, welcome_png)] {
+        assert!(
+            output.status.success(),
+            "kappa-gui failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let image = image::open(&png).expect("a PNG").to_rgba8();
+        assert_eq!(image.dimensions(), (1280, 800));
+        let colours: std::collections::HashSet<[u8; 4]> = image.pixels().map(|p| p.0).collect();
+        assert!(
+            colours.len() > 20,
+            "a blank window: {} colours",
+            colours.len()
+        );
+    }
+}
+
+#[test]
+fn the_welcome_screen_lists_the_scenarios_and_opens_one_into_the_chosen_folder() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut harness = Harness::builder()
+        .with_size([1500.0, 950.0])
+        .build_eframe(|cc| KappaApp::welcome(&cc.egui_ctx, Options::default()).expect("app"));
+    harness.run_steps(3);
+    for scenario in &kappa_core::scenario::SCENARIOS {
+        harness.get_by_label(&format!("Open {}", scenario.name));
+        harness.get_by_label(scenario.idea);
+    }
+    harness.get_by_label("Open files…");
+    // Scenarios go into the folder typed in, never beside the program.
+    harness
+        .state_mut()
+        .welcome
+        .as_mut()
+        .expect("the welcome screen")
+        .folder = dir.path().display().to_string();
+    harness.get_by_label("Open signups").click();
+    harness.run_steps(2);
     assert!(
-        output.status.success(),
-        "kappa-gui failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+        harness.state().welcome.is_none(),
+        "{:?}",
+        harness.state().status
     );
-    let image = image::open(&png).expect("a PNG").to_rgba8();
-    assert_eq!(image.dimensions(), (1280, 800));
-    let colours: std::collections::HashSet<[u8; 4]> = image.pixels().map(|p| p.0).collect();
-    assert!(
-        colours.len() > 20,
-        "a blank window: {} colours",
-        colours.len()
+    assert!(dir.path().join("signups/kappa.toml").is_file());
+    assert!(dir.path().join("signups/signups.jsonl").is_file());
+    settle(&mut harness);
+    let snapshot = harness.state().snapshot().clone();
+    assert_eq!(snapshot.title, "signups");
+    assert_eq!(
+        snapshot
+            .source("signups")
+            .and_then(kappa_core::SourceState::contract_broken),
+        Some(true)
+    );
+    // The opened scenario is remembered among the recent pipelines.
+    assert_eq!(
+        harness.state().recent.first().map(String::as_str),
+        dir.path().join("signups/kappa.toml").to_str()
     );
 }
 

@@ -6,6 +6,7 @@ mod checkpoint;
 mod cli;
 mod cluster;
 mod concurrent;
+mod contract;
 mod corpora;
 mod engine;
 mod gui;

@@ -303,6 +303,7 @@ fn a_parquet_file_that_panics_the_reader_is_an_error_not_a_crash() {
         kafka: None,
         postgres: None,
         pii: Vec::new(),
+        contract: None,
     };
     match kappa_core::load_source(&spec) {
         Err(

@@ -22,7 +22,6 @@ use kappa_core::{
 #[command(
     name = "kappa",
     version,
-    arg_required_else_help = true,
     after_long_help = "Object storage: any data file may be an object on S3 or an S3-compatible server, \
         s3://BUCKET/KEY, or s3://BUCKET/PREFIX/ for every Parquet file under a prefix. The endpoint and credentials \
         come from the standard variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION); a \
@@ -129,6 +128,23 @@ enum Command {
     /// Generate a sample scenario at any size, deterministically.
     #[command(subcommand)]
     Gen(GenCommand),
+    /// Open a bundled scenario: generate it into a folder (a temporary one unless --out) and open it.
+    ///
+    /// `kappa` alone lists the scenarios and the ideas they show.
+    #[command(
+        after_help = "Examples:\n  kappa try shop\n  kappa try signups --out ~/kappa/signups"
+    )]
+    Try(TryArgs),
+}
+
+#[derive(Debug, Args)]
+struct TryArgs {
+    /// The scenario: shop, bank, signups or nexmark.
+    scenario: String,
+    /// The folder to generate it into (created if missing; its files are replaced) [default: kappa-scenarios/NAME in
+    /// the temporary folder].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -325,6 +341,19 @@ enum GenCommand {
         #[arg(long, default_value_t = kappa_core::DEFAULT_SEED)]
         seed: u64,
     },
+    /// Signups: a sign-up log with personal data (email, name) and a contract that a new release of its producer
+    /// breaks halfway through; dashboards that must hold no personal data, and a mailing list that does.
+    Signups {
+        /// How many sign-ups to write.
+        #[arg(long, default_value_t = 2_000)]
+        events: u64,
+        /// The folder to write into (created if missing; files in it are replaced atomically).
+        #[arg(long)]
+        out: PathBuf,
+        /// The random seed.
+        #[arg(long, default_value_t = kappa_core::DEFAULT_SEED)]
+        seed: u64,
+    },
     /// The bank: a transfers log whose clients retry with the same request id, an accounts Debezium log, and a
     /// pipeline with balances and the invariant that money is neither created nor destroyed.
     Bank {
@@ -412,6 +441,18 @@ fn run(cli: Cli, options: &EngineOptions) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Gen(GenCommand::Signups { events, out, seed })) => {
+            let summary = kappa_core::generate_signups(&out, events, seed)
+                .with_context(|| format!("generating the signups into {}", out.display()))?;
+            eprintln!(
+                "wrote {} sign-ups to {} ({} of them, from line {} on, break the contract)",
+                summary.events,
+                out.display(),
+                summary.broken,
+                summary.release_line
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Gen(GenCommand::Bank {
             transfers,
             out,
@@ -428,12 +469,58 @@ fn run(cli: Cli, options: &EngineOptions) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Try(args)) => {
+            let dir = args
+                .out
+                .clone()
+                .unwrap_or_else(|| kappa_core::scenario::default_dir(&args.scenario));
+            let pipeline =
+                kappa_core::scenario::generate(&args.scenario, &dir).with_context(|| {
+                    format!(
+                        "generating the {} scenario into {}",
+                        args.scenario,
+                        dir.display()
+                    )
+                })?;
+            eprintln!(
+                "generated the {} scenario: {}",
+                args.scenario,
+                pipeline.display()
+            );
+            let inputs = [pipeline];
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                crate::terminal::open(&inputs, options)
+            } else {
+                overview(&inputs, options)
+            }
+        }
+        // Nothing to open: the scenarios, and how to open them or your own.
+        None if cli.inputs.is_empty() => {
+            welcome(&mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
         // In a terminal, the app; piped or in a script, the overview as text.
         None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
             crate::terminal::open(&cli.inputs, options)
         }
         None => overview(&cli.inputs, options),
     }
+}
+
+/// What `kappa` alone prints: how to open a pipeline or files, and the bundled scenarios with the ideas they show.
+pub fn welcome(out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "Kappa: a dataflow explorer for event logs (the ideas of \"Designing Data-Intensive Applications\", chapter 12).\n\n\
+         Open your own:    kappa PIPELINE.toml | kappa FOLDER | kappa FILE...\n\
+         Open a scenario:  kappa try NAME [--out DIR]   (generated into DIR, or a temporary folder)\n\nScenarios:"
+    )?;
+    for scenario in &kappa_core::scenario::SCENARIOS {
+        writeln!(out, "  {:<9}{}", scenario.name, scenario.idea)?;
+        writeln!(out, "  {:<9}shows: {}", "", scenario.concepts.join(", "))?;
+        writeln!(out, "  {:<9}kappa try {}", "", scenario.name)?;
+    }
+    writeln!(out, "\nEvery subcommand: kappa --help")
 }
 
 /// Starts the engine on the inputs and waits until everything is loaded.
@@ -663,6 +750,11 @@ fn sources(args: &SourcesArgs, options: &EngineOptions) -> Result<ExitCode> {
                         .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()}))
                         .collect::<Vec<_>>()),
                     "diagnostics": s.diagnostics,
+                    "contract": s.contract.as_ref().map(|c| serde_json::json!({
+                        "promise": c,
+                        "kept": s.diagnostics.contract == 0,
+                        "breaches": s.diagnostics.contract,
+                    })),
                 })
             })
             .collect();
@@ -721,6 +813,9 @@ fn sources(args: &SourcesArgs, options: &EngineOptions) -> Result<ExitCode> {
                     .collect();
                 writeln!(out, "  schema: {}", fields.join(", "))?;
             }
+            if let Some(state) = s.contract_state() {
+                writeln!(out, "  {state}")?;
+            }
             let d = &s.diagnostics;
             if d.is_empty() {
                 writeln!(out, "  diagnostics: none")?;
@@ -730,7 +825,12 @@ fn sources(args: &SourcesArgs, options: &EngineOptions) -> Result<ExitCode> {
                     let place = item
                         .line
                         .map_or_else(String::new, |l| format!("line {l}: "));
-                    writeln!(out, "    {place}{}", item.reason)?;
+                    let kind = if item.kind == kappa_core::DiagnosticKind::Contract {
+                        "breaks the contract: "
+                    } else {
+                        ""
+                    };
+                    writeln!(out, "    {place}{kind}{}", item.reason)?;
                 }
                 if (d.items.len() as u64) < d.total() {
                     writeln!(out, "    ... and {} more", d.total() - d.items.len() as u64)?;

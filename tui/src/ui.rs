@@ -329,8 +329,22 @@ fn render_tree(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             .iter()
             .any(|n| n.name == entry.name && !n.pii.is_empty());
         let tag = format!("{remote}{}", if personal { "pii " } else { "" });
+        // A source with a contract says whether its records keep it.
+        let (contract, contract_color) = match app
+            .snapshot()
+            .source(&entry.name)
+            .and_then(kappa_core::SourceState::contract_broken)
+        {
+            Some(false) => ("contract ", Color::Green),
+            Some(true) => ("contract! ", Color::Red),
+            None => ("", Color::Reset),
+        };
         let name_width = usize::from(inner.width).saturating_sub(
-            indent.chars().count() + 3 + tag.chars().count() + rows.chars().count(),
+            indent.chars().count()
+                + 3
+                + tag.chars().count()
+                + contract.chars().count()
+                + rows.chars().count(),
         );
         let mut name: String = entry.name.chars().take(name_width).collect();
         let pad = name_width.saturating_sub(name.chars().count());
@@ -350,6 +364,7 @@ fn render_tree(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             Span::styled(mark.symbol(), theme.fg(mark.color())),
             Span::styled(format!(" {name} "), name_style),
             Span::styled(tag, theme.dim()),
+            Span::styled(contract, theme.fg(contract_color)),
             Span::styled(rows, style),
         ])
         .render(Rect::new(inner.x, y, inner.width, 1), buf);
@@ -1158,6 +1173,14 @@ fn render_log(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         ));
         if let Some(notice) = &source.notice {
             lines.push(Line::styled(format!("  {notice}"), theme.fg(Color::Yellow)));
+        }
+        if let Some(state) = source.contract_state() {
+            let color = if source.contract_broken() == Some(true) {
+                Color::Red
+            } else {
+                Color::Green
+            };
+            lines.push(Line::styled(format!("  {state}"), theme.fg(color)));
         }
         if let Some(remote) = &source.remote {
             let style = if remote.error.is_some() {

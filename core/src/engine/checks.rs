@@ -191,6 +191,7 @@ impl Worker {
             kafka: None,
             postgres: None,
             pii: Vec::new(),
+            contract: None,
         };
         let loaded = source::load(&spec)?;
         if let Some(first) = loaded.diagnostics.items.first() {
@@ -261,6 +262,15 @@ impl Worker {
             CheckKind::NoPii { views } => {
                 Ok(report.clone().with_personal_columns(&self.lineage, views))
             }
+            CheckKind::Contract { source } => match self.logs.get(source) {
+                Some(log) => Ok(report.clone().with_contract_breaches(&log.ingest)),
+                None => Err(Error::Decode {
+                    path: self.pipeline.display_path(),
+                    reason: format!(
+                        "source `{source}` was not read, so its contract was not checked"
+                    ),
+                }),
+            },
             CheckKind::Invariant { sql } => {
                 report.sql = Some(sql.clone());
                 self.query(QueryTarget::Sql(sql.clone()), None)

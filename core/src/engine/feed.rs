@@ -419,6 +419,10 @@ impl Worker {
             offset_name: source::OFFSET_COLUMN.to_owned(),
             event_id: spec.event_id.clone().filter(|_| spec.dedup),
             time: spec.time.clone(),
+            contract: spec
+                .contract
+                .as_ref()
+                .and_then(|c| serde_json::to_string(c).ok()),
         };
         Store::open(cache, key).ok()
     }

@@ -164,6 +164,30 @@ pub struct SourceState {
     pub notice: Option<String>,
     /// For a source on object storage: its URL, how often it is polled and how the last poll went.
     pub remote: Option<crate::storage::RemoteState>,
+    /// What its producer promises (`[source.contract]`); the records that break it are among the diagnostics.
+    pub contract: Option<crate::contract::Contract>,
+}
+
+impl SourceState {
+    /// Whether some record breaks the source's contract (`None`: it has no contract).
+    #[must_use]
+    pub fn contract_broken(&self) -> Option<bool> {
+        self.contract
+            .as_ref()
+            .map(|_| self.diagnostics.contract > 0)
+    }
+
+    /// The source's contract and whether its records keep it, in words (`None`: it has no contract).
+    #[must_use]
+    pub fn contract_state(&self) -> Option<String> {
+        let contract = self.contract.as_ref()?;
+        let state = match self.diagnostics.contract {
+            0 => "kept by every record".to_owned(),
+            1 => "broken by 1 record".to_owned(),
+            n => format!("broken by {n} records"),
+        };
+        Some(format!("contract {state}: {}", contract.describe()))
+    }
 }
 
 /// A view as the front ends see it.
@@ -345,6 +369,7 @@ pub(super) fn initial_snapshot(pipeline: &Pipeline) -> Snapshot {
                 store: None,
                 notice: None,
                 remote: None,
+                contract: s.contract.clone(),
             })
             .collect(),
         views: pipeline.views.iter().map(pending_view).collect(),

@@ -94,6 +94,9 @@ pub(crate) struct StoreKey {
     /// The column duplicates are dropped by, when they are.
     pub event_id: Option<String>,
     pub time: Option<String>,
+    /// The source's contract (its JSON), whose breaches are among the ingest diagnostics the store keeps.
+    #[serde(default)]
+    pub contract: Option<String>,
 }
 
 /// What the file looked like up to where the store stops.
