@@ -189,33 +189,19 @@ impl Contract {
         }
         for (name, expected) in &self.types {
             let Some(values) = column(name) else { continue };
-            let Some(text) = as_text(values) else {
-                continue;
-            };
             let kind = values.data_type();
-            for (row, reasons) in reasons.iter_mut().enumerate() {
-                if text.is_null(row) {
-                    continue;
-                }
-                let value = text.value(row);
+            each_value(values, &mut reasons, |_, value, reasons| {
                 if !has_type(kind, value, *expected) {
                     reasons.push(format!(
                         "`{name}` is {}, not {expected}",
                         shown(kind, value)
                     ));
                 }
-            }
+            });
         }
         for (name, allowed) in &self.allowed {
             let Some(values) = column(name) else { continue };
-            let Some(text) = as_text(values) else {
-                continue;
-            };
-            for (row, reasons) in reasons.iter_mut().enumerate() {
-                if text.is_null(row) {
-                    continue;
-                }
-                let value = text.value(row);
+            each_value(values, &mut reasons, |_, value, reasons| {
                 if !allowed.iter().any(|a| a.matches(value)) {
                     let list: Vec<String> = allowed.iter().map(ToString::to_string).collect();
                     reasons.push(format!(
@@ -224,20 +210,23 @@ impl Contract {
                         list.join(", ")
                     ));
                 }
-            }
+            });
         }
         for (name, [lo, hi]) in &self.range {
             let Some(values) = column(name) else { continue };
-            let Some(text) = as_text(values) else {
-                continue;
-            };
-            for (row, reasons) in reasons.iter_mut().enumerate() {
-                if text.is_null(row) {
-                    continue;
-                }
-                let value = text.value(row);
+            // A numeric column is cast once; text is read value by value.
+            let floats = values
+                .data_type()
+                .is_numeric()
+                .then(|| cast(values, &DataType::Float64).ok())
+                .flatten();
+            each_value(values, &mut reasons, |row, value, reasons| {
                 let shown_value = shown(values.data_type(), value);
-                match number(values, row, value) {
+                let x = match &floats {
+                    Some(floats) => Some(floats.as_primitive::<Float64Type>().value(row)),
+                    None => number(values.data_type(), value),
+                };
+                match x {
                     Some(x) if x < *lo || x > *hi => {
                         reasons.push(format!("`{name}` is {shown_value}, outside [{lo}, {hi}]"));
                     }
@@ -246,7 +235,7 @@ impl Contract {
                         "`{name}` is {shown_value}, not a number in [{lo}, {hi}]"
                     )),
                 }
-            }
+            });
         }
         reasons
             .into_iter()
@@ -263,15 +252,26 @@ fn as_text(values: &dyn Array) -> Option<datafusion::arrow::array::StringArray> 
     Some(text.as_string::<i32>().clone())
 }
 
-fn number(values: &dyn Array, row: usize, text: &str) -> Option<f64> {
-    if values.data_type().is_numeric() {
-        let floats = cast(&values.slice(row, 1), &DataType::Float64).ok()?;
-        return Some(floats.as_primitive::<Float64Type>().value(0));
-    }
-    if values.data_type() == &DataType::Boolean {
+/// A text value as a number (`None` for a boolean column, or text that is not a finite number).
+fn number(kind: &DataType, text: &str) -> Option<f64> {
+    if kind == &DataType::Boolean {
         return None;
     }
     text.trim().parse::<f64>().ok().filter(|x| x.is_finite())
+}
+
+/// Calls `check` with each row's non-null value of a column, as text, and that row's reasons.
+fn each_value(
+    values: &dyn Array,
+    reasons: &mut [Vec<String>],
+    mut check: impl FnMut(usize, &str, &mut Vec<String>),
+) {
+    let Some(text) = as_text(values) else { return };
+    for (row, reasons) in reasons.iter_mut().enumerate() {
+        if !text.is_null(row) {
+            check(row, text.value(row), reasons);
+        }
+    }
 }
 
 fn has_type(kind: &DataType, value: &str, expected: ValueType) -> bool {

@@ -182,10 +182,7 @@ pub fn shop(dir: &Path, events: u64, seed: u64) -> Result<ShopSummary> {
 
     write_products(&dir.join("products.parquet"), &products)?;
     let pipeline = dir.join("kappa.toml");
-    write_atomic(&pipeline, |file| {
-        file.write_all(SHOP_PIPELINE.as_bytes())
-            .map_err(|e| Error::io(&pipeline, e))
-    })?;
+    write_text(&pipeline, SHOP_PIPELINE)?;
     write_warehouse(&pipeline)?;
     Ok(ShopSummary {
         events,
@@ -310,11 +307,7 @@ pub fn nexmark(dir: &Path, events: u64, seed: u64) -> Result<NexmarkSummary> {
         }
         out.flush().map_err(|e| Error::io(&path, e))
     })?;
-    let pipeline = dir.join("kappa.toml");
-    write_atomic(&pipeline, |file| {
-        file.write_all(NEXMARK_PIPELINE.as_bytes())
-            .map_err(|e| Error::io(&pipeline, e))
-    })?;
+    write_text(&dir.join("kappa.toml"), NEXMARK_PIPELINE)?;
     Ok(summary)
 }
 
@@ -340,12 +333,6 @@ pub fn bank(dir: &Path, transfers: u64, seed: u64) -> Result<BankSummary> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut rng = Rng(seed);
     let start_ms: i64 = 1_717_200_000_000;
-    let stamp = |ms: i64| {
-        DateTime::<Utc>::from_timestamp_millis(ms)
-            .unwrap_or_default()
-            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-            .to_string()
-    };
 
     // Accounts: a snapshot of four, then a fifth opened, a rename, and a sixth opened by mistake and deleted.
     let mut accounts = Vec::new();
@@ -388,12 +375,7 @@ pub fn bank(dir: &Path, transfers: u64, seed: u64) -> Result<BankSummary> {
         start_ms + 9_100_000,
     ));
     accounts.push("null".to_owned());
-    let path = dir.join("accounts.jsonl");
-    write_atomic(&path, |file| {
-        let text = accounts.join("\n") + "\n";
-        file.write_all(text.as_bytes())
-            .map_err(|e| Error::io(&path, e))
-    })?;
+    write_text(&dir.join("accounts.jsonl"), &(accounts.join("\n") + "\n"))?;
 
     // Transfers, as legs; a retried leg is re-sent a few lines later, byte for byte.
     let mut held: [i64; 5] = [OWNERS[0].2, OWNERS[1].2, OWNERS[2].2, OWNERS[3].2, 0];
@@ -439,17 +421,8 @@ pub fn bank(dir: &Path, transfers: u64, seed: u64) -> Result<BankSummary> {
     }
     let resent = lines.len() as u64 - written + retries.len() as u64;
     lines.extend(retries.into_iter().map(|(_, line)| line));
-    let path = dir.join("transfers.jsonl");
-    write_atomic(&path, |file| {
-        let text = lines.join("\n") + "\n";
-        file.write_all(text.as_bytes())
-            .map_err(|e| Error::io(&path, e))
-    })?;
-    let pipeline = dir.join("kappa.toml");
-    write_atomic(&pipeline, |file| {
-        file.write_all(BANK_PIPELINE.as_bytes())
-            .map_err(|e| Error::io(&pipeline, e))
-    })?;
+    write_text(&dir.join("transfers.jsonl"), &(lines.join("\n") + "\n"))?;
+    write_text(&dir.join("kappa.toml"), BANK_PIPELINE)?;
     Ok(BankSummary {
         transfers: written / 2,
         retries: resent,
@@ -523,26 +496,31 @@ pub fn signups(dir: &Path, events: u64, seed: u64) -> Result<SignupsSummary> {
         }
         lines.push(format!(
             r#"{{"event_id":"s{n:06}","ts":"{}","user_id":{n},{email_field}"name":"{first} {last}","plan":"{plan}","age":{age_text},"country":"{country}"}}"#,
-            DateTime::<Utc>::from_timestamp_millis(ts)
-                .unwrap_or_default()
-                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            stamp(ts)
         ));
     }
-    let path = dir.join("signups.jsonl");
-    write_atomic(&path, |file| {
-        let text = lines.join("\n") + "\n";
-        file.write_all(text.as_bytes())
-            .map_err(|e| Error::io(&path, e))
-    })?;
-    let pipeline = dir.join("kappa.toml");
-    write_atomic(&pipeline, |file| {
-        file.write_all(SIGNUPS_PIPELINE.as_bytes())
-            .map_err(|e| Error::io(&pipeline, e))
-    })?;
+    write_text(&dir.join("signups.jsonl"), &(lines.join("\n") + "\n"))?;
+    write_text(&dir.join("kappa.toml"), SIGNUPS_PIPELINE)?;
     Ok(SignupsSummary {
         events,
         release_line: release + 1,
         broken,
+    })
+}
+
+/// Milliseconds since the epoch as UTC ISO 8601 with milliseconds, as the logs write event times.
+fn stamp(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// Writes `text` to `path`, atomically.
+fn write_text(path: &Path, text: &str) -> Result<()> {
+    write_atomic(path, |file| {
+        file.write_all(text.as_bytes())
+            .map_err(|e| Error::io(path, e))
     })
 }
 
