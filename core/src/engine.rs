@@ -216,7 +216,9 @@ impl Engine {
             // keyed by them would never be found again, and would only fill the cache folder.
             options.cache = None;
         }
-        let order = view_order(&SessionContext::new(), &pipeline)?;
+        let planning = SessionContext::new();
+        crate::privacy::register_functions(&planning);
+        let order = view_order(&planning, &pipeline)?;
         let watched = watched_paths(&pipeline);
         let first = Arc::new(initial_snapshot(&pipeline));
         let snapshot = Arc::new(Mutex::new(first.clone()));

@@ -244,6 +244,10 @@ pub enum Error {
     /// A view's changes could not be computed by its dataflow (it is recomputed instead).
     #[error("{0}")]
     Incremental(String),
+
+    /// A subject could not be traced through the views (`kappa trace`).
+    #[error("trace: {0}")]
+    Trace(String),
 }
 
 /// "view `x`: " for a view, nothing for an ad-hoc query.

@@ -25,6 +25,9 @@ pub const BANK_PIPELINE: &str = include_str!("bank.toml");
 /// The signups pipeline written next to the generated log.
 pub const SIGNUPS_PIPELINE: &str = include_str!("signups.toml");
 
+/// The privacy pipeline written next to the generated logs.
+pub const PRIVACY_PIPELINE: &str = include_str!("privacy.toml");
+
 /// The Nexmark pipeline written next to the generated log.
 pub const NEXMARK_PIPELINE: &str = include_str!("nexmark.toml");
 
@@ -505,6 +508,97 @@ pub fn signups(dir: &Path, events: u64, seed: u64) -> Result<SignupsSummary> {
         events,
         release_line: release + 1,
         broken,
+    })
+}
+
+/// What `kappa gen privacy` wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrivacySummary {
+    pub people: u64,
+    pub purchases: u64,
+    /// The one person already forgotten in the generated key store.
+    pub forgotten: u64,
+}
+
+/// Writes the privacy scenario into `dir`: `people.jsonl` (one sign-up per person, name and email encrypted with the
+/// person's own key), `purchases.jsonl` (about five purchases per person), `keys.jsonl` (the key store: a key per
+/// person, and the deletion of person 3's, who asked to be forgotten) and `kappa.toml`. Keys and nonces come from the
+/// seeded generator so the scenario is reproducible; real keys come from the operating system's random source.
+pub fn privacy(dir: &Path, people: u64, seed: u64) -> Result<PrivacySummary> {
+    const FIRST: [&str; 10] = [
+        "Ada", "Bo", "Chen", "Dara", "Eli", "Fatima", "Goran", "Hana", "Ivo", "June",
+    ];
+    const LAST: [&str; 8] = [
+        "Lovelace", "Nakamura", "Okafor", "Silva", "Novak", "Haddad", "Berg", "Moreau",
+    ];
+    const COUNTRIES: [&str; 4] = ["BR", "DE", "JP", "US"];
+    const FORGOTTEN: u64 = 3;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut rng = Rng(seed);
+    let bytes = |rng: &mut Rng, out: &mut [u8]| {
+        for chunk in out.chunks_mut(8) {
+            let n = chunk.len();
+            chunk.copy_from_slice(&rng.next().to_le_bytes()[..n]);
+        }
+    };
+    let mut ts: i64 = 1_717_200_000_000;
+    let (mut people_lines, mut key_lines) = (Vec::new(), Vec::new());
+    for id in 1..=people {
+        ts += 10_000 + rng.below(50_000) as i64;
+        let mut key = [0u8; 32];
+        bytes(&mut rng, &mut key);
+        let (mut name_nonce, mut email_nonce) = ([0u8; 12], [0u8; 12]);
+        bytes(&mut rng, &mut name_nonce);
+        bytes(&mut rng, &mut email_nonce);
+        let first = FIRST[rng.below(FIRST.len() as u64) as usize];
+        let last = LAST[rng.below(LAST.len() as u64) as usize];
+        let name = format!("{first} {last}");
+        let email = format!(
+            "{}.{}{id}@example.com",
+            first.to_lowercase(),
+            last.to_lowercase()
+        );
+        let country = COUNTRIES[rng.below(COUNTRIES.len() as u64) as usize];
+        people_lines.push(format!(
+            r#"{{"event_id":"p{id:05}","ts":"{}","user_id":{id},"name":"{}","email":"{}","country":"{country}"}}"#,
+            stamp(ts),
+            crate::privacy::encrypt(&key, &name_nonce, &name),
+            crate::privacy::encrypt(&key, &email_nonce, &email),
+        ));
+        key_lines.push(format!(
+            r#"{{"subject":{id},"key":"{}","forgotten":false}}"#,
+            {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.encode(key)
+            }
+        ));
+    }
+    let forgotten = u64::from(people >= FORGOTTEN) * FORGOTTEN;
+    if forgotten > 0 {
+        key_lines.push(format!(
+            r#"{{"subject":{forgotten},"key":null,"forgotten":true}}"#
+        ));
+    }
+    let mut purchase_lines = Vec::new();
+    let mut ts: i64 = 1_717_200_000_000 + 60_000;
+    for n in 1..=people * 5 {
+        ts += 2_000 + rng.below(12_000) as i64;
+        let user = 1 + rng.below(people.max(1));
+        let amount = 5 + rng.below(196);
+        purchase_lines.push(format!(
+            r#"{{"event_id":"o{n:06}","ts":"{}","user_id":{user},"amount":{amount}}}"#,
+            stamp(ts)
+        ));
+    }
+    let text = |lines: &[String]| lines.join("\n") + "\n";
+    write_text(&dir.join("people.jsonl"), &text(&people_lines))?;
+    write_text(&dir.join("purchases.jsonl"), &text(&purchase_lines))?;
+    write_text(&dir.join("keys.jsonl"), &text(&key_lines))?;
+    write_text(&dir.join("kappa.toml"), PRIVACY_PIPELINE)?;
+    Ok(PrivacySummary {
+        people,
+        purchases: people * 5,
+        forgotten,
     })
 }
 

@@ -53,11 +53,13 @@ pub mod openlineage;
 mod output;
 mod pipeline;
 mod postgres;
+pub mod privacy;
 pub mod scenario;
 mod source;
 mod sql;
 mod storage;
 pub mod store;
+pub mod trace;
 mod verify;
 mod zset;
 
@@ -71,9 +73,10 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use generate::{
-    BANK_PIPELINE, BankSummary, DEFAULT_SEED, NEXMARK_PIPELINE, NexmarkSummary, SHOP_PIPELINE,
-    SIGNUPS_PIPELINE, ShopSummary, SignupsSummary, bank as generate_bank,
-    nexmark as generate_nexmark, shop as generate_shop, signups as generate_signups,
+    BANK_PIPELINE, BankSummary, DEFAULT_SEED, NEXMARK_PIPELINE, NexmarkSummary, PRIVACY_PIPELINE,
+    PrivacySummary, SHOP_PIPELINE, SIGNUPS_PIPELINE, ShopSummary, SignupsSummary,
+    bank as generate_bank, nexmark as generate_nexmark, privacy as generate_privacy,
+    shop as generate_shop, signups as generate_signups,
 };
 pub use incremental::{Maintenance, MaintenanceKind};
 pub use kafka::{KafkaSpec, KafkaStart, PartitionLag};

@@ -18,7 +18,7 @@ pub struct Scenario {
 }
 
 /// Every bundled scenario, in the order a learner might take them.
-pub const SCENARIOS: [Scenario; 4] = [
+pub const SCENARIOS: [Scenario; 5] = [
     Scenario {
         name: "shop",
         idea: "an orders log is the system of record; revenue, order status and top products are derived from it",
@@ -41,6 +41,11 @@ pub const SCENARIOS: [Scenario; 4] = [
         name: "signups",
         idea: "personal data kept out of dashboards, and a producer that breaks its contract halfway through the log",
         concepts: &["data minimization", "data contracts"],
+    },
+    Scenario {
+        name: "privacy",
+        idea: "personal fields encrypted per person in an immutable log: deleting a key forgets a person everywhere",
+        concepts: &["crypto-shredding"],
     },
     Scenario {
         name: "nexmark",
@@ -77,6 +82,7 @@ pub fn generate(name: &str, dir: &Path) -> Result<PathBuf> {
         "shop" => generate::shop(dir, 20_000, DEFAULT_SEED).map(|_| ())?,
         "bank" => generate::bank(dir, 200, DEFAULT_SEED).map(|_| ())?,
         "signups" => generate::signups(dir, 2_000, DEFAULT_SEED).map(|_| ())?,
+        "privacy" => generate::privacy(dir, 200, DEFAULT_SEED).map(|_| ())?,
         _ => generate::nexmark(dir, 100_000, DEFAULT_SEED).map(|_| ())?,
     }
     Ok(dir.join("kappa.toml"))

@@ -15,6 +15,7 @@ mod lineage;
 mod live;
 mod pipeline_errors;
 mod postgres;
+mod privacy;
 mod pty;
 mod replay;
 mod responsive;

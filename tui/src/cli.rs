@@ -135,11 +135,60 @@ enum Command {
         after_help = "Examples:\n  kappa try shop\n  kappa try signups --out ~/kappa/signups"
     )]
     Try(TryArgs),
+    /// Forget a person (crypto-shredding): append the deletion of their key to the pipeline's key store.
+    ///
+    /// Their personal fields stay in the log, encrypted with the deleted key, so every view that decrypts them with
+    /// kappa_decrypt shows them as NULL; the log is not touched and a replay still works. Writes nothing but that one
+    /// line. The key store is a JSON Lines source of {"subject", "key", "forgotten"} records (see `kappa try privacy`).
+    #[command(after_help = "Example:\n  kappa forget privacy/kappa.toml --subject 7")]
+    Forget(ForgetArgs),
+    /// Where does a subject's data go: every source row with `column = value`, and per view the rows it contributes
+    /// to (read-only).
+    ///
+    /// A view row is the subject's when it would change or vanish without the subject's source rows: each view is
+    /// computed again over the sources without them. Such a row "holds" the subject when it passes the subject's value
+    /// through (column lineage says which columns do); the others are aggregates the subject is counted in.
+    #[command(
+        after_help = "Examples:\n  kappa trace privacy/kappa.toml --subject user_id=7\n  \
+        kappa trace signups/kappa.toml --subject user_id=12 --format json"
+    )]
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, Args)]
+struct ForgetArgs {
+    /// The pipeline file.
+    pipeline: PathBuf,
+    /// The subject to forget, as the key store writes it (a user id).
+    #[arg(long, value_name = "ID")]
+    subject: String,
+    /// The source that holds the keys.
+    #[arg(long, value_name = "SOURCE", default_value = "keys")]
+    key_store: String,
+}
+
+#[derive(Debug, Args)]
+struct TraceArgs {
+    /// The pipeline (or data files).
+    #[arg(required = true, value_name = "PIPELINE | FILE")]
+    inputs: Vec<PathBuf>,
+    /// The subject: a column and its value, e.g. user_id=7.
+    #[arg(long, value_name = "COLUMN=VALUE")]
+    subject: String,
+    /// Text for people, JSON for scripts.
+    #[arg(long, value_enum, default_value = "text")]
+    format: TraceFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TraceFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
 struct TryArgs {
-    /// The scenario: shop, bank, signups or nexmark.
+    /// The scenario: shop, bank, signups, privacy or nexmark (`kappa` alone lists them).
     scenario: String,
     /// The folder to generate it into (created if missing; its files are replaced) [default: kappa-scenarios/NAME in
     /// the temporary folder].
@@ -354,6 +403,19 @@ enum GenCommand {
         #[arg(long, default_value_t = kappa_core::DEFAULT_SEED)]
         seed: u64,
     },
+    /// Privacy: a sign-up log whose names and emails are encrypted with each person's own key, a purchases log, and
+    /// the key store; views decrypt with kappa_decrypt, and `kappa forget` deletes a key (crypto-shredding).
+    Privacy {
+        /// How many people to write (each buys about five times).
+        #[arg(long, default_value_t = 200)]
+        people: u64,
+        /// The folder to write into (created if missing; files in it are replaced atomically).
+        #[arg(long)]
+        out: PathBuf,
+        /// The random seed.
+        #[arg(long, default_value_t = kappa_core::DEFAULT_SEED)]
+        seed: u64,
+    },
     /// The bank: a transfers log whose clients retry with the same request id, an accounts Debezium log, and a
     /// pipeline with balances and the invariant that money is neither created nor destroyed.
     Bank {
@@ -453,6 +515,21 @@ fn run(cli: Cli, options: &EngineOptions) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Gen(GenCommand::Privacy { people, out, seed })) => {
+            let summary = kappa_core::generate_privacy(&out, people, seed).with_context(|| {
+                format!("generating the privacy scenario into {}", out.display())
+            })?;
+            eprintln!(
+                "wrote {} people, {} purchases and their keys to {} (person {} is already forgotten)",
+                summary.people,
+                summary.purchases,
+                out.display(),
+                summary.forgotten
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Forget(args)) => forget(&args),
+        Some(Command::Trace(args)) => trace(&args, options),
         Some(Command::Gen(GenCommand::Bank {
             transfers,
             out,
@@ -643,6 +720,101 @@ fn print_result(
     kappa_core::write_batches(&mut out, schema, batches, format)?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn forget(args: &ForgetArgs) -> Result<ExitCode> {
+    let pipeline = Pipeline::load(&args.pipeline)?;
+    match kappa_core::privacy::forget(&pipeline, &args.key_store, &args.subject)? {
+        kappa_core::privacy::Forgotten::Now(path) => eprintln!(
+            "forgot subject {}: appended the deletion of their key to {}; nothing else was written",
+            args.subject,
+            path.display()
+        ),
+        kappa_core::privacy::Forgotten::Already(path) => eprintln!(
+            "subject {} is already forgotten in {}; nothing was written",
+            args.subject,
+            path.display()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn trace(args: &TraceArgs, options: &EngineOptions) -> Result<ExitCode> {
+    let Some((column, value)) = args.subject.split_once('=') else {
+        anyhow::bail!(
+            "--subject {}: write it as COLUMN=VALUE, e.g. --subject user_id=7",
+            args.subject
+        );
+    };
+    let (engine, snapshot) = open(&args.inputs, options)?;
+    let trace = kappa_core::trace::trace(&engine, &snapshot, column.trim(), value.trim())?;
+    match args.format {
+        TraceFormat::Json => println!("{}", serde_json::to_string_pretty(&trace.to_json()?)?),
+        TraceFormat::Text => print!("{}", trace_text(&trace)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn trace_text(trace: &kappa_core::trace::Trace) -> Result<String> {
+    use std::fmt::Write as _;
+    let rows = |n: usize| {
+        if n == 1 {
+            "1 row".to_owned()
+        } else {
+            format!("{n} rows")
+        }
+    };
+    let table = |batch: &Option<kappa_core::arrow::array::RecordBatch>| -> Result<String> {
+        Ok(match batch {
+            Some(batch) if batch.num_rows() > 0 => {
+                kappa_core::arrow::util::pretty::pretty_format_batches(std::slice::from_ref(batch))?
+                    .to_string()
+                    + "\n"
+            }
+            _ => String::new(),
+        })
+    };
+    let mut out = String::new();
+    writeln!(out, "subject {} = {}", trace.column, trace.value)?;
+    writeln!(out, "\nsources")?;
+    for source in &trace.sources {
+        writeln!(out, "  {}: {}", source.name, rows(source.count))?;
+        out.push_str(&table(&source.rows)?);
+    }
+    if !trace.without_column.is_empty() {
+        writeln!(
+            out,
+            "  (no column {} in: {})",
+            trace.column,
+            trace.without_column.join(", ")
+        )?;
+    }
+    writeln!(out, "\nviews")?;
+    for view in &trace.views {
+        let count = |b: &Option<kappa_core::arrow::array::RecordBatch>| {
+            b.as_ref().map_or(0, |b| b.num_rows())
+        };
+        let (holds, counted) = (count(&view.holds), count(&view.counted_in));
+        if holds + counted == 0 {
+            writeln!(out, "  {}: nothing of the subject", view.name)?;
+            continue;
+        }
+        writeln!(
+            out,
+            "  {}: {} holding the subject's values, {} counting the subject in an aggregate",
+            view.name,
+            rows(holds),
+            rows(counted)
+        )?;
+        if holds > 0 {
+            out.push_str(&table(&view.holds)?);
+        }
+        if counted > 0 {
+            writeln!(out, "  counting the subject:")?;
+            out.push_str(&table(&view.counted_in)?);
+        }
+    }
+    Ok(out)
 }
 
 fn lineage(args: &LineageArgs, options: &EngineOptions) -> Result<ExitCode> {

@@ -415,6 +415,7 @@ impl Worker {
         let snapshot = SessionContext::new_with_config(
             datafusion::prelude::SessionConfig::new().with_information_schema(false),
         );
+        crate::privacy::register_functions(&snapshot);
         let mut names = self.published.table_names();
         names.extend(self.order.iter().cloned());
         for name in names {

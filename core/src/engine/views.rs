@@ -181,7 +181,10 @@ impl Worker {
                         if state.maintenance.is_none() {
                             state.maintenance = Some(maintenance);
                         }
-                        let batches = if defer {
+                        let reads_logs = state.reads.iter().any(|t| self.reads_logs(t));
+                        // A view of snapshots alone is computed now: the dataflows of the views after it take its
+                        // rows as they are when planned.
+                        let batches = if defer && reads_logs {
                             Vec::new()
                         } else {
                             frame.collect().await.map_err(|source| Error::ViewSql {
@@ -189,7 +192,6 @@ impl Worker {
                                 cause: source,
                             })?
                         };
-                        let reads_logs = state.reads.iter().any(|t| self.reads_logs(t));
                         (batches, Maint::Recompute { reads_logs })
                     };
                     state.rows = Some(batches.iter().map(|b| b.num_rows() as u64).sum());

@@ -67,6 +67,12 @@ pub(super) fn main_config() -> SessionConfig {
 /// sorts, aggregates and joins that can spill to disk do so past their share (the log is scanned from its store, so
 /// what a query holds is what the pool allows, not the log).
 pub(super) fn main_context(options: &EngineOptions) -> SessionContext {
+    let ctx = spill_context(options);
+    crate::privacy::register_functions(&ctx);
+    ctx
+}
+
+fn spill_context(options: &EngineOptions) -> SessionContext {
     use datafusion::execution::memory_pool::FairSpillPool;
     use datafusion::execution::runtime_env::RuntimeEnvBuilder;
     let Some(limit) = options.memory_limit else {
@@ -245,7 +251,11 @@ impl Worker {
             waker: published.waker,
             control,
             deferred: std::collections::VecDeque::new(),
-            delta_ctx: SessionContext::new_with_config(delta_config(main_config())),
+            delta_ctx: {
+                let ctx = SessionContext::new_with_config(delta_config(main_config()));
+                crate::privacy::register_functions(&ctx);
+                ctx
+            },
             delta_task: std::sync::OnceLock::new(),
             delta_tables: BTreeMap::new(),
             round_changes: crate::zset::Changes::new(),
