@@ -60,6 +60,11 @@ pub enum Outcome {
         run: usize,
         failed: usize,
     },
+    /// The self-audit ran over this many views.
+    Audited {
+        views: usize,
+        failed: usize,
+    },
     Measured,
     /// The views were written back to the pipeline file.
     Saved {
@@ -86,7 +91,7 @@ impl Outcome {
     pub fn is_error(&self) -> bool {
         match self {
             Outcome::ApplyFailed { .. } | Outcome::Failed { .. } => true,
-            Outcome::ChecksRun { failed, .. } => *failed > 0,
+            Outcome::ChecksRun { failed, .. } | Outcome::Audited { failed, .. } => *failed > 0,
             _ => false,
         }
     }
@@ -102,6 +107,12 @@ impl fmt::Display for Outcome {
             }
             Outcome::ChecksRun { run, failed } => {
                 write!(f, "{run} checks run, {failed} not passed")
+            }
+            Outcome::Audited { views, failed } => {
+                write!(
+                    f,
+                    "{views} views audited against the log, {failed} not passed"
+                )
             }
             Outcome::Measured => write!(f, "both paths measured"),
             Outcome::Saved { path } => write!(f, "wrote the views to {}", path.display()),
@@ -133,6 +144,9 @@ enum Pending {
     Checks {
         rx: Receiver<Result<Vec<CheckReport>>>,
     },
+    Audit {
+        rx: Receiver<Result<Vec<CheckReport>>>,
+    },
     Measure {
         rx: Receiver<Result<Arc<Snapshot>>>,
     },
@@ -153,6 +167,7 @@ impl Pending {
             Pending::Apply { view, .. } => format!("applying {view}"),
             Pending::Export { path, .. } => format!("exporting to {}", path.display()),
             Pending::Checks { .. } => "running the checks".to_owned(),
+            Pending::Audit { .. } => "auditing the views against the log".to_owned(),
             Pending::Measure { .. } => "measuring both paths".to_owned(),
             Pending::Seek { .. } => "time travelling".to_owned(),
             Pending::Save { path, .. } => format!("writing {}", path.display()),
@@ -317,6 +332,8 @@ pub struct Client {
     reads: u64,
     /// The shown table.
     pub table: TableView,
+    /// The reports of the last self-audit (each materialized view against a recompute from the log).
+    pub audit: Arc<Vec<CheckReport>>,
 }
 
 impl Client {
@@ -332,6 +349,7 @@ impl Client {
             seen_update: 0,
             reads: 0,
             table: TableView::default(),
+            audit: Arc::new(Vec::new()),
         }
     }
 
@@ -496,6 +514,22 @@ impl Client {
             },
             |rx| Pending::Checks { rx },
         )
+    }
+
+    /// Checks integrity: runs every check, then audits every materialized view against a recompute from the log.
+    pub fn check_integrity(&mut self) -> Vec<Outcome> {
+        let mut outcomes = self.run_checks();
+        outcomes.extend(self.ask(
+            |reply| Command::SelfAudit { reply },
+            |rx| Pending::Audit { rx },
+        ));
+        outcomes
+    }
+
+    /// Each view's timeliness next to its integrity, from the snapshot, its last check run and the last self-audit.
+    #[must_use]
+    pub fn timeliness(&self) -> Vec<crate::timeliness::ViewTimeliness> {
+        crate::timeliness::views(&self.snapshot, &self.audit)
     }
 
     /// Measures the read path and the write path of every view (1,000-event batches, 10 of them).
@@ -742,6 +776,21 @@ impl Client {
                 }
                 Err(error) => Outcome::Failed {
                     what: "running the checks".to_owned(),
+                    error,
+                },
+            }),
+            Pending::Audit { rx } => outcomes.push(match answer!(rx) {
+                Ok(reports) => {
+                    let failed = reports
+                        .iter()
+                        .filter(|r| r.status != CheckStatus::Pass)
+                        .count();
+                    let views = reports.len();
+                    self.audit = Arc::new(reports);
+                    Outcome::Audited { views, failed }
+                }
+                Err(error) => Outcome::Failed {
+                    what: "auditing the views".to_owned(),
                     error,
                 },
             }),

@@ -28,6 +28,9 @@ pub const SIGNUPS_PIPELINE: &str = include_str!("signups.toml");
 /// The privacy pipeline written next to the generated logs.
 pub const PRIVACY_PIPELINE: &str = include_str!("privacy.toml");
 
+/// The timeliness pipeline written next to the generated logs.
+pub const TIMELINESS_PIPELINE: &str = include_str!("timeliness.toml");
+
 /// The Nexmark pipeline written next to the generated log.
 pub const NEXMARK_PIPELINE: &str = include_str!("nexmark.toml");
 
@@ -599,6 +602,84 @@ pub fn privacy(dir: &Path, people: u64, seed: u64) -> Result<PrivacySummary> {
         people,
         purchases: people * 5,
         forgotten,
+    })
+}
+
+/// What the timeliness scenario wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimelinessSummary {
+    /// Requests, not counting the retries.
+    pub requests: u64,
+    /// Payment requests sent a second time by a client.
+    pub retries: u64,
+    /// Requests the ledger has applied (the rest are still to come).
+    pub applied: u64,
+    /// How far the ledger is behind the requests, in event time.
+    pub lag_secs: u64,
+}
+
+/// Writes the timeliness scenario into `dir`: `requests.jsonl` (deposits and payments on 12 accounts as clients send
+/// them, about 6% of payments sent twice by a retrying client), `ledger.jsonl` (each request applied once, written
+/// by a consumer that lags the requests by about three minutes) and `kappa.toml`. A payment is only made while the
+/// account covers it, so the ledger's balances never go below zero; taking the retries twice sends some below.
+pub fn timeliness(dir: &Path, requests: u64, seed: u64) -> Result<TimelinessSummary> {
+    const ACCOUNTS: u64 = 12;
+    const LAG_MS: i64 = 180_000;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut rng = Rng(seed);
+    let mut balances = vec![0_i64; ACCOUNTS as usize];
+    let mut ts: i64 = 1_717_200_000_000;
+    // (time, line) of every request as sent, retries included; the unique ones again for the ledger.
+    let (mut sent, mut unique) = (Vec::new(), Vec::new());
+    let mut retries = 0;
+    for n in 1..=requests {
+        ts += 1_000 + rng.below(4_000) as i64;
+        let account = if n <= ACCOUNTS {
+            n - 1
+        } else {
+            rng.below(ACCOUNTS)
+        };
+        let want = 10 + rng.below(141) as i64;
+        let (kind, amount) = if n <= ACCOUNTS {
+            ("deposit", 1_000)
+        } else if balances[account as usize] >= want && !rng.chance(8) {
+            ("payment", want)
+        } else {
+            ("deposit", 200 + 50 * rng.below(7) as i64)
+        };
+        balances[account as usize] += if kind == "deposit" { amount } else { -amount };
+        let line = |at: i64| {
+            format!(
+                r#"{{"request_id":"r{n:05}","ts":"{}","account":"A{:02}","kind":"{kind}","amount":{amount}}}"#,
+                stamp(at),
+                account + 1
+            )
+        };
+        sent.push((ts, line(ts)));
+        unique.push((ts, line(ts)));
+        if kind == "payment" && rng.chance(6) {
+            let again = ts + 500 + rng.below(2_500) as i64;
+            sent.push((again, line(again)));
+            retries += 1;
+        }
+    }
+    sent.sort_by_key(|(at, _)| *at);
+    let last = sent.last().map_or(ts, |(at, _)| *at);
+    let applied: Vec<String> = unique
+        .into_iter()
+        .filter(|(at, _)| *at <= last - LAG_MS)
+        .map(|(_, line)| line)
+        .collect();
+    let sent: Vec<String> = sent.into_iter().map(|(_, line)| line).collect();
+    let text = |lines: &[String]| lines.join("\n") + "\n";
+    write_text(&dir.join("requests.jsonl"), &text(&sent))?;
+    write_text(&dir.join("ledger.jsonl"), &text(&applied))?;
+    write_text(&dir.join("kappa.toml"), TIMELINESS_PIPELINE)?;
+    Ok(TimelinessSummary {
+        requests,
+        retries,
+        applied: applied.len() as u64,
+        lag_secs: (LAG_MS / 1000) as u64,
     })
 }
 

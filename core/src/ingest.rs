@@ -549,6 +549,14 @@ impl SourceLog {
             .map_or(self.fed_rows, |cdc| cdc.state.len() as u64)
     }
 
+    /// The event time of the last record read (by the `time` column), as written: how far the log has got.
+    pub fn last_event_time(&self) -> Option<String> {
+        self.last_time.as_ref().map(|t| match t {
+            EventTime::Number(n) => n.to_string(),
+            EventTime::Text(s) => s.clone(),
+        })
+    }
+
     /// Every diagnostic: the file's and the ingest's, shared until either changes.
     pub fn diagnostics(&mut self) -> Arc<Diagnostics> {
         self.diagnostics

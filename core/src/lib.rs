@@ -47,6 +47,7 @@ mod generate;
 mod incremental;
 mod ingest;
 mod kafka;
+pub mod lesson;
 mod lineage;
 mod log_table;
 pub mod openlineage;
@@ -59,6 +60,7 @@ mod source;
 mod sql;
 mod storage;
 pub mod store;
+pub mod timeliness;
 pub mod trace;
 mod verify;
 mod zset;
@@ -75,8 +77,9 @@ pub use error::{Error, Result};
 pub use generate::{
     BANK_PIPELINE, BankSummary, DEFAULT_SEED, NEXMARK_PIPELINE, NexmarkSummary, PRIVACY_PIPELINE,
     PrivacySummary, SHOP_PIPELINE, SIGNUPS_PIPELINE, ShopSummary, SignupsSummary,
-    bank as generate_bank, nexmark as generate_nexmark, privacy as generate_privacy,
-    shop as generate_shop, signups as generate_signups,
+    TIMELINESS_PIPELINE, TimelinessSummary, bank as generate_bank, nexmark as generate_nexmark,
+    privacy as generate_privacy, shop as generate_shop, signups as generate_signups,
+    timeliness as generate_timeliness,
 };
 pub use incremental::{Maintenance, MaintenanceKind};
 pub use kafka::{KafkaSpec, KafkaStart, PartitionLag};

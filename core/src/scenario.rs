@@ -18,7 +18,7 @@ pub struct Scenario {
 }
 
 /// Every bundled scenario, in the order a learner might take them.
-pub const SCENARIOS: [Scenario; 5] = [
+pub const SCENARIOS: [Scenario; 6] = [
     Scenario {
         name: "shop",
         idea: "an orders log is the system of record; revenue, order status and top products are derived from it",
@@ -46,6 +46,11 @@ pub const SCENARIOS: [Scenario; 5] = [
         name: "privacy",
         idea: "personal fields encrypted per person in an immutable log: deleting a key forgets a person everywhere",
         concepts: &["crypto-shredding"],
+    },
+    Scenario {
+        name: "timeliness",
+        idea: "balances fresh from the requests but wrong, and right from the ledger but minutes behind",
+        concepts: &["timeliness vs integrity"],
     },
     Scenario {
         name: "nexmark",
@@ -83,7 +88,27 @@ pub fn generate(name: &str, dir: &Path) -> Result<PathBuf> {
         "bank" => generate::bank(dir, 200, DEFAULT_SEED).map(|_| ())?,
         "signups" => generate::signups(dir, 2_000, DEFAULT_SEED).map(|_| ())?,
         "privacy" => generate::privacy(dir, 200, DEFAULT_SEED).map(|_| ())?,
+        "timeliness" => generate::timeliness(dir, 600, DEFAULT_SEED).map(|_| ())?,
         _ => generate::nexmark(dir, 100_000, DEFAULT_SEED).map(|_| ())?,
     }
+    let lesson = dir.join(crate::lesson::LESSON_FILE);
+    crate::output::write_atomic(&lesson, |file| {
+        use std::io::Write as _;
+        file.write_all(lesson_text(scenario.name).as_bytes())
+            .map_err(|e| Error::io(&lesson, e))
+    })?;
     Ok(dir.join("kappa.toml"))
+}
+
+/// The lesson of a scenario: what to look at and what to do, in steps (written as `LESSON.md` beside its pipeline).
+#[must_use]
+pub fn lesson_text(name: &str) -> &'static str {
+    match name {
+        "shop" => include_str!("lessons/shop.md"),
+        "bank" => include_str!("lessons/bank.md"),
+        "signups" => include_str!("lessons/signups.md"),
+        "privacy" => include_str!("lessons/privacy.md"),
+        "timeliness" => include_str!("lessons/timeliness.md"),
+        _ => include_str!("lessons/nexmark.md"),
+    }
 }

@@ -45,6 +45,7 @@ pub enum Tab {
     Paths,
     Checks,
     Diagnostics,
+    Timeliness,
 }
 
 /// What the drawing code asks for.
@@ -60,6 +61,12 @@ pub enum Action {
     Filter(String),
     ApplySql,
     RunChecks,
+    /// Runs the checks and audits every view against the log (the Timeliness tab).
+    CheckIntegrity,
+    /// Goes where step N of the lesson says (the view it names, the offset it names).
+    LessonStep(usize),
+    /// Shows or hides the lesson panel.
+    ToggleLesson,
     Measure,
     Export(PathBuf),
     /// Stops what is being waited for (Esc).
@@ -132,6 +139,12 @@ pub struct KappaApp {
     pub first_rows_drawn: bool,
     /// The welcome screen, while nothing was opened yet.
     pub welcome: Option<welcome::Welcome>,
+    /// The lesson beside the open pipeline (`LESSON.md`), if it has one.
+    pub lesson: Option<kappa_core::lesson::Lesson>,
+    /// Whether the lesson panel is shown.
+    pub show_lesson: bool,
+    /// The lesson's step last clicked.
+    pub lesson_step: Option<usize>,
 }
 
 impl KappaApp {
@@ -144,6 +157,10 @@ impl KappaApp {
         let repaint = ctx.clone();
         let waker: kappa_core::Waker = Arc::new(move || repaint.request_repaint());
         let base_dir = pipeline.base_dir.clone();
+        let lesson = pipeline
+            .file
+            .as_deref()
+            .and_then(kappa_core::lesson::Lesson::beside);
         let engine = start(pipeline, &waker, &options)?;
         Ok(KappaApp {
             client: Client::new(engine),
@@ -175,6 +192,9 @@ impl KappaApp {
             started: Instant::now(),
             first_rows_drawn: false,
             welcome: None,
+            show_lesson: lesson.is_some(),
+            lesson,
+            lesson_step: None,
         })
     }
 
@@ -237,6 +257,12 @@ impl KappaApp {
             }
             Action::ApplySql => self.apply_sql(),
             Action::RunChecks => self.client.run_checks(),
+            Action::CheckIntegrity => self.client.check_integrity(),
+            Action::ToggleLesson => {
+                self.show_lesson = !self.show_lesson;
+                Vec::new()
+            }
+            Action::LessonStep(index) => self.go_to_step(index),
             Action::Measure => self.client.measure_paths(),
             Action::Cancel => self.client.cancel(),
             Action::Export(path) => match self.selected.clone() {
@@ -356,15 +382,46 @@ impl KappaApp {
         }
     }
 
+    /// Goes where step `index` of the lesson says: selects the source or view it names, travels to the offset it names.
+    fn go_to_step(&mut self, index: usize) -> Vec<Outcome> {
+        let Some(step) = self
+            .lesson
+            .as_ref()
+            .and_then(|l| l.steps.get(index))
+            .cloned()
+        else {
+            return Vec::new();
+        };
+        self.lesson_step = Some(index);
+        let go = step.go(&self.snapshot().table_names());
+        if let Some(table) = &go.table {
+            self.select(table);
+            if matches!(self.tab, Tab::Sql | Tab::Paths | Tab::Diagnostics) {
+                self.tab = Tab::Data;
+            }
+        }
+        match go.offset {
+            Some(offset) => self.client.seek(Some(offset)),
+            None => Vec::new(),
+        }
+    }
+
     /// Replaces the engine with one over other files (File > Open, or files dropped on the window). The old engine
     /// stops on its own thread: the window does not wait for it.
     fn open(&mut self, paths: &[PathBuf]) {
         let opened = Pipeline::open(paths).and_then(|p| {
             let base_dir = p.base_dir.clone();
-            start(p, &self.waker, &self.options).map(|engine| (engine, base_dir))
+            let lesson = p
+                .file
+                .as_deref()
+                .and_then(kappa_core::lesson::Lesson::beside);
+            start(p, &self.waker, &self.options).map(|engine| (engine, base_dir, lesson))
         });
         match opened {
-            Ok((engine, base_dir)) => {
+            Ok((engine, base_dir, lesson)) => {
+                self.show_lesson = lesson.is_some();
+                self.lesson = lesson;
+                self.lesson_step = None;
                 // File dialogs start where these files are (bare files have no pipeline folder of their own).
                 self.base_dir = match paths.first() {
                     Some(path) if path.is_dir() => path.clone(),
@@ -573,6 +630,7 @@ impl eframe::App for KappaApp {
         panels::timeline(self, ui, &mut actions);
         panels::nodes(self, ui, &mut actions);
         panels::details(self, ui, &mut actions);
+        panels::lesson(self, ui, &mut actions);
         egui::CentralPanel::default().show(ui, |ui| {
             graph::show(self, ui, &mut actions);
         });

@@ -48,6 +48,16 @@ pub fn menu(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
                 ui.separator();
                 ui.label("Or drop files on the window: each becomes a source.");
             });
+            if app.lesson.is_some() {
+                let label = if app.show_lesson {
+                    "Hide lesson"
+                } else {
+                    "Lesson"
+                };
+                if ui.button(label).clicked() {
+                    actions.push(Action::ToggleLesson);
+                }
+            }
             ui.separator();
             ui.strong(&app.snapshot().title);
             ui.label(format!(
@@ -72,6 +82,124 @@ pub fn menu(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
             }
         });
     });
+}
+
+/// The lesson beside the data: its title, what it is about, and its steps; clicking a step selects the view it names
+/// and travels to the offset it names.
+pub fn lesson(app: &KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+    let Some(lesson) = app.lesson.as_ref().filter(|_| app.show_lesson) else {
+        return;
+    };
+    egui::Panel::right("lesson")
+        .resizable(true)
+        .default_size(280.0)
+        .show(ui, |ui| {
+            ui.heading(&lesson.title);
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                if let Some(intro) = lesson.intro.first() {
+                    ui.add(egui::Label::new(RichText::new(intro).weak()).wrap());
+                    ui.add_space(6.0);
+                }
+                let tables = app.snapshot().table_names();
+                for (i, step) in lesson.steps.iter().enumerate() {
+                    let go = step.go(&tables);
+                    let text = format!("{}. {}", i + 1, step.plain());
+                    let selected = app.lesson_step == Some(i);
+                    let response = ui.add(egui::Button::selectable(selected, text).wrap());
+                    let hint = match (&go.table, go.offset) {
+                        (Some(t), Some(o)) => format!("shows {t} at offset {o}"),
+                        (Some(t), None) => format!("shows {t}"),
+                        (None, Some(o)) => format!("travels to offset {o}"),
+                        (None, None) => "a step to do yourself".to_owned(),
+                    };
+                    if response.on_hover_text(hint).clicked() {
+                        actions.push(Action::LessonStep(i));
+                    }
+                    ui.add_space(2.0);
+                }
+                for paragraph in lesson.intro.iter().skip(1) {
+                    ui.add_space(6.0);
+                    ui.add(egui::Label::new(RichText::new(paragraph).weak()).wrap());
+                }
+            });
+        });
+}
+
+/// Each view's timeliness (how far behind the log) next to its integrity (checks and self-audit).
+fn timeliness(app: &KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
+    if ui
+        .button("Check integrity")
+        .on_hover_text("runs the checks, then audits every view against a recompute from the log")
+        .clicked()
+    {
+        actions.push(Action::CheckIntegrity);
+    }
+    let rows = app.client.timeliness();
+    let green = Color32::from_rgb(80, 200, 120);
+    let yellow = Color32::from_rgb(220, 170, 60);
+    let red = ui.visuals().error_fg_color;
+    let weak = ui.visuals().weak_text_color();
+    let status = |s: kappa_core::CheckStatus| match s {
+        kappa_core::CheckStatus::Pass => ("pass", green),
+        kappa_core::CheckStatus::Fail => ("fail", red),
+        kappa_core::CheckStatus::Error => ("error", red),
+    };
+    egui::Grid::new("timeliness").striped(true).show(ui, |ui| {
+        for heading in ["view", "timeliness", "checks", "self-audit", "verdict"] {
+            ui.strong(heading);
+        }
+        ui.end_row();
+        for row in &rows {
+            if ui
+                .selectable_label(
+                    app.selected.as_deref() == Some(row.view.as_str()),
+                    &row.view,
+                )
+                .clicked()
+            {
+                actions.push(Action::Select(row.view.clone()));
+            }
+            ui.colored_label(if row.fresh() { green } else { yellow }, row.behind());
+            if row.checks.is_empty() {
+                ui.colored_label(weak, "-");
+            } else {
+                let failed: Vec<&str> = row
+                    .checks
+                    .iter()
+                    .filter(|(_, s)| *s != kappa_core::CheckStatus::Pass)
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                if failed.is_empty() {
+                    ui.colored_label(green, format!("{} pass", row.checks.len()));
+                } else {
+                    ui.colored_label(red, format!("failed: {}", failed.join(", ")));
+                }
+            }
+            let (audit, color) = row.audit.map_or(("-", weak), status);
+            ui.colored_label(color, audit);
+            let color = match (row.fresh(), row.correct()) {
+                (true, Some(true)) => green,
+                (_, Some(false)) => red,
+                (false, _) => yellow,
+                (true, None) => weak,
+            };
+            ui.colored_label(color, row.verdict());
+            ui.end_row();
+        }
+    });
+    if app.snapshot().checks.is_empty() && app.client.audit.is_empty() {
+        ui.label("Integrity not checked yet: press Check integrity.");
+    }
+    ui.add_space(8.0);
+    ui.add(
+        egui::Label::new(
+            RichText::new(
+                "Timeliness: events appended that a view does not show yet, and how far the newest event it can see is behind the newest event of any log. Integrity: its checks and the self-audit (its stored state against a recompute from the log). Fresh but wrong and correct but stale are different failures.",
+            )
+            .weak(),
+        )
+        .wrap(),
+    );
 }
 
 /// The node list: every source and view, by name (the graph's nodes, for keyboard and screen-reader users too).
@@ -214,6 +342,7 @@ pub fn details(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>)
                     (Tab::Paths, "Paths"),
                     (Tab::Checks, "Checks"),
                     (Tab::Diagnostics, "Diagnostics"),
+                    (Tab::Timeliness, "Timeliness"),
                 ] {
                     ui.selectable_value(&mut app.tab, tab, label);
                 }
@@ -225,6 +354,7 @@ pub fn details(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>)
                 Tab::Paths => paths(app, ui, actions),
                 Tab::Checks => checks(app, ui, actions),
                 Tab::Diagnostics => diagnostics(app, ui),
+                Tab::Timeliness => timeliness(app, ui, actions),
             }
         });
 }

@@ -242,11 +242,11 @@ fn kappa_alone_lists_the_scenarios_and_kappa_try_opens_one() {
     for scenario in &kappa_core::scenario::SCENARIOS {
         listing = listing
             .stdout(predicate::str::contains(format!(
-                "  {:<9}{}\n",
+                "  {:<12}{}\n",
                 scenario.name, scenario.idea
             )))
             .stdout(predicate::str::contains(format!(
-                "           kappa try {}\n",
+                "              kappa try {}\n",
                 scenario.name
             )));
     }
@@ -268,7 +268,7 @@ fn kappa_alone_lists_the_scenarios_and_kappa_try_opens_one() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains(
-            "no scenario is called `trains` (there are: shop, bank, signups, nexmark)",
+            "no scenario is called `trains` (there are: shop, bank, signups, privacy, timeliness, nexmark)",
         ));
 }
 

@@ -11,6 +11,7 @@ mod corpora;
 mod engine;
 mod gui;
 mod kafka;
+mod learn;
 mod lineage;
 mod live;
 mod pipeline_errors;

@@ -79,6 +79,12 @@ pub enum Msg {
     RunChecks,
     NextDifference(i64),
     MeasurePaths,
+    /// Runs the checks and the self-audit (the Timeliness tab).
+    CheckIntegrity,
+    /// Shows or hides the lesson.
+    ToggleLesson,
+    /// Selects the lesson's next (1) or previous (-1) step, and goes where it says.
+    LessonStep(i64),
 }
 
 /// A line of text the user is typing, and what it is for.
@@ -207,6 +213,12 @@ pub struct App {
     pub screen: Cell<Rect>,
     /// The snapshot version the tree was built from.
     tree_version: u64,
+    /// The lesson beside the pipeline (`LESSON.md`), if it has one.
+    pub lesson: Option<kappa_core::lesson::Lesson>,
+    /// Whether the lesson is shown beside the main pane.
+    pub show_lesson: bool,
+    /// The lesson's selected step.
+    pub lesson_step: Option<usize>,
 }
 
 impl App {
@@ -232,7 +244,16 @@ impl App {
             drafts: HashMap::new(),
             screen: Cell::new(Rect::default()),
             tree_version: u64::MAX,
+            lesson: None,
+            show_lesson: false,
+            lesson_step: None,
         };
+        app.lesson = app
+            .snapshot()
+            .pipeline_file
+            .as_deref()
+            .and_then(kappa_core::lesson::Lesson::beside);
+        app.show_lesson = app.lesson.is_some();
         app.poll();
         app
     }
@@ -399,7 +420,10 @@ impl App {
             KeyCode::Char('?') => Msg::ToggleHelp,
             KeyCode::Tab => Msg::NextTab,
             KeyCode::BackTab => Msg::PreviousTab,
-            KeyCode::Char(c @ '1'..='6') => Msg::ShowTab(Tab::ALL[usize::from(c as u8 - b'1')]),
+            KeyCode::Char(c @ '1'..='7') => Msg::ShowTab(Tab::ALL[usize::from(c as u8 - b'1')]),
+            KeyCode::Char('L') if self.lesson.is_some() => Msg::ToggleLesson,
+            KeyCode::Char(']') if self.show_lesson => Msg::LessonStep(1),
+            KeyCode::Char('[') if self.show_lesson => Msg::LessonStep(-1),
             KeyCode::Esc if self.is_busy() => Msg::Cancel,
             KeyCode::Esc => Msg::FocusTree,
             KeyCode::Enter if !main => Msg::FocusMain,
@@ -445,6 +469,7 @@ impl App {
             KeyCode::Char('n') if self.tab == Tab::Checks => Msg::NextDifference(1),
             KeyCode::Char('N') if self.tab == Tab::Checks => Msg::NextDifference(-1),
             KeyCode::Char('m') if self.tab == Tab::Paths => Msg::MeasurePaths,
+            KeyCode::Char('c') if self.tab == Tab::Timeliness => Msg::CheckIntegrity,
             _ => return None,
         };
         Some(msg)
@@ -663,6 +688,48 @@ impl App {
                 let outcomes = self.client.measure_paths();
                 self.asked(outcomes);
             }
+            Msg::CheckIntegrity => {
+                let outcomes = self.client.check_integrity();
+                self.asked(outcomes);
+            }
+            Msg::ToggleLesson => self.show_lesson = !self.show_lesson,
+            Msg::LessonStep(step) => {
+                let count = self.lesson.as_ref().map_or(0, |l| l.steps.len());
+                if count > 0 {
+                    let next = match self.lesson_step {
+                        None if step > 0 => 0,
+                        None => count - 1,
+                        Some(at) => add(at, step).min(count - 1),
+                    };
+                    self.go_to_step(next);
+                }
+            }
+        }
+    }
+
+    /// Selects step `index` of the lesson and goes where it says: the source or view it names, the offset it names.
+    pub fn go_to_step(&mut self, index: usize) {
+        let Some(step) = self
+            .lesson
+            .as_ref()
+            .and_then(|l| l.steps.get(index))
+            .cloned()
+        else {
+            return;
+        };
+        self.lesson_step = Some(index);
+        let go = step.go(&self.snapshot().table_names());
+        if let Some(table) = &go.table
+            && let Some(at) = self.tree.iter().position(|e| &e.name == table)
+        {
+            self.update(Msg::SelectNode(at));
+            if matches!(self.tab, Tab::Lineage | Tab::Paths | Tab::Checks | Tab::Log) {
+                self.update(Msg::ShowTab(Tab::Data));
+            }
+        }
+        if let Some(offset) = go.offset {
+            let outcomes = self.client.seek(Some(offset));
+            self.asked(outcomes);
         }
     }
 
@@ -696,7 +763,7 @@ impl App {
                 }
             }
             Tab::Log => self.log_scroll = add(self.log_scroll, rows),
-            Tab::Lineage | Tab::Replay | Tab::Paths => {
+            Tab::Lineage | Tab::Replay | Tab::Paths | Tab::Timeliness => {
                 if rows != 0 {
                     self.update(Msg::MoveNode(rows.signum()));
                 }

@@ -593,11 +593,15 @@ pub fn welcome(out: &mut impl Write) -> std::io::Result<()> {
          Open a scenario:  kappa try NAME [--out DIR]   (generated into DIR, or a temporary folder)\n\nScenarios:"
     )?;
     for scenario in &kappa_core::scenario::SCENARIOS {
-        writeln!(out, "  {:<9}{}", scenario.name, scenario.idea)?;
-        writeln!(out, "  {:<9}shows: {}", "", scenario.concepts.join(", "))?;
-        writeln!(out, "  {:<9}kappa try {}", "", scenario.name)?;
+        writeln!(out, "  {:<12}{}", scenario.name, scenario.idea)?;
+        writeln!(out, "  {:<12}shows: {}", "", scenario.concepts.join(", "))?;
+        writeln!(out, "  {:<12}kappa try {}", "", scenario.name)?;
     }
-    writeln!(out, "\nEvery subcommand: kappa --help")
+    writeln!(
+        out,
+        "\nEach scenario has a lesson (LESSON.md in its folder), shown beside the data: [ and ] step through it in \
+         the terminal app.\nEvery subcommand: kappa --help"
+    )
 }
 
 /// Starts the engine on the inputs and waits until everything is loaded.

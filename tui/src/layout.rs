@@ -12,16 +12,18 @@ pub enum Tab {
     Paths,
     Checks,
     Log,
+    Timeliness,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 6] = [
+    pub const ALL: [Tab; 7] = [
         Tab::Data,
         Tab::Lineage,
         Tab::Replay,
         Tab::Paths,
         Tab::Checks,
         Tab::Log,
+        Tab::Timeliness,
     ];
 
     #[must_use]
@@ -33,6 +35,7 @@ impl Tab {
             Tab::Paths => "Paths",
             Tab::Checks => "Checks",
             Tab::Log => "Log",
+            Tab::Timeliness => "Timeliness",
         }
     }
 
@@ -80,6 +83,17 @@ impl Areas {
             footer,
         }
     }
+}
+
+/// The main pane and the lesson beside it, when a lesson is shown: the lesson takes two fifths of the width.
+#[must_use]
+pub fn with_lesson(main: Rect) -> (Rect, Rect) {
+    let width = (main.width * 2 / 5).clamp(28, 64).min(main.width / 2);
+    let [main, lesson] = main.layout(&Layout::horizontal([
+        Constraint::Fill(1),
+        Constraint::Length(width),
+    ]));
+    (main, lesson)
 }
 
 /// The tab title at a position of the tab bar.

@@ -119,13 +119,22 @@ impl Widget for &App {
         render_header(self, &theme, areas.header, buf);
         render_tree(self, &theme, areas.tree, buf);
         render_tabs(self, &theme, areas.tabs, buf);
+        let main = match &self.lesson {
+            Some(lesson) if self.show_lesson => {
+                let (main, beside) = crate::layout::with_lesson(areas.main);
+                render_lesson(self, lesson, &theme, beside, buf);
+                main
+            }
+            _ => areas.main,
+        };
         match self.tab {
-            Tab::Data => render_data(self, &theme, areas.main, buf),
-            Tab::Lineage => render_lineage(self, &theme, areas.main, buf),
-            Tab::Replay => render_replay(self, &theme, areas.main, buf),
-            Tab::Paths => render_paths(self, &theme, areas.main, buf),
-            Tab::Checks => render_checks(self, &theme, areas.main, buf),
-            Tab::Log => render_log(self, &theme, areas.main, buf),
+            Tab::Data => render_data(self, &theme, main, buf),
+            Tab::Lineage => render_lineage(self, &theme, main, buf),
+            Tab::Replay => render_replay(self, &theme, main, buf),
+            Tab::Paths => render_paths(self, &theme, main, buf),
+            Tab::Checks => render_checks(self, &theme, main, buf),
+            Tab::Log => render_log(self, &theme, main, buf),
+            Tab::Timeliness => render_timeliness(self, &theme, main, buf),
         }
         render_status(self, &theme, areas.status, buf);
         render_footer(self, &theme, areas.footer, buf);
@@ -859,6 +868,144 @@ fn render_replay(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     .render(keys, buf);
 }
 
+/// The lesson beside the main pane: its title, what it is about, and its steps, the selected one marked.
+fn render_lesson(
+    app: &App,
+    lesson: &kappa_core::lesson::Lesson,
+    theme: &Theme,
+    area: Rect,
+    buf: &mut Buffer,
+) {
+    let block = Block::bordered()
+        .title(" lesson ")
+        .title_style(theme.title())
+        .title_bottom(Line::styled(" [ ] steps · L hide ", theme.dim()))
+        .border_style(theme.dim());
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let mut lines: Vec<Line> = vec![Line::styled(lesson.title.clone(), theme.title())];
+    for paragraph in lesson.intro.iter().take(1) {
+        lines.push(Line::styled(paragraph.clone(), theme.dim()));
+        lines.push(Line::raw(""));
+    }
+    for (i, step) in lesson.steps.iter().enumerate() {
+        let selected = app.lesson_step == Some(i);
+        let style = if selected {
+            Theme::selected()
+        } else {
+            Style::new()
+        };
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{}{}. ", if selected { "▶ " } else { "" }, i + 1),
+                theme.title(),
+            ),
+            Span::styled(step.plain(), style),
+        ]));
+    }
+    // The selected step stays in view: the lines before it scroll away on a short screen.
+    let before: usize = app.lesson_step.map_or(0, |s| s + 3);
+    let scroll = u16::try_from(before.saturating_sub(usize::from(inner.height) / 3)).unwrap_or(0);
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: true })
+        .scroll((scroll, 0))
+        .render(inner, buf);
+}
+
+/// Each view's timeliness (how far behind the log) next to its integrity (checks and self-audit): a verdict line per
+/// view, then one line for each, so it reads the same on a narrow screen.
+fn render_timeliness(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
+    let block = main_block(
+        app,
+        theme,
+        " timeliness vs integrity (c checks integrity) ".to_owned(),
+    );
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let status = |s: CheckStatus| match s {
+        CheckStatus::Pass => ("✓ pass", Color::Green),
+        CheckStatus::Fail => ("✗ fail", Color::Red),
+        CheckStatus::Error => ("! error", Color::Magenta),
+    };
+    let mut lines = Vec::new();
+    for r in app.client.timeliness() {
+        let verdict_color = match (r.fresh(), r.correct()) {
+            (true, Some(true)) => Color::Green,
+            (_, Some(false)) => Color::Red,
+            (false, _) => Color::Yellow,
+            (true, None) => Color::DarkGray,
+        };
+        let selected = app.selected_name() == Some(r.view.as_str());
+        lines.push(Line::from(vec![
+            Span::styled(
+                r.view.clone(),
+                if selected {
+                    Theme::selected()
+                } else {
+                    theme.title()
+                },
+            ),
+            Span::raw("  "),
+            Span::styled(r.verdict(), theme.fg(verdict_color)),
+        ]));
+        lines.push(Line::from(vec![
+            Span::styled("  timeliness  ", theme.dim()),
+            Span::styled(
+                r.behind(),
+                theme.fg(if r.fresh() {
+                    Color::Green
+                } else {
+                    Color::Yellow
+                }),
+            ),
+        ]));
+        let mut integrity = vec![Span::styled("  integrity   ", theme.dim())];
+        let failed: Vec<&str> = r
+            .checks
+            .iter()
+            .filter(|(_, s)| *s != CheckStatus::Pass)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        integrity.push(match (r.checks.len(), failed.is_empty()) {
+            (0, _) => Span::styled("no check", theme.dim()),
+            (n, true) => Span::styled(
+                format!(
+                    "✓ {n} check{} pass{}",
+                    if n == 1 { "" } else { "s" },
+                    if n == 1 { "es" } else { "" }
+                ),
+                theme.fg(Color::Green),
+            ),
+            (_, false) => Span::styled(format!("✗ {}", failed.join(", ")), theme.fg(Color::Red)),
+        });
+        integrity.push(Span::styled(" · self-audit ", theme.dim()));
+        integrity.push(match r.audit {
+            Some(s) => {
+                let (text, color) = status(s);
+                Span::styled(text, theme.fg(color))
+            }
+            None => Span::styled("-", theme.dim()),
+        });
+        lines.push(Line::from(integrity));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::styled(
+        "timeliness: events appended that a view does not show yet, and how far the newest event it can see is \
+         behind the newest of any log. integrity: its checks, and the self-audit (its stored state against a \
+         recompute from the log).",
+        theme.dim(),
+    ));
+    if app.snapshot().checks.is_empty() && app.client.audit.is_empty() {
+        lines.push(Line::styled(
+            "integrity not checked yet: c runs the checks and audits every view",
+            theme.warn(),
+        ));
+    }
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: false })
+        .render(inner, buf);
+}
+
 fn render_paths(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     let block = main_block(
         app,
@@ -1235,7 +1382,7 @@ fn render_footer(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         (Some(Overlay::Prompt(_)), _, _) => "Enter confirm · Esc cancel",
         (Some(_), _, _) => "Esc close",
         (None, Focus::Tree, _) => {
-            "? help · q quit · ↑/↓ select · Enter open · 1-6/Tab tabs · e edit · a add view · x export · w write"
+            "? help · q quit · ↑/↓ select · Enter open · 1-7/Tab tabs · e edit · a add view · x export · w write"
         }
         (None, Focus::Main, Tab::Data) => {
             "? help · q quit · arrows move · s sort · / filter · Enter row · e edit · x export · Esc back"
@@ -1247,6 +1394,7 @@ fn render_footer(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
         (None, Focus::Main, Tab::Paths) => "? help · q quit · m measure · ↑/↓ select",
         (None, Focus::Main, Tab::Lineage) => "? help · q quit · f focus · ↑/↓ select",
         (None, Focus::Main, Tab::Log) => "? help · q quit · ↑/↓ scroll",
+        (None, Focus::Main, Tab::Timeliness) => "? help · q quit · c check integrity · ↑/↓ select",
     };
     Line::styled(format!(" {keys}"), theme.dim()).render(area, buf);
 }
@@ -1255,7 +1403,7 @@ fn render_help(theme: &Theme, area: Rect, buf: &mut Buffer) {
     let text = "\
 Everywhere
   q, Ctrl-C     quit                       ?        this help
-  1-6, Tab      show a tab                 Esc      back to the tree; stop waiting
+  1-7, Tab      show a tab                 Esc      back to the tree; stop waiting
   ↑/↓ (tree)    select a source or view    Enter    open it in the Data tab
   e             edit the view's SQL        a        add a view
   w             write the views to the pipeline file (comments kept)
@@ -1268,8 +1416,10 @@ Lineage    f   only the selection's upstream and downstream
 Replay     r replay · p pause/resume · s step · ←/→ travel · g offset · f live
 Paths      m   measure both paths of every view
 Checks     c run · ↑/↓ select · n/N next/previous difference
+Timeliness c check integrity: run the checks and audit every view against the log
+Lesson     [ / ] step back/on: shows the view or offset a step names · L hide
 Editor     Ctrl-S apply (errors show below, the text stays) · Esc close";
-    let rect = centered(area, 84, 22);
+    let rect = centered(area, 84, 24);
     Clear.render(rect, buf);
     Paragraph::new(text)
         .block(

@@ -166,6 +166,8 @@ pub struct SourceState {
     pub remote: Option<crate::storage::RemoteState>,
     /// What its producer promises (`[source.contract]`); the records that break it are among the diagnostics.
     pub contract: Option<crate::contract::Contract>,
+    /// The event time (its `time` column) of the last record read: how far this log has got in event time.
+    pub last_event_time: Option<String>,
 }
 
 impl SourceState {
@@ -370,6 +372,7 @@ pub(super) fn initial_snapshot(pipeline: &Pipeline) -> Snapshot {
                 notice: None,
                 remote: None,
                 contract: s.contract.clone(),
+                last_event_time: None,
             })
             .collect(),
         views: pipeline.views.iter().map(pending_view).collect(),
@@ -500,6 +503,7 @@ impl Worker {
                     state.position = log.position;
                     state.next_offset = log.end_offset;
                     state.diagnostics = log.diagnostics();
+                    state.last_event_time = log.last_event_time();
                 }
                 state
             })

@@ -1,0 +1,324 @@
+//! For learners: every concept of the chapter opens with one command and has a lesson; both apps show the lesson beside
+//! the data and a step goes where it says; the timeliness scenario shows fresh-but-wrong next to correct-but-stale.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable as _;
+use kappa_core::lesson::Lesson;
+use kappa_core::{Engine, Pipeline, no_waker};
+use kappa_gui::{KappaApp, Options};
+use kappa_tui::app::{App, Event, Tab};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+const CONCEPTS: [&str; 13] = [
+    "system of record vs derived data",
+    "total order",
+    "CDC",
+    "event sourcing and time travel",
+    "Kappa replay",
+    "unbundling as lineage",
+    "read vs write path",
+    "timeliness vs integrity",
+    "end-to-end idempotency",
+    "trust, but verify",
+    "crypto-shredding",
+    "data minimization",
+    "data contracts",
+];
+
+fn scenario(name: &str, dir: &Path) -> PathBuf {
+    kappa_core::scenario::generate(name, &dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn every_concept_of_the_chapter_opens_with_one_command_and_has_a_lesson() {
+    let shown: BTreeSet<&str> = kappa_core::scenario::SCENARIOS
+        .iter()
+        .flat_map(|s| s.concepts.iter().copied())
+        .collect();
+    for concept in CONCEPTS {
+        assert!(shown.contains(concept), "no scenario shows {concept}");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    for s in &kappa_core::scenario::SCENARIOS {
+        let pipeline_file = scenario(s.name, dir.path());
+        let pipeline = Pipeline::load(&pipeline_file).unwrap_or_else(|e| panic!("{e}"));
+        let mut tables = pipeline.source_tables();
+        tables.extend(pipeline.views.iter().map(|v| v.name.clone()));
+        let lesson =
+            Lesson::beside(&pipeline_file).unwrap_or_else(|| panic!("{}: no lesson", s.name));
+        assert!(
+            !lesson.title.is_empty() && !lesson.intro.is_empty(),
+            "{}",
+            s.name
+        );
+        assert!(
+            lesson.steps.len() >= 5,
+            "{}: {} steps",
+            s.name,
+            lesson.steps.len()
+        );
+        // A step that says to select something names a table of the pipeline; most steps go somewhere.
+        let mut going = 0;
+        for step in &lesson.steps {
+            let go = step.go(&tables);
+            if step.text.starts_with("Select") {
+                assert!(
+                    go.table.is_some(),
+                    "{}: `{}` names no table of {tables:?}",
+                    s.name,
+                    step.text
+                );
+            }
+            going += usize::from(go.table.is_some() || go.offset.is_some());
+        }
+        assert!(
+            going * 2 >= lesson.steps.len(),
+            "{}: only {going} steps go somewhere",
+            s.name
+        );
+    }
+}
+
+fn tui_app(pipeline: &Path) -> App {
+    let engine = Engine::start(
+        Pipeline::load(pipeline).unwrap_or_else(|e| panic!("{e}")),
+        no_waker(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut app = App::new(engine);
+    app.settle(Duration::from_mins(1));
+    app
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    app.handle(Event::Term(TermEvent::Key(KeyEvent::new(
+        code,
+        KeyModifiers::NONE,
+    ))));
+    app.settle(Duration::from_mins(1));
+}
+
+fn screen(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
+    terminal
+        .draw(|frame| frame.render_widget(app, frame.area()))
+        .expect("draw");
+    let buffer = terminal.backend().buffer();
+    let mut text = String::new();
+    for y in 0..buffer.area.height {
+        for x in 0..buffer.area.width {
+            text.push_str(buffer[(x, y)].symbol());
+        }
+        text.push('\n');
+    }
+    text
+}
+
+#[test]
+fn the_terminal_app_shows_the_lesson_and_selecting_a_step_goes_where_it_says() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipeline = scenario("bank", dir.path());
+    let mut app = tui_app(&pipeline);
+    let lesson = app.lesson.clone().expect("the bank's lesson");
+    let text = screen(&app, 150, 40);
+    assert!(
+        text.contains("lesson ─") && text.contains("The bank: idempotency and change data"),
+        "{text}"
+    );
+    assert!(text.contains("1. Select accounts__changes"), "{text}");
+    assert!(text.contains("[ ] steps · L hide"), "{text}");
+
+    key(&mut app, KeyCode::Char(']'));
+    assert_eq!(app.lesson_step, Some(0));
+    assert_eq!(app.selected_name(), Some("accounts__changes"));
+    assert_eq!(app.client.table.table(), "accounts__changes");
+    assert!(screen(&app, 150, 40).contains("▶ 1."));
+    // Step 7 travels back to offset 100 and shows `balances` there.
+    for _ in 1..7 {
+        key(&mut app, KeyCode::Char(']'));
+    }
+    assert_eq!(app.lesson_step, Some(6));
+    assert!(
+        lesson.steps[6].text.contains("offset 100"),
+        "{}",
+        lesson.steps[6].text
+    );
+    assert_eq!(app.selected_name(), Some("balances"));
+    assert_eq!(app.snapshot().position, 100);
+    assert!(!app.snapshot().following);
+    // [ goes back a step; L hides the lesson and shows it again.
+    key(&mut app, KeyCode::Char('['));
+    assert_eq!(app.lesson_step, Some(5));
+    assert_eq!(app.selected_name(), Some("money_supply"));
+    key(&mut app, KeyCode::Char('L'));
+    assert!(!screen(&app, 150, 40).contains("lesson ─"));
+    key(&mut app, KeyCode::Char('L'));
+    assert!(screen(&app, 150, 40).contains("lesson ─"));
+}
+
+/// The last event time of a JSON Lines log, in seconds.
+fn last_time(path: &Path) -> f64 {
+    let text = std::fs::read_to_string(path).expect("read");
+    let last: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("a line")).expect("json");
+    chrono_seconds(last["ts"].as_str().expect("ts"))
+}
+
+fn chrono_seconds(ts: &str) -> f64 {
+    // 2024-06-01T00:00:05.123Z
+    let (date, time) = ts.trim_end_matches('Z').split_once('T').expect("T");
+    let day: Vec<i64> = date.split('-').map(|p| p.parse().expect("date")).collect();
+    let clock: Vec<f64> = time.split(':').map(|p| p.parse().expect("time")).collect();
+    // Days since 1970 by the civil-from-days algorithm (all the logs' times are in one year).
+    let (y, m, d) = (day[0] - i64::from(day[1] <= 2), day[1], day[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days as f64 * 86_400.0 + clock[0] * 3600.0 + clock[1] * 60.0 + clock[2]
+}
+
+#[test]
+fn the_terminal_app_puts_timeliness_next_to_integrity() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipeline = scenario("timeliness", dir.path());
+    let lag = last_time(&dir.path().join("timeliness/requests.jsonl"))
+        - last_time(&dir.path().join("timeliness/ledger.jsonl"));
+    assert!(lag > 180.0 && lag < 200.0, "{lag}");
+    let mut app = tui_app(&pipeline);
+    key(&mut app, KeyCode::Char('7'));
+    assert_eq!(app.tab, Tab::Timeliness);
+    assert!(screen(&app, 150, 40).contains("integrity not checked yet"));
+    key(&mut app, KeyCode::Char('c'));
+    let rows = app.client.timeliness();
+    let row = |view: &str| rows.iter().find(|r| r.view == view).cloned().expect(view);
+    let fast = row("balances_fast");
+    assert_eq!(fast.behind_events, 0);
+    assert_eq!(fast.behind_secs, Some(0.0));
+    assert_eq!(
+        fast.checks,
+        [(
+            "fast_balances_never_overdrawn".to_owned(),
+            kappa_core::CheckStatus::Fail
+        )]
+    );
+    assert_eq!(fast.audit, Some(kappa_core::CheckStatus::Pass));
+    assert_eq!(fast.verdict(), "fresh but wrong");
+    let ledger = row("balances");
+    assert!(
+        (ledger.behind_secs.expect("behind") - lag).abs() < 0.001,
+        "{ledger:?} vs {lag}"
+    );
+    assert_eq!(
+        ledger.checks,
+        [(
+            "balances_never_overdrawn".to_owned(),
+            kappa_core::CheckStatus::Pass
+        )]
+    );
+    assert_eq!(ledger.verdict(), "correct but stale");
+    let text = screen(&app, 150, 40);
+    assert!(
+        text.contains("fresh but wrong") && text.contains("correct but stale"),
+        "{text}"
+    );
+    assert!(
+        ledger.behind().starts_with("3 min") && ledger.behind().ends_with(" behind in event time"),
+        "{}",
+        ledger.behind()
+    );
+    assert!(
+        text.contains(&format!("timeliness  {}", ledger.behind())),
+        "{text}"
+    );
+    assert!(text.contains("timeliness  up to date"), "{text}");
+    assert!(
+        text.contains("integrity   ✗ fast_balances_never_overdrawn · self-audit ✓ pass"),
+        "{text}"
+    );
+    assert!(
+        text.contains("integrity   ✓ 1 check passes · self-audit ✓ pass"),
+        "{text}"
+    );
+}
+
+fn gui(pipeline: &Path) -> Harness<'static, KappaApp> {
+    let pipeline = Pipeline::load(pipeline).unwrap_or_else(|e| panic!("{e}"));
+    let mut harness = Harness::builder()
+        .with_size([1500.0, 950.0])
+        .build_eframe(move |cc| {
+            KappaApp::new(&cc.egui_ctx, pipeline, Options::default()).expect("app")
+        });
+    settle(&mut harness);
+    harness
+}
+
+fn settle(harness: &mut Harness<'static, KappaApp>) {
+    let until = Instant::now() + Duration::from_mins(1);
+    loop {
+        harness.step();
+        if harness.state().is_settled() && harness.state().client.table.is_read() {
+            harness.step();
+            if harness.state().is_settled() {
+                break;
+            }
+        }
+        assert!(Instant::now() < until, "the app did not settle");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn the_desktop_app_shows_the_lesson_and_clicking_a_step_goes_where_it_says() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipeline = scenario("bank", dir.path());
+    let mut harness = gui(&pipeline);
+    let lesson = harness.state().lesson.clone().expect("the bank's lesson");
+    harness.get_by_label(&lesson.title);
+    let label = |i: usize| format!("{}. {}", i + 1, lesson.steps[i].plain());
+    harness.get_by_label(&label(1)).click();
+    settle(&mut harness);
+    assert_eq!(harness.state().selected.as_deref(), Some("accounts"));
+    assert_eq!(harness.state().client.table.table(), "accounts");
+    harness.get_by_label(&label(6)).click();
+    settle(&mut harness);
+    assert_eq!(harness.state().selected.as_deref(), Some("balances"));
+    assert_eq!(harness.state().snapshot().position, 100);
+    assert_eq!(harness.state().lesson_step, Some(6));
+    // The menu bar hides it and shows it again.
+    harness.get_by_label("Hide lesson").click();
+    harness.run_steps(2);
+    assert!(harness.query_by_label(&label(6)).is_none());
+    harness.get_by_label("Lesson").click();
+    harness.run_steps(2);
+    harness.get_by_label(&label(6));
+}
+
+#[test]
+fn the_desktop_app_puts_timeliness_next_to_integrity() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipeline = scenario("timeliness", dir.path());
+    let mut harness = gui(&pipeline);
+    harness.get_by_label("Timeliness").click();
+    harness.run_steps(2);
+    harness.get_by_label("Integrity not checked yet: press Check integrity.");
+    harness.get_by_label("Check integrity").click();
+    settle(&mut harness);
+    harness.run_steps(2);
+    harness.get_by_label("fresh but wrong");
+    harness.get_by_label("correct but stale");
+    harness.get_by_label("failed: fast_balances_never_overdrawn");
+    let rows = harness.state().client.timeliness();
+    let stale = rows
+        .iter()
+        .find(|r| r.view == "balances")
+        .expect("balances");
+    harness.get_by_label(&stale.behind());
+}
