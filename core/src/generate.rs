@@ -436,6 +436,14 @@ pub fn bank(dir: &Path, transfers: u64, seed: u64) -> Result<BankSummary> {
     })
 }
 
+/// The people of the signups and privacy scenarios: first and last names.
+const FIRST: [&str; 10] = [
+    "Ada", "Bo", "Chen", "Dara", "Eli", "Fatima", "Goran", "Hana", "Ivo", "June",
+];
+const LAST: [&str; 8] = [
+    "Lovelace", "Nakamura", "Okafor", "Silva", "Novak", "Haddad", "Berg", "Moreau",
+];
+
 /// What `kappa gen signups` wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SignupsSummary {
@@ -450,12 +458,6 @@ pub struct SignupsSummary {
 /// and `kappa.toml`. From 60% of the log on, a new release of the producer breaks its contract now and then: a plan
 /// `team` the contract does not allow, an age of `"unknown"` (text) or under 13, and sign-ups without an email.
 pub fn signups(dir: &Path, events: u64, seed: u64) -> Result<SignupsSummary> {
-    const FIRST: [&str; 10] = [
-        "Ada", "Bo", "Chen", "Dara", "Eli", "Fatima", "Goran", "Hana", "Ivo", "June",
-    ];
-    const LAST: [&str; 8] = [
-        "Lovelace", "Nakamura", "Okafor", "Silva", "Novak", "Haddad", "Berg", "Moreau",
-    ];
     const COUNTRIES: [&str; 6] = ["BR", "DE", "IN", "JP", "NG", "US"];
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut rng = Rng(seed);
@@ -528,12 +530,6 @@ pub struct PrivacySummary {
 /// person, and the deletion of person 3's, who asked to be forgotten) and `kappa.toml`. Keys and nonces come from the
 /// seeded generator so the scenario is reproducible; real keys come from the operating system's random source.
 pub fn privacy(dir: &Path, people: u64, seed: u64) -> Result<PrivacySummary> {
-    const FIRST: [&str; 10] = [
-        "Ada", "Bo", "Chen", "Dara", "Eli", "Fatima", "Goran", "Hana", "Ivo", "June",
-    ];
-    const LAST: [&str; 8] = [
-        "Lovelace", "Nakamura", "Okafor", "Silva", "Novak", "Haddad", "Berg", "Moreau",
-    ];
     const COUNTRIES: [&str; 4] = ["BR", "DE", "JP", "US"];
     const FORGOTTEN: u64 = 3;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

@@ -35,7 +35,8 @@ pub fn show(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
             ui.label(
                 "A dataflow explorer for event logs: an append-only log is the system of record, views are derived \
                  from it in SQL, and you can replay it, travel back in time, follow lineage and verify what was \
-                 derived. The scenarios below show the ideas of \"Designing Data-Intensive Applications\", chapter 12.",
+                 derived. The scenarios below show the ideas of \"Designing Data-Intensive Applications\", chapter 12; \
+                 each opens with its lesson beside the data, steps to click through.",
             );
             ui.add_space(12.0);
             ui.strong("Scenarios");

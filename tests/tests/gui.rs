@@ -9,7 +9,7 @@ use kappa_core::{Pipeline, QueryTarget};
 use kappa_gui::{KappaApp, Options};
 use kappa_tests::{csv_lines, kappa_gui_path, open, sample};
 
-fn harness(pipeline: &Path) -> Harness<'static, KappaApp> {
+pub(crate) fn harness(pipeline: &Path) -> Harness<'static, KappaApp> {
     let pipeline = Pipeline::load(pipeline).unwrap_or_else(|e| panic!("{e}"));
     let mut harness = Harness::builder()
         .with_size([1500.0, 950.0])
@@ -21,7 +21,7 @@ fn harness(pipeline: &Path) -> Harness<'static, KappaApp> {
 }
 
 /// Runs frames until every answer has come (the engine works on its own thread).
-fn settle(harness: &mut Harness<'static, KappaApp>) {
+pub(crate) fn settle(harness: &mut Harness<'static, KappaApp>) {
     let until = Instant::now() + Duration::from_mins(1);
     loop {
         harness.step();

@@ -3,17 +3,15 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
-use egui_kittest::Harness;
+use crossterm::event::KeyCode;
 use egui_kittest::kittest::Queryable as _;
+use kappa_core::Pipeline;
 use kappa_core::lesson::Lesson;
-use kappa_core::{Engine, Pipeline, no_waker};
-use kappa_gui::{KappaApp, Options};
-use kappa_tui::app::{App, Event, Tab};
-use ratatui::Terminal;
-use ratatui::backend::TestBackend;
+use kappa_tui::app::Tab;
+
+use crate::gui::{harness, settle};
+use crate::tui::{app_on, key, screen};
 
 const CONCEPTS: [&str; 13] = [
     "system of record vs derived data",
@@ -85,46 +83,11 @@ fn every_concept_of_the_chapter_opens_with_one_command_and_has_a_lesson() {
     }
 }
 
-fn tui_app(pipeline: &Path) -> App {
-    let engine = Engine::start(
-        Pipeline::load(pipeline).unwrap_or_else(|e| panic!("{e}")),
-        no_waker(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let mut app = App::new(engine);
-    app.settle(Duration::from_mins(1));
-    app
-}
-
-fn key(app: &mut App, code: KeyCode) {
-    app.handle(Event::Term(TermEvent::Key(KeyEvent::new(
-        code,
-        KeyModifiers::NONE,
-    ))));
-    app.settle(Duration::from_mins(1));
-}
-
-fn screen(app: &App, width: u16, height: u16) -> String {
-    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
-    terminal
-        .draw(|frame| frame.render_widget(app, frame.area()))
-        .expect("draw");
-    let buffer = terminal.backend().buffer();
-    let mut text = String::new();
-    for y in 0..buffer.area.height {
-        for x in 0..buffer.area.width {
-            text.push_str(buffer[(x, y)].symbol());
-        }
-        text.push('\n');
-    }
-    text
-}
-
 #[test]
 fn the_terminal_app_shows_the_lesson_and_selecting_a_step_goes_where_it_says() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pipeline = scenario("bank", dir.path());
-    let mut app = tui_app(&pipeline);
+    let mut app = app_on(&pipeline);
     let lesson = app.lesson.clone().expect("the bank's lesson");
     let text = screen(&app, 150, 40);
     assert!(
@@ -192,7 +155,7 @@ fn the_terminal_app_puts_timeliness_next_to_integrity() {
     let lag = last_time(&dir.path().join("timeliness/requests.jsonl"))
         - last_time(&dir.path().join("timeliness/ledger.jsonl"));
     assert!(lag > 180.0 && lag < 200.0, "{lag}");
-    let mut app = tui_app(&pipeline);
+    let mut app = app_on(&pipeline);
     key(&mut app, KeyCode::Char('7'));
     assert_eq!(app.tab, Tab::Timeliness);
     assert!(screen(&app, 150, 40).contains("integrity not checked yet"));
@@ -249,37 +212,11 @@ fn the_terminal_app_puts_timeliness_next_to_integrity() {
     );
 }
 
-fn gui(pipeline: &Path) -> Harness<'static, KappaApp> {
-    let pipeline = Pipeline::load(pipeline).unwrap_or_else(|e| panic!("{e}"));
-    let mut harness = Harness::builder()
-        .with_size([1500.0, 950.0])
-        .build_eframe(move |cc| {
-            KappaApp::new(&cc.egui_ctx, pipeline, Options::default()).expect("app")
-        });
-    settle(&mut harness);
-    harness
-}
-
-fn settle(harness: &mut Harness<'static, KappaApp>) {
-    let until = Instant::now() + Duration::from_mins(1);
-    loop {
-        harness.step();
-        if harness.state().is_settled() && harness.state().client.table.is_read() {
-            harness.step();
-            if harness.state().is_settled() {
-                break;
-            }
-        }
-        assert!(Instant::now() < until, "the app did not settle");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn the_desktop_app_shows_the_lesson_and_clicking_a_step_goes_where_it_says() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pipeline = scenario("bank", dir.path());
-    let mut harness = gui(&pipeline);
+    let mut harness = harness(&pipeline);
     let lesson = harness.state().lesson.clone().expect("the bank's lesson");
     harness.get_by_label(&lesson.title);
     let label = |i: usize| format!("{}. {}", i + 1, lesson.steps[i].plain());
@@ -305,7 +242,7 @@ fn the_desktop_app_shows_the_lesson_and_clicking_a_step_goes_where_it_says() {
 fn the_desktop_app_puts_timeliness_next_to_integrity() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pipeline = scenario("timeliness", dir.path());
-    let mut harness = gui(&pipeline);
+    let mut harness = harness(&pipeline);
     harness.get_by_label("Timeliness").click();
     harness.run_steps(2);
     harness.get_by_label("Integrity not checked yet: press Check integrity.");

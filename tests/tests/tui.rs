@@ -29,7 +29,7 @@ fn shop_copy() -> tempfile::TempDir {
     dir
 }
 
-fn app_on(pipeline: &Path) -> App {
+pub(crate) fn app_on(pipeline: &Path) -> App {
     let pipeline = Pipeline::load(pipeline).unwrap_or_else(|e| panic!("{e}"));
     let engine = Engine::start(pipeline, no_waker()).unwrap_or_else(|e| panic!("{e}"));
     let mut app = App::new(engine);
@@ -37,7 +37,7 @@ fn app_on(pipeline: &Path) -> App {
     app
 }
 
-fn key(app: &mut App, code: KeyCode) {
+pub(crate) fn key(app: &mut App, code: KeyCode) {
     key_with(app, code, KeyModifiers::NONE);
 }
 
@@ -57,7 +57,7 @@ fn type_text(app: &mut App, text: &str) {
 }
 
 /// Draws the app and returns the screen as text, one line per row.
-fn screen(app: &App, width: u16, height: u16) -> String {
+pub(crate) fn screen(app: &App, width: u16, height: u16) -> String {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
     terminal
         .draw(|frame| frame.render_widget(app, frame.area()))
