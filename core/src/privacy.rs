@@ -44,6 +44,7 @@ pub fn register_functions(ctx: &SessionContext) {
 
 /// Encrypts `plaintext` with a 32-byte `key` and a 12-byte `nonce`: base64 of the nonce followed by the ciphertext and
 /// its tag, the form `kappa_decrypt` reads.
+#[must_use]
 pub fn encrypt(key: &[u8; 32], nonce: &[u8; NONCE_LEN], plaintext: &str) -> String {
     let cipher = Aes256Gcm::new(key.into());
     let sealed = cipher

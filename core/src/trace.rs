@@ -6,7 +6,7 @@
 //! its columns is the subject's value passed through as it is (column lineage says which); the others are aggregates
 //! the subject is counted in.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, RecordBatch, StringArray, UInt32Array};
@@ -121,22 +121,19 @@ pub fn trace(engine: &Engine, snapshot: &Snapshot, column: &str, value: &str) ->
         .collect();
     for table in &source_tables {
         let (schema, batch) = whole(engine, table)?;
-        let others = match schema.index_of(column) {
-            Ok(index) => {
-                let mask = matches(batch.column(index), value)?;
-                let mine = filter_record_batch(&batch, &mask)?;
-                let not_mine = datafusion::arrow::compute::not(&mask)?;
-                trace.sources.push(TracedTable {
-                    name: table.clone(),
-                    count: mine.num_rows(),
-                    rows: Some(mine),
-                });
-                filter_record_batch(&batch, &not_mine)?
-            }
-            Err(_) => {
-                trace.without_column.push(table.clone());
-                batch
-            }
+        let others = if let Ok(index) = schema.index_of(column) {
+            let mask = matches(batch.column(index), value)?;
+            let mine = filter_record_batch(&batch, &mask)?;
+            let not_mine = datafusion::arrow::compute::not(&mask)?;
+            trace.sources.push(TracedTable {
+                name: table.clone(),
+                count: mine.num_rows(),
+                rows: Some(mine),
+            });
+            filter_record_batch(&batch, &not_mine)?
+        } else {
+            trace.without_column.push(table.clone());
+            batch
         };
         register(&scratch, table, others)?;
     }
@@ -299,10 +296,10 @@ fn holder_columns(lineage: &Lineage, view: &str, schema: &SchemaRef, column: &st
     let mut holders = Vec::new();
     for (index, field) in schema.fields().iter().enumerate() {
         let mut stack = vec![(view.to_owned(), field.name().clone())];
-        let mut seen = BTreeMap::new();
+        let mut seen = BTreeSet::new();
         let mut found = false;
         while let Some((table, name)) = stack.pop() {
-            if seen.insert((table.clone(), name.clone()), ()).is_some() {
+            if !seen.insert((table.clone(), name.clone())) {
                 continue;
             }
             match lineage.column(&table, &name) {

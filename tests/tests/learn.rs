@@ -88,7 +88,7 @@ fn the_terminal_app_shows_the_lesson_and_selecting_a_step_goes_where_it_says() {
     let dir = tempfile::tempdir().expect("temp dir");
     let pipeline = scenario("bank", dir.path());
     let mut app = app_on(&pipeline);
-    let lesson = app.lesson.clone().expect("the bank's lesson");
+    let lesson = app.lesson.clone().expect("the bank's lesson").lesson;
     let text = screen(&app, 150, 40);
     assert!(
         text.contains("lesson ─") && text.contains("The bank: idempotency and change data"),
@@ -98,7 +98,7 @@ fn the_terminal_app_shows_the_lesson_and_selecting_a_step_goes_where_it_says() {
     assert!(text.contains("[ ] steps · L hide"), "{text}");
 
     key(&mut app, KeyCode::Char(']'));
-    assert_eq!(app.lesson_step, Some(0));
+    assert_eq!(app.lesson_step(), Some(0));
     assert_eq!(app.selected_name(), Some("accounts__changes"));
     assert_eq!(app.client.table.table(), "accounts__changes");
     assert!(screen(&app, 150, 40).contains("▶ 1."));
@@ -106,7 +106,7 @@ fn the_terminal_app_shows_the_lesson_and_selecting_a_step_goes_where_it_says() {
     for _ in 1..7 {
         key(&mut app, KeyCode::Char(']'));
     }
-    assert_eq!(app.lesson_step, Some(6));
+    assert_eq!(app.lesson_step(), Some(6));
     assert!(
         lesson.steps[6].text.contains("offset 100"),
         "{}",
@@ -117,7 +117,7 @@ fn the_terminal_app_shows_the_lesson_and_selecting_a_step_goes_where_it_says() {
     assert!(!app.snapshot().following);
     // [ goes back a step; L hides the lesson and shows it again.
     key(&mut app, KeyCode::Char('['));
-    assert_eq!(app.lesson_step, Some(5));
+    assert_eq!(app.lesson_step(), Some(5));
     assert_eq!(app.selected_name(), Some("money_supply"));
     key(&mut app, KeyCode::Char('L'));
     assert!(!screen(&app, 150, 40).contains("lesson ─"));

@@ -295,9 +295,9 @@ fn trace_lists_exactly_the_rows_of_the_subject_per_source_and_view() {
         customer
     );
     assert!(rows(&customers, "counted_in").is_empty());
-    let spent = view("spend_per_customer");
-    assert_eq!(rows(&spent, "holds").len(), 1);
-    let row = &rows(&spent, "holds")[0];
+    let per_customer = view("spend_per_customer");
+    assert_eq!(rows(&per_customer, "holds").len(), 1);
+    let row = &rows(&per_customer, "holds")[0];
     assert_eq!(
         format!(
             "{},{},{},{}",

@@ -214,11 +214,15 @@ pub struct App {
     /// The snapshot version the tree was built from.
     tree_version: u64,
     /// The lesson beside the pipeline (`LESSON.md`), if it has one.
-    pub lesson: Option<kappa_core::lesson::Lesson>,
-    /// Whether the lesson is shown beside the main pane.
-    pub show_lesson: bool,
-    /// The lesson's selected step.
-    pub lesson_step: Option<usize>,
+    pub lesson: Option<LessonPane>,
+}
+
+/// The lesson pane: the lesson, whether it is shown, and the step selected.
+#[derive(Debug, Clone)]
+pub struct LessonPane {
+    pub lesson: kappa_core::lesson::Lesson,
+    pub shown: bool,
+    pub step: Option<usize>,
 }
 
 impl App {
@@ -245,15 +249,17 @@ impl App {
             screen: Cell::new(Rect::default()),
             tree_version: u64::MAX,
             lesson: None,
-            show_lesson: false,
-            lesson_step: None,
         };
         app.lesson = app
             .snapshot()
             .pipeline_file
             .as_deref()
-            .and_then(kappa_core::lesson::Lesson::beside);
-        app.show_lesson = app.lesson.is_some();
+            .and_then(kappa_core::lesson::Lesson::beside)
+            .map(|lesson| LessonPane {
+                lesson,
+                shown: true,
+                step: None,
+            });
         app.poll();
         app
     }
@@ -422,8 +428,8 @@ impl App {
             KeyCode::BackTab => Msg::PreviousTab,
             KeyCode::Char(c @ '1'..='7') => Msg::ShowTab(Tab::ALL[usize::from(c as u8 - b'1')]),
             KeyCode::Char('L') if self.lesson.is_some() => Msg::ToggleLesson,
-            KeyCode::Char(']') if self.show_lesson => Msg::LessonStep(1),
-            KeyCode::Char('[') if self.show_lesson => Msg::LessonStep(-1),
+            KeyCode::Char(']') if self.lesson_shown() => Msg::LessonStep(1),
+            KeyCode::Char('[') if self.lesson_shown() => Msg::LessonStep(-1),
             KeyCode::Esc if self.is_busy() => Msg::Cancel,
             KeyCode::Esc => Msg::FocusTree,
             KeyCode::Enter if !main => Msg::FocusMain,
@@ -692,11 +698,15 @@ impl App {
                 let outcomes = self.client.check_integrity();
                 self.asked(outcomes);
             }
-            Msg::ToggleLesson => self.show_lesson = !self.show_lesson,
+            Msg::ToggleLesson => {
+                if let Some(pane) = &mut self.lesson {
+                    pane.shown = !pane.shown;
+                }
+            }
             Msg::LessonStep(step) => {
-                let count = self.lesson.as_ref().map_or(0, |l| l.steps.len());
+                let count = self.lesson.as_ref().map_or(0, |l| l.lesson.steps.len());
                 if count > 0 {
-                    let next = match self.lesson_step {
+                    let next = match self.lesson.as_ref().and_then(|l| l.step) {
                         None if step > 0 => 0,
                         None => count - 1,
                         Some(at) => add(at, step).min(count - 1),
@@ -707,17 +717,31 @@ impl App {
         }
     }
 
+    /// Whether a lesson is shown beside the main pane.
+    #[must_use]
+    pub fn lesson_shown(&self) -> bool {
+        self.lesson.as_ref().is_some_and(|l| l.shown)
+    }
+
+    /// The lesson's selected step.
+    #[must_use]
+    pub fn lesson_step(&self) -> Option<usize> {
+        self.lesson.as_ref().and_then(|l| l.step)
+    }
+
     /// Selects step `index` of the lesson and goes where it says: the source or view it names, the offset it names.
     pub fn go_to_step(&mut self, index: usize) {
         let Some(step) = self
             .lesson
             .as_ref()
-            .and_then(|l| l.steps.get(index))
+            .and_then(|l| l.lesson.steps.get(index))
             .cloned()
         else {
             return;
         };
-        self.lesson_step = Some(index);
+        if let Some(pane) = &mut self.lesson {
+            pane.step = Some(index);
+        }
         let go = step.go(&self.snapshot().table_names());
         if let Some(table) = &go.table
             && let Some(at) = self.tree.iter().position(|e| &e.name == table)

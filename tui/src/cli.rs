@@ -138,7 +138,7 @@ enum Command {
     /// Forget a person (crypto-shredding): append the deletion of their key to the pipeline's key store.
     ///
     /// Their personal fields stay in the log, encrypted with the deleted key, so every view that decrypts them with
-    /// kappa_decrypt shows them as NULL; the log is not touched and a replay still works. Writes nothing but that one
+    /// `kappa_decrypt` shows them as NULL; the log is not touched and a replay still works. Writes nothing but that one
     /// line. The key store is a JSON Lines source of {"subject", "key", "forgotten"} records (see `kappa try privacy`).
     #[command(after_help = "Example:\n  kappa forget privacy/kappa.toml --subject 7")]
     Forget(ForgetArgs),
@@ -172,7 +172,7 @@ struct TraceArgs {
     /// The pipeline (or data files).
     #[arg(required = true, value_name = "PIPELINE | FILE")]
     inputs: Vec<PathBuf>,
-    /// The subject: a column and its value, e.g. user_id=7.
+    /// The subject: a column and its value, e.g. `user_id=7`.
     #[arg(long, value_name = "COLUMN=VALUE")]
     subject: String,
     /// Text for people, JSON for scripts.
@@ -404,7 +404,7 @@ enum GenCommand {
         seed: u64,
     },
     /// Privacy: a sign-up log whose names and emails are encrypted with each person's own key, a purchases log, and
-    /// the key store; views decrypt with kappa_decrypt, and `kappa forget` deletes a key (crypto-shredding).
+    /// the key store; views decrypt with `kappa_decrypt`, and `kappa forget` deletes a key (crypto-shredding).
     Privacy {
         /// How many people to write (each buys about five times).
         #[arg(long, default_value_t = 200)]
@@ -796,7 +796,8 @@ fn trace_text(trace: &kappa_core::trace::Trace) -> Result<String> {
     writeln!(out, "\nviews")?;
     for view in &trace.views {
         let count = |b: &Option<kappa_core::arrow::array::RecordBatch>| {
-            b.as_ref().map_or(0, |b| b.num_rows())
+            b.as_ref()
+                .map_or(0, kappa_core::arrow::array::RecordBatch::num_rows)
         };
         let (holds, counted) = (count(&view.holds), count(&view.counted_in));
         if holds + counted == 0 {

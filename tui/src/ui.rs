@@ -120,9 +120,9 @@ impl Widget for &App {
         render_tree(self, &theme, areas.tree, buf);
         render_tabs(self, &theme, areas.tabs, buf);
         let main = match &self.lesson {
-            Some(lesson) if self.show_lesson => {
+            Some(pane) if pane.shown => {
                 let (main, beside) = crate::layout::with_lesson(areas.main);
-                render_lesson(self, lesson, &theme, beside, buf);
+                render_lesson(self, &pane.lesson, &theme, beside, buf);
                 main
             }
             _ => areas.main,
@@ -889,7 +889,7 @@ fn render_lesson(
         lines.push(Line::raw(""));
     }
     for (i, step) in lesson.steps.iter().enumerate() {
-        let selected = app.lesson_step == Some(i);
+        let selected = app.lesson_step() == Some(i);
         let style = if selected {
             Theme::selected()
         } else {
@@ -904,7 +904,7 @@ fn render_lesson(
         ]));
     }
     // The selected step stays in view: the lines before it scroll away on a short screen.
-    let before: usize = app.lesson_step.map_or(0, |s| s + 3);
+    let before: usize = app.lesson_step().map_or(0, |s| s + 3);
     let scroll = u16::try_from(before.saturating_sub(usize::from(inner.height) / 3)).unwrap_or(0);
     Paragraph::new(lines)
         .wrap(Wrap { trim: true })
