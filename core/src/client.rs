@@ -526,6 +526,17 @@ impl Client {
         outcomes
     }
 
+    /// Goes where a lesson's step says: travels to the offset it names, and returns the source or view it names for
+    /// the front end to show (with what came of the travel).
+    pub fn go(&mut self, step: &crate::lesson::Step) -> (Option<String>, Vec<Outcome>) {
+        let go = step.go(&self.snapshot.table_names());
+        let outcomes = match go.offset {
+            Some(offset) => self.seek(Some(offset)),
+            None => Vec::new(),
+        };
+        (go.table, outcomes)
+    }
+
     /// Each view's timeliness next to its integrity, from the snapshot, its last check run and the last self-audit.
     #[must_use]
     pub fn timeliness(&self) -> Vec<crate::timeliness::ViewTimeliness> {

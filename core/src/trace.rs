@@ -41,6 +41,8 @@ pub struct TracedView {
     /// Rows whose aggregates count the subject.
     #[serde(skip)]
     pub counted_in: Option<RecordBatch>,
+    /// Why the view could not be traced (it failed, or cannot be computed again without the subject).
+    pub error: Option<String>,
 }
 
 /// What [`trace`] found.
@@ -71,11 +73,15 @@ impl Trace {
         }
         let mut views = Vec::new();
         for view in &self.views {
-            views.push(serde_json::json!({
+            let mut entry = serde_json::json!({
                 "name": view.name,
                 "holds": rows(&view.holds)?,
                 "counted_in": rows(&view.counted_in)?,
-            }));
+            });
+            if let Some(error) = &view.error {
+                entry["error"] = serde_json::Value::String(error.clone());
+            }
+            views.push(entry);
         }
         Ok(serde_json::json!({
             "subject": { "column": self.column, "value": self.value },
@@ -138,14 +144,30 @@ pub fn trace(engine: &Engine, snapshot: &Snapshot, column: &str, value: &str) ->
         register(&scratch, table, others)?;
     }
     for view in dependency_order(snapshot) {
-        let (schema, real) = whole(engine, &view.name)?;
-        let without = runtime.block_on(async {
-            let frame = scratch.sql(&view.sql).await?;
-            let schema = Arc::new(frame.schema().as_arrow().clone());
-            let batches = frame.collect().await?;
-            Ok::<_, Error>(concat_batches(&schema, &batches)?)
-        })?;
-        let without = cast_like(&without, &schema)?;
+        // A view that fails (or reads one that did) is said to, and the others are traced all the same.
+        let computed = whole(engine, &view.name).and_then(|(schema, real)| {
+            let without = runtime.block_on(async {
+                let frame = scratch.sql(&view.sql).await?;
+                let schema = Arc::new(frame.schema().as_arrow().clone());
+                let batches = frame.collect().await?;
+                Ok::<_, Error>(concat_batches(&schema, &batches)?)
+            })?;
+            let without = cast_like(&without, &schema)?;
+            Ok((schema, real, without))
+        });
+        let (schema, real, without) = match computed {
+            Ok(computed) => computed,
+            Err(e) => {
+                let _ = scratch.deregister_table(view.name.as_str());
+                trace.views.push(TracedView {
+                    name: view.name.clone(),
+                    holds: None,
+                    counted_in: None,
+                    error: Some(e.to_string()),
+                });
+                continue;
+            }
+        };
         register(&scratch, &view.name, without.clone())?;
         let affected = excess_rows(&real, &without)?;
         let holders = holder_columns(&snapshot.lineage, &view.name, &schema, column);
@@ -168,6 +190,7 @@ pub fn trace(engine: &Engine, snapshot: &Snapshot, column: &str, value: &str) ->
             name: view.name.clone(),
             holds: pick(holds)?,
             counted_in: pick(counted)?,
+            error: None,
         });
     }
     Ok(trace)

@@ -393,17 +393,14 @@ impl KappaApp {
             return Vec::new();
         };
         self.lesson_step = Some(index);
-        let go = step.go(&self.snapshot().table_names());
-        if let Some(table) = &go.table {
-            self.select(table);
+        let (table, outcomes) = self.client.go(&step);
+        if let Some(table) = table {
+            self.select(&table);
             if matches!(self.tab, Tab::Sql | Tab::Paths | Tab::Diagnostics) {
                 self.tab = Tab::Data;
             }
         }
-        match go.offset {
-            Some(offset) => self.client.seek(Some(offset)),
-            None => Vec::new(),
-        }
+        outcomes
     }
 
     /// Replaces the engine with one over other files (File > Open, or files dropped on the window). The old engine

@@ -343,3 +343,57 @@ fn trace_lists_exactly_the_rows_of_the_subject_per_source_and_view() {
         .code(2)
         .stderr(predicates::str::contains("COLUMN=VALUE"));
 }
+
+#[test]
+fn trace_says_which_views_it_cannot_trace_and_traces_the_others() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("clicks.jsonl"),
+        "{\"user_id\":1,\"page\":\"a\"}\n{\"user_id\":2,\"page\":\"b\"}\n{\"user_id\":1,\"page\":\"c\"}\n",
+    )
+    .expect("write");
+    let pipeline = kappa_tests::write_pipeline(
+        dir.path(),
+        "[[source]]\nname = \"clicks\"\npath = \"clicks.jsonl\"\n\n\
+         [[view]]\nname = \"per_user\"\nsql = \"SELECT user_id, count(*) AS n FROM clicks GROUP BY user_id ORDER BY user_id\"\n\n\
+         [[view]]\nname = \"broken\"\nsql = \"SELECT arrow_cast(page, 'Int64') AS p FROM clicks\"\n",
+    );
+    let out = kappa_tests::kappa()
+        .args([
+            "trace",
+            pipeline.to_str().expect("utf-8"),
+            "--subject",
+            "user_id=1",
+            "--format",
+            "json",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trace: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let views = trace["views"].as_array().expect("views");
+    let per_user = views
+        .iter()
+        .find(|v| v["name"] == "per_user")
+        .expect("per_user");
+    assert_eq!(
+        per_user["holds"],
+        serde_json::json!([{"user_id": 1, "n": 2}])
+    );
+    assert_eq!(per_user["counted_in"], serde_json::json!([]));
+    let broken = views
+        .iter()
+        .find(|v| v["name"] == "broken")
+        .expect("broken");
+    assert!(
+        broken["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Int64")),
+        "{broken}"
+    );
+}

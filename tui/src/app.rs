@@ -742,18 +742,15 @@ impl App {
         if let Some(pane) = &mut self.lesson {
             pane.step = Some(index);
         }
-        let go = step.go(&self.snapshot().table_names());
-        if let Some(table) = &go.table
-            && let Some(at) = self.tree.iter().position(|e| &e.name == table)
+        let (table, outcomes) = self.client.go(&step);
+        self.asked(outcomes);
+        if let Some(table) = table
+            && let Some(at) = self.tree.iter().position(|e| e.name == table)
         {
             self.update(Msg::SelectNode(at));
             if matches!(self.tab, Tab::Lineage | Tab::Paths | Tab::Checks | Tab::Log) {
                 self.update(Msg::ShowTab(Tab::Data));
             }
-        }
-        if let Some(offset) = go.offset {
-            let outcomes = self.client.seek(Some(offset));
-            self.asked(outcomes);
         }
     }
 

@@ -800,6 +800,10 @@ fn trace_text(trace: &kappa_core::trace::Trace) -> Result<String> {
                 .map_or(0, kappa_core::arrow::array::RecordBatch::num_rows)
         };
         let (holds, counted) = (count(&view.holds), count(&view.counted_in));
+        if let Some(error) = &view.error {
+            writeln!(out, "  {}: not traced: {error}", view.name)?;
+            continue;
+        }
         if holds + counted == 0 {
             writeln!(out, "  {}: nothing of the subject", view.name)?;
             continue;
