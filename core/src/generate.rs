@@ -688,7 +688,7 @@ fn stamp(ms: i64) -> String {
 }
 
 /// Writes `text` to `path`, atomically.
-fn write_text(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_text(path: &Path, text: &str) -> Result<()> {
     write_atomic(path, |file| {
         file.write_all(text.as_bytes())
             .map_err(|e| Error::io(path, e))

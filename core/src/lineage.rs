@@ -420,6 +420,33 @@ impl Lineage {
         roots.into_iter().collect()
     }
 
+    /// The source columns a view's column passes through as they are (identity, through views of views), or none when
+    /// it computes its values. A column Kappa has no lineage for counts as its own root.
+    #[must_use]
+    pub fn identity_roots(&self, view: &str, column: &str) -> Vec<ColumnRef> {
+        let mut roots = BTreeSet::new();
+        let mut stack = vec![(view.to_owned(), column.to_owned())];
+        let mut seen = BTreeSet::new();
+        while let Some((table, column)) = stack.pop() {
+            if !seen.insert((table.clone(), column.clone())) {
+                continue;
+            }
+            match self.column(&table, &column) {
+                Some(lineage) => stack.extend(
+                    lineage
+                        .inputs
+                        .iter()
+                        .filter(|i| i.transform.kind == TransformKind::Identity)
+                        .map(|i| (i.table.clone(), i.column.clone())),
+                ),
+                None => {
+                    roots.insert(ColumnRef { table, column });
+                }
+            }
+        }
+        roots.into_iter().collect()
+    }
+
     /// The nodes that hold personal data.
     pub fn personal_nodes(&self) -> impl Iterator<Item = &LineageNode> {
         self.nodes.iter().filter(|n| !n.pii.is_empty())

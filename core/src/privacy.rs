@@ -12,7 +12,7 @@
 //! ([`forget`]) appends one deletion to the key store and writes nothing else: the event log stays as it was, a replay
 //! from offset 0 still works, and every view shows the person's fields as gone.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -145,7 +145,8 @@ pub fn forget(pipeline: &Pipeline, key_store: &str, subject: &str) -> Result<For
         });
     };
     let path = source.path.clone();
-    let state = subject_state(&path, subject)?;
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let state = subject_state(&path, &text, subject)?;
     match state {
         None => Err(Error::Decode {
             path,
@@ -157,13 +158,13 @@ pub fn forget(pipeline: &Pipeline, key_store: &str, subject: &str) -> Result<For
                 .append(true)
                 .open(&path)
                 .map_err(|e| Error::io(&path, e))?;
-            let ends_in_newline = std::fs::read(&path)
-                .map_err(|e| Error::io(&path, e))?
-                .last()
-                .is_none_or(|&b| b == b'\n');
             let line = format!(
                 "{}{{\"subject\":{written},\"key\":null,\"forgotten\":true}}\n",
-                if ends_in_newline { "" } else { "\n" }
+                if text.is_empty() || text.ends_with('\n') {
+                    ""
+                } else {
+                    "\n"
+                }
             );
             file.write_all(line.as_bytes())
                 .and_then(|()| file.sync_data())
@@ -174,15 +175,13 @@ pub fn forget(pipeline: &Pipeline, key_store: &str, subject: &str) -> Result<For
 }
 
 /// The subject as the key store writes it (JSON) and whether it is forgotten, or `None` when it has no key there.
-fn subject_state(path: &Path, subject: &str) -> Result<Option<(String, bool)>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+fn subject_state(path: &Path, text: &str, subject: &str) -> Result<Option<(String, bool)>> {
     let mut state = None;
-    for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| Error::io(path, e))?;
+    for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let record: serde_json::Value = serde_json::from_str(&line).map_err(|e| Error::Decode {
+        let record: serde_json::Value = serde_json::from_str(line).map_err(|e| Error::Decode {
             path: path.to_path_buf(),
             reason: format!("line {}: not a JSON record ({e})", index + 1),
         })?;

@@ -91,12 +91,10 @@ pub fn generate(name: &str, dir: &Path) -> Result<PathBuf> {
         "timeliness" => generate::timeliness(dir, 600, DEFAULT_SEED).map(|_| ())?,
         _ => generate::nexmark(dir, 100_000, DEFAULT_SEED).map(|_| ())?,
     }
-    let lesson = dir.join(crate::lesson::LESSON_FILE);
-    crate::output::write_atomic(&lesson, |file| {
-        use std::io::Write as _;
-        file.write_all(lesson_text(scenario.name).as_bytes())
-            .map_err(|e| Error::io(&lesson, e))
-    })?;
+    generate::write_text(
+        &dir.join(crate::lesson::LESSON_FILE),
+        lesson_text(scenario.name),
+    )?;
     Ok(dir.join("kappa.toml"))
 }
 

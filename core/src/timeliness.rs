@@ -53,18 +53,27 @@ impl ViewTimeliness {
         }
     }
 
-    /// The verdict in words: "fresh and correct", "fresh but wrong", "correct but stale", "stale and wrong", or
-    /// "fresh/stale, not checked".
+    /// Timeliness and integrity together.
     #[must_use]
-    pub fn verdict(&self) -> &'static str {
+    pub fn verdict(&self) -> Verdict {
         match (self.fresh(), self.correct()) {
-            (true, Some(true)) => "fresh and correct",
-            (true, Some(false)) => "fresh but wrong",
-            (false, Some(true)) => "correct but stale",
-            (false, Some(false)) => "stale and wrong",
-            (true, None) => "fresh, not checked",
-            (false, None) => "stale, not checked",
+            (true, Some(true)) => Verdict::FreshAndCorrect,
+            (true, Some(false)) => Verdict::FreshButWrong,
+            (false, Some(true)) => Verdict::CorrectButStale,
+            (false, Some(false)) => Verdict::StaleAndWrong,
+            (true, None) => Verdict::FreshNotChecked,
+            (false, None) => Verdict::StaleNotChecked,
         }
+    }
+
+    /// The checks on it that did not pass, by name.
+    #[must_use]
+    pub fn failed_checks(&self) -> Vec<&str> {
+        self.checks
+            .iter()
+            .filter(|(_, s)| *s != CheckStatus::Pass)
+            .map(|(n, _)| n.as_str())
+            .collect()
     }
 
     /// How far behind, in words: "up to date", "12 events behind", "90 s behind in event time".
@@ -86,6 +95,38 @@ impl ViewTimeliness {
         } else {
             parts.join(", ")
         }
+    }
+}
+
+/// A view's timeliness and integrity together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    FreshAndCorrect,
+    FreshButWrong,
+    CorrectButStale,
+    StaleAndWrong,
+    FreshNotChecked,
+    StaleNotChecked,
+}
+
+impl Verdict {
+    /// Something is wrong with what it shows.
+    #[must_use]
+    pub fn wrong(self) -> bool {
+        matches!(self, Verdict::FreshButWrong | Verdict::StaleAndWrong)
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::FreshAndCorrect => "fresh and correct",
+            Verdict::FreshButWrong => "fresh but wrong",
+            Verdict::CorrectButStale => "correct but stale",
+            Verdict::StaleAndWrong => "stale and wrong",
+            Verdict::FreshNotChecked => "fresh, not checked",
+            Verdict::StaleNotChecked => "stale, not checked",
+        })
     }
 }
 
@@ -140,26 +181,19 @@ pub fn views(snapshot: &Snapshot, audit: &[CheckReport]) -> Vec<ViewTimeliness> 
         .collect()
 }
 
-/// The sources a view reads, through the views it reads.
+/// The sources a view reads, through the views it reads (a Debezium source's `__changes` table counts as the source).
 fn sources_of<'a>(snapshot: &'a Snapshot, view: &str) -> BTreeSet<&'a str> {
-    let mut sources = BTreeSet::new();
-    let mut stack = vec![view.to_owned()];
-    let mut seen = BTreeSet::new();
-    while let Some(name) = stack.pop() {
-        if !seen.insert(name.clone()) {
-            continue;
-        }
-        if let Some(v) = snapshot.view(&name) {
-            stack.extend(v.reads.iter().cloned());
-        }
-        for source in &snapshot.sources {
-            let changes = format!("{}{}", source.name, crate::pipeline::CHANGES_SUFFIX);
-            if source.name == name || changes == name {
-                sources.insert(source.name.as_str());
-            }
-        }
-    }
-    sources
+    let upstream = snapshot.lineage.upstream(view);
+    snapshot
+        .sources
+        .iter()
+        .filter(|s| {
+            upstream
+                .iter()
+                .any(|t| t.strip_suffix(crate::pipeline::CHANGES_SUFFIX).unwrap_or(t) == s.name)
+        })
+        .map(|s| s.name.as_str())
+        .collect()
 }
 
 /// Whether a check says something of `view`'s integrity: an invariant whose SQL reads it. (A diff against a stored

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::engine::{Engine, QueryTarget, Snapshot};
 use crate::error::{Error, Result};
-use crate::lineage::{Lineage, TransformKind};
+use crate::lineage::Lineage;
 
 /// The rows of one table that are the subject's.
 #[derive(Debug, Clone, Serialize)]
@@ -210,36 +210,15 @@ fn register(ctx: &SessionContext, name: &str, batch: RecordBatch) -> Result<()> 
     Ok(())
 }
 
-/// The views in an order where each comes after the views it reads.
+/// The views in an order where each comes after the views it reads: the lineage's layers, left to right.
 fn dependency_order(snapshot: &Snapshot) -> Vec<&crate::engine::ViewState> {
-    let mut done: BTreeSet<&str> = BTreeSet::new();
-    let mut order = Vec::new();
-    let names: BTreeSet<&str> = snapshot.views.iter().map(|v| v.name.as_str()).collect();
-    while order.len() < snapshot.views.len() {
-        let before = order.len();
-        for view in &snapshot.views {
-            if !done.contains(view.name.as_str())
-                && view
-                    .reads
-                    .iter()
-                    .all(|r| !names.contains(r.as_str()) || done.contains(r.as_str()))
-            {
-                done.insert(&view.name);
-                order.push(view);
-            }
-        }
-        if order.len() == before {
-            // A cycle cannot be planned; the rest in the pipeline's order.
-            order.extend(
-                snapshot
-                    .views
-                    .iter()
-                    .filter(|v| !done.contains(v.name.as_str())),
-            );
-            break;
-        }
-    }
-    order
+    snapshot
+        .lineage
+        .layers()
+        .iter()
+        .flatten()
+        .filter_map(|name| snapshot.view(name))
+        .collect()
 }
 
 /// Each value of `array` as text, as the subject's value is written (`NULL` for none).
@@ -316,31 +295,16 @@ fn excess_rows(real: &RecordBatch, without: &RecordBatch) -> Result<Vec<u32>> {
 
 /// The view's columns that pass a source's `column` through as it is (directly or through other views).
 fn holder_columns(lineage: &Lineage, view: &str, schema: &SchemaRef, column: &str) -> Vec<usize> {
-    let mut holders = Vec::new();
-    for (index, field) in schema.fields().iter().enumerate() {
-        let mut stack = vec![(view.to_owned(), field.name().clone())];
-        let mut seen = BTreeSet::new();
-        let mut found = false;
-        while let Some((table, name)) = stack.pop() {
-            if !seen.insert((table.clone(), name.clone())) {
-                continue;
-            }
-            match lineage.column(&table, &name) {
-                Some(columns) => {
-                    for input in columns
-                        .inputs
-                        .iter()
-                        .filter(|i| i.transform.kind == TransformKind::Identity)
-                    {
-                        stack.push((input.table.clone(), input.column.clone()));
-                    }
-                }
-                None => found |= name == column,
-            }
-        }
-        if found {
-            holders.push(index);
-        }
-    }
-    holders
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, field)| {
+            lineage
+                .identity_roots(view, field.name())
+                .iter()
+                .any(|root| root.column == column)
+        })
+        .map(|(index, _)| index)
+        .collect()
 }

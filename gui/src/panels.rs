@@ -4,6 +4,7 @@
 use eframe::egui::{self, Color32, RichText};
 use egui_extras::{Column, TableBuilder};
 use egui_plot::{Line, Plot, VLine};
+use kappa_core::timeliness::Verdict;
 use kappa_core::{NodeStatus, ReplayState, human_secs, thousands};
 
 use crate::{Action, Choosing, KappaApp, Tab};
@@ -163,12 +164,7 @@ fn timeliness(app: &KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
             if row.checks.is_empty() {
                 ui.colored_label(weak, "-");
             } else {
-                let failed: Vec<&str> = row
-                    .checks
-                    .iter()
-                    .filter(|(_, s)| *s != kappa_core::CheckStatus::Pass)
-                    .map(|(n, _)| n.as_str())
-                    .collect();
+                let failed = row.failed_checks();
                 if failed.is_empty() {
                     ui.colored_label(green, format!("{} pass", row.checks.len()));
                 } else {
@@ -177,13 +173,14 @@ fn timeliness(app: &KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
             }
             let (audit, color) = row.audit.map_or(("-", weak), status);
             ui.colored_label(color, audit);
-            let color = match (row.fresh(), row.correct()) {
-                (true, Some(true)) => green,
-                (_, Some(false)) => red,
-                (false, _) => yellow,
-                (true, None) => weak,
+            let verdict = row.verdict();
+            let color = match verdict {
+                Verdict::FreshAndCorrect => green,
+                v if v.wrong() => red,
+                Verdict::CorrectButStale | Verdict::StaleNotChecked => yellow,
+                _ => weak,
             };
-            ui.colored_label(color, row.verdict());
+            ui.colored_label(color, verdict.to_string());
             ui.end_row();
         }
     });

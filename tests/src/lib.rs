@@ -204,6 +204,21 @@ pub fn write_pipeline(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
+/// Runs `kappa` with `args` and returns its exit code and its standard output read as JSON (panicking with both outputs
+/// when it is not JSON).
+#[must_use]
+pub fn kappa_json(args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let out = kappa().args(args).output().expect("run");
+    let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), value)
+}
+
 /// Every file below `dir` with its size, for asserting that nothing was written.
 #[must_use]
 pub fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {

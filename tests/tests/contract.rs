@@ -48,18 +48,6 @@ fn generate(dir: &Path) -> PathBuf {
     dir.join("kappa.toml")
 }
 
-fn json(args: &[&str]) -> (Option<i32>, Value) {
-    let out = kappa_tests::kappa().args(args).output().expect("run");
-    let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code(), value)
-}
-
 #[test]
 fn every_record_that_breaks_the_contract_is_a_diagnostic_with_its_line_and_the_check_fails() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -70,7 +58,8 @@ fn every_record_that_breaks_the_contract_is_a_diagnostic_with_its_line_and_the_c
     assert!(expected.iter().all(|(line, _)| *line > 1200));
     let lines: Vec<u64> = expected.iter().map(|(l, _)| *l).collect();
 
-    let (code, sources) = json(&["sources", pipeline.to_str().expect("utf-8"), "--json"]);
+    let (code, sources) =
+        kappa_tests::kappa_json(&["sources", pipeline.to_str().expect("utf-8"), "--json"]);
     assert_eq!(code, Some(0));
     let signups = &sources[0];
     assert_eq!(signups["contract"]["kept"], false);
@@ -115,7 +104,7 @@ fn every_record_that_breaks_the_contract_is_a_diagnostic_with_its_line_and_the_c
     }
 
     // The contract is a check: it fails, with one violation per breaking record, the first 20 listed with their lines.
-    let (code, reports) = json(&[
+    let (code, reports) = kappa_tests::kappa_json(&[
         "verify",
         pipeline.to_str().expect("utf-8"),
         "--format",

@@ -387,33 +387,25 @@ fn the_window_renders_under_xvfb_and_saves_a_screenshot() {
     assert!(display.len() > 1, "Xvfb did not start");
     let dir = tempfile::tempdir().expect("temp dir");
     let png = dir.path().join("shot.png");
-    let output = std::process::Command::new(kappa_gui_path())
-        .args([
-            sample("shop/kappa.toml").to_str().expect("utf-8"),
-            "--screenshot",
-            png.to_str().expect("utf-8"),
-            "--select",
-            "revenue_by_day",
-            "--size",
-            "1280x800",
-        ])
-        .env("DISPLAY", &display)
-        .env_remove("WAYLAND_DISPLAY")
-        .output()
-        .expect("run kappa-gui");
+    let shoot = |args: &[&str]| {
+        std::process::Command::new(kappa_gui_path())
+            .args(args)
+            .args(["--size", "1280x800"])
+            .env("DISPLAY", &display)
+            .env_remove("WAYLAND_DISPLAY")
+            .output()
+            .expect("run kappa-gui")
+    };
+    let output = shoot(&[
+        sample("shop/kappa.toml").to_str().expect("utf-8"),
+        "--screenshot",
+        png.to_str().expect("utf-8"),
+        "--select",
+        "revenue_by_day",
+    ]);
     // With nothing named, the welcome screen.
     let welcome_png = dir.path().join("welcome.png");
-    let welcome = std::process::Command::new(kappa_gui_path())
-        .args([
-            "--screenshot",
-            welcome_png.to_str().expect("utf-8"),
-            "--size",
-            "1280x800",
-        ])
-        .env("DISPLAY", &display)
-        .env_remove("WAYLAND_DISPLAY")
-        .output()
-        .expect("run kappa-gui");
+    let welcome = shoot(&["--screenshot", welcome_png.to_str().expect("utf-8")]);
     let _ = xvfb.kill();
     let _ = xvfb.wait();
     for (output, png) in [(output, png), (welcome, welcome_png)] {

@@ -173,7 +173,7 @@ fn the_terminal_app_puts_timeliness_next_to_integrity() {
         )]
     );
     assert_eq!(fast.audit, Some(kappa_core::CheckStatus::Pass));
-    assert_eq!(fast.verdict(), "fresh but wrong");
+    assert_eq!(fast.verdict().to_string(), "fresh but wrong");
     let ledger = row("balances");
     assert!(
         (ledger.behind_secs.expect("behind") - lag).abs() < 0.001,
@@ -186,7 +186,7 @@ fn the_terminal_app_puts_timeliness_next_to_integrity() {
             kappa_core::CheckStatus::Pass
         )]
     );
-    assert_eq!(ledger.verdict(), "correct but stale");
+    assert_eq!(ledger.verdict().to_string(), "correct but stale");
     let text = screen(&app, 150, 40);
     assert!(
         text.contains("fresh but wrong") && text.contains("correct but stale"),

@@ -226,24 +226,15 @@ fn trace_lists_exactly_the_rows_of_the_subject_per_source_and_view() {
         .expect("7 bought")
         .clone();
 
-    let out = kappa_tests::kappa()
-        .args([
-            "trace",
-            pipeline.to_str().expect("utf-8"),
-            "--subject",
-            "user_id=7",
-            "--format",
-            "json",
-        ])
-        .output()
-        .expect("run");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let trace: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (code, trace) = kappa_tests::kappa_json(&[
+        "trace",
+        pipeline.to_str().expect("utf-8"),
+        "--subject",
+        "user_id=7",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, Some(0));
     assert_eq!(
         trace["subject"],
         serde_json::json!({"column": "user_id", "value": "7"})
@@ -358,24 +349,15 @@ fn trace_says_which_views_it_cannot_trace_and_traces_the_others() {
          [[view]]\nname = \"per_user\"\nsql = \"SELECT user_id, count(*) AS n FROM clicks GROUP BY user_id ORDER BY user_id\"\n\n\
          [[view]]\nname = \"broken\"\nsql = \"SELECT arrow_cast(page, 'Int64') AS p FROM clicks\"\n",
     );
-    let out = kappa_tests::kappa()
-        .args([
-            "trace",
-            pipeline.to_str().expect("utf-8"),
-            "--subject",
-            "user_id=1",
-            "--format",
-            "json",
-        ])
-        .output()
-        .expect("run");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let trace: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (code, trace) = kappa_tests::kappa_json(&[
+        "trace",
+        pipeline.to_str().expect("utf-8"),
+        "--subject",
+        "user_id=1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, Some(0));
     let views = trace["views"].as_array().expect("views");
     let per_user = views
         .iter()

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use kappa_core::client::TableView;
+use kappa_core::timeliness::Verdict;
 use kappa_core::{
     CheckStatus, Health, MaintenanceKind, Mode, NodeStatus, ReplayState, human_bytes, human_secs,
     thousands,
@@ -929,11 +930,12 @@ fn render_timeliness(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
     };
     let mut lines = Vec::new();
     for r in app.client.timeliness() {
-        let verdict_color = match (r.fresh(), r.correct()) {
-            (true, Some(true)) => Color::Green,
-            (_, Some(false)) => Color::Red,
-            (false, _) => Color::Yellow,
-            (true, None) => Color::DarkGray,
+        let verdict = r.verdict();
+        let verdict_color = match verdict {
+            Verdict::FreshAndCorrect => Color::Green,
+            v if v.wrong() => Color::Red,
+            Verdict::CorrectButStale | Verdict::StaleNotChecked => Color::Yellow,
+            _ => Color::DarkGray,
         };
         let selected = app.selected_name() == Some(r.view.as_str());
         lines.push(Line::from(vec![
@@ -946,7 +948,7 @@ fn render_timeliness(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
                 },
             ),
             Span::raw("  "),
-            Span::styled(r.verdict(), theme.fg(verdict_color)),
+            Span::styled(verdict.to_string(), theme.fg(verdict_color)),
         ]));
         lines.push(Line::from(vec![
             Span::styled("  timeliness  ", theme.dim()),
@@ -960,12 +962,7 @@ fn render_timeliness(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
             ),
         ]));
         let mut integrity = vec![Span::styled("  integrity   ", theme.dim())];
-        let failed: Vec<&str> = r
-            .checks
-            .iter()
-            .filter(|(_, s)| *s != CheckStatus::Pass)
-            .map(|(n, _)| n.as_str())
-            .collect();
+        let failed = r.failed_checks();
         integrity.push(match (r.checks.len(), failed.is_empty()) {
             (0, _) => Span::styled("no check", theme.dim()),
             (n, true) => Span::styled(
