@@ -201,6 +201,22 @@ fn forgetting_a_subject_changes_exactly_their_derived_values_and_the_log_is_unto
         .code(2)
         .stderr(predicates::str::contains("keys.jsonl"))
         .stderr(predicates::str::contains("no key for subject 9999"));
+    // A key store the pipeline does not have: named, with the sources it has.
+    kappa_tests::kappa()
+        .args([
+            "forget",
+            pipeline.to_str().expect("utf-8"),
+            "--subject",
+            "7",
+            "--key-store",
+            "vault",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains(
+            "no source is called `vault` to hold the keys",
+        ))
+        .stderr(predicates::str::contains("people, purchases, keys"));
     assert_eq!(
         std::fs::read_to_string(dir.path().join("keys.jsonl")).expect("keys"),
         keys_after
