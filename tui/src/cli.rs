@@ -434,7 +434,7 @@ enum GenCommand {
 /// Runs the command line and returns the process exit code.
 #[must_use]
 pub fn main() -> ExitCode {
-    kappa_core::quiet_reader_panics();
+    crate::terminal::install_panic_hook();
     let cli = Cli::parse();
     // The engine's options for this run: the defaults, with the cache folder the command line chose.
     let options = EngineOptions {

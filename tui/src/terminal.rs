@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
+use crossterm::terminal::EnterAlternateScreen;
 use kappa_core::{Engine, EngineOptions};
 use ratatui::Terminal;
-use ratatui::backend::Backend;
+use ratatui::backend::{Backend, CrosstermBackend};
 
 use crate::app::{App, Event};
 
@@ -74,18 +75,11 @@ pub fn open(inputs: &[std::path::PathBuf], options: &EngineOptions) -> Result<Ex
             }
         })
         .context("starting the input thread")?;
-    let held = Arc::new(Mutex::new(Vec::new()));
-    let mut terminal = init_terminal(held.clone());
-    let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
+    let mut terminal = init_terminal()?;
     let mut app = App::new(engine);
     let result = run(&mut terminal, &mut app, &rx);
-    restore_terminal();
     // Panics on other threads were kept off the screen while the app drew; say them now, on the normal screen.
-    for message in held
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .drain(..)
-    {
+    for message in end_drawing() {
         eprintln!("{message}");
     }
     // The engine stops on its own thread; the app does not wait for it (a load or query under way would hold the
@@ -95,33 +89,85 @@ pub fn open(inputs: &[std::path::PathBuf], options: &EngineOptions) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-/// Enters raw mode and the alternate screen, with the app's panic hook.
+/// While the app owns the terminal: the thread that draws, and the messages of panics on other threads, said once the
+/// terminal is restored.
+struct Drawing {
+    ui_thread: std::thread::ThreadId,
+    held: Vec<String>,
+}
+
+/// `Some` while the app owns the terminal. The panic hook reads it; it is never swapped while threads run.
+static DRAWING: Mutex<Option<Drawing>> = Mutex::new(None);
+
+/// Installs the command line's one panic hook, before anything starts a thread.
 ///
-/// Only a panic on this (the drawing) thread ends the app, so only that one restores the terminal before it is
-/// reported. A panic on any other thread (the engine's worker, DataFusion's runtime, a corrupt file's reader) is caught
-/// there and shown in the app as an error: it must neither leave raw mode and the alternate screen while the app goes
-/// on drawing, nor print over the screen. Its message is kept in `held`, and printed once the terminal is restored.
-fn init_terminal(held: Arc<Mutex<Vec<String>>>) -> ratatui::DefaultTerminal {
+/// Panics that the reader boundary catches (a corrupt Parquet file) are reported as clear errors, so the hook stays
+/// silent for them. While the app owns the terminal, only a panic on the drawing thread ends the app, so only that one
+/// restores the terminal before it is reported. A panic on any other thread (the engine's worker, DataFusion's runtime)
+/// is caught there and shown in the app as an error: it must neither leave raw mode and the alternate screen while the
+/// app goes on drawing, nor print over the screen, so its message is held and printed once the terminal is restored.
+///
+/// The hook is set once and decides by [`DRAWING`]: replacing hooks while the engine already loads (as `ratatui::init`
+/// does) leaves moments where a reader's panic meets a hook that prints over the screen and leaves the alternate
+/// screen.
+pub(crate) fn install_panic_hook() {
     let previous = std::panic::take_hook();
-    let terminal = ratatui::init();
-    // ratatui's own hook restores the terminal on a panic on any thread: replace it.
-    drop(std::panic::take_hook());
-    let ui_thread = std::thread::current().id();
     std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().id() == ui_thread {
+        let mut drawing = DRAWING.lock().unwrap_or_else(PoisonError::into_inner);
+        let on_ui_thread = drawing
+            .as_ref()
+            .is_some_and(|d| d.ui_thread == std::thread::current().id());
+        if on_ui_thread {
+            *drawing = None;
+            drop(drawing);
             restore_terminal();
             previous(info);
-        } else if !kappa_core::panic_is_expected() {
+        } else if kappa_core::panic_is_expected() {
+            // Caught by the reader boundary and reported as an error.
+        } else if let Some(d) = drawing.as_mut() {
             let thread = std::thread::current();
             let name = thread.name().unwrap_or("unnamed");
-            held.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(format!(
-                    "a thread ({name}) panicked while the app ran (the app went on): {info}"
-                ));
+            d.held.push(format!(
+                "a thread ({name}) panicked while the app ran (the app went on): {info}"
+            ));
+        } else {
+            drop(drawing);
+            previous(info);
         }
     }));
-    terminal
+}
+
+/// Enters raw mode and the alternate screen, with this thread as the one whose panic ends the app.
+fn init_terminal() -> Result<ratatui::DefaultTerminal> {
+    *DRAWING.lock().unwrap_or_else(PoisonError::into_inner) = Some(Drawing {
+        ui_thread: std::thread::current().id(),
+        held: Vec::new(),
+    });
+    // Not `ratatui::init`: it installs its own panic hook, which restores the terminal on a panic on any thread.
+    let entered = crossterm::terminal::enable_raw_mode()
+        .and_then(|()| {
+            crossterm::execute!(std::io::stdout(), EnterAlternateScreen, EnableMouseCapture)
+        })
+        .and_then(|()| Terminal::new(CrosstermBackend::new(std::io::stdout())));
+    match entered {
+        Ok(terminal) => Ok(terminal),
+        Err(e) => {
+            end_drawing();
+            Err(e).context("setting up the terminal (raw mode, alternate screen)")
+        }
+    }
+}
+
+/// Restores the terminal and gives back the messages of the panics held while the app drew.
+fn end_drawing() -> Vec<String> {
+    let held = DRAWING
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
+        .map(|d| d.held)
+        .unwrap_or_default();
+    restore_terminal();
+    held
 }
 
 /// Leaves mouse capture, raw mode and the alternate screen.
