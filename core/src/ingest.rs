@@ -73,6 +73,9 @@ pub(crate) struct SourceLog {
     /// First offset of every event id kept.
     seen: SeenIds,
     last_time: Option<EventTime>,
+    /// The event time of the last record fed, for the position it was read at (while the position is behind the end:
+    /// time travel, replay).
+    fed_time: Option<(u64, Option<EventTime>)>,
     /// Offsets of the records dropped as duplicates, in order.
     duplicates: Vec<u64>,
     /// Offsets of malformed records, sorted, to count those passed over up to a position.
@@ -138,6 +141,7 @@ impl SourceLog {
             offset_is_line: matches!(spec.format, Format::Jsonl | Format::Debezium),
             seen: SeenIds::default(),
             last_time: None,
+            fed_time: None,
             duplicates: Vec::new(),
             malformed_offsets: Vec::new(),
             ingest: Diagnostics::default(),
@@ -333,6 +337,7 @@ impl SourceLog {
             // A copy reads no appends: it needs no index of ids.
             seen: SeenIds::default(),
             last_time: self.last_time.clone(),
+            fed_time: None,
             duplicates: self.duplicates.clone(),
             malformed_offsets: self.malformed_offsets.clone(),
             ingest: self.ingest.clone(),
@@ -549,12 +554,61 @@ impl SourceLog {
             .map_or(self.fed_rows, |cdc| cdc.state.len() as u64)
     }
 
-    /// The event time of the last record read (by the `time` column), as written: how far the log has got.
-    pub fn last_event_time(&self) -> Option<String> {
-        self.last_time.as_ref().map(|t| match t {
+    /// The event time (by the `time` column), as written, of the last record the views see: how far the log has got.
+    /// At the end of the log that is the last record read; behind it (time travel, a replay) the last record fed.
+    pub fn last_event_time(&mut self) -> Option<String> {
+        let time = if self.is_log && self.position < self.end_offset {
+            match &self.fed_time {
+                Some((position, time)) if *position == self.position => time.clone(),
+                _ => {
+                    let time = self.time_before(self.position);
+                    self.fed_time = Some((self.position, time.clone()));
+                    time
+                }
+            }
+        } else {
+            self.last_time.clone()
+        };
+        time.map(|t| match t {
             EventTime::Number(n) => n.to_string(),
-            EventTime::Text(s) => s.clone(),
+            EventTime::Text(s) => s,
         })
+    }
+
+    /// The event time of the last record before `offset` that has one, read back from the records kept (in widening
+    /// windows, so records without a time are passed over).
+    fn time_before(&self, offset: u64) -> Option<EventTime> {
+        let name = self.schema.field(self.time?).name().clone();
+        let mut end = offset;
+        let mut span = 64;
+        while end > 0 {
+            let from = end.saturating_sub(span);
+            for batch in self.read(from..end).ok()?.iter().rev() {
+                let Some(column) = batch.column_by_name(&name) else {
+                    continue;
+                };
+                let numeric = column.data_type().is_numeric();
+                let values = cast(
+                    column,
+                    if numeric {
+                        &DataType::Float64
+                    } else {
+                        &DataType::Utf8
+                    },
+                )
+                .ok()?;
+                if let Some(row) = (0..values.len()).rev().find(|&r| !values.is_null(r)) {
+                    return Some(if numeric {
+                        EventTime::Number(values.as_primitive::<Float64Type>().value(row))
+                    } else {
+                        EventTime::Text(values.as_string::<i32>().value(row).to_owned())
+                    });
+                }
+            }
+            end = from;
+            span = span.saturating_mul(4);
+        }
+        None
     }
 
     /// Every diagnostic: the file's and the ingest's, shared until either changes.

@@ -184,6 +184,12 @@ fn timeliness(app: &KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
             ui.end_row();
         }
     });
+    if !app.snapshot().following {
+        ui.label(format!(
+            "Time travelling at offset {}: each log shows its records before it, and the lag is between their event times.",
+            app.snapshot().position
+        ));
+    }
     if app.snapshot().checks.is_empty() && app.client.audit.is_empty() {
         ui.label("Integrity not checked yet: press Check integrity.");
     }

@@ -128,9 +128,16 @@ fn the_terminal_app_shows_the_lesson_and_selecting_a_step_goes_where_it_says() {
 /// The last event time of a JSON Lines log, in seconds.
 fn last_time(path: &Path) -> f64 {
     let text = std::fs::read_to_string(path).expect("read");
-    let last: serde_json::Value =
-        serde_json::from_str(text.lines().last().expect("a line")).expect("json");
-    chrono_seconds(last["ts"].as_str().expect("ts"))
+    let last = text.lines().count() as u64 - 1;
+    chrono_seconds(&line_ts(path, last))
+}
+
+/// The `ts` of line `index` (from 0) of a JSON Lines log.
+fn line_ts(path: &Path, index: u64) -> String {
+    let text = std::fs::read_to_string(path).expect("read");
+    let line = text.lines().nth(index as usize).expect("the line");
+    let record: serde_json::Value = serde_json::from_str(line).expect("json");
+    record["ts"].as_str().expect("ts").to_owned()
 }
 
 fn chrono_seconds(ts: &str) -> f64 {
@@ -210,6 +217,37 @@ fn the_terminal_app_puts_timeliness_next_to_integrity() {
         text.contains("integrity   ✓ 1 check passes · self-audit ✓ pass"),
         "{text}"
     );
+    // Travelled back, the lag is the one between the events the views see there, not between the ends of the logs.
+    // (Offset 300 is line 300 of each log: the requests have retries, so there they are behind the ledger.)
+    let at = 300;
+    app.client.seek(Some(at));
+    app.settle(std::time::Duration::from_mins(1));
+    assert_eq!(app.snapshot().position, at);
+    let requests_then = line_ts(&dir.path().join("timeliness/requests.jsonl"), at - 1);
+    let ledger_then = line_ts(&dir.path().join("timeliness/ledger.jsonl"), at - 1);
+    let newest_then = chrono_seconds(&requests_then).max(chrono_seconds(&ledger_then));
+    let rows = app.client.timeliness();
+    for (view, time) in [
+        ("balances_fast", &requests_then),
+        ("balances", &ledger_then),
+    ] {
+        let then = rows.iter().find(|r| r.view == view).expect(view);
+        assert_eq!(then.newest_event.as_deref(), Some(time.as_str()));
+        let behind = newest_then - chrono_seconds(time);
+        assert!(
+            (then.behind_secs.expect("behind") - behind).abs() < 0.001,
+            "{then:?} vs {behind}"
+        );
+    }
+    assert!(
+        (chrono_seconds(&requests_then) - chrono_seconds(&ledger_then) - lag).abs() > 1.0,
+        "the lag at offset {at} is the one at the end"
+    );
+    let text = screen(&app, 150, 40);
+    assert!(
+        text.contains("time travelling at offset 300: each log shows its records before it"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -258,4 +296,18 @@ fn the_desktop_app_puts_timeliness_next_to_integrity() {
         .find(|r| r.view == "balances")
         .expect("balances");
     harness.get_by_label(&stale.behind());
+    // Travelled back, the tab says where it is, and the lags are those there.
+    harness.state_mut().client.seek(Some(300));
+    settle(&mut harness);
+    harness.run_steps(2);
+    harness.get_by_label(
+        "Time travelling at offset 300: each log shows its records before it, and the lag is between their event times.",
+    );
+    let rows = harness.state().client.timeliness();
+    let fast = rows
+        .iter()
+        .find(|r| r.view == "balances_fast")
+        .expect("balances_fast");
+    assert!(!fast.fresh(), "{fast:?}");
+    harness.get_by_label(&fast.behind());
 }

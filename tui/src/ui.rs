@@ -992,6 +992,16 @@ fn render_timeliness(app: &App, theme: &Theme, area: Rect, buf: &mut Buffer) {
          recompute from the log).",
         theme.dim(),
     ));
+    if !app.snapshot().following {
+        lines.push(Line::styled(
+            format!(
+                "time travelling at offset {}: each log shows its records before it, and the lag is between their \
+                 event times",
+                app.snapshot().position
+            ),
+            theme.warn(),
+        ));
+    }
     if app.snapshot().checks.is_empty() && app.client.audit.is_empty() {
         lines.push(Line::styled(
             "integrity not checked yet: c runs the checks and audits every view",
