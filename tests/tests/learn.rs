@@ -95,7 +95,7 @@ fn the_terminal_app_shows_the_lesson_and_selecting_a_step_goes_where_it_says() {
         "{text}"
     );
     assert!(text.contains("1. Select accounts__changes"), "{text}");
-    assert!(text.contains("[ ] steps · L hide"), "{text}");
+    assert!(text.contains("[ ] or click · L hide"), "{text}");
 
     key(&mut app, KeyCode::Char(']'));
     assert_eq!(app.lesson_step(), Some(0));
@@ -119,10 +119,51 @@ fn the_terminal_app_shows_the_lesson_and_selecting_a_step_goes_where_it_says() {
     key(&mut app, KeyCode::Char('['));
     assert_eq!(app.lesson_step(), Some(5));
     assert_eq!(app.selected_name(), Some("money_supply"));
+    // A click on a step (on any of its wrapped lines) goes there too: find step 3's first line on the screen and
+    // click the line below it.
+    let text = screen(&app, 150, 40);
+    let (row, column) = text
+        .lines()
+        .enumerate()
+        .find_map(|(y, line)| {
+            line.find("│3. ")
+                .map(|x| (y, line[..x].chars().count() + 1))
+        })
+        .expect("step 3 on the screen");
+    let wrapped = text.lines().nth(row + 1).expect("the next line");
+    assert!(
+        !wrapped.contains("│4. "),
+        "step 3 wraps onto a second line: {text}"
+    );
+    click(&mut app, column + 2, row + 1);
+    assert_eq!(app.lesson_step(), Some(2));
+    assert!(
+        lesson.steps[2].plain().starts_with("Select transfers"),
+        "{}",
+        lesson.steps[2].text
+    );
+    assert_eq!(app.selected_name(), Some("transfers"));
+    // A click in the lesson's title or intro is not a step.
+    click(&mut app, column + 2, 3);
+    assert_eq!(app.lesson_step(), Some(2));
     key(&mut app, KeyCode::Char('L'));
     assert!(!screen(&app, 150, 40).contains("lesson ─"));
     key(&mut app, KeyCode::Char('L'));
     assert!(screen(&app, 150, 40).contains("lesson ─"));
+}
+
+/// A left click at a cell of the screen last drawn.
+fn click(app: &mut kappa_tui::app::App, column: usize, row: usize) {
+    use crossterm::event::{
+        Event as TermEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+    };
+    app.handle(kappa_tui::app::Event::Term(TermEvent::Mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: u16::try_from(column).expect("column"),
+        row: u16::try_from(row).expect("row"),
+        modifiers: KeyModifiers::NONE,
+    })));
+    app.settle(std::time::Duration::from_mins(1));
 }
 
 /// The last event time of a JSON Lines log, in seconds.

@@ -543,8 +543,16 @@ impl App {
                 }
             }
             MouseEventKind::Down(MouseButton::Left) => {
+                let lesson = self
+                    .lesson_shown()
+                    .then(|| crate::layout::with_lesson(layout.main).1)
+                    .filter(|pane| pane.contains(at));
                 if let Some(tab) = crate::layout::tab_at(layout.tabs, at) {
                     self.update(Msg::ShowTab(tab));
+                } else if let Some(pane) = lesson {
+                    if let Some(step) = crate::ui::lesson_step_at(self, pane, at) {
+                        self.go_to_step(step);
+                    }
                 } else if layout.tree.contains(at) {
                     let index = usize::from(at.y.saturating_sub(layout.tree.y + 1));
                     let first = crate::layout::tree_first(self.selected, layout.tree);

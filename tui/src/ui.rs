@@ -880,15 +880,31 @@ fn render_lesson(
     let block = Block::bordered()
         .title(" lesson ")
         .title_style(theme.title())
-        .title_bottom(Line::styled(" [ ] steps · L hide ", theme.dim()))
+        .title_bottom(Line::styled(" [ ] or click · L hide ", theme.dim()))
         .border_style(theme.dim());
     let inner = block.inner(area);
     block.render(area, buf);
+    let (lines, first_step) = lesson_lines(app, lesson, theme);
+    let (_, scroll) = lesson_rows(&lines, first_step, inner, app.lesson_step());
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: true })
+        .scroll((scroll, 0))
+        .render(inner, buf);
+}
+
+/// The lesson's lines (its title, what it is about, a blank line, then a line per step), and the index of the first
+/// step's line.
+fn lesson_lines(
+    app: &App,
+    lesson: &kappa_core::lesson::Lesson,
+    theme: &Theme,
+) -> (Vec<Line<'static>>, usize) {
     let mut lines: Vec<Line> = vec![Line::styled(lesson.title.clone(), theme.title())];
     for paragraph in lesson.intro.iter().take(1) {
         lines.push(Line::styled(paragraph.clone(), theme.dim()));
         lines.push(Line::raw(""));
     }
+    let first_step = lines.len();
     for (i, step) in lesson.steps.iter().enumerate() {
         let selected = app.lesson_step() == Some(i);
         let style = if selected {
@@ -904,13 +920,46 @@ fn render_lesson(
             Span::styled(step.plain(), style),
         ]));
     }
-    // The selected step stays in view: the lines before it scroll away on a short screen.
-    let before: usize = app.lesson_step().map_or(0, |s| s + 3);
-    let scroll = u16::try_from(before.saturating_sub(usize::from(inner.height) / 3)).unwrap_or(0);
-    Paragraph::new(lines)
-        .wrap(Wrap { trim: true })
-        .scroll((scroll, 0))
-        .render(inner, buf);
+    (lines, first_step)
+}
+
+/// Where the steps are in the lesson's pane (`inner`: inside its border), each line wrapped on its own as the pane
+/// draws it: the row each step starts at and, last, the row after the last step (rows counted before scrolling); and
+/// the rows scrolled away so the selected step stays in view on a short screen.
+fn lesson_rows(
+    lines: &[Line],
+    first_step: usize,
+    inner: Rect,
+    selected: Option<usize>,
+) -> (Vec<usize>, u16) {
+    let mut row = 0;
+    let mut starts = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if i >= first_step {
+            starts.push(row);
+        }
+        row += Paragraph::new(line.clone())
+            .wrap(Wrap { trim: true })
+            .line_count(inner.width);
+    }
+    starts.push(row);
+    let scroll = selected.and_then(|s| starts.get(s)).map_or(0, |&start| {
+        start.saturating_sub(usize::from(inner.height) / 3)
+    });
+    (starts, u16::try_from(scroll).unwrap_or(u16::MAX))
+}
+
+/// The lesson step drawn at a position of the screen, when the lesson is shown in `pane`.
+pub(crate) fn lesson_step_at(app: &App, pane: Rect, at: Position) -> Option<usize> {
+    let lesson = &app.lesson.as_ref().filter(|l| l.shown)?.lesson;
+    let inner = Block::bordered().inner(pane);
+    if !inner.contains(at) {
+        return None;
+    }
+    let (lines, first_step) = lesson_lines(app, lesson, &Theme { color: false });
+    let (starts, scroll) = lesson_rows(&lines, first_step, inner, app.lesson_step());
+    let row = usize::from(at.y - inner.y) + usize::from(scroll);
+    starts.windows(2).position(|w| (w[0]..w[1]).contains(&row))
 }
 
 /// Each view's timeliness (how far behind the log) next to its integrity (checks and self-audit): a verdict line per
@@ -1415,7 +1464,7 @@ Everywhere
   e             edit the view's SQL        a        add a view
   w             write the views to the pipeline file (comments kept)
   x             export the selected table (Parquet, CSV, JSON Lines, JSON)
-  mouse         click a tab or a node; the wheel scrolls
+  mouse         click a tab, a node or a lesson step; the wheel scrolls
 Data
   arrows, PgUp/PgDn, g/G   move        s   sort by the column (↑, ↓, off)
   /   filter: a SQL predicate or text  Enter   the row in full
