@@ -578,37 +578,39 @@ impl SourceLog {
     /// The event time of the last record before `offset` that has one, read back from the records kept (in widening
     /// windows, so records without a time are passed over).
     fn time_before(&self, offset: u64) -> Option<EventTime> {
-        let name = self.schema.field(self.time?).name().clone();
         let mut end = offset;
         let mut span = 64;
         while end > 0 {
             let from = end.saturating_sub(span);
-            for batch in self.read(from..end).ok()?.iter().rev() {
-                let Some(column) = batch.column_by_name(&name) else {
-                    continue;
-                };
-                let numeric = column.data_type().is_numeric();
-                let values = cast(
-                    column,
-                    if numeric {
-                        &DataType::Float64
-                    } else {
-                        &DataType::Utf8
-                    },
-                )
-                .ok()?;
-                if let Some(row) = (0..values.len()).rev().find(|&r| !values.is_null(r)) {
-                    return Some(if numeric {
-                        EventTime::Number(values.as_primitive::<Float64Type>().value(row))
-                    } else {
-                        EventTime::Text(values.as_string::<i32>().value(row).to_owned())
-                    });
-                }
+            if let Some(time) = self.last_time_in(&self.read(from..end).ok()?) {
+                return Some(time);
             }
             end = from;
             span = span.saturating_mul(4);
         }
         None
+    }
+
+    /// The event time of the last record of `batches` that has one.
+    fn last_time_in(&self, batches: &[RecordBatch]) -> Option<EventTime> {
+        let name = self.schema.field(self.time?).name();
+        batches.iter().rev().find_map(|batch| {
+            let column = batch.column_by_name(name)?;
+            let row = (0..column.len()).rev().find(|&r| column.is_valid(r))?;
+            // One value cast, not the column.
+            let value = column.slice(row, 1);
+            if value.data_type().is_numeric() {
+                let value = cast(&value, &DataType::Float64).ok()?;
+                Some(EventTime::Number(
+                    value.as_primitive::<Float64Type>().value(0),
+                ))
+            } else {
+                let value = cast(&value, &DataType::Utf8).ok()?;
+                Some(EventTime::Text(
+                    value.as_string::<i32>().value(0).to_owned(),
+                ))
+            }
+        })
     }
 
     /// Every diagnostic: the file's and the ingest's, shared until either changes.
@@ -673,6 +675,10 @@ impl SourceLog {
         };
         let duplicates = (self.duplicates.partition_point(|&o| o < target)
             - self.duplicates.partition_point(|&o| o < from)) as u64;
+        // The records just read give the event time at the new position (a replay publishes after every batch).
+        if let Some(time) = self.last_time_in(&new) {
+            self.fed_time = Some((target, Some(time)));
+        }
         self.position = target;
         self.fed_rows += kept;
         self.bound.store(target, Ordering::Release);
