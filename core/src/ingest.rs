@@ -569,10 +569,7 @@ impl SourceLog {
         } else {
             self.last_time.clone()
         };
-        time.map(|t| match t {
-            EventTime::Number(n) => n.to_string(),
-            EventTime::Text(s) => s,
-        })
+        time.as_ref().map(EventTime::to_string)
     }
 
     /// The event time of the last record before `offset` that has one, read back from the records kept (in widening
@@ -844,19 +841,11 @@ impl SourceLog {
                 && time < *last
             {
                 let offset = offset_of(row);
-                let show = |t: &EventTime| match t {
-                    EventTime::Number(n) => n.to_string(),
-                    EventTime::Text(s) => s.clone(),
-                };
                 self.ingest.push(Diagnostic {
                     kind: DiagnosticKind::OutOfOrder,
                     line: line_of(offset),
                     offset,
-                    reason: format!(
-                        "event time {} is earlier than the previous {}",
-                        show(&time),
-                        show(last)
-                    ),
+                    reason: format!("event time {time} is earlier than the previous {last}"),
                 });
             }
             self.last_time = Some(time);

@@ -395,35 +395,41 @@ impl Lineage {
     /// The personal source columns a view's column is derived from (through unmasked transformations), or none.
     #[must_use]
     pub fn personal_roots(&self, view: &str, column: &str) -> Vec<ColumnRef> {
-        let mut roots = BTreeSet::new();
-        let mut stack = vec![(view.to_owned(), column.to_owned())];
-        let mut seen = BTreeSet::new();
-        while let Some((table, column)) = stack.pop() {
-            if !seen.insert((table.clone(), column.clone())) {
-                continue;
-            }
-            if let Some(lineage) = self.column(&table, &column) {
-                if !lineage.pii {
-                    continue;
-                }
-                for input in lineage.inputs.iter().filter(|i| !i.transform.masking) {
-                    stack.push((input.table.clone(), input.column.clone()));
-                }
-            } else if self
-                .nodes
-                .iter()
-                .any(|n| n.name == table && n.kind == NodeKind::Source && n.pii.contains(&column))
-            {
-                roots.insert(ColumnRef { table, column });
-            }
-        }
-        roots.into_iter().collect()
+        self.roots(
+            view,
+            column,
+            |lineage, input| lineage.pii && !input.transform.masking,
+            |table, column| {
+                self.nodes.iter().any(|n| {
+                    n.name == table
+                        && n.kind == NodeKind::Source
+                        && n.pii.iter().any(|p| p == column)
+                })
+            },
+        )
     }
 
     /// The source columns a view's column passes through as they are (identity, through views of views), or none when
     /// it computes its values. A column Kappa has no lineage for counts as its own root.
     #[must_use]
     pub fn identity_roots(&self, view: &str, column: &str) -> Vec<ColumnRef> {
+        self.roots(
+            view,
+            column,
+            |_, input| input.transform.kind == TransformKind::Identity,
+            |_, _| true,
+        )
+    }
+
+    /// Walks a view's column back to the columns it comes from, following the inputs `follow` takes; a column without
+    /// lineage of its own (a source's) is a root when `is_root` says so.
+    fn roots(
+        &self,
+        view: &str,
+        column: &str,
+        follow: impl Fn(&ColumnLineage, &ColumnInput) -> bool,
+        is_root: impl Fn(&str, &str) -> bool,
+    ) -> Vec<ColumnRef> {
         let mut roots = BTreeSet::new();
         let mut stack = vec![(view.to_owned(), column.to_owned())];
         let mut seen = BTreeSet::new();
@@ -436,12 +442,13 @@ impl Lineage {
                     lineage
                         .inputs
                         .iter()
-                        .filter(|i| i.transform.kind == TransformKind::Identity)
-                        .map(|i| (i.table.clone(), i.column.clone())),
+                        .filter(|input| follow(lineage, input))
+                        .map(|input| (input.table.clone(), input.column.clone())),
                 ),
-                None => {
+                None if is_root(&table, &column) => {
                     roots.insert(ColumnRef { table, column });
                 }
+                None => {}
             }
         }
         roots.into_iter().collect()

@@ -33,6 +33,16 @@ pub(crate) enum EventTime {
     Text(String),
 }
 
+impl std::fmt::Display for EventTime {
+    /// As the log writes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EventTime::Number(n) => write!(f, "{n}"),
+            EventTime::Text(s) => f.write_str(s),
+        }
+    }
+}
+
 /// Name of the offset column every log source has.
 pub const OFFSET_COLUMN: &str = "_offset";
 

@@ -242,14 +242,7 @@ fn trace_lists_exactly_the_rows_of_the_subject_per_source_and_view() {
         .expect("7 bought")
         .clone();
 
-    let (code, trace) = kappa_tests::kappa_json(&[
-        "trace",
-        pipeline.to_str().expect("utf-8"),
-        "--subject",
-        "user_id=7",
-        "--format",
-        "json",
-    ]);
+    let (code, trace) = trace_json(&pipeline, "user_id=7");
     assert_eq!(code, Some(0));
     assert_eq!(
         trace["subject"],
@@ -365,14 +358,7 @@ fn trace_says_which_views_it_cannot_trace_and_traces_the_others() {
          [[view]]\nname = \"per_user\"\nsql = \"SELECT user_id, count(*) AS n FROM clicks GROUP BY user_id ORDER BY user_id\"\n\n\
          [[view]]\nname = \"broken\"\nsql = \"SELECT arrow_cast(page, 'Int64') AS p FROM clicks\"\n",
     );
-    let (code, trace) = kappa_tests::kappa_json(&[
-        "trace",
-        pipeline.to_str().expect("utf-8"),
-        "--subject",
-        "user_id=1",
-        "--format",
-        "json",
-    ]);
+    let (code, trace) = trace_json(&pipeline, "user_id=1");
     assert_eq!(code, Some(0));
     let views = trace["views"].as_array().expect("views");
     let per_user = views
@@ -394,4 +380,16 @@ fn trace_says_which_views_it_cannot_trace_and_traces_the_others() {
             .is_some_and(|e| e.contains("Int64")),
         "{broken}"
     );
+}
+
+/// `kappa trace PIPELINE --subject SUBJECT --format json`: its exit code and its JSON.
+fn trace_json(pipeline: &std::path::Path, subject: &str) -> (Option<i32>, serde_json::Value) {
+    kappa_tests::kappa_json(&[
+        "trace",
+        pipeline.to_str().expect("utf-8"),
+        "--subject",
+        subject,
+        "--format",
+        "json",
+    ])
 }
