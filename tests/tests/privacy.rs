@@ -131,14 +131,7 @@ fn forgetting_a_subject_changes_exactly_their_derived_values_and_the_log_is_unto
         dir.path().join("purchases.jsonl"),
     ]);
     let keys_before = std::fs::read_to_string(dir.path().join("keys.jsonl")).expect("keys");
-    kappa_tests::kappa()
-        .args([
-            "forget",
-            pipeline.to_str().expect("utf-8"),
-            "--subject",
-            "7",
-        ])
-        .assert()
+    forget(&pipeline, &["--subject", "7"])
         .code(0)
         .stderr(predicates::str::contains("forgot subject 7"));
     let keys_after = std::fs::read_to_string(dir.path().join("keys.jsonl")).expect("keys");
@@ -180,38 +173,15 @@ fn forgetting_a_subject_changes_exactly_their_derived_values_and_the_log_is_unto
     assert_eq!(views(&engine), after);
 
     // Again: nothing to do, nothing written. An unknown subject: an error naming the key store, exit 2.
-    kappa_tests::kappa()
-        .args([
-            "forget",
-            pipeline.to_str().expect("utf-8"),
-            "--subject",
-            "7",
-        ])
-        .assert()
+    forget(&pipeline, &["--subject", "7"])
         .code(0)
         .stderr(predicates::str::contains("already forgotten"));
-    kappa_tests::kappa()
-        .args([
-            "forget",
-            pipeline.to_str().expect("utf-8"),
-            "--subject",
-            "9999",
-        ])
-        .assert()
+    forget(&pipeline, &["--subject", "9999"])
         .code(2)
         .stderr(predicates::str::contains("keys.jsonl"))
         .stderr(predicates::str::contains("no key for subject 9999"));
     // A key store the pipeline does not have: named, with the sources it has.
-    kappa_tests::kappa()
-        .args([
-            "forget",
-            pipeline.to_str().expect("utf-8"),
-            "--subject",
-            "7",
-            "--key-store",
-            "vault",
-        ])
-        .assert()
+    forget(&pipeline, &["--subject", "7", "--key-store", "vault"])
         .code(2)
         .stderr(predicates::str::contains(
             "no source is called `vault` to hold the keys",
@@ -392,4 +362,13 @@ fn trace_json(pipeline: &std::path::Path, subject: &str) -> (Option<i32>, serde_
         "--format",
         "json",
     ])
+}
+
+/// `kappa forget PIPELINE ARGS...`, asserted on.
+fn forget(pipeline: &std::path::Path, args: &[&str]) -> assert_cmd::assert::Assert {
+    kappa_tests::kappa()
+        .arg("forget")
+        .arg(pipeline)
+        .args(args)
+        .assert()
 }
