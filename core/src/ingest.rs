@@ -557,6 +557,9 @@ impl SourceLog {
     /// The event time (by the `time` column), as written, of the last record the views see: how far the log has got.
     /// At the end of the log that is the last record read; behind it (time travel, a replay) the last record fed.
     pub fn last_event_time(&mut self) -> Option<String> {
+        // Without a `time` column there is none: reading the records back to look for one would read the whole log
+        // before the position at every publish (a replay slowed down as it went).
+        self.time?;
         let time = if self.is_log && self.position < self.end_offset {
             match &self.fed_time {
                 Some((position, time)) if *position == self.position => time.clone(),
