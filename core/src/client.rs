@@ -464,7 +464,7 @@ impl Client {
         self.seek((to < head).then_some(to))
     }
 
-    /// Replays the log from offset 0, `batch_size` events at a time (by default about a hundredth of it).
+    /// Replays the log from offset 0, `batch_size` events at a time (by default a twentieth of it, at least 1,000 and at most 524,288).
     pub fn replay(&mut self, batch_size: Option<u64>) -> Vec<Outcome> {
         let mut outcomes = Vec::new();
         self.send(

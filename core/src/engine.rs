@@ -43,7 +43,7 @@ pub use checkpoint::Restored;
 use checks::scale_floats;
 pub use command::{Browse, Command, FilterUse, Page, QueryResult, QueryTarget};
 use feed::{ReplayRun, register};
-use maintain::{Background, Maint, output_schema, run};
+use maintain::{Background, Maint};
 pub use measure::{Crossover, PathMetrics};
 use query::quote_ident;
 pub use snapshot::{

@@ -34,6 +34,10 @@ pub const TIMELINESS_PIPELINE: &str = include_str!("timeliness.toml");
 /// The Nexmark pipeline written next to the generated log.
 pub const NEXMARK_PIPELINE: &str = include_str!("nexmark.toml");
 
+/// The pipeline of `kappa gen nexmark --nested`: the same events nested as Flink's datagen writes them, and eleven
+/// views over the nested fields.
+pub const NEXMARK_NESTED_PIPELINE: &str = include_str!("nexmark_nested.toml");
+
 /// The default seed of `kappa gen`.
 pub const DEFAULT_SEED: u64 = 42;
 
@@ -228,14 +232,26 @@ const CITIES: [&str; 10] = [
 const STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
 const CHANNELS: [&str; 4] = ["Google", "Facebook", "Baidu", "Apple"];
 
+/// How `kappa gen nexmark` writes its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NexmarkShape {
+    /// One flat object a line: `event_type` (`person`, `auction` or `bid`) and that event's fields.
+    #[default]
+    Flat,
+    /// As Flink's Nexmark `datagen` table nests them: `{"event_type": 0|1|2, "person": {...}|null, "auction":
+    /// {...}|null, "bid": {...}|null}`, two of the three null on every line, field names in camelCase, no event id.
+    Nested,
+}
+
 /// Writes the Nexmark scenario into `dir`: `nexmark.jsonl` with `events` events and its `kappa.toml`.
 ///
 /// As the benchmark's generator: per 50 events, 1 person, 3 auctions and 46 bids, in time order, 10,000 events a
 /// second of event time. A person has `id`, `name`, `email_address`, `credit_card`, `city` and `state`; an auction
 /// `id`, `item_name`, `initial_bid`, `reserve`, `expires`, `seller` (a person) and `category` (10..15); a bid `auction`,
 /// `bidder` (a person), `price`, `channel` and `url`. Every event has `event_type` and `date_time`. Bids go mostly to
-/// recent auctions (hot items), as the benchmark's do.
-pub fn nexmark(dir: &Path, events: u64, seed: u64) -> Result<NexmarkSummary> {
+/// recent auctions (hot items), as the benchmark's do. Both shapes hold the same events (the same seed gives the
+/// same ones); each has its own pipeline.
+pub fn nexmark(dir: &Path, events: u64, seed: u64, shape: NexmarkShape) -> Result<NexmarkSummary> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut rng = Rng(seed);
     let start_ms: i64 = 1_717_200_000_000; // 2024-06-01T00:00:00Z
@@ -246,6 +262,7 @@ pub fn nexmark(dir: &Path, events: u64, seed: u64) -> Result<NexmarkSummary> {
         auctions: 0,
         bids: 0,
     };
+    let nested = shape == NexmarkShape::Nested;
     // Ids start at 1000, as the benchmark's do; there is always a person and an auction before the first bid.
     let (first_person, first_auction) = (1000_i64, 1000_i64);
     write_atomic(&path, |file| {
@@ -265,16 +282,25 @@ pub fn nexmark(dir: &Path, events: u64, seed: u64) -> Result<NexmarkSummary> {
                     FIRST_NAMES[rng.below(8) as usize],
                     LAST_NAMES[rng.below(8) as usize]
                 );
-                format!(
-                    r#"{{"event_type":"person","id":{id},"name":"{name}","email_address":"{}@example.com","credit_card":"{:04} {:04} {:04} {:04}","city":"{}","state":"{}","date_time":"{when}"}}"#,
-                    name.replace(' ', ".").to_lowercase(),
+                let email = format!("{}@example.com", name.replace(' ', ".").to_lowercase());
+                let card = format!(
+                    "{:04} {:04} {:04} {:04}",
                     rng.below(10_000),
                     rng.below(10_000),
                     rng.below(10_000),
-                    rng.below(10_000),
-                    CITIES[rng.below(10) as usize],
-                    STATES[rng.below(6) as usize]
-                )
+                    rng.below(10_000)
+                );
+                let city = CITIES[rng.below(10) as usize];
+                let state = STATES[rng.below(6) as usize];
+                if nested {
+                    format!(
+                        r#"{{"event_type":0,"person":{{"id":{id},"name":"{name}","emailAddress":"{email}","creditCard":"{card}","city":"{city}","state":"{state}","dateTime":"{when}"}},"auction":null,"bid":null}}"#
+                    )
+                } else {
+                    format!(
+                        r#"{{"event_type":"person","id":{id},"name":"{name}","email_address":"{email}","credit_card":"{card}","city":"{city}","state":"{state}","date_time":"{when}"}}"#
+                    )
+                }
             } else if slot <= 3 || summary.auctions == 0 {
                 let id = first_auction + summary.auctions as i64;
                 summary.auctions += 1;
@@ -284,12 +310,18 @@ pub fn nexmark(dir: &Path, events: u64, seed: u64) -> Result<NexmarkSummary> {
                     DateTime::<Utc>::from_timestamp_millis(ms + 2_000 + rng.below(20_000) as i64)
                         .unwrap_or_default()
                         .format("%Y-%m-%dT%H:%M:%S%.3fZ");
-                format!(
-                    r#"{{"event_type":"auction","id":{id},"item_name":"item-{}","initial_bid":{initial},"reserve":{},"expires":"{expires}","seller":{seller},"category":{},"date_time":"{when}"}}"#,
-                    rng.below(100_000),
-                    initial + rng.below(1000) as i64,
-                    10 + rng.below(6)
-                )
+                let item = rng.below(100_000);
+                let reserve = initial + rng.below(1000) as i64;
+                let category = 10 + rng.below(6);
+                if nested {
+                    format!(
+                        r#"{{"event_type":1,"person":null,"auction":{{"id":{id},"itemName":"item-{item}","initialBid":{initial},"reserve":{reserve},"dateTime":"{when}","expires":"{expires}","seller":{seller},"category":{category}}},"bid":null}}"#
+                    )
+                } else {
+                    format!(
+                        r#"{{"event_type":"auction","id":{id},"item_name":"item-{item}","initial_bid":{initial},"reserve":{reserve},"expires":"{expires}","seller":{seller},"category":{category},"date_time":"{when}"}}"#
+                    )
+                }
             } else {
                 summary.bids += 1;
                 // Most bids go to one of the last 100 auctions.
@@ -301,11 +333,20 @@ pub fn nexmark(dir: &Path, events: u64, seed: u64) -> Result<NexmarkSummary> {
                 };
                 let bidder = first_person + rng.below(summary.persons) as i64;
                 let channel = CHANNELS[rng.below(4) as usize];
-                format!(
-                    r#"{{"event_type":"bid","auction":{auction},"bidder":{bidder},"price":{},"channel":"{channel}","url":"https://www.nexmark.com/{}/item.htm?query=1","date_time":"{when}"}}"#,
-                    1 + rng.below(10_000),
+                let price = 1 + rng.below(10_000);
+                let url = format!(
+                    "https://www.nexmark.com/{}/item.htm?query=1",
                     channel.to_lowercase()
-                )
+                );
+                if nested {
+                    format!(
+                        r#"{{"event_type":2,"person":null,"auction":null,"bid":{{"auction":{auction},"bidder":{bidder},"price":{price},"channel":"{channel}","url":"{url}","dateTime":"{when}"}}}}"#
+                    )
+                } else {
+                    format!(
+                        r#"{{"event_type":"bid","auction":{auction},"bidder":{bidder},"price":{price},"channel":"{channel}","url":"{url}","date_time":"{when}"}}"#
+                    )
+                }
             };
             out.write_all(line.as_bytes())
                 .map_err(|e| Error::io(&path, e))?;
@@ -313,7 +354,12 @@ pub fn nexmark(dir: &Path, events: u64, seed: u64) -> Result<NexmarkSummary> {
         }
         out.flush().map_err(|e| Error::io(&path, e))
     })?;
-    write_text(&dir.join("kappa.toml"), NEXMARK_PIPELINE)?;
+    let pipeline = if nested {
+        NEXMARK_NESTED_PIPELINE
+    } else {
+        NEXMARK_PIPELINE
+    };
+    write_text(&dir.join("kappa.toml"), pipeline)?;
     Ok(summary)
 }
 

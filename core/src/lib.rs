@@ -38,13 +38,13 @@
 pub mod client;
 pub mod cluster;
 mod contract;
+mod dataflow;
 mod diagnostics;
 mod engine;
 mod error;
 #[doc(hidden)]
 pub mod fuzz;
 mod generate;
-mod incremental;
 mod ingest;
 mod kafka;
 pub mod lesson;
@@ -63,9 +63,9 @@ pub mod store;
 pub mod timeliness;
 pub mod trace;
 mod verify;
-mod zset;
 
 pub use contract::{Allowed, Contract, ValueType};
+pub use dataflow::classify::{Maintenance, MaintenanceKind};
 pub use diagnostics::{Diagnostic, DiagnosticKind, Diagnostics};
 pub use engine::{
     Browse, Command, Crossover, DEFAULT_CHECKPOINT_EVERY, DEFAULT_MEMORY_LIMIT, Engine,
@@ -75,13 +75,12 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use generate::{
-    BANK_PIPELINE, BankSummary, DEFAULT_SEED, NEXMARK_PIPELINE, NexmarkSummary, PRIVACY_PIPELINE,
-    PrivacySummary, SHOP_PIPELINE, SIGNUPS_PIPELINE, ShopSummary, SignupsSummary,
-    TIMELINESS_PIPELINE, TimelinessSummary, bank as generate_bank, nexmark as generate_nexmark,
-    privacy as generate_privacy, shop as generate_shop, signups as generate_signups,
-    timeliness as generate_timeliness,
+    BANK_PIPELINE, BankSummary, DEFAULT_SEED, NEXMARK_NESTED_PIPELINE, NEXMARK_PIPELINE,
+    NexmarkShape, NexmarkSummary, PRIVACY_PIPELINE, PrivacySummary, SHOP_PIPELINE,
+    SIGNUPS_PIPELINE, ShopSummary, SignupsSummary, TIMELINESS_PIPELINE, TimelinessSummary,
+    bank as generate_bank, nexmark as generate_nexmark, privacy as generate_privacy,
+    shop as generate_shop, signups as generate_signups, timeliness as generate_timeliness,
 };
-pub use incremental::{Maintenance, MaintenanceKind};
 pub use kafka::{KafkaSpec, KafkaStart, PartitionLag};
 pub use lineage::{
     ColumnInput, ColumnLineage, ColumnRef, Edge, Lineage, LineageNode, NodeKind, Transform,

@@ -89,7 +89,8 @@ pub fn generate(name: &str, dir: &Path) -> Result<PathBuf> {
         "signups" => generate::signups(dir, 2_000, DEFAULT_SEED).map(|_| ())?,
         "privacy" => generate::privacy(dir, 200, DEFAULT_SEED).map(|_| ())?,
         "timeliness" => generate::timeliness(dir, 600, DEFAULT_SEED).map(|_| ())?,
-        _ => generate::nexmark(dir, 100_000, DEFAULT_SEED).map(|_| ())?,
+        _ => generate::nexmark(dir, 100_000, DEFAULT_SEED, generate::NexmarkShape::Flat)
+            .map(|_| ())?,
     }
     generate::write_text(
         &dir.join(crate::lesson::LESSON_FILE),

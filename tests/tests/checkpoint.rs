@@ -129,7 +129,13 @@ fn reopening_the_bank_from_a_checkpoint_equals_a_cold_open() {
 #[test]
 fn reopening_nexmark_from_a_checkpoint_equals_a_cold_open() {
     let dir = tempfile::tempdir().expect("temp dir");
-    kappa_core::generate_nexmark(dir.path(), 20_000, kappa_core::DEFAULT_SEED).expect("nexmark");
+    kappa_core::generate_nexmark(
+        dir.path(),
+        20_000,
+        kappa_core::DEFAULT_SEED,
+        kappa_core::NexmarkShape::Flat,
+    )
+    .expect("nexmark");
     reopen_equals_cold(&dir.path().join("kappa.toml"));
 }
 

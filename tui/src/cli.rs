@@ -231,9 +231,16 @@ struct ReplayArgs {
     /// Stop before this offset (the end of the log by default).
     #[arg(long, value_name = "OFFSET")]
     to: Option<u64>,
-    /// Records fed per batch (by default about a hundredth of the log, at least 1000).
+    /// Records fed per batch (by default a twentieth of the log, at least 1,000 and at most 524,288).
     #[arg(long, value_name = "N")]
     batch_size: Option<u64>,
+    /// After the replay, run this read-only SELECT over the views as the replay left them and print its result
+    /// (the replay's summary then goes to stderr).
+    #[arg(long)]
+    sql: Option<String>,
+    /// The format of --sql's result [default: table].
+    #[arg(long, value_enum, requires = "sql")]
+    format: Option<OutputFormat>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -383,6 +390,11 @@ enum GenCommand {
         /// How many events to write.
         #[arg(long, default_value_t = 100_000)]
         events: u64,
+        /// Nest each event as Flink's Nexmark datagen does (`{"event_type": 0|1|2, "person": {...}|null, "auction":
+        /// ..., "bid": ...}`: a wide log, two thirds null, no event id), with a pipeline of eleven views over the
+        /// nested fields. The events are the same.
+        #[arg(long)]
+        nested: bool,
         /// The folder to write into (created if missing; files in it are replaced atomically).
         #[arg(long)]
         out: PathBuf,
@@ -490,8 +502,18 @@ fn run(cli: Cli, options: &EngineOptions) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Gen(GenCommand::Nexmark { events, out, seed })) => {
-            let summary = kappa_core::generate_nexmark(&out, events, seed)
+        Some(Command::Gen(GenCommand::Nexmark {
+            events,
+            out,
+            seed,
+            nested,
+        })) => {
+            let shape = if nested {
+                kappa_core::NexmarkShape::Nested
+            } else {
+                kappa_core::NexmarkShape::Flat
+            };
+            let summary = kappa_core::generate_nexmark(&out, events, seed, shape)
                 .with_context(|| format!("generating Nexmark into {}", out.display()))?;
             eprintln!(
                 "wrote {} events ({} persons, {} auctions, {} bids) to {}",
@@ -694,8 +716,18 @@ fn print_result(
     schema: &kappa_core::arrow::datatypes::SchemaRef,
     batches: &[kappa_core::arrow::array::RecordBatch],
 ) -> Result<ExitCode> {
-    if let Some(path) = &args.output {
-        let format = match args.format {
+    write_result(args.output.as_deref(), args.format, schema, batches)
+}
+
+/// Writes a result to `output`, or prints it in `format`.
+fn write_result(
+    output: Option<&std::path::Path>,
+    format: Option<OutputFormat>,
+    schema: &kappa_core::arrow::datatypes::SchemaRef,
+    batches: &[kappa_core::arrow::array::RecordBatch],
+) -> Result<ExitCode> {
+    if let Some(path) = output {
+        let format = match format {
             None | Some(OutputFormat::Table) => ExportFormat::from_path(path).ok_or_else(|| {
                 anyhow::anyhow!(
                     "{}: cannot tell the format from the extension; use .parquet, .csv, .jsonl or .json, or --format",
@@ -714,7 +746,7 @@ fn print_result(
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let format = match args.format.unwrap_or(OutputFormat::Table) {
+    let format = match format.unwrap_or(OutputFormat::Table) {
         OutputFormat::Table => TextFormat::Table,
         OutputFormat::Csv => TextFormat::Csv,
         OutputFormat::Json => TextFormat::Json,
@@ -1092,7 +1124,7 @@ fn replay(args: &ReplayArgs, options: &EngineOptions) -> Result<ExitCode> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    println!(
+    let summary = format!(
         "replayed {} events to offset {} in {:.3} s ({:.0} events/s): {} duplicates dropped, {} malformed skipped, {} batches of {}",
         progress.events,
         progress.position,
@@ -1103,6 +1135,11 @@ fn replay(args: &ReplayArgs, options: &EngineOptions) -> Result<ExitCode> {
         progress.batches,
         progress.batch_size
     );
+    if args.sql.is_some() {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
     let snapshot = engine.snapshot();
     let failed: Vec<&str> = snapshot
         .views
@@ -1112,6 +1149,10 @@ fn replay(args: &ReplayArgs, options: &EngineOptions) -> Result<ExitCode> {
         .collect();
     if !failed.is_empty() {
         eprintln!("views in error: {}", failed.join(", "));
+    }
+    if let Some(sql) = &args.sql {
+        let result = engine.query(QueryTarget::Sql(sql.clone()), None)?;
+        return write_result(None, args.format, &result.schema, &result.batches);
     }
     Ok(ExitCode::SUCCESS)
 }

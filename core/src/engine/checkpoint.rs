@@ -13,7 +13,7 @@ use datafusion::catalog::MemTable;
 use super::Maint;
 use super::Worker;
 use crate::NodeStatus;
-use crate::incremental::{Maintenance, MaintenanceKind};
+use crate::dataflow::{Maintenance, MaintenanceKind};
 use crate::pipeline::SourceSpec;
 use crate::store::Store;
 use crate::store::checkpoint::{Checkpoints, Mark, StateKind, view_key};
@@ -74,10 +74,7 @@ impl Worker {
             ) else {
                 continue;
             };
-            if !matches!(
-                maint,
-                Maint::Append { .. } | Maint::Aggregate { .. } | Maint::Retract { .. }
-            ) {
+            if !matches!(maint, Maint::Flow(_)) {
                 continue;
             }
             let mut inputs = Vec::new();
@@ -85,18 +82,39 @@ impl Worker {
                 let schema = self.ctx.table_provider(table.as_str()).await.ok()?.schema();
                 inputs.push((table.clone(), schema));
             }
-            if matches!(maint, Maint::Retract { .. }) {
-                // Its dataflow may hold the plans of the views it reads: their SQL is part of its key.
-                let mut text = format!("{}\n-- every view:\n", spec.sql);
-                for v in &self.pipeline.views {
+            // Its dataflow may hold the plans of the views it reads: their SQL is part of its key.
+            let mut text = format!("{}\n-- the views it reads:\n", spec.sql);
+            for v in self.upstream_views(name) {
+                if let Some(v) = self.pipeline.view(&v) {
                     let _ = writeln!(text, "{} {:?} {}", v.name, v.mode, v.sql);
                 }
-                kept.push((name.clone(), view_key(&text, &inputs)));
-            } else {
-                kept.push((name.clone(), view_key(&spec.sql, &inputs)));
             }
+            kept.push((name.clone(), view_key(&text, &inputs)));
         }
         Some(kept)
+    }
+
+    /// The views `name` reads, directly or through other views, in the order they are computed.
+    fn upstream_views(&self, name: &str) -> Vec<String> {
+        let mut found: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        let mut todo = vec![name.to_owned()];
+        while let Some(next) = todo.pop() {
+            for table in self
+                .views
+                .get(&next)
+                .map(|v| v.state.reads.clone())
+                .unwrap_or_default()
+            {
+                if self.pipeline.view(&table).is_some() && found.insert(table.clone()) {
+                    todo.push(table);
+                }
+            }
+        }
+        self.order
+            .iter()
+            .filter(|v| found.contains(*v))
+            .cloned()
+            .collect()
     }
 
     /// The key of a recomputed view's rows: its SQL, every view's SQL (it may read any of them) and the schemas it
@@ -215,22 +233,8 @@ impl Worker {
         let mut views = Vec::new();
         for (name, key) in kept {
             let state = match self.maint.get(&name) {
-                Some(Maint::Append { output, .. }) => {
-                    let schema = match output.first() {
-                        Some(batch) => batch.schema(),
-                        None => match self.ctx.table_provider(name.as_str()).await {
-                            Ok(table) => table.schema(),
-                            Err(_) => return,
-                        },
-                    };
-                    (StateKind::Append, schema, output.clone())
-                }
-                Some(Maint::Aggregate { view, .. }) => match view.partial() {
-                    Ok(partial) => (StateKind::Aggregate, partial.schema(), vec![partial]),
-                    Err(_) => return,
-                },
-                Some(Maint::Retract { flow }) => match flow.save() {
-                    Ok(state) => (StateKind::Retract, state.schema(), vec![state]),
+                Some(Maint::Flow(flow)) => match flow.save() {
+                    Ok(state) => (StateKind::Flow, state.schema(), vec![state]),
                     Err(_) => return,
                 },
                 _ => return,
@@ -276,11 +280,14 @@ impl Worker {
         }
         let append_rows: u64 = self
             .maint
-            .values()
-            .map(|m| match m {
-                Maint::Append { rows, .. } => *rows,
-                _ => 0,
+            .iter()
+            .filter(|(name, _)| {
+                self.views
+                    .get(name.as_str())
+                    .and_then(|v| v.state.maintenance.as_ref())
+                    .is_some_and(|m| m.kind == MaintenanceKind::Append)
             })
+            .filter_map(|(_, m)| m.rows())
             .sum();
         self.checkpointed = fed;
         if append_rows <= super::CHECKPOINT_APPEND_ROWS {
@@ -347,40 +354,15 @@ impl Worker {
                 };
                 states.push((name.clone(), entry.kind, batches));
             }
-            // Aggregates first: each is replaced whole or not at all, so a state that cannot be read back leaves
-            // every view as computed (from nothing), to be fed from the start.
             for (name, kind, batches) in &states {
-                if *kind == StateKind::Aggregate
-                    && let Some(Maint::Aggregate { view, .. }) = self.maint.get(name)
-                    && view.restore(batches).is_err()
-                {
-                    for (name, _, _) in &states {
-                        if let Some(Maint::Aggregate { view, .. }) = self.maint.get(name) {
-                            let _ = view.restore(&[]);
-                        }
-                    }
-                    return None;
-                }
-            }
-            for (name, kind, batches) in &states {
-                if *kind == StateKind::Retract
-                    && let Some(Maint::Retract { flow }) = self.maint.get_mut(name)
+                if *kind == StateKind::Flow
+                    && let Some(Maint::Flow(flow)) = self.maint.get_mut(name)
                     && flow.load(batches).is_err()
                 {
-                    // A dataflow half put back is in no known state: every state starts again from nothing, to be
+                    // A dataflow half put back is in no known state: every dataflow starts again from nothing, to be
                     // fed from the start.
-                    for (name, _, _) in &states {
-                        if let Some(Maint::Aggregate { view, .. }) = self.maint.get(name) {
-                            let _ = view.restore(&[]);
-                        }
-                    }
                     self.rebuild_flows().await;
                     return None;
-                }
-            }
-            for (name, kind, batches) in states {
-                if kind == StateKind::Append {
-                    self.restore_append(&name, batches);
                 }
             }
             // A recomputed view's rows are those of the checkpoint only when no record comes after it.
@@ -416,30 +398,26 @@ impl Worker {
         None
     }
 
-    /// Builds every dataflow with retractions again, from nothing.
+    /// Builds every dataflow again, from nothing.
     async fn rebuild_flows(&mut self) {
         for name in self.order.clone() {
-            if !matches!(self.maint.get(&name), Some(Maint::Retract { .. })) {
+            if !matches!(self.maint.get(&name), Some(Maint::Flow(_))) {
                 continue;
             }
             let Some(spec) = self.pipeline.view(&name).cloned() else {
                 continue;
             };
             let planned = self.delta_plan(&spec.name, &spec.sql).await;
-            match self.plan_retract(&planned).await {
+            match self.plan_flow(&planned).await {
                 Ok((_, flow)) => {
                     let _ = self.ctx.deregister_table(name.as_str());
                     let _ = self.ctx.register_table(name.as_str(), flow.table.clone());
-                    self.maint.insert(
-                        name.clone(),
-                        Maint::Retract {
-                            flow: Box::new(flow),
-                        },
-                    );
-                    if let Ok(table) = self.ctx.table_provider(name.as_str()).await {
-                        let _ = self.delta_ctx.deregister_table(name.as_str());
-                        let _ = self.delta_ctx.register_table(name.as_str(), table);
+                    for upstream in &flow.reads_changes_of {
+                        if let Some(Maint::Flow(upstream)) = self.maint.get_mut(upstream) {
+                            upstream.set_emit(true);
+                        }
                     }
+                    self.maint.insert(name.clone(), Maint::Flow(Box::new(flow)));
                 }
                 Err(reason) => {
                     self.maint
@@ -480,30 +458,14 @@ impl Worker {
         };
         let table = Arc::new(table);
         let _ = self.ctx.deregister_table(name);
-        if self.ctx.register_table(name, table.clone()).is_err() {
+        if self.ctx.register_table(name, table).is_err() {
             return false;
         }
-        let _ = self.delta_ctx.deregister_table(name);
-        let _ = self.delta_ctx.register_table(name, table);
         self.pending.remove(name);
         if let Some(view) = self.views.get_mut(name) {
             view.state.rows = Some(rows);
             view.state.status = NodeStatus::Fresh;
         }
         true
-    }
-
-    /// Puts an append view's rows back as a checkpoint holds them.
-    fn restore_append(&mut self, name: &str, batches: Vec<RecordBatch>) {
-        if let Some(Maint::Append { output, rows, .. }) = self.maint.get_mut(name) {
-            *rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-            *output = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
-            if let Some(schema) = output.first().map(RecordBatch::schema)
-                && let Ok(table) = MemTable::try_new(schema, vec![output.clone()])
-            {
-                let _ = self.ctx.deregister_table(name);
-                let _ = self.ctx.register_table(name, Arc::new(table));
-            }
-        }
     }
 }

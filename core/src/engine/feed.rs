@@ -68,8 +68,13 @@ pub(super) struct Opening {
 /// Offsets fed at a time when views are computed from a log (a chunk of the log is in memory at a time).
 pub(super) const ADVANCE_CHUNK: u64 = 1 << 20;
 
-/// Batches per replay when the caller does not choose a size: enough to show progress, few enough to stay fast.
-pub(super) const DEFAULT_REPLAY_BATCHES: u64 = 100;
+/// Batches per replay when the caller does not choose a size: enough to show progress (20 steps), few enough that
+/// each is a big batch the dataflows consolidate.
+pub(super) const DEFAULT_REPLAY_BATCHES: u64 = 20;
+
+/// The largest batch a replay feeds when the caller does not choose a size: a long log advances in more steps, so
+/// what a step holds stays bounded.
+pub(super) const MAX_REPLAY_BATCH: u64 = 1 << 19;
 
 /// Registers (or replaces) an in-memory table, and returns it.
 pub(super) fn register(
@@ -157,10 +162,7 @@ impl Worker {
             }
             match (cdc, state) {
                 (Some(schema), Some(Ok(batch))) => {
-                    if let Some(table) = register(&self.ctx, &name, schema, vec![batch]) {
-                        let _ = self.delta_ctx.deregister_table(name.as_str());
-                        let _ = self.delta_ctx.register_table(name.as_str(), table);
-                    }
+                    let _ = register(&self.ctx, &name, schema, vec![batch]);
                 }
                 (_, Some(Err(e))) => {
                     if let Some(state) = self.sources.get_mut(&name) {
@@ -173,9 +175,7 @@ impl Worker {
         fed
     }
 
-    /// Registers a log's table once (and again when a reload replaced the log): in the main context, where its bound
-    /// follows what is fed, and in the write path's context as the delta (a log) or as it is (a snapshot, which
-    /// appends do not change).
+    /// Registers a log's table once (and again when a reload replaced the log), where its bound follows what is fed.
     pub(super) fn register_log(&mut self, source: &str, name: &str) {
         let Some(log) = self.logs.get(source) else {
             return;
@@ -191,24 +191,8 @@ impl Worker {
         self.registered
             .insert(name.to_owned(), (source.to_owned(), id));
         let table = log.table();
-        let schema = log.schema.clone();
-        let is_log = log.is_log();
         let _ = self.ctx.deregister_table(name);
-        let _ = self.ctx.register_table(name, table.clone());
-        let _ = self.delta_ctx.deregister_table(name);
-        if is_log {
-            // The write path sees only the new records of a log.
-            let delta = self
-                .delta_tables
-                .entry(name.to_owned())
-                .or_insert_with(|| crate::incremental::DeltaTable::new(schema.clone()));
-            if *delta.schema_ref() != schema {
-                *delta = crate::incremental::DeltaTable::new(schema.clone());
-            }
-            let _ = self.delta_ctx.register_table(name, delta.clone());
-        } else {
-            let _ = self.delta_ctx.register_table(name, table);
-        }
+        let _ = self.ctx.register_table(name, table);
     }
 
     pub(super) async fn start_replay(&mut self, to: Option<u64>, batch_size: Option<u64>) {
@@ -216,7 +200,7 @@ impl Worker {
         let target = to.unwrap_or(total).min(total);
         let batch_size = batch_size
             .filter(|&b| b > 0)
-            .unwrap_or_else(|| (target / DEFAULT_REPLAY_BATCHES).max(1000));
+            .unwrap_or_else(|| (target / DEFAULT_REPLAY_BATCHES).clamp(1000, MAX_REPLAY_BATCH));
         self.reset_logs();
         // Snapshots are not replayed: they are fed whole at offset 0.
         self.feed_all(0);

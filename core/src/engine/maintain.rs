@@ -1,5 +1,6 @@
-//! The write path: deltas of new records folded into the views' states, append views extended, and the views that
-//! must be recomputed recomputed (throttled, in the background, while appends keep flowing).
+//! The write path: the new records of each log flow through every view's dataflow (views that do not depend on each
+//! other stepping side by side on both cores when the step is large), and the views that must be recomputed are
+//! recomputed (throttled, in the background, while appends keep flowing).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -8,39 +9,19 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::catalog::MemTable;
 use datafusion::dataframe::DataFrame;
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::execution_plan::reset_plan_states;
-use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::SessionContext;
 
+use crate::dataflow::{Changes, Flow, Maintenance, MaintenanceKind, ZBatch};
 use crate::error::{Error, Result};
-use crate::incremental::{AggregateState, AggregateView, Maintenance, MaintenanceKind};
 use crate::pipeline::CHANGES_SUFFIX;
 use crate::sql;
-use crate::zset::{Flow, ZBatch};
 
 use super::{LiveEvent, LiveUpdate, NodeStatus, ViewChange, Worker};
 
 /// How a computed view is kept up to date.
 pub(super) enum Maint {
-    Append {
-        /// The view's plan in the delta context.
-        plan: LogicalPlan,
-        /// The same, planned once for every delta.
-        physical: Option<Arc<dyn ExecutionPlan>>,
-        output: Vec<RecordBatch>,
-        rows: u64,
-    },
-    Aggregate {
-        /// The state, registered as the view's table: its result is built when read.
-        view: Arc<AggregateView>,
-        /// The partial aggregate over the delta, planned once.
-        physical: Option<Arc<dyn ExecutionPlan>>,
-    },
-    /// Maintained with retractions: its dataflow takes the changes of what it reads.
-    Retract {
-        flow: Box<Flow>,
-    },
+    /// Maintained as a dataflow of changes.
+    Flow(Box<Flow>),
     Recompute {
         /// False for a view over snapshots only: appends never change it.
         reads_logs: bool,
@@ -52,18 +33,7 @@ impl Maint {
     /// Rows and bytes of the stored state.
     pub(super) fn state_size(&self) -> (u64, u64) {
         match self {
-            Maint::Append { output, rows, .. } => (
-                *rows,
-                // The bytes its rows take, not the buffers they are slices of (shared with other batches, and
-                // counted once per slice by `get_array_memory_size`).
-                output
-                    .iter()
-                    .flat_map(RecordBatch::columns)
-                    .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0) as u64)
-                    .sum(),
-            ),
-            Maint::Aggregate { view, .. } => view.size(),
-            Maint::Retract { flow } => flow.size(),
+            Maint::Flow(flow) => flow.size(),
             Maint::Recompute { .. } | Maint::OnRead => (0, 0),
         }
     }
@@ -71,12 +41,75 @@ impl Maint {
     /// Rows of the view's result, when the write path keeps it.
     pub(super) fn rows(&self) -> Option<u64> {
         match self {
-            Maint::Append { rows, .. } => Some(*rows),
-            Maint::Aggregate { view, .. } => Some(view.rows()),
-            Maint::Retract { flow } => Some(flow.rows()),
+            Maint::Flow(flow) => Some(flow.rows()),
             Maint::Recompute { .. } | Maint::OnRead => None,
         }
     }
+}
+
+/// Changes in a round from which the views' dataflows step side by side (on two threads): below it, starting a thread
+/// costs more than it saves.
+const PARALLEL_CHANGES: usize = 8192;
+
+/// What stepping one view's dataflow gave: the view, its dataflow, its changes (or why not) and the seconds it took.
+type Stepped = (String, Box<Flow>, Result<ZBatch>, f64);
+
+/// Steps each dataflow of `flows` with `changes`: on two threads when `parallel` (the dataflows split so that each
+/// thread has about half of what they took last time), else one after the other.
+fn step_flows(flows: Vec<(String, Box<Flow>)>, changes: &Changes, parallel: bool) -> Vec<Stepped> {
+    fn run(flows: Vec<(String, Box<Flow>)>, changes: &Changes) -> Vec<Stepped> {
+        flows
+            .into_iter()
+            .map(|(name, mut flow)| {
+                let started = Instant::now();
+                let delta = flow.step(changes);
+                let secs = started.elapsed().as_secs_f64();
+                flow.last_secs = secs;
+                (name, flow, delta, secs)
+            })
+            .collect()
+    }
+    if !parallel || flows.len() < 2 {
+        return run(flows, changes);
+    }
+    let mut flows = flows;
+    flows.sort_by(|a, b| b.1.last_secs.total_cmp(&a.1.last_secs));
+    let (mut here, mut there) = (Vec::new(), Vec::new());
+    let (mut here_secs, mut there_secs) = (0.0, 0.0);
+    for flow in flows {
+        // At least a little each, so a first round (nothing measured) is split too.
+        let cost = flow.1.last_secs.max(1e-6);
+        if here_secs <= there_secs {
+            here_secs += cost;
+            here.push(flow);
+        } else {
+            there_secs += cost;
+            there.push(flow);
+        }
+    }
+    let there = std::sync::Mutex::new(Some(there));
+    let take = || {
+        there
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .unwrap_or_default()
+    };
+    std::thread::scope(|scope| {
+        let other = std::thread::Builder::new()
+            .name("kappa-dataflow".to_owned())
+            .spawn_scoped(scope, || run(take(), changes));
+        let mut done = run(here, changes);
+        match other {
+            Ok(handle) => match handle.join() {
+                Ok(stepped) => done.extend(stepped),
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            // No second thread to be had: the others here, after.
+            Err(_) => done.extend(run(take(), changes)),
+        }
+        done
+    })
 }
 
 /// Appended events between two looks at the size of the dataflows' states, at most.
@@ -123,18 +156,6 @@ pub(super) async fn recompute_in(
     Ok(batches)
 }
 
-/// The schema of an aggregate view's result, planned over its state.
-pub(super) fn output_schema(
-    ctx: &SessionContext,
-    state: &AggregateState,
-) -> Result<datafusion::arrow::datatypes::Schema> {
-    let plan = state.plan_over(state.to_batch()?)?;
-    Ok(DataFrame::new(ctx.state(), plan)
-        .schema()
-        .as_arrow()
-        .clone())
-}
-
 /// New records as inserted changes (None for none).
 fn as_inserted(batches: &[RecordBatch]) -> Option<ZBatch> {
     let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
@@ -145,14 +166,33 @@ fn as_inserted(batches: &[RecordBatch]) -> Option<ZBatch> {
     Some(ZBatch::inserted(batch))
 }
 
-/// Runs a plan to its batches.
-pub(super) async fn run(ctx: &SessionContext, plan: LogicalPlan) -> Result<Vec<RecordBatch>> {
-    Ok(DataFrame::new(ctx.state(), plan).collect().await?)
-}
-
 impl Worker {
-    /// The write path: brings every view up to date with the new records of each log table (`deltas`). Append and
-    /// aggregate views take the delta; views that must be recomputed are marked behind, and recomputed when due.
+    /// The views in layers: each reads only sources and views of the layers before it, so the views of one layer can
+    /// step side by side.
+    fn layers(&self) -> Vec<Vec<String>> {
+        let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut layers: Vec<Vec<String>> = Vec::new();
+        for name in &self.order {
+            let d = self.views.get(name).map_or(0, |v| {
+                v.state
+                    .reads
+                    .iter()
+                    .filter_map(|t| depth.get(t.as_str()).map(|d| d + 1))
+                    .max()
+                    .unwrap_or(0)
+            });
+            depth.insert(name, d);
+            if layers.len() <= d {
+                layers.resize(d + 1, Vec::new());
+            }
+            layers[d].push(name.clone());
+        }
+        layers
+    }
+
+    /// The write path: brings every view up to date with the new records of each log table (`deltas`). Each view's
+    /// dataflow that reads a changed table takes the changes; views that must be recomputed are marked behind, and
+    /// recomputed when due.
     pub(super) async fn maintain(
         &mut self,
         deltas: &BTreeMap<String, Vec<RecordBatch>>,
@@ -173,80 +213,98 @@ impl Worker {
         if changed.is_empty() {
             return view_changes;
         }
-        for (table, delta) in &self.delta_tables {
-            delta.set(deltas.get(table).cloned().unwrap_or_default());
+        let mut round = Changes::new();
+        for (table, batches) in deltas {
+            if let Some(delta) = as_inserted(batches) {
+                round.insert(table.clone(), delta);
+            }
         }
-        self.round_changes.clear();
-        // Only dataflows with retractions read the round's changes: without one, nothing is copied for them.
-        self.keep_changes = self
-            .maint
-            .values()
-            .any(|m| matches!(m, Maint::Retract { .. }));
-        if self.keep_changes {
-            for (table, batches) in deltas {
-                if let Some(changes) = as_inserted(batches) {
-                    self.round_changes.insert(table.clone(), changes);
+        for layer in self.layers() {
+            let mut flows = Vec::new();
+            let mut others = Vec::new();
+            for name in layer {
+                let Some(view) = self.views.get(&name) else {
+                    continue;
+                };
+                if matches!(view.state.status, NodeStatus::Error(_)) {
+                    continue;
+                }
+                match self.maint.remove(&name) {
+                    Some(Maint::Flow(flow))
+                        if flow.tables().iter().any(|t| changed.contains(t)) =>
+                    {
+                        flows.push((name, flow));
+                    }
+                    Some(maint) => {
+                        if !matches!(maint, Maint::Flow(_))
+                            && view.state.reads.iter().any(|t| changed.contains(t))
+                        {
+                            others.push(name.clone());
+                        }
+                        self.maint.insert(name, maint);
+                    }
+                    None => {}
                 }
             }
-        }
-        for name in self.order.clone() {
-            let Some(view) = self.views.get(&name) else {
-                continue;
-            };
-            // A view maintained with retractions may read a log through views it inlines: it takes every round
-            // (with no change in what it reads, its dataflow gives none).
-            let retract = matches!(self.maint.get(&name), Some(Maint::Retract { .. }));
-            if matches!(view.state.status, NodeStatus::Error(_))
-                || (!retract && !view.state.reads.iter().any(|t| changed.contains(t)))
-            {
-                continue;
-            }
-            let Some(mut maint) = self.maint.remove(&name) else {
-                continue;
-            };
-            let started = Instant::now();
-            let outcome = self.apply_delta(&name, &mut maint).await;
-            let secs = started.elapsed().as_secs_f64();
-            match outcome {
-                Ok(Some(change)) => {
-                    if change.inserted + change.updated > 0 {
+            let size: usize = round.values().map(ZBatch::len).sum();
+            for (name, flow, delta, secs) in step_flows(flows, &round, size >= PARALLEL_CHANGES) {
+                match delta {
+                    Ok(delta) => {
+                        let (inserted, updated) = flow.last;
+                        if inserted + updated > 0 {
+                            changed.insert(name.clone());
+                        }
+                        self.metrics
+                            .entry(name.clone())
+                            .or_default()
+                            .add_update(events, secs);
+                        let kind = self
+                            .views
+                            .get(&name)
+                            .and_then(|v| v.state.maintenance.as_ref())
+                            .map_or(MaintenanceKind::Retract, |m| m.kind);
+                        view_changes.push(ViewChange {
+                            view: name.clone(),
+                            kind,
+                            inserted,
+                            updated,
+                            rows: flow.rows(),
+                            secs,
+                        });
+                        if !delta.is_empty() {
+                            round.insert(name.clone(), delta);
+                        }
+                        self.maint.insert(name, Maint::Flow(flow));
+                    }
+                    Err(e) => {
+                        // Never a wrong result: a view whose dataflow fails is recomputed from here on.
+                        self.fall_back(
+                            &name,
+                            format!("its incremental update failed ({e}); recomputed instead"),
+                            events,
+                        );
                         changed.insert(name.clone());
                     }
-                    self.metrics
-                        .entry(name.clone())
-                        .or_default()
-                        .add_update(events, secs);
-                    view_changes.push(ViewChange { secs, ..change });
                 }
-                Ok(None) => {
-                    if matches!(maint, Maint::OnRead) {
+            }
+            for name in others {
+                match self.maint.get(&name) {
+                    Some(Maint::OnRead) => {
                         // An on-read view's plan holds the tables it read when planned: plan it again over the
                         // updated ones (nothing runs until someone reads it).
                         self.replan(&name).await;
                     }
-                    if matches!(maint, Maint::Recompute { reads_logs: true }) {
+                    Some(Maint::Recompute { reads_logs: true }) => {
                         *self.pending.entry(name.clone()).or_default() += events;
                         self.pending_since.get_or_insert_with(Instant::now);
                     }
-                    changed.insert(name.clone());
+                    _ => {}
                 }
-                Err(e) => {
-                    // Never a wrong result: a view whose delta fails is recomputed from here on.
-                    maint = Maint::Recompute { reads_logs: true };
-                    self.fall_back(
-                        &name,
-                        format!("its incremental update failed ({e}); recomputed instead"),
-                        events,
-                    );
-                    changed.insert(name.clone());
-                }
+                changed.insert(name);
             }
-            self.maint.insert(name, maint);
         }
-        for delta in self.delta_tables.values() {
-            delta.set(Vec::new());
-        }
-        self.round_changes.clear();
+        let position = |name: &str| self.order.iter().position(|n| n == name);
+        view_changes.sort_by_key(|c| position(&c.view));
         // The states are measured after 4Ki appended events, then each time as many again, up to every 1Mi: often
         // while they are small and grow fast, rarely once large (measuring walks them).
         self.since_state_check += events;
@@ -261,14 +319,14 @@ impl Worker {
         view_changes
     }
 
-    /// Recomputes, from here on, every view maintained with retractions whose dataflow holds more than the query
-    /// memory: a join of two large logs keeps both, and memory stays bounded.
+    /// Recomputes, from here on, every view whose dataflow holds more than the query memory: a join of two large logs
+    /// keeps both, and memory stays bounded.
     pub(super) fn bound_flows(&mut self) {
         let Some(limit) = self.options.state_limit.or(self.options.memory_limit) else {
             return;
         };
         for name in self.order.clone() {
-            let Some(Maint::Retract { flow }) = self.maint.get_mut(&name) else {
+            let Some(Maint::Flow(flow)) = self.maint.get_mut(&name) else {
                 continue;
             };
             let (_, bytes) = flow.fresh_size();
@@ -288,8 +346,8 @@ impl Worker {
         }
     }
 
-    /// Recomputes a view from here on (it is due, `events` behind), saying why; and every view maintained with
-    /// retractions that took its changes, which no longer come.
+    /// Recomputes a view from here on (it is due, `events` behind), saying why; and every view whose dataflow took
+    /// its changes, which no longer come.
     fn fall_back(&mut self, name: &str, reason: String, events: u64) {
         let mut recomputed = vec![(name.to_owned(), reason)];
         for later in self.order.clone() {
@@ -299,7 +357,7 @@ impl Worker {
                     .iter()
                     .any(|t| recomputed.iter().any(|(r, _)| r == t))
             });
-            if reads_one && matches!(self.maint.get(&later), Some(Maint::Retract { .. })) {
+            if reads_one && matches!(self.maint.get(&later), Some(Maint::Flow(_))) {
                 recomputed.push((
                     later,
                     format!("reads `{name}`, which is recomputed as events arrive"),
@@ -307,6 +365,8 @@ impl Worker {
             }
         }
         for (view, reason) in recomputed {
+            // The view's table must not go on reading a dataflow that stopped: its last result stands until the
+            // recompute replaces it.
             self.maint
                 .insert(view.clone(), Maint::Recompute { reads_logs: true });
             if let Some(state) = self.views.get_mut(&view) {
@@ -316,95 +376,6 @@ impl Worker {
             *self.pending.entry(view).or_default() += events;
         }
         self.pending_since.get_or_insert_with(Instant::now);
-    }
-
-    /// Applies the current deltas to one incremental view; None for a view that is not incremental.
-    pub(super) async fn apply_delta(
-        &mut self,
-        name: &str,
-        maint: &mut Maint,
-    ) -> Result<Option<ViewChange>> {
-        let kind = self
-            .views
-            .get(name)
-            .and_then(|v| v.state.maintenance.as_ref())
-            .map_or(MaintenanceKind::Recompute, |m| m.kind);
-        match maint {
-            Maint::Append {
-                plan,
-                physical,
-                output,
-                rows,
-            } => {
-                let batches = self.run_delta(physical, plan, false).await?;
-                let inserted: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-                if let Some(delta) = self.delta_tables.get(name) {
-                    delta.set(batches.clone());
-                }
-                if self.keep_changes {
-                    match as_inserted(&batches) {
-                        Some(changes) => self.round_changes.insert(name.to_owned(), changes),
-                        None => self.round_changes.remove(name),
-                    };
-                }
-                if inserted > 0 {
-                    output.extend(batches.into_iter().filter(|b| b.num_rows() > 0));
-                    *rows += inserted;
-                    let schema = match output.first() {
-                        Some(batch) => batch.schema(),
-                        None => self.ctx.table_provider(name).await?.schema(),
-                    };
-                    let table = MemTable::try_new(schema, vec![output.clone()])?;
-                    let _ = self.ctx.deregister_table(name);
-                    self.ctx.register_table(name, Arc::new(table))?;
-                }
-                Ok(Some(ViewChange {
-                    view: name.to_owned(),
-                    kind,
-                    inserted,
-                    updated: 0,
-                    rows: *rows,
-                    secs: 0.0,
-                }))
-            }
-            Maint::Aggregate { view, physical } => {
-                let partial = self.run_delta(physical, &view.delta_plan(), true).await?;
-                let folded = view.fold(&partial)?;
-                Ok(Some(ViewChange {
-                    view: name.to_owned(),
-                    kind,
-                    inserted: folded.inserted,
-                    updated: folded.updated,
-                    rows: view.rows(),
-                    secs: 0.0,
-                }))
-            }
-            Maint::Retract { flow } => {
-                let delta = flow.step(&self.round_changes)?;
-                let inserted = delta
-                    .weights
-                    .iter()
-                    .filter(|w| **w > 0)
-                    .map(|w| *w as u64)
-                    .sum();
-                let retracted = delta
-                    .weights
-                    .iter()
-                    .filter(|w| **w < 0)
-                    .map(|w| w.unsigned_abs())
-                    .sum();
-                self.round_changes.insert(name.to_owned(), delta);
-                Ok(Some(ViewChange {
-                    view: name.to_owned(),
-                    kind,
-                    inserted,
-                    updated: retracted,
-                    rows: flow.rows(),
-                    secs: 0.0,
-                }))
-            }
-            Maint::Recompute { .. } | Maint::OnRead => Ok(None),
-        }
     }
 
     /// Starts a round of recomputes in the background over a snapshot of the tables (they are immutable: an update
@@ -479,11 +450,8 @@ impl Worker {
                     let Ok(table) = MemTable::try_new(schema, vec![batches]) else {
                         continue;
                     };
-                    let table = Arc::new(table);
                     let _ = self.ctx.deregister_table(name.as_str());
-                    let _ = self.ctx.register_table(name.as_str(), table.clone());
-                    let _ = self.delta_ctx.deregister_table(name.as_str());
-                    let _ = self.delta_ctx.register_table(name.as_str(), table);
+                    let _ = self.ctx.register_table(name.as_str(), Arc::new(table));
                     if let Some(view) = self.views.get_mut(&name) {
                         view.state.rows = Some(rows);
                         view.state.compute_secs = secs;
@@ -536,30 +504,7 @@ impl Worker {
         };
         let _ = self.ctx.deregister_table(name);
         let (computed, _) = self.compute_view(&spec, false).await;
-        self.install(name, computed).await;
-    }
-
-    /// Runs a delta plan: planned once (the first time), then executed again for every delta, its state reset. With
-    /// `direct`, an aggregate over projections, filters and joins with in-memory snapshots gives its per-row partials
-    /// without execution streams ([`crate::incremental::direct_partials`]); any other plan is executed.
-    pub(super) async fn run_delta(
-        &self,
-        physical: &mut Option<Arc<dyn ExecutionPlan>>,
-        plan: &LogicalPlan,
-        direct: bool,
-    ) -> Result<Vec<RecordBatch>> {
-        let planned = if let Some(planned) = physical {
-            planned.clone()
-        } else {
-            let planned = self.delta_ctx.state().create_physical_plan(plan).await?;
-            *physical = Some(planned.clone());
-            planned
-        };
-        if direct && let Some(partials) = crate::incremental::direct_partials(&planned) {
-            return Ok(partials);
-        }
-        let task = self.delta_task.get_or_init(|| self.delta_ctx.task_ctx());
-        Ok(collect(reset_plan_states(planned)?, task.clone()).await?)
+        self.install(name, computed);
     }
 
     /// How long recomputes wait while events keep arriving: twice what the last round took, within bounds.
@@ -585,15 +530,10 @@ impl Worker {
     pub(super) async fn build_limited_outputs(&mut self) {
         let session = self.ctx.state();
         for maint in self.maint.values() {
-            if let Maint::Aggregate { view, .. } = maint
-                && view.needs_output()
-            {
-                // A failure here shows when the view is read; the count stays as it was.
-                let _ = view.output(&session).await;
-            }
-            if let Maint::Retract { flow } = maint
+            if let Maint::Flow(flow) = maint
                 && flow.table.needs_output()
             {
+                // A failure here shows when the view is read; the count stays as it was.
                 let _ = flow.table.output(&session).await;
             }
         }
@@ -657,10 +597,6 @@ impl Worker {
             let rows = match result {
                 Ok(batches) => {
                     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-                    if let Ok(table) = self.ctx.table_provider(name.as_str()).await {
-                        let _ = self.delta_ctx.deregister_table(name.as_str());
-                        let _ = self.delta_ctx.register_table(name.as_str(), table);
-                    }
                     if let Some(view) = self.views.get_mut(&name) {
                         view.state.rows = Some(rows);
                         view.state.compute_secs = secs;

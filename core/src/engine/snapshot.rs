@@ -6,8 +6,8 @@ use std::sync::{Arc, PoisonError};
 
 use datafusion::arrow::datatypes::SchemaRef;
 
+use crate::dataflow::Maintenance;
 use crate::diagnostics::Diagnostics;
-use crate::incremental::Maintenance;
 use crate::lineage::{Lineage, PlanLineage};
 use crate::pipeline::CHANGES_SUFFIX;
 use crate::pipeline::{Format, Pipeline, SourceKind, ViewMode, ViewSpec};

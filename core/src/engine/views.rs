@@ -6,24 +6,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::catalog::{MemTable, TableProvider as _};
+use datafusion::catalog::MemTable;
 use datafusion::dataframe::DataFrame;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
+use crate::dataflow::{self, Flow, Input, Maintenance, MaintenanceKind, Role};
 use crate::error::{Error, Result};
-use crate::incremental::{
-    AggregateState, AggregateView, DeltaPlan, DeltaTable, Maintenance, MaintenanceKind, Role,
-    classify,
-};
 use crate::ingest::SourceLog;
 use crate::lineage::{PlanLineage, plan_lineage};
 use crate::pipeline::CHANGES_SUFFIX;
 use crate::pipeline::{Pipeline, ViewMode, ViewSpec};
 use crate::sql;
-use crate::zset::{self, Flow, Input};
 
-use super::{Maint, NodeStatus, ViewState, Worker, output_schema, pending_view, run};
+use super::{Maint, NodeStatus, ViewState, Worker, pending_view};
 
 /// The order views are computed in, after checking every reference. Views whose SQL does not parse read nothing here;
 /// they report their error when computed.
@@ -76,16 +72,12 @@ impl Worker {
             .map(|l| l.position)
             .max()
             .unwrap_or(0);
-        for delta in self.delta_tables.values() {
-            delta.set(Vec::new());
-        }
         for name in self.order.clone() {
             if self.control.stopped() {
                 break;
             }
             self.serve_between();
             let _ = self.ctx.deregister_table(name.as_str());
-            let _ = self.delta_ctx.deregister_table(name.as_str());
             let Some(spec) = self.pipeline.view(&name).cloned() else {
                 continue;
             };
@@ -93,7 +85,7 @@ impl Worker {
             if report == Some(name.as_str()) {
                 reported = error;
             }
-            self.install(&name, computed).await;
+            self.install(&name, computed);
             if matches!(self.maint.get(&name), Some(Maint::Recompute { .. })) {
                 // Its rows come once the views it reads are computed.
                 self.pending.insert(name.clone(), 0);
@@ -138,61 +130,44 @@ impl Worker {
             match spec.mode {
                 ViewMode::Materialized => {
                     let planned = self.delta_plan(&spec.name, &spec.sql).await;
-                    let (mut maintenance, delta) = self.classify(&planned);
-                    if delta.is_none() && maintenance.kind == MaintenanceKind::Recompute {
-                        match Box::pin(self.plan_retract(&planned)).await {
-                            Ok((retract, flow)) => {
-                                let rows = flow.rows();
-                                state.maintenance = Some(retract);
-                                state.rows = Some(rows);
-                                self.ctx
-                                    .register_table(spec.name.as_str(), flow.table.clone())?;
-                                maint = Some(Maint::Retract {
-                                    flow: Box::new(flow),
-                                });
-                                return Ok(());
+                    let mut maintenance = self.classify(&planned);
+                    // A view of snapshots alone is computed once (and again when a snapshot it reads changes).
+                    let constant = maintenance.kind == MaintenanceKind::Recompute
+                        && maintenance.reason.starts_with("reads no log");
+                    let flow = if constant {
+                        Err(maintenance.reason.clone())
+                    } else {
+                        Box::pin(self.plan_flow(&planned)).await
+                    };
+                    match flow {
+                        Ok((flow_maintenance, flow)) => {
+                            if maintenance.kind == MaintenanceKind::Recompute {
+                                maintenance = flow_maintenance;
                             }
-                            Err(reason) if !maintenance.reason.starts_with("reads no log") => {
-                                maintenance.reason = reason;
+                            state.maintenance = Some(maintenance);
+                            state.rows = Some(flow.rows());
+                            self.ctx
+                                .register_table(spec.name.as_str(), flow.table.clone())?;
+                            maint = Some(Maint::Flow(Box::new(flow)));
+                            return Ok(());
+                        }
+                        Err(reason) => {
+                            if !constant {
+                                maintenance = Maintenance::new(MaintenanceKind::Recompute, reason);
                             }
-                            Err(_) => {}
                         }
                     }
-                    let incremental = match delta {
-                        Some(delta) => match self.start_incremental(delta).await {
-                            Ok(started) => Some(started),
-                            Err(e) => {
-                                // Never a wrong result: a view the write path cannot take is recomputed.
-                                state.maintenance = Some(Maintenance::new(
-                                    MaintenanceKind::Recompute,
-                                    format!(
-                                        "the incremental plan failed ({e}); recomputed instead"
-                                    ),
-                                ));
-                                None
-                            }
-                        },
-                        None => None,
-                    };
-                    let (batches, kept) = if let Some((batches, kept)) = incremental {
-                        state.maintenance = Some(maintenance);
-                        (batches, kept)
+                    state.maintenance = Some(maintenance);
+                    let reads_logs = state.reads.iter().any(|t| self.reads_logs(t));
+                    // A view of snapshots alone is computed now: the dataflows of the views after it take its rows
+                    // as they are when planned.
+                    let batches = if defer && reads_logs {
+                        Vec::new()
                     } else {
-                        if state.maintenance.is_none() {
-                            state.maintenance = Some(maintenance);
-                        }
-                        let reads_logs = state.reads.iter().any(|t| self.reads_logs(t));
-                        // A view of snapshots alone is computed now: the dataflows of the views after it take its
-                        // rows as they are when planned.
-                        let batches = if defer && reads_logs {
-                            Vec::new()
-                        } else {
-                            frame.collect().await.map_err(|source| Error::ViewSql {
-                                view: Some(spec.name.clone()),
-                                cause: source,
-                            })?
-                        };
-                        (batches, Maint::Recompute { reads_logs })
+                        frame.collect().await.map_err(|source| Error::ViewSql {
+                            view: Some(spec.name.clone()),
+                            cause: source,
+                        })?
                     };
                     state.rows = Some(batches.iter().map(|b| b.num_rows() as u64).sum());
                     let schema = batches
@@ -200,16 +175,11 @@ impl Worker {
                         .map(RecordBatch::schema)
                         .or_else(|| state.schema.clone())
                         .expect("set above");
-                    if let Maint::Aggregate { view, .. } = &kept {
-                        // Read from its state: the write path only folds deltas into it.
-                        self.ctx.register_table(spec.name.as_str(), view.clone())?;
-                    } else {
-                        self.ctx.register_table(
-                            spec.name.as_str(),
-                            Arc::new(MemTable::try_new(schema, vec![batches])?),
-                        )?;
-                    }
-                    maint = Some(kept);
+                    self.ctx.register_table(
+                        spec.name.as_str(),
+                        Arc::new(MemTable::try_new(schema, vec![batches])?),
+                    )?;
+                    maint = Some(Maint::Recompute { reads_logs });
                 }
                 ViewMode::OnRead => {
                     self.ctx
@@ -314,13 +284,20 @@ impl Worker {
             return Role::Log;
         }
         match self.maint.get(table) {
-            Some(Maint::Append { .. }) => Role::Log,
-            Some(Maint::Aggregate { .. }) => {
-                Role::Changing("an aggregate view, whose groups update in place".to_owned())
+            Some(Maint::Flow(flow)) if flow.insert_only() && !flow.table.has_top() => Role::Log,
+            Some(Maint::Flow(flow)) if flow.insert_only() => {
+                Role::Changing("a view with an ORDER BY or LIMIT, whose rows can move".to_owned())
             }
-            Some(Maint::Retract { .. }) => {
-                Role::Changing("a view maintained with retractions".to_owned())
-            }
+            Some(Maint::Flow(_)) => match self
+                .views
+                .get(table)
+                .and_then(|v| v.state.maintenance.as_ref())
+            {
+                Some(m) if matches!(m.kind, MaintenanceKind::Aggregate | MaintenanceKind::Join) => {
+                    Role::Changing("an aggregate view, whose groups update in place".to_owned())
+                }
+                _ => Role::Changing("a view maintained with retractions".to_owned()),
+            },
             Some(Maint::Recompute { reads_logs: false }) => Role::Constant,
             Some(Maint::Recompute { reads_logs: true }) => {
                 Role::Changing("which is recomputed as events arrive".to_owned())
@@ -335,36 +312,33 @@ impl Worker {
         self.role(table) != Role::Constant
     }
 
-    /// A view's SQL planned and optimized in the delta context (where the write path's classifiers read it).
+    /// A view's SQL planned and optimized (what the write path's dataflows are compiled from).
     pub(super) async fn delta_plan(&self, name: &str, sql_text: &str) -> Result<LogicalPlan> {
-        let session = self.delta_ctx.state();
+        let session = self.ctx.state();
         let statement = sql::parse_query(&session, Some(name), sql_text)?;
         let plan = sql::plan_query(&session, Some(name), statement).await?;
         Ok(session.optimize(&plan)?)
     }
 
-    /// Classifies a materialized view from its optimized plan in the delta context (`planned`).
-    fn classify(&self, planned: &Result<LogicalPlan>) -> (Maintenance, Option<DeltaPlan>) {
+    /// How a materialized view is maintained, in words, from its optimized plan (`planned`).
+    fn classify(&self, planned: &Result<LogicalPlan>) -> Maintenance {
         match planned {
-            Ok(plan) => classify(plan, &|t| self.role(t)),
-            Err(e) => (
-                Maintenance::new(
-                    MaintenanceKind::Recompute,
-                    format!("cannot be planned over new events alone ({e})"),
-                ),
-                None,
+            Ok(plan) => dataflow::classify(plan, &|t| self.role(t)),
+            Err(e) => Maintenance::new(
+                MaintenanceKind::Recompute,
+                format!("cannot be planned over new events alone ({e})"),
             ),
         }
     }
 
-    /// Plans a view as a dataflow of changes with retractions: how it is maintained and its dataflow (which has taken
-    /// the rows of the snapshots it reads), or why it cannot be.
-    /// `planned`: the view's plan in the delta context ([`Worker::delta_plan`]).
-    pub(super) async fn plan_retract(
+    /// Plans a view as a dataflow of changes: how it is maintained with retractions, and its dataflow (which has taken
+    /// the rows of the snapshots it reads), or why it cannot be. `planned`: the view's optimized plan
+    /// ([`Worker::delta_plan`]).
+    pub(super) async fn plan_flow(
         &self,
         planned: &Result<LogicalPlan>,
     ) -> std::result::Result<(Maintenance, Flow), String> {
-        let session = self.delta_ctx.state();
+        let session = self.ctx.state();
         let plan = planned
             .as_ref()
             .map_err(|e| format!("cannot be planned over new events alone ({e})"))?
@@ -376,29 +350,31 @@ impl Worker {
                 if inputs.contains_key(&table) {
                     continue;
                 }
-                let input = self.retract_input(&table).await;
+                let input = self.flow_input(&table).await;
                 if let Input::Inline(inner) = &input {
                     plans.push(inner.clone());
                 }
                 inputs.insert(table, input);
             }
         }
-        zset::supported(&plan, &inputs)?;
-        let schema = DataFrame::new(self.ctx.state(), plan.clone())
+        dataflow::supported(&plan, &inputs)?;
+        let schema = DataFrame::new(session.clone(), plan.clone())
             .schema()
             .as_arrow()
             .clone();
         let mut flow = Flow::new(&plan, &inputs, &session, &schema).map_err(|e| e.to_string())?;
-        // Snapshots' rows (and the one row of an aggregate without GROUP BY) come first.
-        flow.step(&zset::Changes::new())
-            .map_err(|e| e.to_string())?;
+        flow.reads_changes_of = inputs
+            .iter()
+            .filter(|(_, input)| matches!(input, Input::View { .. }))
+            .map(|(table, _)| table.clone())
+            .collect();
         let maintenance =
-            Maintenance::new(MaintenanceKind::Retract, zset::describe(&plan, &inputs));
+            Maintenance::new(MaintenanceKind::Retract, dataflow::describe(&plan, &inputs));
         Ok((maintenance, flow))
     }
 
-    /// What a table is to a dataflow with retractions.
-    async fn retract_input(&self, table: &str) -> Input {
+    /// What a table is to a dataflow.
+    async fn flow_input(&self, table: &str) -> Input {
         let constant = || async {
             match self.ctx.table(table).await {
                 Ok(frame) => match frame.collect().await {
@@ -426,7 +402,9 @@ impl Worker {
                 Role::Changing(why) => Input::Refused(format!("reads `{table}`, {why}")),
             };
         }
-        if self.role(table) == Role::Log {
+        if let Some(base) = table.strip_suffix(CHANGES_SUFFIX)
+            && self.logs.contains_key(base)
+        {
             return Input::Log;
         }
         let inline = || async {
@@ -439,84 +417,21 @@ impl Worker {
             }
         };
         match self.maint.get(table) {
-            Some(Maint::Retract { flow }) if !flow.table.has_top() => Input::View,
-            Some(Maint::Retract { .. } | Maint::Aggregate { .. } | Maint::OnRead) => inline().await,
+            Some(Maint::Flow(flow)) if !flow.table.has_top() => {
+                match flow.table.output(&self.ctx.state()).await {
+                    Ok(initial) => Input::View {
+                        inserts: flow.insert_only(),
+                        initial,
+                    },
+                    Err(e) => Input::Refused(format!("cannot read `{table}` ({e})")),
+                }
+            }
+            Some(Maint::Flow(_) | Maint::OnRead) => inline().await,
             Some(Maint::Recompute { reads_logs: false }) => constant().await,
             Some(Maint::Recompute { reads_logs: true }) => Input::Refused(format!(
                 "reads `{table}`, which is recomputed as events arrive"
             )),
-            Some(Maint::Append { .. }) => Input::Log,
             None => Input::Refused(format!("reads `{table}`, a view that is not computed")),
-        }
-    }
-
-    /// Computes an incremental view from everything fed so far (the delta tables hold it all), and keeps its state.
-    pub(super) async fn start_incremental(
-        &self,
-        delta: DeltaPlan,
-    ) -> Result<(Vec<RecordBatch>, Maint)> {
-        match delta {
-            DeltaPlan::Append(plan) => {
-                let output = run(&self.delta_ctx, plan.clone()).await?;
-                let rows = output.iter().map(|b| b.num_rows() as u64).sum();
-                Ok((
-                    output.clone(),
-                    Maint::Append {
-                        plan,
-                        physical: None,
-                        output,
-                        rows,
-                    },
-                ))
-            }
-            DeltaPlan::Aggregate(shape) => {
-                let mut state = AggregateState::new(*shape)?;
-                let partial = run(&self.delta_ctx, state.shape().input.clone()).await?;
-                state.fold(&partial)?;
-                let plan = state.plan_over(state.to_batch()?)?;
-                let output = run(&self.ctx, plan).await?;
-                let schema = match output.first() {
-                    Some(batch) => batch.schema(),
-                    None => Arc::new(output_schema(&self.ctx, &state)?),
-                };
-                let view = AggregateView::new(state, &schema);
-                let output = output
-                    .into_iter()
-                    .map(|b| RecordBatch::try_new(view.schema(), b.columns().to_vec()))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                view.set_output(output.clone());
-                Ok((
-                    output,
-                    Maint::Aggregate {
-                        view,
-                        physical: None,
-                    },
-                ))
-            }
-        }
-    }
-
-    /// Makes a computed view readable in the delta context: an append view as a delta table (holding everything now,
-    /// for the views computed after it), any other as its stored result.
-    pub(super) async fn register_for_delta(&mut self, name: &str, maint: &Maint) {
-        let _ = self.delta_ctx.deregister_table(name);
-        if let Maint::Append { output, .. } = maint {
-            let schema = match output.first() {
-                Some(batch) => batch.schema(),
-                None => match self.ctx.table_provider(name).await {
-                    Ok(table) => table.schema(),
-                    Err(_) => return,
-                },
-            };
-            let delta = DeltaTable::new(schema);
-            delta.set(output.clone());
-            let _ = self.delta_ctx.register_table(name, delta.clone());
-            self.delta_tables.insert(name.to_owned(), delta);
-        } else {
-            self.delta_tables.remove(name);
-            if let Ok(table) = self.ctx.table_provider(name).await {
-                let _ = self.delta_ctx.register_table(name, table);
-            }
         }
     }
 
@@ -536,10 +451,17 @@ impl Worker {
         None
     }
 
-    /// Keeps a view just computed: how it is maintained (and its table in the delta context), and its state.
-    pub(super) async fn install(&mut self, name: &str, mut computed: super::ComputedView) {
+    /// Keeps a view just computed: how it is maintained, and its state.
+    pub(super) fn install(&mut self, name: &str, mut computed: super::ComputedView) {
         if let Some(maint) = computed.maint.take() {
-            self.register_for_delta(name, &maint).await;
+            // The views whose changes its dataflow reads give them from now on.
+            if let Maint::Flow(flow) = &maint {
+                for upstream in &flow.reads_changes_of {
+                    if let Some(Maint::Flow(upstream)) = self.maint.get_mut(upstream) {
+                        upstream.set_emit(true);
+                    }
+                }
+            }
             self.maint.insert(name.to_owned(), maint);
         }
         self.views.insert(name.to_owned(), computed);

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
+use crate::dataflow::MaintenanceKind;
 use crate::error::{Error, Result};
-use crate::incremental::MaintenanceKind;
 use crate::ingest::SourceLog;
 use crate::pipeline::Pipeline;
 use crate::source::{self, ReloadCause, TailRead, file_id};

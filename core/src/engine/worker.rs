@@ -25,18 +25,6 @@ use super::{
     Signature, Snapshot, SourceState, Waker, register, scale_floats, watched_paths,
 };
 
-/// The configuration of the write path's context: one partition (deltas are small), and no dynamic filters, which a
-/// physical plan executed again for every delta cannot have.
-pub(super) fn delta_config(config: SessionConfig) -> SessionConfig {
-    let mut config = config.with_target_partitions(1);
-    let optimizer = &mut config.options_mut().optimizer;
-    optimizer.enable_dynamic_filter_pushdown = false;
-    optimizer.enable_join_dynamic_filter_pushdown = false;
-    optimizer.enable_topk_dynamic_filter_pushdown = false;
-    optimizer.enable_aggregate_dynamic_filter_pushdown = false;
-    config
-}
-
 /// Where a worker publishes its snapshots: the first one, the slot the handle reads, and the front end's waker.
 pub(super) struct Published {
     pub(super) first: Arc<Snapshot>,
@@ -107,17 +95,6 @@ pub(super) struct Worker {
     pub(super) control: Arc<Control>,
     /// Commands taken from the queue while the worker was busy (between sources, views and batches), to run next.
     pub(super) deferred: std::collections::VecDeque<Queued>,
-    /// A second context, for the write path: its log tables (and append views) hold only the new events.
-    pub(super) delta_ctx: SessionContext,
-    /// The delta context's task context, made once: making one clones the session's function registries, a fifth
-    /// of a small delta's time.
-    pub(super) delta_task: std::sync::OnceLock<Arc<datafusion::execution::TaskContext>>,
-    pub(super) delta_tables: BTreeMap<String, Arc<crate::incremental::DeltaTable>>,
-    /// The changes of this write-path round, by table: new records of the logs, rows of append views, changes of
-    /// views maintained with retractions.
-    pub(super) round_changes: crate::zset::Changes,
-    /// Whether this round keeps its changes (some view is maintained with retractions).
-    pub(super) keep_changes: bool,
     /// Events appended since the dataflows' states were last measured against the query memory.
     pub(super) since_state_check: u64,
     /// Events after which they are measured next.
@@ -251,15 +228,6 @@ impl Worker {
             waker: published.waker,
             control,
             deferred: std::collections::VecDeque::new(),
-            delta_ctx: {
-                let ctx = SessionContext::new_with_config(delta_config(main_config()));
-                crate::privacy::register_functions(&ctx);
-                ctx
-            },
-            delta_task: std::sync::OnceLock::new(),
-            delta_tables: BTreeMap::new(),
-            round_changes: crate::zset::Changes::new(),
-            keep_changes: false,
             since_state_check: 0,
             next_state_check: 4096,
             maint: BTreeMap::new(),

@@ -4,7 +4,7 @@
 //!
 //! A checkpoint is a folder, written whole under a temporary name and renamed (the commit point), in the cache folder
 //! under the pipeline's own folder: `meta.json` (each log's position and what its file held below it, each snapshot's
-//! file, each view's key) and one Arrow IPC file per view (an aggregate's partial state, an append view's rows). A
+//! file, each view's key) and one Arrow IPC file per view (its dataflow's state, or a recomputed view's rows). A
 //! view's key is a hash of its SQL, of the schemas of the tables it reads and of Kappa's version: a changed view, a
 //! changed schema or another version leaves the checkpoint unused. A checkpoint is used only whole (every view the
 //! write path maintains must have a matching key), and only while every file still holds what it held (a log: the
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Changes whenever what a checkpoint holds or means changes.
-const FORMAT: &str = concat!("kappa-checkpoint-1/", env!("CARGO_PKG_VERSION"));
+const FORMAT: &str = concat!("kappa-checkpoint-2/", env!("CARGO_PKG_VERSION"));
 
 /// Checkpoints kept per pipeline (the newest): enough for time travel to start near where it goes.
 const KEEP: usize = 4;
@@ -35,14 +35,10 @@ const KEEP: usize = 4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum StateKind {
-    /// An aggregate's partial state (folded into an empty state to restore it).
-    Aggregate,
-    /// An append view's rows.
-    Append,
+    /// The state of a view's dataflow: its operators' parts and its result.
+    Flow,
     /// A recomputed view's rows at the checkpoint's positions: used only when nothing was fed after them.
     Result,
-    /// The state of a view maintained with retractions: its dataflow's parts and its result.
-    Retract,
 }
 
 /// One view in a checkpoint.
