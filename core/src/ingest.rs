@@ -26,6 +26,12 @@ use crate::source::{LoadedSource, OFFSET_COLUMN};
 use crate::store::table::{Bounded, Records};
 use crate::store::{ManifestParts, Store};
 
+/// Records being read ahead, on a thread of their own ([`SourceLog::read_ahead`]).
+pub(crate) struct ReadAhead {
+    range: std::ops::Range<u64>,
+    handle: std::thread::JoinHandle<Result<Vec<RecordBatch>>>,
+}
+
 /// What one call to [`SourceLog::feed_to`] did.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Fed {
@@ -628,18 +634,48 @@ impl SourceLog {
 
     /// Feeds every record with an offset below `offset` that has not been fed yet (a snapshot: all of it). The views'
     /// table now shows them; they are returned for the write path.
+    #[cfg(test)]
     pub fn feed_to(&mut self, offset: u64) -> Fed {
-        self.feed(offset, true)
+        self.feed(offset, true, None)
+    }
+
+    /// Feeds as [`SourceLog::feed_to`] does, taking the records from `read` when it holds exactly the ones fed (read
+    /// ahead by [`SourceLog::read_ahead`]).
+    pub fn feed_read(&mut self, offset: u64, read: Option<ReadAhead>) -> Fed {
+        self.feed(offset, true, read)
+    }
+
+    /// Starts reading the records the next feed to `offset` will feed, on a thread of its own, while the caller
+    /// does other work (a replay maintains the views of one batch while the next is read). `None` for a snapshot,
+    /// or when nothing is left to feed.
+    pub fn read_ahead(&self, offset: u64) -> Option<ReadAhead> {
+        let target = offset.min(self.end_offset);
+        if !self.is_log || target <= self.position {
+            return None;
+        }
+        let range = self.position..target;
+        let parts = self.records.parts();
+        let offset_column = self.records.offset_column();
+        let read = range.clone();
+        let handle = std::thread::Builder::new()
+            .name("kappa-read-ahead".to_owned())
+            .spawn(move || {
+                parts
+                    .read(offset_column, read, None)
+                    .collect::<Result<Vec<_>>>()
+            })
+            .ok()?;
+        Some(ReadAhead { range, handle })
     }
 
     /// Moves what is fed up to `offset` as `feed_to` does, without reading the records: for a caller that computes
     /// the views from the tables afterwards (the `new` records are left empty, so a large log is not read into
     /// memory).
     pub fn feed_counting(&mut self, offset: u64) -> Fed {
-        self.feed(offset, false)
+        self.feed(offset, false, None)
     }
 
-    fn feed(&mut self, offset: u64, read_new: bool) -> Fed {
+    fn feed(&mut self, offset: u64, read_new: bool, ahead: Option<ReadAhead>) -> Fed {
         if !self.is_log {
             if self.position >= self.end_offset && self.fed_rows > 0 {
                 return Fed::default();
@@ -662,7 +698,14 @@ impl SourceLog {
         }
         let from = self.position;
         let (new, kept) = if read_new {
-            let new = self.read(from..target).unwrap_or_default();
+            let ahead = ahead
+                .filter(|a| a.range == (from..target))
+                .and_then(|a| a.handle.join().ok())
+                .and_then(std::result::Result::ok);
+            let new = match ahead {
+                Some(batches) => batches,
+                None => self.read(from..target).unwrap_or_default(),
+            };
             let kept: u64 = new.iter().map(|b| b.num_rows() as u64).sum();
             (new, kept)
         } else {

@@ -1141,6 +1141,22 @@ fn replay(args: &ReplayArgs, options: &EngineOptions) -> Result<ExitCode> {
         println!("{summary}");
     }
     let snapshot = engine.snapshot();
+    // Where the replay's time went: each view's write path (views of one layer step side by side, so these add up
+    // to more than the replay's wall time on two cores).
+    let mut costs: Vec<(&str, f64)> = snapshot
+        .views
+        .iter()
+        .filter(|v| v.paths.write_secs > 0.0)
+        .map(|v| (v.name.as_str(), v.paths.write_secs))
+        .collect();
+    costs.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if !costs.is_empty() {
+        let list: Vec<String> = costs
+            .iter()
+            .map(|(name, secs)| format!("{name} {}", kappa_core::human_secs(Some(*secs))))
+            .collect();
+        eprintln!("time in each view's dataflow: {}", list.join(", "));
+    }
     let failed: Vec<&str> = snapshot
         .views
         .iter()

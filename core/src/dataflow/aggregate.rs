@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::accumulators::Accumulator;
-use super::keys::{KeyIndex, RowCodec};
+use super::keys::KeyIndex;
 use super::zbatch::{Changes, ZBatch, batch_of, evaluate, mask_of};
 use super::{Operator, state};
 use crate::error::{Error, Result};
@@ -108,7 +108,7 @@ impl Aggregate {
         schema: SchemaRef,
     ) -> Result<Aggregate> {
         let global = groups.is_empty();
-        let mut keys = KeyIndex::new(RowCodec::new(key_types)?);
+        let mut keys = KeyIndex::new(key_types)?;
         if global {
             // The one group, there before any row.
             keys.intern(&[], 1)?;
@@ -124,6 +124,21 @@ impl Aggregate {
             last: (0, 0),
         };
         state.grow();
+        // The input's columns it reads: its groups, its functions' arguments and filters.
+        let mut input = input;
+        let width = input.schema().fields().len();
+        let mut read = vec![false; width];
+        let exprs = groups.iter().chain(
+            functions
+                .iter()
+                .flat_map(|f| f.args.iter().chain(f.filter.iter())),
+        );
+        for expr in exprs {
+            for (r, c) in read.iter_mut().zip(super::columns_of(expr, width)) {
+                *r |= c;
+            }
+        }
+        input.prune(&read);
         Ok(Aggregate {
             input,
             groups,

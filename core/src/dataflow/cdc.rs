@@ -36,7 +36,7 @@ impl Cdc {
             .collect();
         Ok(Cdc {
             changes,
-            keys: KeyIndex::new(RowCodec::new(&key_types)?),
+            keys: KeyIndex::new(&key_types)?,
             rows: RowCodec::new(&types)?,
             schema,
             key,
@@ -89,9 +89,13 @@ impl Operator for Cdc {
     }
 
     fn step(&mut self, changes: &Changes) -> Result<ZBatch> {
-        let Some(delta) = changes.get(&self.changes).filter(|d| !d.is_empty()) else {
+        let Some(parts) = changes
+            .get(&self.changes)
+            .filter(|p| p.iter().any(|d| !d.is_empty()))
+        else {
             return Ok(ZBatch::empty(self.schema.clone()));
         };
+        let delta = ZBatch::concat(&parts[0].batch.schema(), parts.clone())?;
         let batch = &delta.batch;
         let n = batch.num_rows();
         let Some(op) = batch.column_by_name("op") else {
@@ -104,8 +108,10 @@ impl Operator for Cdc {
         let after = self.columns(batch, "after_", None)?;
         let key_columns: Vec<ArrayRef> = self.key.iter().map(|&i| after[i].clone()).collect();
         let before_keys = self.columns(batch, "before_", Some(&self.key.clone()))?;
-        let after_keys = self.keys.codec().rows(&key_columns, n)?;
-        let before_keys = self.keys.codec().rows(&before_keys, n)?;
+        // Every key of the step, interned (a delete of a key never seen gets an id whose row is empty).
+        let after_ids = self.keys.intern(&key_columns, n)?;
+        let before_ids = self.keys.intern(&before_keys, n)?;
+        self.state.resize(self.keys.len(), Vec::new());
         let rows = self.rows.rows(&after, n)?;
         // The changes, as encoded rows and weights.
         let mut out: Vec<Vec<u8>> = Vec::new();
@@ -113,11 +119,7 @@ impl Operator for Cdc {
         for i in 0..n {
             match op.is_valid(i).then(|| op.value(i)) {
                 Some("c" | "u" | "r") => {
-                    let id = self.keys.intern_one(after_keys.row(i)) as usize;
-                    if id >= self.state.len() {
-                        self.state.resize(id + 1, Vec::new());
-                    }
-                    let slot = &mut self.state[id];
+                    let slot = &mut self.state[after_ids[i] as usize];
                     if slot.is_empty() {
                         self.live += 1;
                     } else {
@@ -129,10 +131,8 @@ impl Operator for Cdc {
                     weights.push(1);
                 }
                 Some("d") => {
-                    if let Some(id) = self.keys.find_one(before_keys.row(i))
-                        && let Some(slot) = self.state.get_mut(id as usize)
-                        && !slot.is_empty()
-                    {
+                    let slot = &mut self.state[before_ids[i] as usize];
+                    if !slot.is_empty() {
                         out.push(std::mem::take(slot));
                         weights.push(-1);
                         self.live -= 1;

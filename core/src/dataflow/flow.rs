@@ -21,7 +21,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::aggregate::Groups;
 use super::compile::{Compiler, Input, shape};
-use super::keys::{KeyIndex, RowCodec};
+use super::keys::KeyIndex;
 use super::state::{StateReader, StateWriter};
 use super::zbatch::{Changes, ZBatch, batch_of, nullable};
 use super::{Operator, load_all, save_all, total_size};
@@ -97,7 +97,7 @@ impl Flow {
                     .collect();
                 Integrated::Multiset {
                     schema: root_schema,
-                    rows: KeyIndex::new(RowCodec::new(&types)?),
+                    rows: KeyIndex::new(&types)?,
                     weights: Vec::new(),
                     count: 0,
                     live: 0,
@@ -164,6 +164,7 @@ impl Flow {
             .tables
             .iter()
             .filter_map(|t| changes.get(t))
+            .flatten()
             .map(|c| c.len() as u64)
             .sum::<u64>();
         if self.since_measured >= self.measured.0.max(4096) {

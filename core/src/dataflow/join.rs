@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 /// No next row in a key's chain.
 const NONE: u32 = u32::MAX;
 
+/// Batches of a side are merged up to this many rows.
+const MERGED_ROWS: usize = 1 << 16;
+
 /// One side of a join: its rows, kept as they came (in Arrow batches), chained by key id (a key with a null never
 /// matches), each with its weight. A retracted row is matched to a kept equal one, whose weight drops; rows whose
 /// weight is 0 are dead, and the side is compacted once they outnumber the live ones.
@@ -31,6 +34,8 @@ struct Side {
     schema: SchemaRef,
     /// Encodes rows, to find the kept row a retraction retracts.
     row_codec: RowCodec,
+    /// Every kept row encoded, by kept index, when the side's input may retract (a retraction finds its row by them).
+    encoded: Option<datafusion::arrow::row::Rows>,
     batches: Vec<RecordBatch>,
     /// The kept index of each batch's first row.
     batch_first: Vec<u32>,
@@ -62,16 +67,19 @@ impl Side {
         keys: Vec<Arc<dyn PhysicalExpr>>,
         key_types: &[DataType],
         schema: SchemaRef,
+        retracts: bool,
     ) -> Result<Side> {
         let types: Vec<DataType> = schema
             .fields()
             .iter()
             .map(|f| f.data_type().clone())
             .collect();
+        let row_codec = RowCodec::new(&types)?;
         Ok(Side {
             keys,
             key_types: key_types.to_vec(),
-            row_codec: RowCodec::new(&types)?,
+            encoded: retracts.then(|| row_codec.empty_rows()),
+            row_codec,
             schema,
             batches: Vec::new(),
             batch_first: Vec::new(),
@@ -138,7 +146,7 @@ impl Side {
             });
         }
         // Rows are encoded only to match a retraction to a kept equal row.
-        let encoded = if self.keep && weights.iter().any(|w| *w < 0) {
+        let encoded = if self.keep && self.encoded.is_some() {
             Some(self.row_codec.rows(delta.batch.columns(), delta.len())?)
         } else {
             None
@@ -164,6 +172,9 @@ impl Side {
                 Some(encoded) if w < 0 => self.find(*key, encoded.row(i).data())?,
                 _ => None,
             };
+            if let (Some(store), Some(encoded)) = (&mut self.encoded, &encoded) {
+                store.push(encoded.row(i));
+            }
             if let Some(row) = matched {
                 let before = self.weight[row as usize];
                 self.weight[row as usize] += w;
@@ -228,6 +239,12 @@ impl Side {
             if self.weight[i as usize] <= 0 {
                 continue;
             }
+            if let Some(encoded) = &self.encoded {
+                if encoded.row(i as usize).data() == row {
+                    return Ok(Some(i));
+                }
+                continue;
+            }
             let (b, r) = self.at[i as usize];
             let batch = self.batches[b as usize].slice(r as usize, 1);
             if self.row_codec.rows(batch.columns(), 1)?.row(0).data() == row {
@@ -263,6 +280,18 @@ impl Side {
         rows
     }
 
+    /// Calls `f` with each live row of a key (and its weight), newest first.
+    fn each(&self, key: u32, mut f: impl FnMut(u32, i64)) {
+        let mut at = self.heads.get(key as usize).copied().unwrap_or(NONE);
+        while at != NONE {
+            let w = self.weight[at as usize];
+            if w != 0 {
+                f(at, w);
+            }
+            at = self.next[at as usize];
+        }
+    }
+
     fn total(&self, key: Option<u32>) -> i64 {
         key.and_then(|k| self.totals.get(k as usize))
             .copied()
@@ -271,6 +300,14 @@ impl Side {
 
     /// The columns of rows (None: nulls in their place, for padded rows).
     fn gather(&self, rows: &[Option<u32>]) -> Result<Vec<ArrayRef>> {
+        self.gather_some(rows, None)
+    }
+
+    /// The columns of rows that `wanted` asks for (None: all); the others are nulls (what is above the join does not
+    /// read them).
+    fn gather_some(&self, rows: &[Option<u32>], wanted: Option<&[bool]>) -> Result<Vec<ArrayRef>> {
+        let wants = |c: usize| wanted.is_none_or(|w| w[c]);
+        let nulls = |c: usize| new_null_array(self.schema.field(c).data_type(), rows.len());
         if rows.iter().any(Option::is_none) {
             if rows.iter().all(Option::is_none) {
                 return Ok(self
@@ -291,8 +328,30 @@ impl Side {
                 (b as usize, i as usize)
             })
             .collect();
+        // Rows of one batch (a step's own rows, a side of one batch) are taken from it, faster than interleaved.
+        if let Some(&(first, _)) = indices.first()
+            && indices.iter().all(|(b, _)| *b == first)
+        {
+            let take: datafusion::arrow::array::UInt32Array =
+                indices.iter().map(|(_, i)| *i as u32).collect();
+            return self.batches[first]
+                .columns()
+                .iter()
+                .enumerate()
+                .map(|(c, column)| {
+                    if wants(c) {
+                        Ok(datafusion::arrow::compute::take(column, &take, None)?)
+                    } else {
+                        Ok(nulls(c))
+                    }
+                })
+                .collect();
+        }
         (0..self.schema.fields().len())
             .map(|c| {
+                if !wants(c) {
+                    return Ok(nulls(c));
+                }
                 let arrays: Vec<&dyn Array> =
                     self.batches.iter().map(|b| b.column(c).as_ref()).collect();
                 Ok(datafusion::arrow::compute::interleave(&arrays, &indices)?)
@@ -310,6 +369,9 @@ impl Side {
         self.heads.iter_mut().for_each(|h| *h = NONE);
         self.totals.iter_mut().for_each(|t| *t = 0);
         self.unmatched.clear();
+        if let Some(encoded) = &mut self.encoded {
+            encoded.clear();
+        }
         self.live = 0;
         self.dead = 0;
     }
@@ -341,13 +403,13 @@ impl Side {
         )?))
     }
 
-    /// Merges the newest batches while the last is at least half the one before (so a side of many small steps
-    /// holds about log2(rows) batches); every row's place follows.
+    /// Merges the newest batch into the one before while both together stay small (so a side of many small steps
+    /// does not become many small batches, and a large batch is never copied again); every row's place follows.
     fn merge_batches(&mut self) -> Result<()> {
         while self.batches.len() >= 2 {
             let n = self.batches.len();
             let (a, b) = (&self.batches[n - 2], &self.batches[n - 1]);
-            if b.num_rows() * 2 < a.num_rows() {
+            if a.num_rows() + b.num_rows() > MERGED_ROWS {
                 break;
             }
             let offset = a.num_rows() as u32;
@@ -372,6 +434,10 @@ pub(crate) struct Join {
     keys: KeyIndex,
     sides: [Side; 2],
     filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The output columns the condition reads (None: all).
+    filter_columns: Option<Vec<bool>>,
+    /// The output columns what is above the join reads (None: all); the others are given as nulls.
+    needed: Option<Vec<bool>>,
     schema: SchemaRef,
     started: bool,
 }
@@ -391,14 +457,19 @@ impl Join {
     ) -> Result<Join> {
         let [lkeys, rkeys] = keys;
         let sides = [
-            Side::new(lkeys, key_types, left.schema())?,
-            Side::new(rkeys, key_types, right.schema())?,
+            Side::new(lkeys, key_types, left.schema(), !left.insert_only())?,
+            Side::new(rkeys, key_types, right.schema(), !right.insert_only())?,
         ];
+        let filter_columns = filter
+            .as_ref()
+            .map(|f| super::columns_of(f, schema.fields().len()));
         Ok(Join {
+            filter_columns,
+            needed: None,
             left,
             right,
             kind: join_type,
-            keys: KeyIndex::new(RowCodec::new(key_types)?),
+            keys: KeyIndex::new(key_types)?,
             sides,
             filter,
             schema,
@@ -451,17 +522,40 @@ impl Join {
         {
             return Ok(ZBatch::empty(self.schema.clone()));
         }
-        let mut columns = self.sides[0].gather(&pairs.iter().map(|p| p.0).collect::<Vec<_>>())?;
-        columns.extend(self.sides[1].gather(&pairs.iter().map(|p| p.1).collect::<Vec<_>>())?);
-        let batch = batch_of(&self.schema, columns, pairs.len())?;
-        let delta = ZBatch::weighted(batch, pairs.iter().map(|p| p.2).collect());
-        match (&self.filter, filtered) {
+        let left_width = self.sides[0].schema.fields().len();
+        let columns = |pairs: &[Pair], wanted: Option<&[bool]>| -> Result<RecordBatch> {
+            let (left, right) = match wanted {
+                Some(w) => (Some(&w[..left_width]), Some(&w[left_width..])),
+                None => (None, None),
+            };
+            let mut columns =
+                self.sides[0].gather_some(&pairs.iter().map(|p| p.0).collect::<Vec<_>>(), left)?;
+            columns.extend(
+                self.sides[1].gather_some(&pairs.iter().map(|p| p.1).collect::<Vec<_>>(), right)?,
+            );
+            batch_of(&self.schema, columns, pairs.len())
+        };
+        // The condition is evaluated over the columns it reads, and only the pairs it keeps are built whole.
+        let kept: Vec<Pair>;
+        let pairs = match (&self.filter, filtered) {
             (Some(predicate), true) => {
-                let mask = mask_of(&evaluate(predicate, &delta.batch)?)?;
-                delta.filter(&mask)
+                let batch = columns(pairs, self.filter_columns.as_deref())?;
+                let mask = mask_of(&evaluate(predicate, &batch)?)?;
+                kept = pairs
+                    .iter()
+                    .zip(mask.values().iter())
+                    .filter(|(_, keep)| *keep)
+                    .map(|(p, _)| *p)
+                    .collect();
+                kept.as_slice()
             }
-            _ => Ok(delta),
+            _ => pairs,
+        };
+        if pairs.is_empty() {
+            return Ok(ZBatch::empty(self.schema.clone()));
         }
+        let batch = columns(pairs, self.needed.as_deref())?;
+        Ok(ZBatch::weighted(batch, pairs.iter().map(|p| p.2).collect()))
     }
 
     fn apply(&mut self, left: &ZBatch, right: &ZBatch) -> Result<ZBatch> {
@@ -490,51 +584,34 @@ impl Join {
             .map(|k| [self.sides[0].total(*k), self.sides[1].total(*k)])
             .collect();
         let mut pairs: Vec<Pair> = Vec::new();
-        // ΔL ⋈ R (R as it was), then L ⋈ ΔR with L updated: together ΔL ⋈ R + L ⋈ ΔR + ΔL ⋈ ΔR.
-        let right_before: Vec<Vec<(u32, i64)>> = if inner {
-            lkeys
-                .iter()
-                .map(|k| {
-                    if k.is_some() {
-                        self.sides[1].chain(*k)
-                    } else {
-                        Vec::new()
-                    }
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        // ΔL ⋈ R (R as it was), then L ⋈ ΔR with L updated: together ΔL ⋈ R + L ⋈ ΔR + ΔL ⋈ ΔR. A step's rows get
+        // the kept indices from where their side ends now.
+        let first_left = self.sides[0].at.len() as u32;
         let taken_left = self.sides[0].take(left, lkeys)?;
         if inner {
-            for (i, others) in right_before.iter().enumerate() {
-                let row = Some(Self::delta_row(&taken_left, i));
-                for &(other, w) in others {
-                    pairs.push((row, Some(other), taken_left.weights[i] * w));
+            let right_side = &self.sides[1];
+            for (i, key) in taken_left.keys.iter().enumerate() {
+                if let Some(key) = key {
+                    let (row, w) = (first_left + i as u32, taken_left.weights[i]);
+                    right_side.each(*key, |other, wo| {
+                        pairs.push((Some(row), Some(other), w * wo));
+                    });
                 }
             }
         }
-        let left_now: Vec<Vec<(u32, i64)>> = if inner && !right.is_empty() {
-            rkeys
-                .iter()
-                .map(|k| {
-                    if k.is_some() {
-                        self.sides[0].chain(*k)
-                    } else {
-                        Vec::new()
-                    }
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let taken_right = self.sides[1].take(right, rkeys)?;
-        for (i, others) in left_now.iter().enumerate() {
-            let row = Some(Self::delta_row(&taken_right, i));
-            for &(other, w) in others {
-                pairs.push((Some(other), row, w * taken_right.weights[i]));
+        let first_right = self.sides[1].at.len() as u32;
+        if inner && !right.is_empty() {
+            let left_side = &self.sides[0];
+            for (i, key) in rkeys.iter().enumerate() {
+                if let Some(key) = key {
+                    let (row, w) = (first_right + i as u32, right.weight(i));
+                    left_side.each(*key, |other, wo| {
+                        pairs.push((Some(other), Some(row), wo * w));
+                    });
+                }
             }
         }
+        let taken_right = self.sides[1].take(right, rkeys)?;
         let mut output = self.build(&pairs, true)?;
         // Unmatched rows (outer joins pad them with nulls; semi and anti joins give them or not): a key's rows on one
         // side are given when the other side's total for the key is (or is not) zero.
@@ -669,6 +746,11 @@ impl Side {
         // Kept as they are: a negative weight is not matched again.
         let keep_codec = std::mem::replace(&mut self.keep, true);
         let first = self.at.len() as u32;
+        if let Some(store) = &mut self.encoded {
+            for row in &self.row_codec.rows(rows.batch.columns(), n)? {
+                store.push(row);
+            }
+        }
         self.batches.push(rows.batch.clone());
         self.batch_first.push(first);
         for (i, key) in keys.into_iter().enumerate() {
@@ -713,6 +795,10 @@ impl Operator for Join {
 
     fn insert_only(&self) -> bool {
         self.kind == JoinType::Inner && self.left.insert_only() && self.right.insert_only()
+    }
+
+    fn prune(&mut self, needed: &[bool]) {
+        self.needed = Some(needed.to_vec());
     }
 
     fn constant(&self) -> bool {

@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int8Array};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int8Array, Int64Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::row::{Row, RowConverter, RowParser, Rows, SortField};
 
 use crate::error::Result;
@@ -73,25 +74,72 @@ impl RowCodec {
     }
 }
 
+/// True for the types a key of integers holds exactly as an `i64`.
+fn integer_like(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Timestamp(..)
+            | DataType::Time32(_)
+            | DataType::Time64(_)
+    )
+}
+
+/// How keys are held: as integers (every column integer-like, up to 8 of them: no encoding to compare or hash), or
+/// as encoded rows.
+enum Store {
+    Ints {
+        types: Vec<DataType>,
+        /// Each key's values, `types.len()` per key (0 where null).
+        values: Vec<i64>,
+        /// Each key's nulls, a bit per column.
+        nulls: Vec<u8>,
+        /// A key of one column: the id of NULL (kept out of the table, so the table compares values alone).
+        null_id: Option<u32>,
+    },
+    Rows {
+        codec: RowCodec,
+        keys: Rows,
+    },
+}
+
 /// Keys interned as dense ids, in the order first seen: a key's id never changes while the index lives.
 pub(crate) struct KeyIndex {
-    codec: RowCodec,
-    keys: Rows,
+    store: Store,
     hashes: Vec<u64>,
     table: hashbrown::HashTable<u32>,
     hasher: hashbrown::DefaultHashBuilder,
 }
 
 impl KeyIndex {
-    pub(crate) fn new(codec: RowCodec) -> KeyIndex {
-        let keys = codec.empty_rows();
-        KeyIndex {
-            codec,
-            keys,
+    /// An index of keys of `types` (none: one key, the empty one).
+    pub(crate) fn new(types: &[DataType]) -> Result<KeyIndex> {
+        let store = if !types.is_empty() && types.len() <= 8 && types.iter().all(integer_like) {
+            Store::Ints {
+                types: types.to_vec(),
+                values: Vec::new(),
+                nulls: Vec::new(),
+                null_id: None,
+            }
+        } else {
+            let codec = RowCodec::new(types)?;
+            let keys = codec.empty_rows();
+            Store::Rows { codec, keys }
+        };
+        Ok(KeyIndex {
+            store,
             hashes: Vec::new(),
             table: hashbrown::HashTable::new(),
             hasher: hashbrown::DefaultHashBuilder::default(),
-        }
+        })
     }
 
     /// Keys interned.
@@ -99,118 +147,362 @@ impl KeyIndex {
         self.hashes.len()
     }
 
-    pub(crate) fn codec(&self) -> &RowCodec {
-        &self.codec
-    }
-
-    /// The id of every row of `columns`, each key added when new. Returns the ids and how many keys were new.
+    /// The id of every row of `columns` (`rows` of them), each key added when new.
     pub(crate) fn intern(&mut self, columns: &[ArrayRef], rows: usize) -> Result<Vec<u32>> {
-        let converted = self.codec.rows(columns, rows)?;
-        Ok(self.intern_rows(&converted))
-    }
-
-    /// The id of every row of `rows` (rows of this index's codec), each key added when new.
-    pub(crate) fn intern_rows(&mut self, rows: &Rows) -> Vec<u32> {
-        let mut ids = Vec::with_capacity(rows.num_rows());
-        for row in rows {
-            ids.push(self.intern_one(row));
-        }
-        ids
-    }
-
-    /// The id of one row of this index's codec, added when new.
-    pub(crate) fn intern_one(&mut self, row: Row<'_>) -> u32 {
-        let bytes = row.data();
-        let h = std::hash::BuildHasher::hash_one(&self.hasher, bytes);
-        let (keys, hashes) = (&self.keys, &self.hashes);
-        if let Some(&id) = self.table.find(h, |&id| {
-            hashes[id as usize] == h && keys.row(id as usize).data() == bytes
-        }) {
-            return id;
-        }
-        let id = self.hashes.len() as u32;
-        self.keys.push(row);
-        self.hashes.push(h);
-        let hashes = &self.hashes;
-        self.table.insert_unique(h, id, |&id| hashes[id as usize]);
-        id
+        Ok(self
+            .lookup(columns, rows)?
+            .into_iter()
+            .map(|id| id.expect("interned"))
+            .collect())
     }
 
     /// The id of every row of `columns` that is a key already (`None` for the others); nothing is added.
     pub(crate) fn find(&self, columns: &[ArrayRef], rows: usize) -> Result<Vec<Option<u32>>> {
-        let converted = self.codec.rows(columns, rows)?;
-        Ok(converted.iter().map(|row| self.find_one(row)).collect())
+        match &self.store {
+            Store::Ints { .. } => self.find_ints(columns, rows),
+            Store::Rows { .. } => self.find_rows(columns, rows),
+        }
     }
 
-    pub(crate) fn find_one(&self, row: Row<'_>) -> Option<u32> {
-        let bytes = row.data();
-        let h = std::hash::BuildHasher::hash_one(&self.hasher, bytes);
-        self.table
-            .find(h, |&id| {
-                self.hashes[id as usize] == h && self.keys.row(id as usize).data() == bytes
+    fn find_rows(&self, columns: &[ArrayRef], rows: usize) -> Result<Vec<Option<u32>>> {
+        let Store::Rows { codec, keys } = &self.store else {
+            unreachable!("called for rows")
+        };
+        let converted = codec.rows(columns, rows)?;
+        Ok(converted
+            .iter()
+            .map(|row| {
+                let bytes = row.data();
+                let h = std::hash::BuildHasher::hash_one(&self.hasher, bytes);
+                self.table
+                    .find(h, |&id| {
+                        self.hashes[id as usize] == h && keys.row(id as usize).data() == bytes
+                    })
+                    .copied()
             })
-            .copied()
+            .collect())
+    }
+
+    fn find_ints(&self, columns: &[ArrayRef], rows: usize) -> Result<Vec<Option<u32>>> {
+        let Store::Ints {
+            types,
+            values,
+            nulls,
+            null_id,
+        } = &self.store
+        else {
+            unreachable!("called for integers")
+        };
+        let width = types.len();
+        let ints = as_ints(columns)?;
+        let arrays: Vec<&Int64Array> = ints
+            .iter()
+            .map(AsArray::as_primitive::<Int64Type>)
+            .collect();
+        let mut key = vec![0i64; width];
+        let mut out = Vec::with_capacity(rows);
+        for i in 0..rows {
+            let mask = read_key(&arrays, i, &mut key);
+            if width == 1 && mask != 0 {
+                out.push(*null_id);
+                continue;
+            }
+            let h = hash_key(&self.hasher, &key, mask);
+            out.push(
+                self.table
+                    .find(h, |&id| {
+                        let id = id as usize;
+                        nulls[id] == mask && values[id * width..(id + 1) * width] == key[..]
+                    })
+                    .copied(),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Looks every row up, adding the new ones.
+    fn lookup(&mut self, columns: &[ArrayRef], rows: usize) -> Result<Vec<Option<u32>>> {
+        match &mut self.store {
+            Store::Ints {
+                types,
+                values,
+                nulls,
+                null_id,
+            } => {
+                let width = types.len();
+                let ints = as_ints(columns)?;
+                let arrays: Vec<&Int64Array> = ints
+                    .iter()
+                    .map(AsArray::as_primitive::<Int64Type>)
+                    .collect();
+                let mut out = Vec::with_capacity(rows);
+                if width == 1 && arrays[0].null_count() == 0 {
+                    // One integer column without nulls: the common key (an id), hashed and compared as it is.
+                    for &v in arrays[0].values() {
+                        let h = hash_int(&self.hasher, v);
+                        let stored = &*values;
+                        if let Some(&id) = self.table.find(h, |&id| stored[id as usize] == v) {
+                            out.push(Some(id));
+                            continue;
+                        }
+                        let id = self.hashes.len() as u32;
+                        values.push(v);
+                        nulls.push(0);
+                        self.hashes.push(h);
+                        let hashes = &self.hashes;
+                        self.table.insert_unique(h, id, |&id| hashes[id as usize]);
+                        out.push(Some(id));
+                    }
+                    return Ok(out);
+                }
+                let mut key = vec![0i64; width];
+                for i in 0..rows {
+                    let mask = read_key(&arrays, i, &mut key);
+                    if width == 1 && mask != 0 {
+                        // NULL, kept out of the table.
+                        let id = *null_id.get_or_insert_with(|| {
+                            values.push(0);
+                            nulls.push(1);
+                            self.hashes.push(0);
+                            (self.hashes.len() - 1) as u32
+                        });
+                        out.push(Some(id));
+                        continue;
+                    }
+                    let h = hash_key(&self.hasher, &key, mask);
+                    let (values_now, nulls_now) = (&*values, &*nulls);
+                    let found = self.table.find(h, |&id| {
+                        let id = id as usize;
+                        nulls_now[id] == mask && values_now[id * width..(id + 1) * width] == key[..]
+                    });
+                    if let Some(&id) = found {
+                        out.push(Some(id));
+                        continue;
+                    }
+                    let id = self.hashes.len() as u32;
+                    values.extend_from_slice(&key);
+                    nulls.push(mask);
+                    self.hashes.push(h);
+                    let hashes = &self.hashes;
+                    self.table.insert_unique(h, id, |&id| hashes[id as usize]);
+                    out.push(Some(id));
+                }
+                Ok(out)
+            }
+            Store::Rows { codec, keys } => {
+                let converted = codec.rows(columns, rows)?;
+                let mut out = Vec::with_capacity(rows);
+                for row in &converted {
+                    let bytes = row.data();
+                    let h = std::hash::BuildHasher::hash_one(&self.hasher, bytes);
+                    let (hashes, stored) = (&self.hashes, &*keys);
+                    if let Some(&id) = self.table.find(h, |&id| {
+                        hashes[id as usize] == h && stored.row(id as usize).data() == bytes
+                    }) {
+                        out.push(Some(id));
+                        continue;
+                    }
+                    let id = self.hashes.len() as u32;
+                    keys.push(row);
+                    self.hashes.push(h);
+                    let hashes = &self.hashes;
+                    self.table.insert_unique(h, id, |&id| hashes[id as usize]);
+                    out.push(Some(id));
+                }
+                Ok(out)
+            }
+        }
     }
 
     /// The columns of the keys `ids`, in that order.
     pub(crate) fn columns(&self, ids: &[u32]) -> Result<Vec<ArrayRef>> {
-        self.codec
-            .decode(ids.iter().map(|&id| self.keys.row(id as usize)))
+        match &self.store {
+            Store::Rows { codec, keys } => {
+                codec.decode(ids.iter().map(|&id| keys.row(id as usize)))
+            }
+            Store::Ints {
+                types,
+                values,
+                nulls,
+                ..
+            } => {
+                let width = types.len();
+                types
+                    .iter()
+                    .enumerate()
+                    .map(|(c, t)| {
+                        let column: Int64Array = ids
+                            .iter()
+                            .map(|&id| {
+                                let id = id as usize;
+                                (nulls[id] & (1 << c) == 0).then(|| values[id * width + c])
+                            })
+                            .collect();
+                        let column: ArrayRef = Arc::new(column);
+                        Ok(if t == &DataType::Int64 {
+                            column
+                        } else {
+                            cast(&column, t)?
+                        })
+                    })
+                    .collect()
+            }
+        }
     }
 
     /// Bytes held: the keys, their hashes and the table.
     pub(crate) fn bytes(&self) -> usize {
-        self.keys.size() + self.hashes.len() * 8 + self.table.capacity() * 5
+        let keys = match &self.store {
+            Store::Rows { keys, .. } => keys.size(),
+            Store::Ints { values, nulls, .. } => values.len() * 8 + nulls.len(),
+        };
+        keys + self.hashes.len() * 8 + self.table.capacity() * 5
     }
 
     /// Forgets every key.
     pub(crate) fn clear(&mut self) {
-        self.keys.clear();
+        match &mut self.store {
+            Store::Rows { keys, .. } => keys.clear(),
+            Store::Ints {
+                values,
+                nulls,
+                null_id,
+                ..
+            } => {
+                values.clear();
+                nulls.clear();
+                *null_id = None;
+            }
+        }
         self.hashes.clear();
         self.table.clear();
     }
 }
 
+/// Integer columns as `Int64` (their values exactly).
+fn as_ints(columns: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
+    columns
+        .iter()
+        .map(|c| {
+            Ok(if c.data_type() == &DataType::Int64 {
+                c.clone()
+            } else {
+                cast(c, &DataType::Int64)?
+            })
+        })
+        .collect()
+}
+
+/// The hash of a key of one integer without a null (as [`hash_key`] would give it).
+fn hash_int(hasher: &hashbrown::DefaultHashBuilder, value: i64) -> u64 {
+    std::hash::BuildHasher::hash_one(hasher, value)
+}
+
+/// The hash of a key of integers and its nulls.
+fn hash_key(hasher: &hashbrown::DefaultHashBuilder, key: &[i64], mask: u8) -> u64 {
+    if let ([value], 0) = (key, mask) {
+        return hash_int(hasher, *value);
+    }
+    let mut state = std::hash::BuildHasher::build_hasher(hasher);
+    for value in key {
+        std::hash::Hasher::write_i64(&mut state, *value);
+    }
+    std::hash::Hasher::write_u8(&mut state, mask);
+    std::hash::Hasher::finish(&state)
+}
+
+/// Row `i`'s key into `key` (0 where null); returns its nulls, a bit per column.
+fn read_key(columns: &[&Int64Array], i: usize, key: &mut [i64]) -> u8 {
+    let mut mask = 0u8;
+    for (c, values) in columns.iter().enumerate() {
+        if values.is_null(i) {
+            mask |= 1 << c;
+            key[c] = 0;
+        } else {
+            key[c] = values.value(i);
+        }
+    }
+    mask
+}
+
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::array::StringArray;
 
     use super::*;
 
     #[test]
     fn keys_get_the_same_id_every_time_and_decode_back() {
-        let mut index =
-            KeyIndex::new(RowCodec::new(&[DataType::Utf8, DataType::Int64]).expect("codec"));
-        let names: ArrayRef = Arc::new(StringArray::from(vec![
-            Some("a"),
-            None,
-            Some("a"),
-            Some("b"),
-        ]));
-        let numbers: ArrayRef = Arc::new(Int64Array::from(vec![1, 1, 1, 2]));
-        let ids = index
-            .intern(&[names.clone(), numbers.clone()], 4)
-            .expect("intern");
-        assert_eq!(ids, vec![0, 1, 0, 2]);
-        assert_eq!(index.len(), 3);
-        let again = index.intern(&[names, numbers], 4).expect("intern");
-        assert_eq!(again, ids);
-        let other: ArrayRef = Arc::new(StringArray::from(vec![Some("b"), Some("c")]));
-        let two: ArrayRef = Arc::new(Int64Array::from(vec![2, 2]));
-        assert_eq!(
-            index.find(&[other, two], 2).expect("find"),
-            vec![Some(2), None]
-        );
-        let columns = index.columns(&[2, 1]).expect("decode");
-        assert_eq!(
-            columns[0].as_ref(),
-            &StringArray::from(vec![Some("b"), None]) as &dyn datafusion::arrow::array::Array
-        );
+        for types in [
+            vec![DataType::Utf8, DataType::Int64],
+            vec![DataType::Int32, DataType::Int64],
+        ] {
+            let mut index = KeyIndex::new(&types).expect("index");
+            let first: ArrayRef = if types[0] == DataType::Utf8 {
+                Arc::new(StringArray::from(vec![
+                    Some("1"),
+                    None,
+                    Some("1"),
+                    Some("2"),
+                ]))
+            } else {
+                Arc::new(datafusion::arrow::array::Int32Array::from(vec![
+                    Some(1),
+                    None,
+                    Some(1),
+                    Some(2),
+                ]))
+            };
+            let numbers: ArrayRef = Arc::new(Int64Array::from(vec![1, 1, 1, 2]));
+            let ids = index
+                .intern(&[first.clone(), numbers.clone()], 4)
+                .expect("intern");
+            assert_eq!(ids, vec![0, 1, 0, 2]);
+            assert_eq!(index.len(), 3);
+            let again = index.intern(&[first.clone(), numbers], 4).expect("intern");
+            assert_eq!(again, ids);
+            let other = first.slice(2, 2);
+            let two: ArrayRef = Arc::new(Int64Array::from(vec![1, 3]));
+            assert_eq!(
+                index.find(&[other, two], 2).expect("find"),
+                vec![Some(0), None]
+            );
+            let columns = index.columns(&[2, 1]).expect("decode");
+            assert_eq!(columns[0].data_type(), &types[0]);
+            assert_eq!(columns[0].null_count(), 1);
+            assert!(columns[0].is_null(1));
+            assert_eq!(
+                columns[1].as_primitive::<Int64Type>().values().to_vec(),
+                vec![2, 1]
+            );
+        }
     }
 
     #[test]
-    fn a_codec_without_columns_has_one_key() {
-        let mut index = KeyIndex::new(RowCodec::new(&[]).expect("codec"));
+    fn one_integer_column_keeps_null_apart_from_zero() {
+        let mut index = KeyIndex::new(&[DataType::Int64]).expect("index");
+        let first: ArrayRef = Arc::new(Int64Array::from(vec![0, 5, 0]));
+        assert_eq!(index.intern(&[first], 3).expect("intern"), vec![0, 1, 0]);
+        let nulls: ArrayRef = Arc::new(Int64Array::from(vec![None, Some(0), None, Some(7)]));
+        assert_eq!(
+            index
+                .intern(std::slice::from_ref(&nulls), 4)
+                .expect("intern"),
+            vec![2, 0, 2, 3]
+        );
+        assert_eq!(
+            index.find(&[nulls], 4).expect("find"),
+            vec![Some(2), Some(0), Some(2), Some(3)]
+        );
+        let columns = index.columns(&[2, 0, 3]).expect("decode");
+        assert!(columns[0].is_null(0));
+        assert_eq!(columns[0].as_primitive::<Int64Type>().value(1), 0);
+        assert_eq!(columns[0].as_primitive::<Int64Type>().value(2), 7);
+    }
+
+    #[test]
+    fn an_index_without_columns_has_one_key() {
+        let mut index = KeyIndex::new(&[]).expect("index");
         assert_eq!(index.intern(&[], 3).expect("intern"), vec![0, 0, 0]);
         assert!(index.columns(&[0]).expect("decode").is_empty());
     }

@@ -63,6 +63,17 @@ impl Operator for Project {
     fn inputs_mut(&mut self) -> Vec<&mut Box<dyn Operator>> {
         vec![&mut self.input]
     }
+
+    fn prune(&mut self, needed: &[bool]) {
+        let width = self.input.schema().fields().len();
+        let mut read = vec![false; width];
+        for (expr, _) in self.exprs.iter().zip(needed).filter(|(_, n)| **n) {
+            for (r, c) in read.iter_mut().zip(super::columns_of(expr, width)) {
+                *r |= c;
+            }
+        }
+        self.input.prune(&read);
+    }
 }
 
 /// A filter: the changed rows its predicate keeps.
@@ -105,5 +116,14 @@ impl Operator for Filter {
 
     fn inputs_mut(&mut self) -> Vec<&mut Box<dyn Operator>> {
         vec![&mut self.input]
+    }
+
+    fn prune(&mut self, needed: &[bool]) {
+        let read: Vec<bool> = needed
+            .iter()
+            .zip(super::columns_of(&self.predicate, needed.len()))
+            .map(|(a, b)| *a || b)
+            .collect();
+        self.input.prune(&read);
     }
 }

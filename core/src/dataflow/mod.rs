@@ -85,12 +85,30 @@ pub(crate) trait Operator: Send {
         input.skip()
     }
 
+    /// Says which of its output columns the operators above it read (the others may be given as nulls); an operator
+    /// that can skip work for the others does, and passes on what it reads itself.
+    fn prune(&mut self, _needed: &[bool]) {}
+
     /// The tables whose changes it reads (its own and its inputs').
     fn tables(&self, out: &mut Vec<String>) {
         for input in self.inputs() {
             input.tables(out);
         }
     }
+}
+
+/// Which of `width` columns an expression reads.
+pub(crate) fn columns_of(
+    expr: &std::sync::Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+    width: usize,
+) -> Vec<bool> {
+    let mut read = vec![false; width];
+    for column in datafusion::physical_expr::utils::collect_columns(expr) {
+        if let Some(slot) = read.get_mut(column.index()) {
+            *slot = true;
+        }
+    }
+    read
 }
 
 /// Rows and bytes kept by `op` and everything under it.

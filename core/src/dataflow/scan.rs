@@ -6,7 +6,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::zbatch::{Changes, ZBatch, evaluate, mask_of};
+use super::zbatch::{Changes, ZBatch, batch_of, evaluate, mask_of};
 use super::{Operator, state};
 use crate::error::Result;
 
@@ -74,7 +74,7 @@ impl Operator for Scan {
 
     fn step(&mut self, changes: &Changes) -> Result<ZBatch> {
         // The rows before the first step (a snapshot's, a view's as it was when this dataflow was made), then the
-        // step's changes.
+        // step's changes: each part filtered and projected, then put together.
         let mut parts: Vec<ZBatch> = self
             .constant
             .take()
@@ -83,25 +83,30 @@ impl Operator for Scan {
             .map(ZBatch::inserted)
             .collect();
         if !self.is_constant
-            && let Some(delta) = changes.get(&self.table)
+            && let Some(changes) = changes.get(&self.table)
         {
-            parts.push(delta.clone());
+            parts.extend(changes.iter().cloned());
         }
-        let mut delta = ZBatch::concat(&self.schema, parts)?;
-        if delta.is_empty() {
-            return Ok(ZBatch::empty(self.out.clone()));
-        }
-        for predicate in &self.filters {
-            if delta.is_empty() {
-                break;
+        let mut kept = Vec::with_capacity(parts.len());
+        for part in parts {
+            let mut delta = part.with_batch(batch_of(
+                &self.schema,
+                part.batch.columns().to_vec(),
+                part.len(),
+            )?);
+            for predicate in &self.filters {
+                if delta.is_empty() {
+                    break;
+                }
+                let mask = mask_of(&evaluate(predicate, &delta.batch)?)?;
+                delta = delta.filter(&mask)?;
             }
-            let mask = mask_of(&evaluate(predicate, &delta.batch)?)?;
-            delta = delta.filter(&mask)?;
+            if let Some(projection) = &self.projection {
+                delta = delta.with_batch(delta.batch.project(projection)?);
+            }
+            kept.push(delta);
         }
-        if let Some(projection) = &self.projection {
-            delta = delta.with_batch(delta.batch.project(projection)?);
-        }
-        Ok(delta)
+        ZBatch::concat(&self.out, kept)
     }
 
     fn insert_only(&self) -> bool {

@@ -67,7 +67,7 @@ fn t(rows: &[(i64, f64, &str, i64)]) -> Changes {
     )
     .expect("batch");
     let weights = rows.iter().map(|r| r.3).collect();
-    [("t".to_owned(), ZBatch::weighted(batch, weights))].into()
+    [("t".to_owned(), vec![ZBatch::weighted(batch, weights)])].into()
 }
 
 fn u(rows: &[(i64, &str, i64)]) -> Changes {
@@ -80,7 +80,7 @@ fn u(rows: &[(i64, &str, i64)]) -> Changes {
     )
     .expect("batch");
     let weights = rows.iter().map(|r| r.2).collect();
-    [("u".to_owned(), ZBatch::weighted(batch, weights))].into()
+    [("u".to_owned(), vec![ZBatch::weighted(batch, weights)])].into()
 }
 
 /// A step's changes as sorted lines `weight | values`.
@@ -305,7 +305,7 @@ async fn a_cdc_state_turns_updates_deletes_and_reinserts_into_retractions() {
         ZBatch::inserted(batch)
     };
     let step = |cdc: &mut Cdc, op, id, n| {
-        let changes: Changes = [("c".to_owned(), change(op, id, n))].into();
+        let changes: Changes = [("c".to_owned(), vec![change(op, id, n)])].into();
         lines(&cdc.step(&changes).expect("step"))
     };
     assert_eq!(step(&mut cdc, "c", "a", Some(1)), ["+1 | a | 1 |"]);

@@ -21,8 +21,9 @@ pub(crate) struct ZBatch {
     weights: Option<Vec<i64>>,
 }
 
-/// Everything the inputs changed in one step, by table.
-pub(crate) type Changes = HashMap<String, ZBatch>;
+/// Everything the inputs changed in one step, by table: a log's new records as they were read (in several batches,
+/// which a scan projects and filters before it puts them together), a view's changes as one.
+pub(crate) type Changes = HashMap<String, Vec<ZBatch>>;
 
 impl ZBatch {
     /// Every row of `batch`, inserted once.

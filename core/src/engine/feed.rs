@@ -123,6 +123,16 @@ impl Worker {
         self.feed_all_reading(offset, true)
     }
 
+    /// Starts reading what a feed to `offset` will feed, for every log (a replay reads its next batch while the
+    /// views take this one).
+    fn read_ahead(&mut self, offset: u64) {
+        self.ahead = self
+            .logs
+            .iter()
+            .filter_map(|(name, log)| Some((name.clone(), log.read_ahead(offset)?)))
+            .collect();
+    }
+
     /// Feeds every log up to `offset` as `feed_all` does, without reading the records fed: for callers that compute
     /// the views from the tables afterwards (opening, seeking), so a log in the store is not read into memory.
     pub(super) fn feed_all_counting(&mut self, offset: u64) {
@@ -141,7 +151,7 @@ impl Worker {
                 continue;
             };
             let f = if read_new {
-                log.feed_to(offset)
+                log.feed_read(offset, self.ahead.remove(&name))
             } else {
                 log.feed_counting(offset)
             };
@@ -234,11 +244,16 @@ impl Worker {
     pub(super) async fn replay_batch(&mut self) {
         let Some(run) = &self.replay else { return };
         let position = run.progress.position;
-        let next = position
-            .saturating_add(run.progress.batch_size)
-            .min(run.progress.target);
+        let (batch_size, target) = (run.progress.batch_size, run.progress.target);
+        let next = position.saturating_add(batch_size).min(target);
         let started = Instant::now();
         let (events, duplicates, deltas) = self.feed_all(next);
+        // The next batch is read while the views take this one.
+        let after = next.saturating_add(batch_size).min(target);
+        self.ahead.clear();
+        if after > next {
+            self.read_ahead(after);
+        }
         // The same write path as live appends: incremental views take the batch, the rest are recomputed
         // (throttled, and at the end).
         self.maintain(&deltas, events).await;

@@ -156,14 +156,14 @@ pub(super) async fn recompute_in(
     Ok(batches)
 }
 
-/// New records as inserted changes (None for none).
-fn as_inserted(batches: &[RecordBatch]) -> Option<ZBatch> {
-    let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
-    let first = batches.first()?;
-    let batch =
-        datafusion::arrow::compute::concat_batches(&first.schema(), batches.iter().copied())
-            .ok()?;
-    Some(ZBatch::inserted(batch))
+/// New records as inserted changes, a batch each (None for none).
+fn as_inserted(batches: &[RecordBatch]) -> Option<Vec<ZBatch>> {
+    let parts: Vec<ZBatch> = batches
+        .iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| ZBatch::inserted(b.clone()))
+        .collect();
+    (!parts.is_empty()).then_some(parts)
 }
 
 impl Worker {
@@ -246,7 +246,7 @@ impl Worker {
                     None => {}
                 }
             }
-            let size: usize = round.values().map(ZBatch::len).sum();
+            let size: usize = round.values().flatten().map(ZBatch::len).sum();
             for (name, flow, delta, secs) in step_flows(flows, &round, size >= PARALLEL_CHANGES) {
                 match delta {
                     Ok(delta) => {
@@ -272,7 +272,7 @@ impl Worker {
                             secs,
                         });
                         if !delta.is_empty() {
-                            round.insert(name.clone(), delta);
+                            round.insert(name.clone(), vec![delta]);
                         }
                         self.maint.insert(name, Maint::Flow(flow));
                     }

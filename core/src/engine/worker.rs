@@ -137,6 +137,8 @@ pub(super) struct Worker {
     pub(super) restored: Option<Restored>,
     /// Records fed when the last checkpoint was taken while reading a log.
     pub(super) checkpointed: u64,
+    /// The records a replay's next batch will feed, being read (by log).
+    pub(super) ahead: BTreeMap<String, crate::ingest::ReadAhead>,
 }
 
 /// Answers a command with an error (used when the worker cannot run at all).
@@ -251,6 +253,7 @@ impl Worker {
             loading: None,
             restored: None,
             checkpointed: 0,
+            ahead: BTreeMap::new(),
         }
     }
 
