@@ -115,7 +115,7 @@ if peer == "DuckDB":
         con.execute(f"CREATE TABLE {name} AS {sql}")
     seconds = time.perf_counter() - started
     for name, _ in views:
-        out[name] = fingerprint(con.execute(f"SELECT * FROM {name}").arrow())
+        out[name] = fingerprint(con.execute(f"SELECT * FROM {name}").to_arrow_table())
 elif peer == "DataFusion":
     import datafusion
     started = time.perf_counter()
@@ -138,13 +138,22 @@ elif peer == "Polars":
         frames[name] = pl.scan_parquet(path)
     ctx = pl.SQLContext(frames=frames)
     results = {}
+    def window(column):
+        return pl.col(column).str.strptime(pl.Datetime("ms"), "%Y-%m-%dT%H:%M:%S%.3fZ").dt.truncate("10s")
     for name, sql in views:
         frame = None
-        if "date_bin(INTERVAL '10 seconds'" in sql and name == "q7":
+        if "date_bin(INTERVAL '10 seconds'" in sql and name == "q8":
+            # Polars SQL has no date_bin: people who opened an auction in the window they joined in.
+            people = results["person"].lazy().with_columns(window("date_time").alias("window_start"))
+            auctions = results["auction"].lazy().with_columns(window("date_time").alias("window_start"))
+            frame = people.join(
+                auctions, left_on=["id", "window_start"], right_on=["seller", "window_start"]
+            ).select(["id", "name", "window_start"])
+        elif "date_bin(INTERVAL '10 seconds'" in sql and name == "q7":
             # Polars SQL has no date_bin: 10-second windows in the expression API.
             frame = (
                 results["bid"].lazy()
-                .with_columns(pl.col("date_time").str.to_datetime(time_zone=None, strict=False).dt.replace_time_zone(None).dt.truncate("10s").alias("window_start"))
+                .with_columns(window("date_time").alias("window_start"))
                 .group_by("window_start")
                 .agg(pl.col("price").max().alias("highest"), pl.len().cast(pl.Int64).alias("bids"))
             )
@@ -355,7 +364,8 @@ def main():
                     try:
                         result = peer_run(peer, spec)
                     except SystemExit as e:
-                        failed[peer] = str(e).splitlines()[-1][:200]
+                        lines = [l for l in str(e).splitlines() if l.strip()]
+                        failed[peer] = next((l for l in reversed(lines) if "Error" in l), lines[-1])[:300]
                         print(f"{peer} cannot compute {scenario}: {failed[peer]}", file=sys.stderr)
                         continue
                     check(peer, scenario, result["fingerprint"], reference)
