@@ -619,7 +619,7 @@ fn paths(app: &KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
             ("read: compute from the log", human_secs(p.read_path_secs)),
             ("read: the stored state", human_secs(p.write_path_read_secs)),
             (
-                "materializing pays off above",
+                "where materializing pays off",
                 p.crossover_point().to_string(),
             ),
         ] {

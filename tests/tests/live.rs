@@ -586,6 +586,16 @@ fn kappa_paths_measures_both_paths_of_every_view() {
         if kind == "aggregate" {
             assert_eq!(paths["state_rows"], view_rows(&view["view"]), "{view}");
         }
+        // The crossover reads as one read every so many appended events, the same figure as the raw rate.
+        if let Some(reads) = paths["crossover_reads_per_write"].as_f64() {
+            let every = view["crossover_events_per_read"].as_f64().expect("every");
+            assert!((every * reads - 1.0).abs() < 0.06, "{view}");
+            let sentence = view["crossover"].as_str().expect("crossover");
+            assert!(
+                sentence.starts_with("materialize when read more than "),
+                "{view}"
+            );
+        }
     }
     let text = kappa()
         .args(["paths"])
@@ -593,6 +603,14 @@ fn kappa_paths_measures_both_paths_of_every_view() {
         .output()
         .expect("run");
     let text = String::from_utf8_lossy(&text.stdout);
+    assert!(!text.contains("0.0000"), "{text}");
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("order_status: materialize when read more than")
+                || l == "order_status: never: reading the stored state is not cheaper"
+        ),
+        "{text}"
+    );
     assert!(
         text.contains(
             "order_status: retract — changes of `orders` flow through an aggregate (last_value, max) as rows with \

@@ -155,6 +155,8 @@ pub fn paths(args: &PathsArgs, options: &EngineOptions) -> Result<ExitCode> {
                     "mode": v.mode.to_string(),
                     "maintenance": v.maintenance,
                     "paths": v.paths,
+                    "crossover": v.paths.crossover_point().to_string(),
+                    "crossover_events_per_read": v.paths.crossover_point().events_per_read(),
                 })
             })
             .collect();
@@ -169,7 +171,7 @@ pub fn paths(args: &PathsArgs, options: &EngineOptions) -> Result<ExitCode> {
 #[must_use]
 pub fn paths_table(snapshot: &Snapshot, batch_size: u64) -> String {
     let mut text = format!(
-        "{:<20} {:<10} {:>12} {:>10} {:>10} {:>12} {:>12} {:>20}\n",
+        "{:<20} {:<10} {:>12} {:>10} {:>10} {:>12} {:>12} {:>10}\n",
         "view", "kind", "write/event", "rows", "state", "read: log", "read: state", "crossover"
     );
     for v in &snapshot.views {
@@ -177,10 +179,10 @@ pub fn paths_table(snapshot: &Snapshot, batch_size: u64) -> String {
             .maintenance
             .as_ref()
             .map_or_else(|| "error".to_owned(), |m| m.kind.to_string());
-        let crossover = v.paths.crossover_point().to_string();
+        let crossover = v.paths.crossover_point().short();
         let _ = writeln!(
             text,
-            "{:<20} {:<10} {:>12} {:>10} {:>10} {:>12} {:>12} {:>20}",
+            "{:<20} {:<10} {:>12} {:>10} {:>10} {:>12} {:>12} {:>10}",
             v.name,
             kind,
             human_secs(v.paths.write_secs_per_event),
@@ -198,12 +200,16 @@ pub fn paths_table(snapshot: &Snapshot, batch_size: u64) -> String {
     let _ = write!(
         text,
         "\nwrite/event: time to maintain the view per appended event (appends of {batch_size}); read: log: time to \
-         compute it from the log now; read: state: time to read what is stored; crossover: reads per appended event \
-         above which materializing is cheaper.\n\n"
+         compute it from the log now; read: state: time to read what is stored; crossover: \"1 in N\": \
+         materializing is cheaper when the view is read more than once every N appended events.\n\n"
     );
     for v in &snapshot.views {
         if let Some(m) = &v.maintenance {
             let _ = writeln!(text, "{}: {} — {}", v.name, m.kind, m.reason);
+        }
+        let crossover = v.paths.crossover_point();
+        if !matches!(crossover, kappa_core::Crossover::Unknown) {
+            let _ = writeln!(text, "{}: {crossover}", v.name);
         }
     }
     text

@@ -49,23 +49,94 @@ pub enum Crossover {
 }
 
 impl Crossover {
-    /// The same, short, for a narrow column: `0.001/ev`, `never`, `-`.
+    /// Appended events per read at the crossover, to two significant figures (`5,300` for 1.9e-4 reads/event).
+    ///
+    /// A rate of one read every so many events is what a person can compare with how often a view is read; a
+    /// fraction of a read per event is not.
+    #[must_use]
+    pub fn events_per_read(&self) -> Option<f64> {
+        match self {
+            Crossover::At(reads) if *reads > 0.0 => Some(significant(1.0 / reads)),
+            _ => None,
+        }
+    }
+
+    /// The same, short, for a narrow column: `1 in 5.3k` (read more than once every 5,300 appended events),
+    /// `2.5/ev` (more than 2.5 reads per appended event), `never`, `-`.
     #[must_use]
     pub fn short(&self) -> String {
-        match self {
-            Crossover::At(reads) if *reads < 0.01 => format!("{reads:.1e}/ev"),
-            Crossover::At(reads) => format!("{reads:.3}/ev"),
-            other => other.to_string(),
+        match (self, self.events_per_read()) {
+            (Crossover::At(reads), Some(every)) if every < 1.0 => {
+                format!("{}/ev", compact(significant(*reads)))
+            }
+            (Crossover::At(_), Some(every)) => format!("1 in {}", compact(every)),
+            (Crossover::At(_), None) => "always".to_owned(),
+            (Crossover::Never, _) => "never".to_owned(),
+            (Crossover::Unknown, _) => "-".to_owned(),
         }
     }
 }
 
+/// `x` rounded to two significant figures.
+fn significant(x: f64) -> f64 {
+    if !x.is_finite() || x <= 0.0 {
+        return x;
+    }
+    let scale = 10f64.powf(x.log10().floor() - 1.0);
+    (x / scale).round() * scale
+}
+
+/// `5.3k`, `120`, `1.2M`, `2.5`: a positive figure in at most five characters.
+fn compact(x: f64) -> String {
+    let (value, unit) = if x >= 1e9 {
+        (x / 1e9, "G")
+    } else if x >= 1e6 {
+        (x / 1e6, "M")
+    } else if x >= 1e3 {
+        (x / 1e3, "k")
+    } else {
+        (x, "")
+    };
+    if value >= 10.0 || (value.fract() == 0.0 && unit.is_empty()) {
+        format!("{value:.0}{unit}")
+    } else {
+        format!("{value:.1}{unit}")
+    }
+}
+
+/// `5,300`, `12`, `2.5`: a figure written for a sentence.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn in_words(x: f64) -> String {
+    if x >= 10.0 {
+        crate::output::thousands(x.round() as u64)
+    } else if x.fract() == 0.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
 impl std::fmt::Display for Crossover {
+    /// `materialize when read more than once every 5,300 appended events`, `... more than 2.5 times per appended
+    /// event`, `never`, `-`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Crossover::At(reads) => write!(f, "{reads:.4} reads/event"),
-            Crossover::Never => f.write_str("never"),
-            Crossover::Unknown => f.write_str("-"),
+        match (self, self.events_per_read()) {
+            (Crossover::At(reads), Some(every)) if every < 1.0 => write!(
+                f,
+                "materialize when read more than {} times per appended event",
+                in_words(significant(*reads))
+            ),
+            (Crossover::At(_), Some(every)) if every <= 1.0 => {
+                f.write_str("materialize when read more than once per appended event")
+            }
+            (Crossover::At(_), Some(every)) => write!(
+                f,
+                "materialize when read more than once every {} appended events",
+                in_words(every)
+            ),
+            (Crossover::At(_), None) => f.write_str("materialize: cheaper at any rate of reads"),
+            (Crossover::Never, _) => f.write_str("never: reading the stored state is not cheaper"),
+            (Crossover::Unknown, _) => f.write_str("-"),
         }
     }
 }
@@ -212,5 +283,42 @@ impl Worker {
         }
         times.sort_by(f64::total_cmp);
         Ok(times[times.len() / 2])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Crossover;
+
+    #[test]
+    fn a_crossover_reads_as_one_read_every_so_many_events() {
+        let bank = Crossover::At(1.9e-4);
+        assert_eq!(bank.events_per_read(), Some(5300.0));
+        assert_eq!(
+            bank.to_string(),
+            "materialize when read more than once every 5,300 appended events"
+        );
+        assert_eq!(bank.short(), "1 in 5.3k");
+        // The Nexmark figure that printed as 0.0000 reads/event.
+        let tiny = Crossover::At(3.2e-7);
+        assert_eq!(
+            tiny.to_string(),
+            "materialize when read more than once every 3,100,000 appended events"
+        );
+        assert_eq!(tiny.short(), "1 in 3.1M");
+        assert_eq!(Crossover::At(0.05).short(), "1 in 20");
+        assert_eq!(Crossover::At(0.4).short(), "1 in 2.5");
+        assert_eq!(
+            Crossover::At(2.46).to_string(),
+            "materialize when read more than 2.5 times per appended event"
+        );
+        assert_eq!(Crossover::At(2.46).short(), "2.5/ev");
+        assert_eq!(Crossover::At(1.0).short(), "1 in 1");
+        assert_eq!(Crossover::Never.short(), "never");
+        assert_eq!(
+            Crossover::Never.to_string(),
+            "never: reading the stored state is not cheaper"
+        );
+        assert_eq!(Crossover::Unknown.short(), "-");
     }
 }
