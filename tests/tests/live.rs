@@ -428,11 +428,18 @@ impl Watch {
     }
 
     /// After `update`, the log reaches offset `to` (at once, or through the appends that follow it).
+    /// Follows `events` from a reload to offset `to`: the reload delivered every record again, and each line
+    /// after it delivered what it appended, so the lines add up to the offset at every step.
     fn reaches(&self, update: &serde_json::Value, to: u64) {
         let mut at = update["to_offset"].as_u64().expect("to_offset");
+        let mut delivered = update["events"].as_u64().expect("events");
+        assert_eq!(delivered, at, "{update}");
         while at < to {
             let update = self.next("events", "appended");
+            assert_eq!(update["from_offset"].as_u64(), Some(at), "{update}");
+            delivered += update["events"].as_u64().expect("events");
             at = update["to_offset"].as_u64().expect("to_offset");
+            assert_eq!(delivered, at, "{update}");
         }
         assert_eq!(at, to);
     }
@@ -506,6 +513,7 @@ fn kappa_watch_reports_appends_truncation_rotation_deletion_and_snapshots() {
         (update["from_offset"].as_u64(), update["to_offset"].as_u64()),
         (Some(4), Some(5))
     );
+    assert_eq!(update["events"], 1);
     let per_user = &update["views"][1];
     assert_eq!(
         (per_user["inserted"].as_u64(), per_user["updated"].as_u64()),
@@ -529,7 +537,12 @@ fn kappa_watch_reports_appends_truncation_rotation_deletion_and_snapshots() {
     let temp = dir.path().join("users.tmp");
     std::fs::write(&temp, "user_id,country\n1,nz\n").expect("write");
     std::fs::rename(&temp, dir.path().join("users.csv")).expect("replace");
-    watch.next("users", "reloaded");
+    let update = watch.next("users", "reloaded");
+    assert_eq!(
+        (update["to_offset"].as_u64(), update["events"].as_u64()),
+        (Some(1), Some(1)),
+        "{update}"
+    );
 
     std::fs::remove_file(&log).expect("delete");
     let update = watch.next("events", "deleted");

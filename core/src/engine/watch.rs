@@ -91,7 +91,9 @@ pub struct LiveUpdate {
     /// The source's next offset before and after.
     pub from_offset: u64,
     pub to_offset: u64,
-    /// Records appended.
+    /// Records this update delivered: those appended at `from_offset..to_offset`, or, when the source was read
+    /// again from offset 0 (truncated, rotated, rewritten, reloaded), all of them. The `events` of a source's lines
+    /// since its last reload add up to its offset.
     pub events: u64,
     /// Of those, dropped as duplicates.
     pub duplicates: u64,
@@ -487,12 +489,12 @@ impl Worker {
             .iter()
             .map(|(name, log)| (name.clone(), log.position))
             .collect();
-        let (events, duplicates, view_changes) = if self.following && self.replay.is_none() {
+        let (duplicates, view_changes) = if self.following && self.replay.is_none() {
             let (events, duplicates, deltas) = self.feed_all(u64::MAX);
             let view_changes = self.maintain(&deltas, events).await;
-            (events, duplicates, view_changes)
+            (duplicates, view_changes)
         } else {
-            (0, 0, Vec::new())
+            (0, Vec::new())
         };
         let lag_ms = lag_since(modified);
         for (i, (name, from, records)) in appended.iter().enumerate() {
@@ -512,11 +514,8 @@ impl Worker {
                 detail,
                 from_offset: *from,
                 to_offset: to,
-                events: if appended.len() == 1 {
-                    events
-                } else {
-                    *records
-                },
+                // What was appended at from..to, fed to the views or not (the detail says which).
+                events: *records,
                 duplicates: if i == 0 { duplicates } else { 0 },
                 views: if i == 0 {
                     view_changes.clone()
@@ -629,8 +628,11 @@ impl Worker {
                 if let Some(state) = self.sources.get_mut(name) {
                     state.schema = Some(schema);
                 }
+                // Read again from offset 0: every record of the source was delivered again, so the lines since
+                // the last reload add up to the source's offset.
                 self.push_update(LiveUpdate {
                     to_offset: to,
+                    events: to,
                     ..LiveUpdate::notice(name, event, detail, from)
                 });
                 true
