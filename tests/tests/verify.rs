@@ -318,6 +318,40 @@ fn exit_codes_and_formats() {
         Some("1 missing, 1 extra, 1 changed")
     );
 
+    // A value holding control characters (an escape sequence, a NUL) still makes XML a parser accepts, and the
+    // failure says what the value held.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = pipeline_with(
+        dir.path(),
+        (
+            "out.csv",
+            "k,v,s\n1,1.5,a\n2,2.5,\"\u{1b}[31mred\u{0}\"\n3,3.5,c\n",
+        ),
+        "[[check]]\nview = \"v\"\nagainst = \"out.csv\"\nkey = [\"k\"]\n",
+    );
+    let out = kappa()
+        .args(["verify", path.to_str().expect("utf-8"), "--format", "junit"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let xml = String::from_utf8(out.stdout).expect("utf-8");
+    let doc =
+        roxmltree::Document::parse(&xml).expect("well-formed JUnit XML with control characters");
+    let failure = doc
+        .descendants()
+        .find(|n| n.has_tag_name("failure"))
+        .expect("a failure");
+    assert_eq!(
+        failure.attribute("message"),
+        Some("0 missing, 0 extra, 1 changed")
+    );
+    assert!(
+        failure
+            .text()
+            .is_some_and(|t| t.contains("\\u{1b}[31mred\\u{0}")),
+        "{xml}"
+    );
+
     // Bad input: an output file that does not exist, an unknown check name.
     let dir = tempfile::tempdir().expect("temp dir");
     let path = pipeline_with(

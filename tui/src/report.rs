@@ -160,11 +160,25 @@ pub fn text(reports: &[CheckReport]) -> String {
     out
 }
 
+/// `text` as XML 1.0 character data or an attribute value: markup escaped, and the characters XML 1.0 cannot hold
+/// at all (control characters but tab, newline and carriage return; U+FFFE, U+FFFF) written as `\u{1b}`, so a
+/// value holding one still makes a file CI servers accept, and says what it held.
 fn xml(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if c < ' ' || c == '\u{fffe}' || c == '\u{ffff}' => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// JUnit XML: one test case per check; a failed check is a `<failure>`, one that could not run an `<error>`.
@@ -235,4 +249,15 @@ pub fn junit(suite: &str, reports: &[CheckReport]) -> String {
     }
     out.push_str("  </testsuite>\n</testsuites>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn xml_escapes_markup_and_writes_control_characters_out() {
+        assert_eq!(
+            super::xml("a<b>&\"c\"\u{1}\u{1b}[0m\t\n\u{ffff}é"),
+            "a&lt;b&gt;&amp;&quot;c&quot;\\u{1}\\u{1b}[0m\t\n\\u{ffff}é"
+        );
+    }
 }
