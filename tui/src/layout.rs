@@ -125,3 +125,25 @@ pub fn tree_first(selected: usize, tree: Rect) -> usize {
     let height = usize::from(tree.height.saturating_sub(2)).max(1);
     selected.saturating_sub(height - 1)
 }
+
+#[cfg(test)]
+mod readme {
+    use super::Tab;
+
+    /// The README's key table names every tab, in order, with the number keys that reach them.
+    #[test]
+    fn the_readme_lists_every_tab() {
+        let titles: Vec<&str> = Tab::ALL.iter().map(|t| t.title()).collect();
+        let (last, rest) = titles.split_last().expect("tabs");
+        let expected = format!(
+            "| | `1`-`{}`, `Tab`, `Shift-Tab` | the {} and {last} tabs |",
+            Tab::ALL.len(),
+            rest.join(", ")
+        );
+        let readme = include_str!("../../README.md");
+        assert!(
+            readme.lines().any(|line| line == expected),
+            "README.md's key table should have the line\n{expected}"
+        );
+    }
+}
