@@ -213,6 +213,12 @@ pub enum Error {
     #[error("{0}")]
     Arrow(ArrowError),
 
+    /// DataFusion refused a source's or view's table (its name, or its batches against its schema).
+    #[error(
+        "`{name}` could not be put in place as a table: {reason}; what reads it sees its last state"
+    )]
+    Register { name: String, reason: String },
+
     /// A source or view that failed earlier was asked for.
     #[error("`{name}` is not available: {reason}")]
     Unavailable { name: String, reason: String },

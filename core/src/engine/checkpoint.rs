@@ -410,8 +410,10 @@ impl Worker {
             let planned = self.delta_plan(&spec.name, &spec.sql).await;
             match self.plan_flow(&planned).await {
                 Ok((_, flow)) => {
-                    let _ = self.ctx.deregister_table(name.as_str());
-                    let _ = self.ctx.register_table(name.as_str(), flow.table.clone());
+                    if let Err(e) = super::feed::replace_table(&self.ctx, &name, flow.table.clone())
+                    {
+                        self.registration_failed(&name, &e);
+                    }
                     for upstream in &flow.reads_changes_of {
                         if let Some(Maint::Flow(upstream)) = self.maint.get_mut(upstream) {
                             upstream.set_emit(true);

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::catalog::MemTable;
+use datafusion::catalog::{MemTable, TableProvider};
 use datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
@@ -82,11 +82,31 @@ pub(super) fn register(
     name: &str,
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
-) -> Option<Arc<MemTable>> {
-    let _ = ctx.deregister_table(name);
-    let table = Arc::new(MemTable::try_new(schema, vec![batches]).ok()?);
-    ctx.register_table(name, table.clone()).ok()?;
-    Some(table)
+) -> Result<Arc<MemTable>> {
+    let table =
+        Arc::new(
+            MemTable::try_new(schema, vec![batches]).map_err(|e| Error::Register {
+                name: name.to_owned(),
+                reason: e.to_string(),
+            })?,
+        );
+    replace_table(ctx, name, table.clone())?;
+    Ok(table)
+}
+
+/// Puts `table` in place as `name`, replacing what was there. The error names the table and says why.
+pub(super) fn replace_table(
+    ctx: &SessionContext,
+    name: &str,
+    table: Arc<dyn TableProvider>,
+) -> Result<()> {
+    ctx.deregister_table(name)
+        .and_then(|_| ctx.register_table(name, table))
+        .map(|_| ())
+        .map_err(|e| Error::Register {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 impl Worker {
@@ -172,7 +192,9 @@ impl Worker {
             }
             match (cdc, state) {
                 (Some(schema), Some(Ok(batch))) => {
-                    let _ = register(&self.ctx, &name, schema, vec![batch]);
+                    if let Err(e) = register(&self.ctx, &name, schema, vec![batch]) {
+                        self.registration_failed(&name, &e);
+                    }
                 }
                 (_, Some(Err(e))) => {
                     if let Some(state) = self.sources.get_mut(&name) {
@@ -198,11 +220,25 @@ impl Worker {
         {
             return;
         }
-        self.registered
-            .insert(name.to_owned(), (source.to_owned(), id));
         let table = log.table();
-        let _ = self.ctx.deregister_table(name);
-        let _ = self.ctx.register_table(name, table);
+        match replace_table(&self.ctx, name, table) {
+            Ok(()) => {
+                self.registered
+                    .insert(name.to_owned(), (source.to_owned(), id));
+            }
+            Err(e) => self.registration_failed(source, &e),
+        }
+    }
+
+    /// A table DataFusion refused: the source or view shows the error (its readers would otherwise see stale data
+    /// with nothing said).
+    pub(super) fn registration_failed(&mut self, name: &str, error: &Error) {
+        let status = NodeStatus::Error(error.to_string());
+        if let Some(state) = self.sources.get_mut(name) {
+            state.status = status;
+        } else if let Some(view) = self.views.get_mut(name) {
+            view.state.status = status;
+        }
     }
 
     pub(super) async fn start_replay(&mut self, to: Option<u64>, batch_size: Option<u64>) {
@@ -657,5 +693,44 @@ impl Worker {
         self.refresh_recomputes(true).await;
         self.computing = false;
         self.metrics = metrics;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::prelude::SessionContext;
+
+    use super::register;
+
+    #[test]
+    fn a_refused_table_is_an_error_that_names_it() {
+        let ctx = SessionContext::new();
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]));
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2]))])
+                .expect("batch");
+        assert!(register(&ctx, "t", schema.clone(), vec![batch.clone()]).is_ok());
+        // A catalog that does not exist.
+        let error = register(&ctx, "nowhere.s.t", schema, vec![batch.clone()])
+            .expect_err("no such catalog");
+        assert!(
+            error
+                .to_string()
+                .starts_with("`nowhere.s.t` could not be put in place as a table: "),
+            "{error}"
+        );
+        // Batches that do not fit the schema.
+        let other = Arc::new(Schema::new(vec![Field::new("b", DataType::Utf8, false)]));
+        let error = register(&ctx, "t", other, vec![batch]).expect_err("mismatch");
+        assert!(
+            error
+                .to_string()
+                .starts_with("`t` could not be put in place"),
+            "{error}"
+        );
     }
 }

@@ -400,9 +400,10 @@ impl Worker {
                 Some(frozen) => Some(frozen),
                 None => self.ctx.table_provider(name.as_str()).await.ok(),
             };
-            if let Some(table) = table {
-                let _ = snapshot.deregister_table(name.as_str());
-                let _ = snapshot.register_table(name.as_str(), table);
+            if let Some(table) = table
+                && let Err(e) = super::feed::replace_table(&snapshot, &name, table)
+            {
+                self.registration_failed(&name, &e);
             }
         }
         let jobs: Vec<(String, String)> = self
@@ -447,11 +448,10 @@ impl Worker {
                             Err(_) => continue,
                         },
                     };
-                    let Ok(table) = MemTable::try_new(schema, vec![batches]) else {
+                    if let Err(e) = super::feed::register(&self.ctx, &name, schema, batches) {
+                        self.registration_failed(&name, &e);
                         continue;
-                    };
-                    let _ = self.ctx.deregister_table(name.as_str());
-                    let _ = self.ctx.register_table(name.as_str(), Arc::new(table));
+                    }
                     if let Some(view) = self.views.get_mut(&name) {
                         view.state.rows = Some(rows);
                         view.state.compute_secs = secs;

@@ -540,15 +540,19 @@ impl Worker {
                     && let Ok(all) = datafusion::arrow::compute::concat_batches(&schema, &batches)
                 {
                     let kept = all.slice(0, keep_rows.min(all.num_rows()));
-                    register(&self.ctx, &view, schema, vec![kept]);
+                    if let Err(e) = register(&self.ctx, &view, schema, vec![kept]) {
+                        self.registration_failed(&view, &e);
+                    }
                 }
             }
             Command::TamperViewFloats { view, factor } => {
                 if let Ok((schema, batches)) = self.stored(&view).await {
                     let scaled: Result<Vec<RecordBatch>> =
                         batches.iter().map(|b| scale_floats(b, factor)).collect();
-                    if let Ok(scaled) = scaled {
-                        register(&self.ctx, &view, schema, scaled);
+                    if let Ok(scaled) = scaled
+                        && let Err(e) = register(&self.ctx, &view, schema, scaled)
+                    {
+                        self.registration_failed(&view, &e);
                     }
                 }
             }
