@@ -4,7 +4,8 @@
 //! `event_id` was seen before is dropped (idempotency, across any batch boundaries), event times that go backwards
 //! are noted, and the rest are kept in offset order in the log's [`Records`] (sealed segments on disk, then memory).
 //! They are *fed* to the views by moving the log's position: every record with an offset below it is what the views
-//! see, and [`SourceLog::feed_to`] hands the records it passed over to the write path. One code path for history and
+//! see, and [`SourceLog::feed_read`] (or, without reading them, [`SourceLog::feed_counting`]) hands the records it
+//! passed over to the write path. One code path for history and
 //! for live data: loading, replaying, time travel and appends all move the position.
 
 use std::collections::BTreeMap;
@@ -32,7 +33,7 @@ pub(crate) struct ReadAhead {
     handle: std::thread::JoinHandle<Result<Vec<RecordBatch>>>,
 }
 
-/// What one call to [`SourceLog::feed_to`] did.
+/// What one move of a log's position did ([`SourceLog::feed_read`], [`SourceLog::feed_counting`]).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Fed {
     /// Records passed over (duplicates included).

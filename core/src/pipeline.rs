@@ -4,7 +4,7 @@
 //! [[source]]
 //! name = "orders"            # the table name in SQL
 //! path = "orders.jsonl"      # relative to this file
-//! kind = "log"               # log (append-only, has offsets) | snapshot (replaced whole) | kafka (see `kafka`)
+//! kind = "log"               # log (append-only, has offsets) | snapshot (replaced whole) | kafka (see `kafka`) | postgres (see `postgres`)
 //! format = "jsonl"           # jsonl | csv | parquet | arrow | debezium; inferred from the extension when omitted
 //! key = ["id"]               # the primary key (Debezium sources only)
 //! event_id = "event_id"      # optional idempotency key: a repeated id is dropped and counted

@@ -188,7 +188,7 @@ enum TraceFormat {
 
 #[derive(Debug, Args)]
 struct TryArgs {
-    /// The scenario: shop, bank, signups, privacy or nexmark (`kappa` alone lists them).
+    /// The scenario: shop, bank, signups, privacy, timeliness or nexmark (`kappa` alone lists them).
     scenario: String,
     /// The folder to generate it into (created if missing; its files are replaced) [default: kappa-scenarios/NAME in
     /// the temporary folder].

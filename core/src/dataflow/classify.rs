@@ -17,7 +17,7 @@ use serde::Serialize;
 pub enum MaintenanceKind {
     /// New events' rows are appended.
     Append,
-    /// Partial aggregates are merged by group key.
+    /// New events are folded into a state per group (the aggregate operator, inserts only).
     Aggregate,
     /// New events are joined to snapshots (with or without an aggregate on top).
     Join,

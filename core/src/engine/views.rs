@@ -326,7 +326,7 @@ impl Worker {
             Ok(plan) => dataflow::classify(plan, &|t| self.role(t)),
             Err(e) => Maintenance::new(
                 MaintenanceKind::Recompute,
-                format!("cannot be planned over new events alone ({e})"),
+                format!("cannot be planned ({e})"),
             ),
         }
     }
@@ -341,7 +341,7 @@ impl Worker {
         let session = self.ctx.state();
         let plan = planned
             .as_ref()
-            .map_err(|e| format!("cannot be planned over new events alone ({e})"))?
+            .map_err(|e| format!("cannot be planned ({e})"))?
             .clone();
         let mut inputs: HashMap<String, Input> = HashMap::new();
         let mut plans = vec![plan.clone()];
