@@ -44,6 +44,11 @@ mod engine;
 mod error;
 #[doc(hidden)]
 pub mod fuzz;
+/// The dataflow operators one at a time, for the criterion benches (`core/benches/dataflow.rs`); not an API.
+#[doc(hidden)]
+pub mod dataflow_bench {
+    pub use crate::dataflow::bench::*;
+}
 mod generate;
 mod ingest;
 mod kafka;

@@ -21,6 +21,7 @@
 
 pub(crate) mod accumulators;
 pub(crate) mod aggregate;
+pub mod bench;
 pub(crate) mod cdc;
 pub(crate) mod classify;
 pub(crate) mod compile;
