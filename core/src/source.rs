@@ -1347,8 +1347,9 @@ fn load_parquet(path: &Path, with_offsets: bool) -> Result<LoadedSource> {
         let file = File::open(&file_path).map_err(|e| Error::io(&file_path, e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?;
         check_parquet_size(&file_path, builder.metadata())?;
+        let batch_rows = parquet_batch_rows(&file_path, builder.metadata())?;
         let reader = builder
-            .with_batch_size(BATCH_ROWS)
+            .with_batch_size(batch_rows)
             .build()
             .map_err(parquet_error)?;
         let file_schema = reader.schema();
@@ -1419,6 +1420,46 @@ fn check_parquet_size(
         });
     }
     Ok(())
+}
+
+/// What one byte-array column of one batch may decode to: Arrow's strings and binaries have 32-bit offsets (2 GiB a
+/// column); half of that leaves room for rows larger than their row group's average.
+const BATCH_BYTES: u64 = (i32::MAX as u64) / 2;
+
+/// Rows per batch for a Parquet file, from its footer: [`BATCH_ROWS`], or fewer where a byte-array column's values are
+/// so large that a batch of them would overflow its 32-bit offsets (`large_string_map.brotli.parquet`: two values of
+/// 1 GiB, read one row at a time). A column whose average value alone passes 2 GiB cannot be read at all: refused here,
+/// before anything is decoded.
+#[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+fn parquet_batch_rows(
+    path: &Path,
+    metadata: &datafusion::parquet::file::metadata::ParquetMetaData,
+) -> Result<usize> {
+    let mut rows = BATCH_ROWS as u64;
+    for group in metadata.row_groups() {
+        let count = group.num_rows().max(1) as u64;
+        for column in group.columns() {
+            if column.column_type() != datafusion::parquet::basic::Type::BYTE_ARRAY {
+                continue;
+            }
+            let per_row = (column.uncompressed_size().max(0) as u64).div_ceil(count);
+            if per_row > i32::MAX as u64 {
+                return Err(Error::Decode {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "column `{}` holds values of about {} each, more than the 2 GiB one string or binary \
+                         column can hold; Kappa does not read it",
+                        column.column_path().string(),
+                        crate::output::human_bytes(per_row),
+                    ),
+                });
+            }
+            if per_row > 0 {
+                rows = rows.min((BATCH_BYTES / per_row).max(1));
+            }
+        }
+    }
+    Ok(rows as usize)
 }
 
 /// Why a Parquet file cannot be read, in words (encrypted files get their own message: Parquet's is obscure, "Required
@@ -1517,6 +1558,65 @@ fn finish_columnar(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A footer with one string column: `rows` rows in one row group decoding to `bytes`.
+    fn footer(rows: i64, bytes: i64) -> datafusion::parquet::file::metadata::ParquetMetaData {
+        use datafusion::parquet::file::metadata::{
+            ColumnChunkMetaData, FileMetaData, ParquetMetaData, RowGroupMetaData,
+        };
+        use datafusion::parquet::schema::{parser::parse_message_type, types::SchemaDescriptor};
+        let schema = Arc::new(SchemaDescriptor::new(Arc::new(
+            parse_message_type("message m { required binary s (UTF8); required int64 n; }")
+                .expect("schema"),
+        )));
+        let columns = vec![
+            ColumnChunkMetaData::builder(schema.column(0))
+                .set_total_uncompressed_size(bytes)
+                .build()
+                .expect("column"),
+            ColumnChunkMetaData::builder(schema.column(1))
+                .set_total_uncompressed_size(rows * 8)
+                .build()
+                .expect("column"),
+        ];
+        let group = RowGroupMetaData::builder(schema.clone())
+            .set_num_rows(rows)
+            .set_column_metadata(columns)
+            .build()
+            .expect("row group");
+        ParquetMetaData::new(
+            FileMetaData::new(1, rows, None, None, schema, None),
+            vec![group],
+        )
+    }
+
+    #[test]
+    fn huge_strings_are_read_a_few_rows_at_a_time_or_refused_from_the_footer() {
+        let path = Path::new("big.parquet");
+        // Ordinary strings: the usual batch.
+        assert_eq!(
+            parquet_batch_rows(path, &footer(100_000, 3_000_000)).expect("rows"),
+            BATCH_ROWS
+        );
+        // Two values of 1 GiB (parquet-testing's large_string_map.brotli.parquet): one row at a time, so no batch's
+        // column passes Arrow's 32-bit offsets.
+        assert_eq!(
+            parquet_batch_rows(path, &footer(2, 2 << 30)).expect("rows"),
+            1
+        );
+        // Values of 1 MiB: a thousand rows a batch, a GiB of strings.
+        assert_eq!(
+            parquet_batch_rows(path, &footer(10_000, 10_000 << 20)).expect("rows"),
+            1023
+        );
+        // One value of 3 GiB cannot be held by any string column: refused before anything is decoded.
+        let error = parquet_batch_rows(path, &footer(1, 3 << 30)).expect_err("refused");
+        assert_eq!(
+            error.to_string(),
+            "big.parquet: column `s` holds values of about 3.0 GiB each, more than the 2 GiB one string or binary \
+             column can hold; Kappa does not read it"
+        );
+    }
 
     #[test]
     fn json_types_widen_without_losing_fields() {
