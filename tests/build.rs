@@ -40,6 +40,35 @@ fn main() {
              python3 -m venv target/py && target/py/bin/pip install 'moto[server]' to run them."
         );
     }
+    // The PostgreSQL tests start a server with `initdb` and `pg_ctl` (on the PATH, or where Debian's `postgresql`
+    // package puts them); the desktop app's window test starts `Xvfb`. `.ci/run` installs both.
+    println!("cargo::rustc-check-cfg=cfg(kappa_no_postgres)");
+    println!("cargo::rustc-check-cfg=cfg(kappa_no_xvfb)");
+    println!("cargo::rerun-if-env-changed=PATH");
+    let on_path = |program: &str| {
+        std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
+        })
+    };
+    let debian_initdb = std::fs::read_dir("/usr/lib/postgresql").is_ok_and(|versions| {
+        versions
+            .flatten()
+            .any(|version| version.path().join("bin/initdb").is_file())
+    });
+    if !on_path("initdb") && !debian_initdb && !ci {
+        println!("cargo::rustc-cfg=kappa_no_postgres");
+        println!(
+            "cargo::warning=PostgreSQL's server programs (initdb, pg_ctl) are missing: the PostgreSQL tests are \
+             ignored. Run apt-get install postgresql to run them."
+        );
+    }
+    if !on_path("Xvfb") && !ci {
+        println!("cargo::rustc-cfg=kappa_no_xvfb");
+        println!(
+            "cargo::warning=Xvfb is missing: the desktop app's real-window test is ignored. Run apt-get install \
+             xvfb to run it."
+        );
+    }
     if find_test_data(&root).is_none() && !ci {
         println!("cargo::rustc-cfg=kappa_no_test_data");
         println!(

@@ -1,6 +1,7 @@
 //! PostgreSQL tables as sources, against a real PostgreSQL server that each test starts in a temp folder (`initdb`,
 //! `pg_ctl`, `wal_level = logical`, on a free loopback port; run as the `postgres` user when the tests run as root,
-//! since the server refuses root) and stops at its end.
+//! since the server refuses root) and stops at its end. Outside CI, the tests are ignored when `initdb` is not
+//! installed (`tests/build.rs`; `.ci/run` installs it).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -280,6 +281,7 @@ const MEMBERS: &str = "CREATE TABLE members (id int PRIMARY KEY, name text NOT N
 /// The snapshot and the stream meet with no gap and no duplicate while another connection keeps writing: every row
 /// inserted is read once (as a snapshot read or an insert), and the state equals the table.
 #[test]
+#[cfg_attr(kappa_no_postgres, ignore = "PostgreSQL's initdb is not installed")]
 fn the_snapshot_hands_off_to_the_stream_under_concurrent_writes() {
     let server = Server::start();
     server.psql(MEMBERS);
@@ -387,6 +389,7 @@ fn the_snapshot_hands_off_to_the_stream_under_concurrent_writes() {
 /// Updates, deletes, a key change and a truncate arrive as their changes, with before and after images, and the
 /// views follow; time travel goes back over them.
 #[test]
+#[cfg_attr(kappa_no_postgres, ignore = "PostgreSQL's initdb is not installed")]
 fn updates_deletes_and_truncates_are_changes() {
     let server = Server::start();
     server.psql(
@@ -464,6 +467,7 @@ fn updates_deletes_and_truncates_are_changes() {
 /// The replication connection is killed on the server: Kappa reconnects, makes a new temporary slot, and the rows
 /// written while it was away arrive as changes (the state equals the table again), and it says so.
 #[test]
+#[cfg_attr(kappa_no_postgres, ignore = "PostgreSQL's initdb is not installed")]
 fn a_dropped_connection_is_resumed() {
     let server = Server::start();
     server.psql(MEMBERS);
@@ -533,6 +537,7 @@ fn a_dropped_connection_is_resumed() {
 
 /// A table with every common type: the values as Kappa reads them, from the snapshot and from the stream alike.
 #[test]
+#[cfg_attr(kappa_no_postgres, ignore = "PostgreSQL's initdb is not installed")]
 fn a_table_with_every_common_type() {
     let server = Server::start();
     server.psql(
@@ -586,6 +591,7 @@ fn a_table_with_every_common_type() {
 /// A random workload of inserts, updates and deletes over many transactions: the state equals `SELECT * FROM` the
 /// table, and every view equals its recompute (the self-audit).
 #[test]
+#[cfg_attr(kappa_no_postgres, ignore = "PostgreSQL's initdb is not installed")]
 fn the_state_after_a_random_workload_equals_the_table() {
     let server = Server::start();
     server.psql(MEMBERS);
@@ -645,6 +651,7 @@ fn the_state_after_a_random_workload_equals_the_table() {
 /// One-shot commands read the table as it is and create nothing on the server; errors name the server and the reason,
 /// never the password.
 #[test]
+#[cfg_attr(kappa_no_postgres, ignore = "PostgreSQL's initdb is not installed")]
 fn one_shot_commands_and_errors_through_the_binary() {
     let server = Server::start();
     server.psql(MEMBERS);
@@ -717,6 +724,7 @@ fn one_shot_commands_and_errors_through_the_binary() {
 
 /// Live, on a server without `wal_level = logical`: the error says so.
 #[test]
+#[cfg_attr(kappa_no_postgres, ignore = "PostgreSQL's initdb is not installed")]
 fn a_server_without_logical_wal_is_named() {
     let server = Server::start_with("replica");
     server.psql(MEMBERS);
@@ -743,6 +751,7 @@ fn a_server_without_logical_wal_is_named() {
 
 /// `kappa watch --json` on a table while rows change: each transaction is an update, with the WAL position beside it.
 #[test]
+#[cfg_attr(kappa_no_postgres, ignore = "PostgreSQL's initdb is not installed")]
 fn kappa_watch_reports_changes_with_the_wal_position() {
     use std::io::BufRead as _;
     let server = Server::start();
@@ -831,6 +840,7 @@ fn kappa_watch_reports_changes_with_the_wal_position() {
 /// A check compares a view with a table in the database (`against = "postgresql://…?table=…"`): it passes while they
 /// agree and names the difference once one row differs; the report shows the URL without the password.
 #[test]
+#[cfg_attr(kappa_no_postgres, ignore = "PostgreSQL's initdb is not installed")]
 fn a_check_compares_a_view_with_a_live_table() {
     let server = Server::start();
     server.psql(MEMBERS);
@@ -891,6 +901,7 @@ fn a_check_compares_a_view_with_a_live_table() {
 /// server, so the next run resumes where the last one stopped: the changes made while Kappa was not running arrive,
 /// none twice, and the offsets go on.
 #[test]
+#[cfg_attr(kappa_no_postgres, ignore = "PostgreSQL's initdb is not installed")]
 fn a_persistent_slot_resumes_where_the_last_run_stopped() {
     let server = Server::start();
     server.psql(MEMBERS);
@@ -956,6 +967,7 @@ fn a_persistent_slot_resumes_where_the_last_run_stopped() {
 /// The terminal app marks the source as a database table in its tree, and its log tab shows where replication
 /// stands.
 #[test]
+#[cfg_attr(kappa_no_postgres, ignore = "PostgreSQL's initdb is not installed")]
 fn the_terminal_app_shows_the_table_and_its_lag() {
     use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
     use kappa_tui::app::{App, Event};
