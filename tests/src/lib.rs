@@ -349,3 +349,57 @@ pub fn screen_lines(app: &kappa_tui::app::App, width: u16, height: u16) -> Vec<S
         })
         .collect()
 }
+
+/// How long a test waits for something that should happen: a deadline for a loaded CI machine, not a figure the
+/// test asserts.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_mins(2);
+
+/// Checks `done` every 5 ms until it gives `Ok`; after [`PATIENCE`] panics with `what` and the last `Err` (what was
+/// seen instead). Every test that waits for something waits through this, instead of sleeping a fixed time.
+pub fn eventually(what: &str, mut done: impl FnMut() -> Result<(), String>) {
+    let until = std::time::Instant::now() + PATIENCE;
+    loop {
+        match done() {
+            Ok(()) => return,
+            Err(seen) if std::time::Instant::now() >= until => {
+                panic!("{what}: not within {PATIENCE:?}; seen instead: {seen}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    }
+}
+
+/// A yardstick for "did not wait": the same files loaded by a second engine (no cache, no watcher) started at the
+/// same moment. Whatever had waited for a load to finish would have let the yardstick finish too; asserting that
+/// it is still loading shows the wait did not happen, on a fast machine or a loaded one, without a wall-clock bound.
+pub struct Yardstick(kappa_core::Engine);
+
+impl Yardstick {
+    /// Starts loading `files` (a pipeline file, or data files).
+    #[must_use]
+    pub fn start(files: &[&Path]) -> Yardstick {
+        let files: Vec<PathBuf> = files.iter().map(|f| f.to_path_buf()).collect();
+        let pipeline = kappa_core::Pipeline::open(&files).expect("the yardstick's pipeline");
+        let engine = kappa_core::Engine::start_with(
+            pipeline,
+            kappa_core::no_waker(),
+            kappa_core::EngineOptions {
+                watch: false,
+                cache: None,
+                ..kappa_core::EngineOptions::default()
+            },
+        )
+        .expect("the yardstick's engine");
+        Yardstick(engine)
+    }
+
+    /// Panics when the yardstick has finished loading: `what` took as long as a whole load.
+    pub fn assert_still_loading(&self, what: &str) {
+        let status = self.0.snapshot().status;
+        assert_eq!(
+            status,
+            kappa_core::EngineStatus::Loading,
+            "{what} took as long as loading the whole log"
+        );
+    }
+}

@@ -7,7 +7,7 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable as _;
 use kappa_core::{Pipeline, QueryTarget};
 use kappa_gui::{KappaApp, Options};
-use kappa_tests::{csv_lines, kappa_gui_path, open, sample};
+use kappa_tests::{Yardstick, csv_lines, eventually, kappa_gui_path, open, sample};
 
 pub(crate) fn harness(pipeline: &Path) -> Harness<'static, KappaApp> {
     let pipeline = Pipeline::load(pipeline).unwrap_or_else(|e| panic!("{e}"));
@@ -220,16 +220,15 @@ fn appends_pulse_edges_and_dropped_files_open_and_are_remembered() {
         .engine()
         .send(kappa_core::Command::FilesChanged { paths: Vec::new() })
         .expect("send");
-    let until = Instant::now() + Duration::from_mins(1);
-    while shown(&harness) != ["3,13"] {
+    eventually("the append shows", || {
         harness.step();
-        assert!(
-            Instant::now() < until,
-            "the append never showed: {:?}",
-            shown(&harness)
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        let rows = shown(&harness);
+        if rows == ["3,13"] {
+            Ok(())
+        } else {
+            Err(format!("{rows:?}"))
+        }
+    });
     assert!(
         harness.state().changed_at.contains_key("v"),
         "the edge into v pulses"
@@ -243,12 +242,15 @@ fn appends_pulse_edges_and_dropped_files_open_and_are_remembered() {
         .dropped_files
         .push(std::sync::Arc::new(Dropped(dropped.clone())));
     harness.step();
-    let until = Instant::now() + Duration::from_mins(1);
-    while harness.state().snapshot().status != kappa_core::EngineStatus::Ready {
+    eventually("the dropped file loads", || {
         harness.step();
-        assert!(Instant::now() < until, "the dropped file never loaded");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        let status = harness.state().snapshot().status;
+        if status == kappa_core::EngineStatus::Ready {
+            Ok(())
+        } else {
+            Err(format!("{status:?}"))
+        }
+    });
     let snapshot = &harness.state().snapshot();
     let sources: Vec<(&str, u64)> = snapshot
         .sources
@@ -293,12 +295,14 @@ fn the_file_dialogs_export_a_view_and_open_files() {
     assert!(harness.state().dialog.is_some(), "the dialog is open");
     harness.get_by_label("Save").click();
     let exported = dir.path().join("v.parquet");
-    let until = Instant::now() + Duration::from_mins(1);
-    while !harness.state().is_settled() || !exported.exists() {
+    eventually("the export finishes", || {
         harness.step();
-        assert!(Instant::now() < until, "the export never finished");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        if harness.state().is_settled() && exported.exists() {
+            Ok(())
+        } else {
+            Err(format!("busy: {:?}", harness.state().client.busy()))
+        }
+    });
     assert!(harness.state().dialog.is_none(), "the dialog closed");
     let status = harness.state().status.clone().expect("a status");
     assert!(status.0.starts_with("exported 1 rows to "), "{status:?}");
@@ -323,20 +327,17 @@ fn the_file_dialogs_export_a_view_and_open_files() {
     harness.step();
     harness.get_by_label("Open").click();
     harness.step();
-    let until = Instant::now() + Duration::from_mins(1);
-    while harness.state().snapshot().status != kappa_core::EngineStatus::Ready
-        || harness
-            .state()
-            .snapshot()
-            .sources
-            .first()
-            .map(|s| s.name.as_str())
-            != Some("prices")
-    {
+    eventually("the chosen file loads", || {
         harness.step();
-        assert!(Instant::now() < until, "the chosen file never loaded");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        let snapshot = harness.state().snapshot();
+        let first = snapshot.sources.first().map(|s| s.name.clone());
+        if snapshot.status == kappa_core::EngineStatus::Ready && first.as_deref() == Some("prices")
+        {
+            Ok(())
+        } else {
+            Err(format!("{:?}, first source {first:?}", snapshot.status))
+        }
+    });
     let sources: Vec<(&str, u64)> = harness
         .state()
         .snapshot()
@@ -361,6 +362,7 @@ fn the_file_dialogs_export_a_view_and_open_files() {
 
 /// A real window under Xvfb: `--screenshot` renders it once settled, saves the PNG and exits.
 #[test]
+#[cfg_attr(kappa_no_xvfb, ignore = "Xvfb is not installed")]
 fn the_window_renders_under_xvfb_and_saves_a_screenshot() {
     // `-displayfd` makes Xvfb pick a free display and write its number once it accepts connections.
     let mut xvfb = std::process::Command::new("Xvfb")
@@ -489,31 +491,23 @@ fn opening_files_during_a_long_load_does_not_wait_for_it() {
         .build_eframe(move |cc| {
             KappaApp::new(&cc.egui_ctx, pipeline, Options::default()).expect("app")
         });
+    let yardstick = Yardstick::start(&[&big]);
     harness.step();
     assert_eq!(
         harness.state().snapshot().status,
         kappa_core::EngineStatus::Loading
     );
-    let opened = Instant::now();
     harness
         .state_mut()
         .act(kappa_gui::Action::Open(vec![small.clone()]));
     harness.step();
-    assert!(
-        opened.elapsed() < Duration::from_secs(2),
-        "opening waited {:?} for the old engine",
-        opened.elapsed()
-    );
-    let until = Instant::now() + Duration::from_mins(1);
-    while harness
-        .state()
-        .snapshot()
-        .source("small")
-        .is_none_or(|s| s.rows != 1)
-    {
+    yardstick.assert_still_loading("opening other files");
+    eventually("the small file loads", || {
         harness.step();
-        assert!(Instant::now() < until, "the small file never loaded");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        match harness.state().snapshot().source("small") {
+            Some(s) if s.rows == 1 => Ok(()),
+            other => Err(format!("{:?}", other.map(|s| s.rows))),
+        }
+    });
     assert!(harness.state().snapshot().source("big").is_none());
 }

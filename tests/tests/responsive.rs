@@ -5,12 +5,13 @@
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use kappa_core::{
     Browse, Command, Engine, EngineStatus, Error, Pipeline, QueryTarget, ViewMode, no_waker,
 };
-use kappa_tests::{append, csv_lines, open, refresh, sample, sql, write_pipeline};
+use kappa_tests::{
+    Yardstick, append, csv_lines, eventually, open, refresh, sample, sql, write_pipeline,
+};
 
 /// A JSON Lines log of `lines` small events.
 fn big_log(path: &Path, lines: u64) {
@@ -39,10 +40,17 @@ fn a_running_query_is_cancelled_and_answers_that_it_was() {
             reply,
         })
         .expect("send");
-    std::thread::sleep(Duration::from_millis(300));
+    // Commands are taken in order: once the next one is answered, the query has left the queue and runs as a task
+    // (a command still queued is also answered `Cancelled`, which would not show that a running query stops).
+    engine.wait_ready().expect("the query started");
+    assert!(
+        answer.try_recv().is_err(),
+        "the query ended before it was cancelled"
+    );
     engine.send(Command::Cancel).expect("cancel");
+    // It stops early: hours of work are answered, `Cancelled`, within the wait for any answer.
     let answered = answer
-        .recv_timeout(Duration::from_secs(30))
+        .recv_timeout(kappa_tests::PATIENCE)
         .expect("the cancelled query answers");
     assert!(matches!(answered, Err(Error::Cancelled)), "{answered:?}");
     // The engine goes on: a query after the cancel is answered.
@@ -65,12 +73,14 @@ fn a_read_is_answered_while_a_large_log_loads_and_dropping_the_engine_does_not_w
     );
     let engine =
         Engine::start(Pipeline::load(&pipeline).expect("load"), no_waker()).expect("start");
+    let yardstick = Yardstick::start(&[&pipeline]);
     // The first source is shown (and can be read) while the second is still loading.
-    let deadline = Instant::now() + Duration::from_mins(2);
-    while engine.snapshot().source("small").is_none_or(|s| s.rows < 2) {
-        assert!(Instant::now() < deadline, "the small source never loaded");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    eventually("the small source loads", || {
+        match engine.snapshot().source("small") {
+            Some(s) if s.rows == 2 => Ok(()),
+            other => Err(format!("{:?}", other.map(|s| s.rows))),
+        }
+    });
     let page = engine
         .request(|reply| Command::Browse {
             browse: Browse {
@@ -88,13 +98,8 @@ fn a_read_is_answered_while_a_large_log_loads_and_dropping_the_engine_does_not_w
         "answered before the big log was loaded"
     );
     // Dropping the engine mid-load returns at once: the worker stops on its own thread.
-    let dropped = Instant::now();
     drop(engine);
-    assert!(
-        dropped.elapsed() < Duration::from_secs(2),
-        "dropping the engine waited {:?}",
-        dropped.elapsed()
-    );
+    yardstick.assert_still_loading("dropping the engine");
 }
 
 #[test]
