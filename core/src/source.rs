@@ -1454,8 +1454,8 @@ fn parquet_batch_rows(
                     ),
                 });
             }
-            if per_row > 0 {
-                rows = rows.min((BATCH_BYTES / per_row).max(1));
+            if let Some(fit) = BATCH_BYTES.checked_div(per_row) {
+                rows = rows.min(fit.max(1));
             }
         }
     }
