@@ -271,11 +271,13 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// Seconds for people, in the unit that reads best (`3.9 µs`, `33.76 ms`, `1.20 s`); `-` when not measured.
+/// Seconds for people, in the unit that reads best (`42 ns`, `3.9 µs`, `33.76 ms`, `1.20 s`); `-` when not measured.
+/// A cost per event is often under a microsecond: in nanoseconds it reads `42 ns`, not `0.0 µs`.
 #[must_use]
 pub fn human_secs(value: Option<f64>) -> String {
     match value {
         None => "-".to_owned(),
+        Some(s) if s < 1e-6 => format!("{:.0} ns", s * 1e9),
         Some(s) if s < 1e-3 => format!("{:.1} µs", s * 1e6),
         Some(s) if s < 1.0 => format!("{:.2} ms", s * 1e3),
         Some(s) => format!("{s:.2} s"),
@@ -319,5 +321,19 @@ pub fn human_bytes(n: u64) -> String {
         format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
     } else {
         format!("{:.1} GiB", n as f64 / (1024.0 * 1024.0 * 1024.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_secs;
+
+    #[test]
+    fn seconds_read_in_the_unit_that_fits() {
+        assert_eq!(human_secs(None), "-");
+        assert_eq!(human_secs(Some(4.2e-8)), "42 ns");
+        assert_eq!(human_secs(Some(3.94e-6)), "3.9 µs");
+        assert_eq!(human_secs(Some(0.033_76)), "33.76 ms");
+        assert_eq!(human_secs(Some(1.2)), "1.20 s");
     }
 }
