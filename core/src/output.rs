@@ -284,44 +284,29 @@ pub fn human_secs(value: Option<f64>) -> String {
     }
 }
 
-/// `4096`, `64K`, `512M`, `4G` (powers of 1024; a trailing `B` or `iB` is allowed).
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+/// `4096`, `64K`, `512M`, `4G`, `1.5T` (powers of 1024, with or without the `i`; a trailing `B` is allowed): parsed
+/// by `bytesize`, where a unit without `i` is a power of 1000, so Kappa reads `512M` as `512Mi`.
+#[allow(clippy::cast_possible_truncation)]
 pub fn parse_size(text: &str) -> std::result::Result<usize, String> {
-    let upper = text.trim().to_ascii_uppercase();
-    let digits = upper.trim_end_matches("IB").trim_end_matches('B');
-    let (number, unit) = match digits
-        .char_indices()
-        .find(|(_, c)| !c.is_ascii_digit() && *c != '.')
-    {
-        Some((i, _)) => digits.split_at(i),
-        None => (digits, ""),
+    let error = || format!("`{text}`: use a number with K, M or G, like 512M");
+    let trimmed = text.trim();
+    let unit_end = trimmed.trim_end_matches(['b', 'B']);
+    let binary = match unit_end.chars().last() {
+        Some(c) if c.is_ascii_alphabetic() && !c.eq_ignore_ascii_case(&'i') => {
+            format!("{unit_end}i")
+        }
+        _ => trimmed.to_owned(),
     };
-    let scale: f64 = match unit {
-        "" => 1.0,
-        "K" => 1024.0,
-        "M" => 1024.0 * 1024.0,
-        "G" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(format!("`{text}`: use a number with K, M or G, like 512M")),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}`: use a number with K, M or G, like 512M"))?;
-    Ok((value * scale) as usize)
+    binary
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64() as usize)
+        .map_err(|_| error())
 }
 
-/// Bytes for people: `512 B`, `3.4 KiB`, `1.2 MiB`.
+/// Bytes for people: `512 B`, `3.4 KiB`, `1.2 MiB`, `2.0 TiB` (powers of 1024, by `bytesize`).
 #[must_use]
-#[allow(clippy::cast_precision_loss)] // a figure to read, not to compute with
 pub fn human_bytes(n: u64) -> String {
-    if n < 1024 {
-        format!("{n} B")
-    } else if n < 1024 * 1024 {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    } else if n < 1024 * 1024 * 1024 {
-        format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
-    } else {
-        format!("{:.1} GiB", n as f64 / (1024.0 * 1024.0 * 1024.0))
-    }
+    bytesize::ByteSize::b(n).display().iec().to_string()
 }
 
 #[cfg(test)]
@@ -335,5 +320,36 @@ mod tests {
         assert_eq!(human_secs(Some(3.94e-6)), "3.9 µs");
         assert_eq!(human_secs(Some(0.033_76)), "33.76 ms");
         assert_eq!(human_secs(Some(1.2)), "1.20 s");
+    }
+
+    #[test]
+    fn sizes_are_powers_of_1024_both_ways() {
+        use super::{human_bytes, parse_size};
+        for (text, bytes) in [
+            ("4096", 4096),
+            ("64K", 64 << 10),
+            ("512M", 512 << 20),
+            ("512MB", 512 << 20),
+            ("512MiB", 512 << 20),
+            ("512 mib", 512 << 20),
+            ("4G", 4 << 30),
+            ("1GiB", 1 << 30),
+            ("1.5G", 3 << 29),
+            ("2T", 2 << 40),
+        ] {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+        for bad in ["lots", "", "12Q", "-1G"] {
+            assert_eq!(
+                parse_size(bad),
+                Err(format!("`{bad}`: use a number with K, M or G, like 512M"))
+            );
+        }
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3482), "3.4 KiB");
+        assert_eq!(human_bytes(598_528), "584.5 KiB");
+        assert_eq!(human_bytes(1_258_291), "1.2 MiB");
+        assert_eq!(human_bytes(2 << 30), "2.0 GiB");
+        assert_eq!(human_bytes(2 << 40), "2.0 TiB");
     }
 }

@@ -236,3 +236,43 @@ fn a_store_killed_while_written_reopens_to_what_a_cold_open_gives() {
         "only {killed_while_writing} kills came while the store was written"
     );
 }
+
+/// Without `--cache` or `$KAPPA_CACHE_DIR`, the store goes to the platform's cache folder: `$XDG_CACHE_HOME/kappa`,
+/// else `~/.cache/kappa`.
+#[test]
+fn the_default_cache_folder_is_the_platforms() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("events.jsonl");
+    std::fs::write(&log, "{\"x\":1}\n{\"x\":2}\n").expect("write");
+    let run = |xdg: Option<&Path>, home: &Path| {
+        let mut command = kappa();
+        command
+            .env_remove(kappa_core::store::CACHE_DIR_VAR)
+            .env_remove("XDG_CACHE_HOME")
+            .env("HOME", home)
+            .args([
+                "query",
+                "--format",
+                "csv",
+                "--sql",
+                "SELECT count(*) AS n FROM events",
+            ])
+            .arg(&log);
+        if let Some(xdg) = xdg {
+            command.env("XDG_CACHE_HOME", xdg);
+        }
+        command.assert().success().stdout("n\n2\n");
+    };
+    let (xdg, home) = (dir.path().join("xdg"), dir.path().join("home"));
+    run(Some(&xdg), &home);
+    assert!(
+        xdg.join("kappa").join("store").is_dir(),
+        "no store under $XDG_CACHE_HOME/kappa"
+    );
+    assert!(!home.exists());
+    run(None, &home);
+    assert!(
+        home.join(".cache/kappa/store").is_dir(),
+        "no store under ~/.cache/kappa"
+    );
+}

@@ -59,9 +59,8 @@ pub fn default_dir() -> Option<PathBuf> {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
-    var(CACHE_DIR_VAR)
-        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("kappa")))
-        .or_else(|| var("HOME").map(|d| d.join(".cache").join("kappa")))
+    // The platform's cache folder (`dirs`): `$XDG_CACHE_HOME`, else `~/.cache` on Linux; `~/Library/Caches` on macOS.
+    var(CACHE_DIR_VAR).or_else(|| dirs::cache_dir().map(|d| d.join("kappa")))
 }
 
 /// How a log was opened with the store.
