@@ -11,10 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Array, Int64Builder, RecordBatch,
-    RecordBatchReader, StringBuilder,
-};
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, RecordBatchReader};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::reader::{FileReader, StreamReader};
 use datafusion::arrow::json::ReaderBuilder;
@@ -1136,51 +1133,9 @@ pub(crate) fn prepend_offsets(
 // ---------------------------------------------------------------------------------------------------------------------
 // CSV
 
-/// The inferred type of a CSV column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum CsvType {
-    Null,
-    Bool,
-    Int,
-    Float,
-    Str,
-}
-
-impl CsvType {
-    fn of(cell: &str) -> CsvType {
-        if cell.is_empty() {
-            CsvType::Null
-        } else if cell.parse::<i64>().is_ok() {
-            CsvType::Int
-        } else if cell.parse::<f64>().is_ok() {
-            CsvType::Float
-        } else if cell.eq_ignore_ascii_case("true") || cell.eq_ignore_ascii_case("false") {
-            CsvType::Bool
-        } else {
-            CsvType::Str
-        }
-    }
-
-    fn merge(self, other: CsvType) -> CsvType {
-        match (self, other) {
-            (a, CsvType::Null) => a,
-            (CsvType::Null, b) => b,
-            (a, b) if a == b => a,
-            (CsvType::Int, CsvType::Float) | (CsvType::Float, CsvType::Int) => CsvType::Float,
-            _ => CsvType::Str,
-        }
-    }
-
-    fn data_type(self) -> DataType {
-        match self {
-            CsvType::Bool => DataType::Boolean,
-            CsvType::Int => DataType::Int64,
-            CsvType::Float => DataType::Float64,
-            CsvType::Null | CsvType::Str => DataType::Utf8,
-        }
-    }
-}
-
+/// Reads a CSV (or TSV) log: records with the wrong number of fields, or that are not UTF-8, are reported with their
+/// line and skipped, keeping their offsets; the rest are typed and decoded by arrow-csv (its inference, with dates and
+/// times kept as text and columns of nothing but empty cells as text).
 fn load_csv(path: &Path, offset_name: &str) -> Result<LoadedSource> {
     let data = read_file(path)?;
     let delimiter = if path
@@ -1191,123 +1146,112 @@ fn load_csv(path: &Path, offset_name: &str) -> Result<LoadedSource> {
     } else {
         b','
     };
+    let decode_error = |reason: String| Error::Decode {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // The records arrow-csv can read: their bytes (the header's first) and their offsets.
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .flexible(true)
         .from_reader(data.as_slice());
-    let decode_error = |e: csv::Error| Error::Decode {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
-    let headers: Vec<String> = reader
+    let width = reader
         .headers()
-        .map_err(decode_error)?
-        .iter()
-        .map(str::to_owned)
-        .collect();
+        .map_err(|e| decode_error(e.to_string()))?
+        .len();
+    let header_end = usize::try_from(reader.position().byte()).unwrap_or(data.len());
     let mut diagnostics = Diagnostics::default();
-    let mut records: Vec<(u64, csv::StringRecord)> = Vec::new();
-    let mut types = vec![CsvType::Null; headers.len()];
+    let mut kept: Vec<std::ops::Range<usize>> = Vec::with_capacity(1);
+    kept.push(0..header_end);
+    let mut offsets: Vec<i64> = Vec::new();
     let mut offset = 0u64;
     let mut record = csv::StringRecord::new();
     loop {
-        let line = reader.position().line() + u64::from(offset == 0 && headers.is_empty());
-        match reader.read_record(&mut record) {
+        let start = usize::try_from(reader.position().byte()).unwrap_or(data.len());
+        let line = reader.position().line();
+        let read = reader.read_record(&mut record);
+        let end = usize::try_from(reader.position().byte()).unwrap_or(data.len());
+        let this = offset;
+        let reason = match read {
             Ok(false) => break,
-            Ok(true) => {
-                let this = offset;
-                offset += 1;
-                let line = record.position().map_or(line, csv::Position::line);
-                if record.len() != headers.len() {
-                    diagnostics.push(Diagnostic {
-                        kind: DiagnosticKind::Malformed,
-                        line: Some(line),
-                        offset: Some(this),
-                        reason: format!(
-                            "expected {} fields, found {}",
-                            headers.len(),
-                            record.len()
-                        ),
-                    });
-                    continue;
+            Ok(true) if record.len() == width => {
+                offsets.push(this as i64);
+                match kept.last_mut() {
+                    Some(last) if last.end == start => last.end = end,
+                    _ => kept.push(start..end),
                 }
-                for (ty, cell) in types.iter_mut().zip(record.iter()) {
-                    *ty = ty.merge(CsvType::of(cell));
-                }
-                records.push((this, record.clone()));
-            }
-            Err(e) => {
-                let this = offset;
                 offset += 1;
-                let line = e.position().map_or(line, csv::Position::line);
-                diagnostics.push(Diagnostic {
-                    kind: DiagnosticKind::Malformed,
-                    line: Some(line),
-                    offset: Some(this),
-                    reason: e.to_string(),
-                });
+                continue;
             }
-        }
+            Ok(true) => format!("expected {width} fields, found {}", record.len()),
+            Err(e) => e.to_string(),
+        };
+        offset += 1;
+        let line = record.position().map_or(line, csv::Position::line);
+        diagnostics.push(Diagnostic {
+            kind: DiagnosticKind::Malformed,
+            line: Some(line),
+            offset: Some(this),
+            reason,
+        });
     }
-    let mut fields = vec![Field::new(offset_name, DataType::Int64, false)];
-    fields.extend(
-        headers
+    // Without a bad record, the file as it is.
+    let good: std::borrow::Cow<'_, [u8]> = match kept.as_slice() {
+        [all] if *all == (0..data.len()) => std::borrow::Cow::Borrowed(&data),
+        _ => std::borrow::Cow::Owned(
+            kept.iter()
+                .flat_map(|r| &data[r.clone()])
+                .copied()
+                .collect(),
+        ),
+    };
+    let format = datafusion::arrow::csv::reader::Format::default()
+        .with_header(true)
+        .with_delimiter(delimiter);
+    let (inferred, _) = format
+        .infer_schema(good.as_ref(), None)
+        .map_err(|e| decode_error(e.to_string()))?;
+    let data_schema = Arc::new(Schema::new(
+        inferred
+            .fields()
             .iter()
-            .zip(&types)
-            .filter(|(name, _)| name.as_str() != offset_name)
-            .map(|(name, ty)| Field::new(name, ty.data_type(), true)),
-    );
-    let schema = Arc::new(Schema::new(fields));
-    let keep: Vec<usize> = (0..headers.len())
-        .filter(|&i| headers[i] != offset_name)
-        .collect();
+            .map(|f| match f.data_type() {
+                DataType::Boolean | DataType::Int64 | DataType::Float64 => f.clone(),
+                _ => Arc::new(Field::new(f.name(), DataType::Utf8, true)),
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let schema = Arc::new(with_offset_field(&data_schema, offset_name));
+    let decoder = datafusion::arrow::csv::ReaderBuilder::new(data_schema)
+        .with_header(true)
+        .with_delimiter(delimiter)
+        .with_batch_size(BATCH_ROWS)
+        .build_buffered(good.as_ref())
+        .map_err(|e| decode_error(e.to_string()))?;
     let mut batches = Vec::new();
-    for chunk in records.chunks(BATCH_ROWS) {
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(
-            chunk.iter().map(|(o, _)| *o as i64).collect::<Int64Array>(),
-        )];
-        for &i in &keep {
-            columns.push(csv_column(types[i], chunk.iter().map(|(_, r)| &r[i])));
-        }
-        batches.push(RecordBatch::try_new(schema.clone(), columns)?);
+    let mut at = 0;
+    for batch in decoder {
+        let batch = batch.map_err(|e| decode_error(e.to_string()))?;
+        let rows = batch.num_rows();
+        let Some(these) = offsets.get(at..at + rows) else {
+            return Err(decode_error(format!(
+                "{} records were checked, more were decoded",
+                offsets.len()
+            )));
+        };
+        let column: ArrayRef = Arc::new(Int64Array::from(these.to_vec()));
+        batches.push(prepend_offsets(&schema, column, &batch)?);
+        at += rows;
     }
     Ok(LoadedSource {
         schema,
-        rows: records.len() as u64,
+        rows: offsets.len() as u64,
         batches,
         next_offset: offset,
         diagnostics,
         cdc: None,
         tail: Some(tail_of(path, &data, complete_len(&data), None)),
     })
-}
-
-fn csv_column<'a>(ty: CsvType, cells: impl Iterator<Item = &'a str>) -> ArrayRef {
-    let none_if_empty = |c: &'a str| if c.is_empty() { None } else { Some(c) };
-    match ty {
-        CsvType::Bool => {
-            let mut b = BooleanBuilder::new();
-            for c in cells {
-                b.append_option(none_if_empty(c).map(|c| c.eq_ignore_ascii_case("true")));
-            }
-            Arc::new(b.finish())
-        }
-        CsvType::Int => {
-            let mut b = Int64Builder::new();
-            cells.for_each(|c| b.append_option(none_if_empty(c).and_then(|c| c.parse().ok())));
-            Arc::new(b.finish())
-        }
-        CsvType::Float => {
-            let mut b = Float64Builder::new();
-            cells.for_each(|c| b.append_option(none_if_empty(c).and_then(|c| c.parse().ok())));
-            Arc::new(b.finish())
-        }
-        CsvType::Null | CsvType::Str => {
-            let mut b = StringBuilder::new();
-            cells.for_each(|c| b.append_option(none_if_empty(c)));
-            Arc::new(b.finish())
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------------

@@ -149,6 +149,42 @@ fn csv_records_get_offsets_and_bad_records_are_reported() {
     );
 }
 
+/// CSV columns are typed by arrow-csv's inference: an id too long for a 64-bit integer stays exact, as text (a float
+/// would round it); `NaN` is a float; dates stay text; CRLF line ends and blank lines are read as the csv crate reads
+/// them, and a bad record among them is still reported with its line.
+#[test]
+fn csv_columns_are_typed_without_losing_digits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("ids.csv");
+    std::fs::write(
+        &path,
+        "id,x,flag,day\r\n12345678901234567890123,1.5,true,2024-01-02\r\n\r\n7,NaN,FALSE,2024-01-03\r\n8,2\r\n9,,,\r\n",
+    )
+    .expect("write");
+    let engine = open_files(&[&path]);
+    let snapshot = engine.snapshot();
+    let source = snapshot.source("ids").expect("source");
+    assert_eq!(source.rows, 3);
+    assert_eq!(source.diagnostics.malformed_lines(), vec![5]);
+    assert_eq!(
+        csv_lines(&sql(
+            &engine,
+            "SELECT arrow_typeof(id) AS id, arrow_typeof(x) AS x, arrow_typeof(flag) AS flag, \
+             arrow_typeof(day) AS day FROM ids LIMIT 1"
+        )),
+        vec!["id,x,flag,day", "Utf8,Float64,Boolean,Utf8"]
+    );
+    assert_eq!(
+        csv_lines(&sql(&engine, "SELECT * FROM ids ORDER BY _offset")),
+        vec![
+            "_offset,id,x,flag,day",
+            "0,12345678901234567890123,1.5,true,2024-01-02",
+            "1,7,NaN,false,2024-01-03",
+            "3,9,,,"
+        ]
+    );
+}
+
 #[test]
 #[cfg_attr(
     kappa_no_test_data,
