@@ -63,6 +63,7 @@ pub mod privacy;
 pub mod scenario;
 mod source;
 mod sql;
+mod sql_syntax;
 mod storage;
 pub mod store;
 pub mod timeliness;
@@ -105,6 +106,7 @@ pub use source::{
     LoadedSource, MAX_SOURCE_SIZE_VAR, OFFSET_COLUMN, load as load_source, panic_is_expected,
     quiet_reader_panics,
 };
+pub use sql_syntax::{SqlClass, sql_classes};
 pub use storage::{ObjectUrl, RemoteKind, RemoteState, StorageOptions};
 pub use verify::{
     AUDIT_RELATIVE_TOLERANCE, CheckReport, CheckStatus, DiffKind, DiffOptions, DiffReport, DiffRow,

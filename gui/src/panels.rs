@@ -5,7 +5,7 @@ use eframe::egui::{self, Color32, RichText};
 use egui_extras::{Column, TableBuilder};
 use egui_plot::{Line, Plot, VLine};
 use kappa_core::timeliness::Verdict;
-use kappa_core::{NodeStatus, ReplayState, human_secs, thousands};
+use kappa_core::{NodeStatus, ReplayState, SqlClass, human_secs, thousands};
 
 use crate::{Action, Choosing, KappaApp, Tab};
 
@@ -481,86 +481,23 @@ fn data(app: &mut KappaApp, ui: &mut egui::Ui, actions: &mut Vec<Action>) {
     }
 }
 
-/// SQL keywords, for highlighting.
-const KEYWORDS: &[&str] = &[
-    "SELECT",
-    "FROM",
-    "WHERE",
-    "GROUP",
-    "BY",
-    "ORDER",
-    "HAVING",
-    "LIMIT",
-    "JOIN",
-    "LEFT",
-    "RIGHT",
-    "INNER",
-    "OUTER",
-    "ON",
-    "AS",
-    "AND",
-    "OR",
-    "NOT",
-    "IN",
-    "IS",
-    "NULL",
-    "DESC",
-    "ASC",
-    "WITH",
-    "UNION",
-    "ALL",
-    "DISTINCT",
-    "CASE",
-    "WHEN",
-    "THEN",
-    "ELSE",
-    "END",
-    "OVER",
-    "PARTITION",
-    "COUNT",
-    "SUM",
-    "MIN",
-    "MAX",
-    "AVG",
-    "ROUND",
-];
-
-/// A layout of SQL with keywords, strings and numbers coloured.
+/// A layout of SQL with keywords, strings, numbers and comments coloured (tokenized by DataFusion's SQL tokenizer).
 fn highlight(ui: &egui::Ui, text: &str) -> egui::text::LayoutJob {
     let mono = egui::FontId::monospace(13.0);
-    let plain = ui.visuals().text_color();
-    let keyword = Color32::from_rgb(86, 156, 214);
-    let string = Color32::from_rgb(206, 145, 120);
-    let number = Color32::from_rgb(181, 206, 168);
     let mut job = egui::text::LayoutJob::default();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let first = rest.chars().next().unwrap_or(' ');
-        let (len, color) = if first == '\'' {
-            let end = rest[1..].find('\'').map_or(rest.len(), |i| i + 2);
-            (end, string)
-        } else if first.is_ascii_digit() {
-            (
-                rest.find(|c: char| !c.is_ascii_digit() && c != '.')
-                    .unwrap_or(rest.len()),
-                number,
-            )
-        } else if first.is_alphanumeric() || first == '_' {
-            let end = rest
-                .find(|c: char| !c.is_alphanumeric() && c != '_')
-                .unwrap_or(rest.len());
-            let word = &rest[..end];
-            let is_keyword = KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(word));
-            (end, if is_keyword { keyword } else { plain })
-        } else {
-            (first.len_utf8(), plain)
+    for (range, class) in kappa_core::sql_classes(text) {
+        let color = match class {
+            SqlClass::Plain => ui.visuals().text_color(),
+            SqlClass::Keyword => Color32::from_rgb(86, 156, 214),
+            SqlClass::String => Color32::from_rgb(206, 145, 120),
+            SqlClass::Number => Color32::from_rgb(181, 206, 168),
+            SqlClass::Comment => Color32::from_rgb(106, 153, 85),
         };
         job.append(
-            &rest[..len],
+            &text[range],
             0.0,
             egui::TextFormat::simple(mono.clone(), color),
         );
-        rest = &rest[len..];
     }
     job
 }
