@@ -115,8 +115,94 @@ enum Store {
 pub(crate) struct KeyIndex {
     store: Store,
     hashes: Vec<u64>,
-    table: hashbrown::HashTable<u32>,
+    table: IdTable,
     hasher: hashbrown::DefaultHashBuilder,
+}
+
+/// The ids of a [`KeyIndex`] by their keys' hashes, grown a little at a time. A hash table that outgrows itself moves
+/// every entry at once: a live append waited 50-100 ms each time the table of a view keyed by order (a million orders
+/// and more) doubled. Past [`IdTable::GROW_APART`] ids, a full table is instead replaced by one twice its size that
+/// takes the new ids, and the ids of the old one move into it a few per insert; until they all have, a key not in the
+/// new table is looked up in the old one too.
+#[derive(Default)]
+struct IdTable {
+    table: hashbrown::HashTable<u32>,
+    /// The table being emptied into `table`, while it is.
+    growing: Option<Box<Growing>>,
+}
+
+/// A table being emptied into a bigger one.
+struct Growing {
+    old: hashbrown::HashTable<u32>,
+    /// Its ids below this are in the new table too (an id is in at most one table otherwise: the new ones are added
+    /// to the new table alone).
+    moved: u32,
+    /// The ids when it was replaced: the ones that may be in it.
+    end: u32,
+}
+
+impl IdTable {
+    /// Tables smaller than this grow at once (as hash tables do): moving them takes well under a millisecond.
+    const GROW_APART: usize = 1 << 16;
+    /// Ids moved from the old table per insert: it is empty before the new table is full.
+    const MOVE_PER_INSERT: u32 = 4;
+
+    #[inline]
+    fn find(&self, hash: u64, mut eq: impl FnMut(&u32) -> bool) -> Option<&u32> {
+        let found = self.table.find(hash, &mut eq);
+        match &self.growing {
+            Some(growing) if found.is_none() => growing.old.find(hash, eq),
+            _ => found,
+        }
+    }
+
+    /// Adds `id` (new), whose hash is `hashes[id]`.
+    #[inline]
+    fn insert_unique(&mut self, hash: u64, id: u32, hashes: &[u64]) {
+        if self.growing.is_none()
+            && self.table.len() == self.table.capacity()
+            && self.table.len() >= Self::GROW_APART
+        {
+            let bigger = hashbrown::HashTable::with_capacity(self.table.capacity() * 2);
+            self.growing = Some(Box::new(Growing {
+                old: std::mem::replace(&mut self.table, bigger),
+                moved: 0,
+                end: id,
+            }));
+        }
+        self.table
+            .insert_unique(hash, id, |&id| hashes[id as usize]);
+        if self.growing.is_some() {
+            self.move_some(hashes);
+        }
+    }
+
+    fn move_some(&mut self, hashes: &[u64]) {
+        let Some(growing) = &mut self.growing else {
+            return;
+        };
+        for _ in 0..Self::MOVE_PER_INSERT {
+            if growing.moved >= growing.end {
+                self.growing = None;
+                return;
+            }
+            let id = growing.moved;
+            growing.moved += 1;
+            let hash = hashes[id as usize];
+            if growing.old.find(hash, |&other| other == id).is_some() {
+                self.table
+                    .insert_unique(hash, id, |&id| hashes[id as usize]);
+            }
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        self.table.capacity() + self.growing.as_ref().map_or(0, |g| g.old.capacity())
+    }
+
+    fn clear(&mut self) {
+        *self = IdTable::default();
+    }
 }
 
 impl KeyIndex {
@@ -137,7 +223,7 @@ impl KeyIndex {
         Ok(KeyIndex {
             store,
             hashes: Vec::new(),
-            table: hashbrown::HashTable::new(),
+            table: IdTable::default(),
             hasher: hashbrown::DefaultHashBuilder::default(),
         })
     }
@@ -249,8 +335,7 @@ impl KeyIndex {
                         values.push(v);
                         nulls.push(0);
                         self.hashes.push(h);
-                        let hashes = &self.hashes;
-                        self.table.insert_unique(h, id, |&id| hashes[id as usize]);
+                        self.table.insert_unique(h, id, &self.hashes);
                         out.push(Some(id));
                     }
                     return Ok(out);
@@ -283,8 +368,7 @@ impl KeyIndex {
                     values.extend_from_slice(&key);
                     nulls.push(mask);
                     self.hashes.push(h);
-                    let hashes = &self.hashes;
-                    self.table.insert_unique(h, id, |&id| hashes[id as usize]);
+                    self.table.insert_unique(h, id, &self.hashes);
                     out.push(Some(id));
                 }
                 Ok(out)
@@ -305,8 +389,7 @@ impl KeyIndex {
                     let id = self.hashes.len() as u32;
                     keys.push(row);
                     self.hashes.push(h);
-                    let hashes = &self.hashes;
-                    self.table.insert_unique(h, id, |&id| hashes[id as usize]);
+                    self.table.insert_unique(h, id, &self.hashes);
                     out.push(Some(id));
                 }
                 Ok(out)
@@ -505,5 +588,70 @@ mod tests {
         let mut index = KeyIndex::new(&[]).expect("index");
         assert_eq!(index.intern(&[], 3).expect("intern"), vec![0, 0, 0]);
         assert!(index.columns(&[0]).expect("decode").is_empty());
+    }
+
+    /// Past 65,536 keys the table grows a little at a time: every key keeps its id, and is found, before, while and
+    /// after its ids move to the bigger table, for each way keys are held (one integer with NULLs, strings).
+    #[test]
+    fn keys_keep_their_ids_while_the_table_grows_apart() {
+        for types in [vec![DataType::Int64], vec![DataType::Utf8]] {
+            let mut index = KeyIndex::new(&types).expect("index");
+            let column = |from: i64, to: i64| -> ArrayRef {
+                if types[0] == DataType::Int64 {
+                    Arc::new(
+                        (from..to)
+                            .map(|v| (v % 1000 != 999).then_some(v))
+                            .collect::<Int64Array>(),
+                    )
+                } else {
+                    Arc::new(StringArray::from_iter_values(
+                        (from..to).map(|v| format!("k{v}")),
+                    ))
+                }
+            };
+            let mut expected: Vec<u32> = Vec::new();
+            let mut next = 0u32;
+            let mut null_id = None;
+            for v in 0..400_000i64 {
+                if types[0] == DataType::Int64 && v % 1000 == 999 {
+                    expected.push(*null_id.get_or_insert_with(|| {
+                        next += 1;
+                        next - 1
+                    }));
+                } else {
+                    expected.push(next);
+                    next += 1;
+                }
+            }
+            // Interned 10,000 at a time, each step with keys seen before; every id checked at every step, so some
+            // steps fall while the ids move.
+            let mut moving_seen = false;
+            for step in 0..40i64 {
+                let (from, to) = (step * 10_000, (step + 1) * 10_000);
+                let ids = index.intern(&[column(from, to)], 10_000).expect("intern");
+                assert_eq!(ids, expected[from as usize..to as usize]);
+                moving_seen |= index.table.growing.is_some();
+                let back = (step * 7_919) % to;
+                let again = index
+                    .intern(&[column(back, back + 500)], 500)
+                    .expect("again");
+                assert_eq!(again, expected[back as usize..back as usize + 500]);
+                let found = index.find(&[column(back, back + 500)], 500).expect("find");
+                assert!(
+                    found
+                        .iter()
+                        .zip(&expected[back as usize..])
+                        .all(|(f, e)| *f == Some(*e))
+                );
+                assert_eq!(
+                    index.find(&[column(to, to + 1)], 1).expect("find"),
+                    vec![None]
+                );
+            }
+            assert!(moving_seen, "{types:?}: no step fell while the table grew");
+            let found = index.find(&[column(0, 400_000)], 400_000).expect("find");
+            assert!(found.iter().zip(&expected).all(|(f, e)| *f == Some(*e)));
+            assert_eq!(index.len(), next as usize);
+        }
     }
 }
