@@ -45,6 +45,7 @@ def main():
     ap.add_argument("--window", type=float, default=5, help="minutes per row of the lag table")
     ap.add_argument("--kappa", default="target/release/kappa")
     ap.add_argument("--raw", help="also keep every line `kappa watch --json` printed in this file")
+    ap.add_argument("--stderr", help="keep what kappa printed on stderr in this file (discarded by default)")
     args = ap.parse_args()
 
     total = args.start + int(args.rate * args.minutes * 60)
@@ -62,7 +63,8 @@ def main():
             log.write(source.readline())
 
     watch = subprocess.Popen([args.kappa, "watch", "--json", os.path.join(live, "kappa.toml")],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                             stdout=subprocess.PIPE,
+                             stderr=open(args.stderr, "w") if args.stderr else subprocess.DEVNULL, text=True)
     updates = []  # (seconds since start, lag ms, events)
     started = time.monotonic()
 
@@ -110,19 +112,24 @@ def main():
 
     print(f"## Soak: `kappa watch` at {args.rate:,} events/s for {args.minutes:g} minutes\n")
     print(f"{appended:,} events appended to a log of {args.start:,}; {len(updates):,} updates.\n")
-    print("| minutes | updates | events | lag p50 | lag p99 | lag max |")
-    print("|---|---|---|---|---|---|")
+    print("| minutes | updates | events | lag p50 | lag p99 | lag p99.99 | lag max |")
+    print("|---|---|---|---|---|---|---|")
     w = args.window * 60
     k = 0
     while k * w < end:
         rows = [u for u in updates if k * w <= u[0] < (k + 1) * w]
         lags = [u[1] for u in rows]
         print(f"| {k * args.window:g}-{(k + 1) * args.window:g} | {len(rows):,} | {sum(u[2] for u in rows):,} "
-              f"| {percentile(lags, 50):.1f} ms | {percentile(lags, 99):.1f} ms | {max(lags, default=float('nan')):.1f} ms |")
+              f"| {percentile(lags, 50):.1f} ms | {percentile(lags, 99):.1f} ms | {percentile(lags, 99.99):.1f} ms "
+              f"| {max(lags, default=float('nan')):.1f} ms |")
         k += 1
     lags = [u[1] for u in updates]
     print(f"| all | {len(updates):,} | {sum(u[2] for u in updates):,} | {percentile(lags, 50):.1f} ms "
-          f"| {percentile(lags, 99):.1f} ms | {max(lags, default=float('nan')):.1f} ms |\n")
+          f"| {percentile(lags, 99):.1f} ms | {percentile(lags, 99.99):.1f} ms "
+          f"| {max(lags, default=float('nan')):.1f} ms |\n")
+    late = sorted((u for u in updates if u[1] > 100), key=lambda u: u[0])
+    print(f"{len(late):,} update(s) later than 100 ms" + (": " + ", ".join(
+        f"{u[1]:.0f} ms at minute {u[0] / 60:.1f}" for u in late[:20]) if late else "") + ".\n")
     print("| minute | events appended | RSS |")
     print("|---|---|---|")
     shown = samples[:: max(1, len(samples) // 12)]
