@@ -24,7 +24,6 @@ use crate::pipeline::{Format, SourceKind, SourceSpec};
 use crate::source::debezium::{CdcLog, Change, Op, UNAVAILABLE_VALUE};
 use crate::source::{EventTime, ObjectSchema};
 use crate::source::{LoadedSource, OFFSET_COLUMN};
-use crate::store::segment::{self, Segment};
 use crate::store::table::{Bounded, Records};
 use crate::store::{ManifestParts, Store};
 
@@ -97,35 +96,11 @@ pub(crate) struct SourceLog {
     cdc: Option<Cdc>,
     /// Where sealed segments go (none: every record stays in memory).
     store: Option<LogStore>,
-    /// A segment being written (on another thread, for live appends), to put in place of its records.
-    sealing: Option<Sealing>,
     /// The index of event ids is still to be read from the sealed records (a log opened from its store: the index is
     /// built when a record is first ingested, not at open).
     seen_pending: bool,
     /// The source's contract: each kept record that breaks it is an ingest diagnostic.
     contract: Option<Arc<Contract>>,
-}
-
-/// A segment of a log's records being written: on another thread, or written already.
-enum Sealing {
-    Writing {
-        thread: std::thread::JoinHandle<Result<(Segment, ManifestParts)>>,
-        /// The batches in memory it holds.
-        batches: usize,
-    },
-    Written {
-        written: Box<Result<(Segment, ManifestParts)>>,
-        batches: usize,
-    },
-}
-
-impl std::fmt::Debug for Sealing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Sealing::Writing { batches, .. } => write!(f, "writing {batches} batches"),
-            Sealing::Written { batches, .. } => write!(f, "written {batches} batches"),
-        }
-    }
 }
 
 /// A log's store, and when it seals.
@@ -181,11 +156,10 @@ impl SourceLog {
             diagnostics: None,
             cdc: None,
             store: None,
-            sealing: None,
             seen_pending: false,
             contract: spec.contract.clone().map(Arc::new),
         };
-        log.take(loaded, false)?;
+        log.take(loaded)?;
         Ok(log)
     }
 
@@ -242,12 +216,11 @@ impl SourceLog {
 
     /// Takes in the next slice of the file, as it was read when opening the log.
     pub fn take_chunk(&mut self, chunk: LoadedSource) -> Result<()> {
-        self.take(chunk, false)
+        self.take(chunk)
     }
 
-    /// Gives up this log's store (to read the log again into it), once a segment being written is in.
+    /// Gives up this log's store (to read the log again into it).
     pub fn take_store(&mut self) -> Option<Store> {
-        let _ = self.finish_sealing(true);
         self.store.take().map(|s| s.store)
     }
 
@@ -261,29 +234,13 @@ impl SourceLog {
     }
 
     /// Seals the records in memory as a segment: when there are at least a segment's worth, or any with `all`. Not
-    /// while the last line read has no newline yet (the store stops only at a line's end). A segment being written on
-    /// another thread (live appends) is waited for first.
+    /// while the last line read has no newline yet (the store stops only at a line's end).
     pub fn seal(&mut self, all: bool) -> Result<()> {
-        self.seal_in(all, false)
-    }
-
-    /// Seals as [`SourceLog::seal`] does, on another thread when `background` (the records stay in memory, and are
-    /// read from there, until their segment is written; a later seal puts it in place).
-    fn seal_in(&mut self, all: bool, background: bool) -> Result<()> {
-        self.finish_sealing(!background)?;
-        if self.sealing.is_some() {
-            return Ok(());
-        }
-        let Some(log_store) = &self.store else {
+        let Some(log_store) = &mut self.store else {
             return Ok(());
         };
-        let rows: u64 = self
-            .records
-            .parts()
-            .memory
-            .iter()
-            .map(|b| b.num_rows() as u64)
-            .sum();
+        let memory = self.records.memory();
+        let rows: u64 = memory.iter().map(|b| b.num_rows() as u64).sum();
         let Some(tail) = &self.tail else {
             return Ok(());
         };
@@ -293,7 +250,6 @@ impl SourceLog {
         let Some(offset_column) = self.records.offset_column() else {
             return Ok(());
         };
-        let memory = self.records.memory();
         let first_offset = memory[0]
             .column(offset_column)
             .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
@@ -305,105 +261,28 @@ impl SourceLog {
                     fields: tail.json_fields().cloned().unwrap_or_default(),
                     seen: true,
                 });
-        let (dir, schema, path, covered) = (
-            log_store.store.dir(),
-            self.schema.clone(),
-            log_store.path.clone(),
-            tail.bytes,
-        );
-        let end_offset = self.end_offset;
-        let mut parts = ManifestParts {
-            file: crate::store::FileState::default(),
-            next_offset: end_offset,
-            fields: tail.json_fields().cloned().unwrap_or_default(),
-            inferred: inference.fields,
-            seen_record: inference.seen,
-            segments: Vec::new(),
-            load: self.load.clone(),
-            malformed_offsets: self.malformed_offsets.clone(),
-            ingest: self.ingest.clone(),
-            duplicates: self.duplicates.clone(),
-            last_time: self.last_time.clone(),
+        let file = Store::file_state(&log_store.path, tail.bytes)?;
+        let parts = |segments| {
+            Ok(ManifestParts {
+                file,
+                next_offset: self.end_offset,
+                fields: tail.json_fields().cloned().unwrap_or_default(),
+                inferred: inference.fields,
+                seen_record: inference.seen,
+                segments,
+                load: self.load.clone(),
+                malformed_offsets: self.malformed_offsets.clone(),
+                ingest: self.ingest.clone(),
+                duplicates: self.duplicates.clone(),
+                last_time: self.last_time.clone(),
+            })
         };
-        let batches = memory.len();
-        let write = move || -> Result<(Segment, ManifestParts)> {
-            let segment = segment::write(&dir, &schema, &memory, first_offset, end_offset)?;
-            parts.file = Store::file_state(&path, covered)?;
-            Ok((segment, parts))
-        };
-        if !background {
-            self.sealing = Some(Sealing::Written {
-                written: Box::new(write()),
-                batches,
-            });
-            return self.finish_sealing(true);
-        }
-        match std::thread::Builder::new()
-            .name("kappa-seal".to_owned())
-            .spawn(write)
-        {
-            Ok(thread) => {
-                self.sealing = Some(Sealing::Writing { thread, batches });
-                Ok(())
-            }
-            Err(e) => {
-                self.records.not_sealed();
-                Err(Error::io(&log_store.path, e))
-            }
-        }
-    }
-
-    /// Puts a segment written on another thread in place of its records in memory: when it is written, or (`wait`)
-    /// once it is.
-    fn finish_sealing(&mut self, wait: bool) -> Result<()> {
-        let Some(sealing) = self.sealing.take_if(|s| {
-            wait || !matches!(s, Sealing::Writing { thread, .. } if !thread.is_finished())
-        }) else {
-            return Ok(());
-        };
-        let (written, batches) = match sealing {
-            Sealing::Written { written, batches } => (*written, batches),
-            Sealing::Writing { thread, batches } => (
-                thread.join().unwrap_or_else(|payload| {
-                    Err(Error::Decode {
-                        path: self
-                            .store
-                            .as_ref()
-                            .map(|s| s.path.clone())
-                            .unwrap_or_default(),
-                        reason: format!(
-                            "the store's segment could not be written: {}",
-                            crate::source::panic_message(&*payload)
-                        ),
-                    })
-                }),
-                batches,
-            ),
-        };
-        // The store is given up only once this is done (`take_store` waits for it): without one, the records stay
-        // in memory.
-        let sealed = match (written, &mut self.store) {
-            (Ok((segment, parts)), Some(log_store)) => log_store
+        let sealed =
+            log_store
                 .store
-                .add_segment(segment, |segments| Ok(ManifestParts { segments, ..parts }))
-                .map(Some),
-            (Ok(_), None) => Ok(None),
-            (Err(e), _) => Err(e),
-        };
-        match sealed {
-            Ok(Some(sealed)) => {
-                self.records.sealed(batches, sealed);
-                Ok(())
-            }
-            Ok(None) => {
-                self.records.not_sealed();
-                Ok(())
-            }
-            Err(e) => {
-                self.records.not_sealed();
-                Err(e)
-            }
-        }
+                .seal(&self.schema, &memory, first_offset, self.end_offset, parts)?;
+        self.records.sealed(memory.len(), sealed);
+        Ok(())
     }
 
     /// Where this log stands for a checkpoint: its position, and the end of the bytes its records below it were
@@ -481,7 +360,6 @@ impl SourceLog {
             }),
             // A copy writes nothing.
             store: None,
-            sealing: None,
             seen_pending: false,
             contract: self.contract.clone(),
         }
@@ -528,9 +406,8 @@ impl SourceLog {
     }
 
     /// Takes in records read from the file (at load, or appended): they are ingested, and the file's diagnostics and
-    /// tail follow them. A segment's worth of records is sealed, on another thread with `background` (live appends
-    /// do not wait for the disk).
-    fn take(&mut self, loaded: LoadedSource, background: bool) -> Result<()> {
+    /// tail follow them.
+    fn take(&mut self, loaded: LoadedSource) -> Result<()> {
         self.load_seen();
         self.malformed_offsets
             .extend(loaded.diagnostics.malformed_offsets.iter().copied());
@@ -568,7 +445,7 @@ impl SourceLog {
             self.ingest_batch(&batch, batch_changes);
         }
         self.diagnostics = None;
-        self.seal_in(false, background)
+        self.seal(false)
     }
 
     /// Adds records appended to the file (read from its tail): they get the offsets after the last, and are fed like
@@ -580,7 +457,7 @@ impl SourceLog {
                 reason: "appended records do not match the source's schema".to_owned(),
             });
         }
-        self.take(tail, true)
+        self.take(tail)
     }
 
     /// Takes the records of a re-read of the same file that only grew: what was read stays, and the records after
@@ -632,18 +509,15 @@ impl SourceLog {
         self.load = Diagnostics::default();
         self.malformed_offsets.clear();
         let rows = newer.iter().map(|b| b.num_rows() as u64).sum();
-        let _ = self.take(
-            LoadedSource {
-                schema,
-                batches: newer,
-                rows,
-                next_offset,
-                diagnostics,
-                cdc,
-                tail,
-            },
-            true,
-        );
+        let _ = self.take(LoadedSource {
+            schema,
+            batches: newer,
+            rows,
+            next_offset,
+            diagnostics,
+            cdc,
+            tail,
+        });
         Ok(())
     }
 

@@ -99,7 +99,7 @@ pub(crate) struct StoreKey {
 }
 
 /// What the file looked like up to where the store stops.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct FileState {
     pub file_id: Option<(u64, u64)>,
     /// One past the last byte the segments hold (a line's end).
@@ -257,18 +257,17 @@ impl Store {
         }
     }
 
-    /// Where this store's segments are written (to write one on another thread, [`segment::write`]).
-    pub(crate) fn dir(&self) -> Arc<Path> {
-        self.dir.clone()
-    }
-
-    /// Lists `segment` (written into [`Store::dir`]) after the others: writes the manifest that lists it (`parts`,
+    /// Writes `batches` (records `first_offset..end_offset`) as a segment, then the manifest that lists it (`parts`,
     /// given every segment before and this one). Returns the sealed segment.
-    pub(crate) fn add_segment(
+    pub(crate) fn seal(
         &mut self,
-        segment: Segment,
+        schema: &datafusion::arrow::datatypes::SchemaRef,
+        batches: &[datafusion::arrow::array::RecordBatch],
+        first_offset: u64,
+        end_offset: u64,
         parts: impl FnOnce(Vec<Segment>) -> Result<ManifestParts>,
     ) -> Result<Sealed> {
+        let segment = segment::write(&self.dir, schema, batches, first_offset, end_offset)?;
         let mut segments: Vec<Segment> = self
             .manifest
             .as_ref()

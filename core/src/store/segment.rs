@@ -280,7 +280,6 @@ mod tests {
                 })
                 .collect(),
             memory: all[10..].to_vec(),
-            sealing: 0,
         };
         for range in [
             0..240,

@@ -34,8 +34,6 @@ use crate::log_table::push_merged;
 pub(crate) struct Parts {
     pub sealed: Vec<Sealed>,
     pub memory: Vec<RecordBatch>,
-    /// The first batches in memory, being sealed: nothing is merged into them.
-    pub sealing: usize,
 }
 
 impl Parts {
@@ -123,7 +121,6 @@ impl Parts {
         let rest = Parts {
             sealed: partly.into_iter().cloned().collect(),
             memory: self.memory.clone(),
-            sealing: 0,
         };
         for batch in rest.read(Some(column), range, Some(vec![column])) {
             count += batch?.num_rows() as u64;
@@ -166,11 +163,7 @@ impl Records {
     /// Adds records after the last (merged into the last batch while it is small).
     pub(crate) fn push(&self, batch: RecordBatch) {
         let mut parts = self.parts.write().unwrap_or_else(PoisonError::into_inner);
-        if parts.memory.len() > parts.sealing {
-            push_merged(&mut parts.memory, batch);
-        } else if batch.num_rows() > 0 {
-            parts.memory.push(batch);
-        }
+        push_merged(&mut parts.memory, batch);
     }
 
     /// Adds sealed segments (a store opened again), before anything in memory.
@@ -179,13 +172,14 @@ impl Records {
         parts.sealed.extend(sealed);
     }
 
-    /// Takes the records in memory out to be sealed; [`Records::sealed`] puts the segment in their place (or
-    /// [`Records::not_sealed`] says it will not come). Readers in between see them still (they are only removed when
-    /// the segment is in), and records pushed in between go to batches of their own.
+    /// Takes the records in memory out to be sealed; [`Records::sealed`] puts the segment in their place. Readers in
+    /// between see them still (they are only removed when the segment is in).
     pub(crate) fn memory(&self) -> Vec<RecordBatch> {
-        let mut parts = self.parts.write().unwrap_or_else(PoisonError::into_inner);
-        parts.sealing = parts.memory.len();
-        parts.memory.clone()
+        self.parts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .memory
+            .clone()
     }
 
     /// The first `batches` batches in memory were written as `sealed`: read them from there from now on.
@@ -194,15 +188,6 @@ impl Records {
         let batches = batches.min(parts.memory.len());
         parts.memory.drain(..batches);
         parts.sealed.push(sealed);
-        parts.sealing = 0;
-    }
-
-    /// The records taken out by [`Records::memory`] were not sealed: they stay in memory.
-    pub(crate) fn not_sealed(&self) {
-        self.parts
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .sealing = 0;
     }
 
     pub(crate) fn rows(&self) -> u64 {
@@ -427,82 +412,5 @@ impl ExecutionPlan for SegmentScan {
             self.properties.eq_properties.schema().clone(),
             futures::stream::iter(limited),
         )))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use datafusion::arrow::array::{AsArray as _, Int64Array, RecordBatch};
-    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
-
-    use super::Records;
-    use crate::store::segment::{Sealed, write};
-
-    /// Records appended while the ones before are written to a segment on another thread are kept: they go to a
-    /// batch of their own, not into the batch being written, and stay in memory when the segment is put in place.
-    #[test]
-    fn records_pushed_while_a_segment_is_written_are_kept() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "_offset",
-            DataType::Int64,
-            false,
-        )]));
-        let batch = |offsets: std::ops::Range<i64>| {
-            RecordBatch::try_new(
-                schema.clone(),
-                vec![Arc::new(Int64Array::from_iter_values(offsets))],
-            )
-            .expect("batch")
-        };
-        let offsets = |records: &Records| -> Vec<i64> {
-            records
-                .parts()
-                .read(Some(0), 0..u64::MAX, None)
-                .flat_map(|b| {
-                    b.expect("read")
-                        .column(0)
-                        .as_primitive::<Int64Type>()
-                        .values()
-                        .to_vec()
-                })
-                .collect()
-        };
-        let records = Records::new(schema.clone(), Some(0));
-        records.push(batch(0..3));
-        let taken = records.memory();
-        // While the segment is written: more records, small enough to be merged into the last batch otherwise.
-        records.push(batch(3..5));
-        records.push(batch(5..6));
-        assert_eq!(offsets(&records), (0..6).collect::<Vec<_>>());
-        let segment = write(dir.path(), &schema, &taken, 0, 3).expect("write");
-        records.sealed(
-            taken.len(),
-            Sealed {
-                dir: Arc::from(dir.path()),
-                segment,
-            },
-        );
-        assert_eq!(offsets(&records), (0..6).collect::<Vec<_>>());
-        assert_eq!(
-            records
-                .parts()
-                .memory
-                .iter()
-                .map(RecordBatch::num_rows)
-                .sum::<usize>(),
-            3
-        );
-        // Once in place, appends merge again; a seal that fails leaves everything in memory.
-        records.push(batch(6..7));
-        assert_eq!(records.parts().memory.len(), 1);
-        let _ = records.memory();
-        records.push(batch(7..8));
-        records.not_sealed();
-        records.push(batch(8..9));
-        assert_eq!(offsets(&records), (0..9).collect::<Vec<_>>());
-        assert_eq!(records.parts().memory.len(), 2);
     }
 }
