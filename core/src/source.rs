@@ -1172,7 +1172,7 @@ fn load_csv(path: &Path, offset_name: &str) -> Result<LoadedSource> {
         let read = reader.read_record(&mut record);
         let end = usize::try_from(reader.position().byte()).unwrap_or(data.len());
         let this = offset;
-        let reason = match read {
+        let (reason, line) = match read {
             Ok(false) => break,
             Ok(true) if record.len() == width => {
                 offsets.push(this as i64);
@@ -1183,11 +1183,17 @@ fn load_csv(path: &Path, offset_name: &str) -> Result<LoadedSource> {
                 offset += 1;
                 continue;
             }
-            Ok(true) => format!("expected {width} fields, found {}", record.len()),
-            Err(e) => e.to_string(),
+            Ok(true) => (
+                format!("expected {width} fields, found {}", record.len()),
+                record.position().map_or(line, csv::Position::line),
+            ),
+            // The error's own position: `record` still holds the record read before it.
+            Err(e) => {
+                let at = e.position().map_or(line, csv::Position::line);
+                (e.to_string(), at)
+            }
         };
         offset += 1;
-        let line = record.position().map_or(line, csv::Position::line);
         diagnostics.push(Diagnostic {
             kind: DiagnosticKind::Malformed,
             line: Some(line),
