@@ -174,14 +174,22 @@ impl Control {
     }
 
     /// Runs `work` until it ends, or until a cancel (or the engine's stop) comes: then [`Error::Cancelled`].
-    pub(crate) async fn cancellable<T>(
+    ///
+    /// It watches for cancels from the call on, not from the first poll: a read spawned as a task may first run after
+    /// a cancel that was sent once it had left the queue, and that cancel must still stop it.
+    pub(crate) fn cancellable<T, F>(
         &self,
-        work: impl std::future::Future<Output = Result<T>>,
-    ) -> Result<T> {
+        work: F,
+    ) -> impl std::future::Future<Output = Result<T>> + use<T, F>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
         let mut cancelled = self.cancel.subscribe();
-        tokio::select! {
-            result = work => result,
-            _ = cancelled.changed() => Err(Error::Cancelled),
+        async move {
+            tokio::select! {
+                result = work => result,
+                _ = cancelled.changed() => Err(Error::Cancelled),
+            }
         }
     }
 }
@@ -375,5 +383,27 @@ impl Drop for Engine {
         let _ = self
             .commands
             .send((self.control.generation(), Command::Shutdown));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read is spawned as a task, and a cancel may come before the task first runs: it must still be cancelled
+    /// (CI once saw a query of hours go on after its cancel, because the watch began at the first poll).
+    #[test]
+    fn a_cancel_sent_before_the_work_first_runs_cancels_it() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let control = Control::new();
+        let work = control.cancellable(std::future::pending::<Result<()>>());
+        control.cancel();
+        let answer = runtime.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(10), work).await
+        });
+        assert!(matches!(answer, Ok(Err(Error::Cancelled))), "{answer:?}");
     }
 }

@@ -122,25 +122,21 @@ impl Worker {
         limit: Option<usize>,
         reply: Reply<QueryResult>,
     ) {
-        let control = self.control.clone();
         let planned = self.plan_target(target);
         let session = self.ctx.state();
-        tokio::spawn(async move {
-            let result = control
-                .cancellable(async move {
-                    let started = Instant::now();
-                    let (name, plan, filter) = planned.await?;
-                    let (schema, batches) = collect_plan(session, name, plan, limit).await?;
-                    Ok(QueryResult {
-                        schema,
-                        batches,
-                        elapsed_secs: started.elapsed().as_secs_f64(),
-                        filter,
-                    })
-                })
-                .await;
-            reply.send(result);
+        // Watched for cancels from here, before the task first runs.
+        let work = self.control.cancellable(async move {
+            let started = Instant::now();
+            let (name, plan, filter) = planned.await?;
+            let (schema, batches) = collect_plan(session, name, plan, limit).await?;
+            Ok(QueryResult {
+                schema,
+                batches,
+                elapsed_secs: started.elapsed().as_secs_f64(),
+                filter,
+            })
         });
+        tokio::spawn(async move { reply.send(work.await) });
     }
 
     /// Reads one page of a browse as a task (see [`Command::Browse`]).
@@ -150,42 +146,39 @@ impl Worker {
         rows: std::ops::Range<u64>,
         reply: Reply<Page>,
     ) {
-        let control = self.control.clone();
         let planned = self.plan_target(&QueryTarget::Browse(browse.clone()));
         let session = self.ctx.state();
+        let work = self.control.cancellable(async move {
+            let started = Instant::now();
+            let (_, plan, filter) = planned.await?;
+            let frame = DataFrame::new(session, plan);
+            let columns = frame
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            let total_rows = frame.clone().count().await? as u64;
+            let start = rows.start.min(total_rows);
+            let len = rows.end.saturating_sub(start) as usize;
+            let batches = frame.limit(start as usize, Some(len))?.collect().await?;
+            Ok(Page {
+                start,
+                total_rows,
+                columns,
+                rows: crate::output::display_rows(&batches, usize::MAX)?,
+                filter,
+                elapsed_secs: started.elapsed().as_secs_f64(),
+            })
+        });
         tokio::spawn(async move {
-            let result = control
-                .cancellable(async move {
-                    let started = Instant::now();
-                    let (_, plan, filter) = planned.await?;
-                    let frame = DataFrame::new(session, plan);
-                    let columns = frame
-                        .schema()
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().clone())
-                        .collect();
-                    let total_rows = frame.clone().count().await? as u64;
-                    let start = rows.start.min(total_rows);
-                    let len = rows.end.saturating_sub(start) as usize;
-                    let batches = frame.limit(start as usize, Some(len))?.collect().await?;
-                    Ok(Page {
-                        start,
-                        total_rows,
-                        columns,
-                        rows: crate::output::display_rows(&batches, usize::MAX)?,
-                        filter,
-                        elapsed_secs: started.elapsed().as_secs_f64(),
-                    })
-                })
-                .await
-                .map_err(|e| match e {
-                    Error::DataFusion(cause) => Error::ViewSql {
-                        view: Some(browse.table.clone()),
-                        cause,
-                    },
-                    other => other,
-                });
+            let result = work.await.map_err(|e| match e {
+                Error::DataFusion(cause) => Error::ViewSql {
+                    view: Some(browse.table.clone()),
+                    cause,
+                },
+                other => other,
+            });
             reply.send(result);
         });
     }
@@ -202,19 +195,14 @@ impl Worker {
             reply.send(Err(Error::ExportFormat { path }));
             return;
         };
-        let control = self.control.clone();
         let planned = self.plan_target(target);
         let session = self.ctx.state();
-        tokio::spawn(async move {
-            let result = control
-                .cancellable(async move {
-                    let (name, plan, _) = planned.await?;
-                    let (schema, batches) = collect_plan(session, name, plan, None).await?;
-                    crate::output::export_batches(&path, &schema, &batches, format)
-                })
-                .await;
-            reply.send(result);
+        let work = self.control.cancellable(async move {
+            let (name, plan, _) = planned.await?;
+            let (schema, batches) = collect_plan(session, name, plan, None).await?;
+            crate::output::export_batches(&path, &schema, &batches, format)
         });
+        tokio::spawn(async move { reply.send(work.await) });
     }
 
     /// A source or view that can be read now, or why not.
