@@ -19,6 +19,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::row::SortField;
 
+use super::chunked::Chunked;
 use super::keys::RowCodec;
 use crate::error::{Error, Result};
 
@@ -98,8 +99,8 @@ pub(crate) fn accumulator(
             }),
             DataType::Decimal128(..) | DataType::Int64 | DataType::UInt64 => Box::new(IntSum {
                 out: out.clone(),
-                sum: Vec::new(),
-                n: Vec::new(),
+                sum: Chunked::new(),
+                n: Chunked::new(),
             }),
             other => {
                 return Err(Error::Incremental(format!(
@@ -129,7 +130,7 @@ pub(crate) fn accumulator(
                     codec,
                     value_type,
                     out: out.clone(),
-                    best: Vec::new(),
+                    best: Chunked::new(),
                 })
             } else {
                 Box::new(Multiset {
@@ -138,7 +139,7 @@ pub(crate) fn accumulator(
                     codec,
                     value_type,
                     out: out.clone(),
-                    sets: Vec::new(),
+                    sets: Chunked::new(),
                 })
             }
         }
@@ -148,7 +149,7 @@ pub(crate) fn accumulator(
 /// `count(*)` and `count(x)`: the rows' weights (those with a non-null `x`).
 #[derive(Default)]
 struct Count {
-    n: Vec<i64>,
+    n: Chunked<i64>,
 }
 
 impl Accumulator for Count {
@@ -216,8 +217,8 @@ impl Accumulator for Count {
 #[derive(Default)]
 struct FloatSum {
     avg: bool,
-    sum: Vec<f64>,
-    n: Vec<i64>,
+    sum: Chunked<f64>,
+    n: Chunked<i64>,
 }
 
 impl Accumulator for FloatSum {
@@ -312,8 +313,8 @@ impl Accumulator for FloatSum {
 /// `sum` of integers and decimals, exactly (as 128-bit integers: a decimal's unscaled value), and the count of values.
 struct IntSum {
     out: DataType,
-    sum: Vec<i128>,
-    n: Vec<i64>,
+    sum: Chunked<i128>,
+    n: Chunked<i64>,
 }
 
 impl Accumulator for IntSum {
@@ -425,8 +426,8 @@ impl Accumulator for IntSum {
 struct PrimitiveExtreme<T: ArrowPrimitiveType> {
     min: bool,
     data_type: DataType,
-    values: Vec<T::Native>,
-    set: Vec<bool>,
+    values: Chunked<T::Native>,
+    set: Chunked<bool>,
 }
 
 fn primitive_extreme(min: bool, data_type: &DataType) -> Option<Box<dyn Accumulator>> {
@@ -434,8 +435,8 @@ fn primitive_extreme(min: bool, data_type: &DataType) -> Option<Box<dyn Accumula
         Box::new(PrimitiveExtreme::<T> {
             min,
             data_type: data_type.clone(),
-            values: Vec::new(),
-            set: Vec::new(),
+            values: Chunked::new(),
+            set: Chunked::new(),
         })
     }
     Some(match data_type {
@@ -587,7 +588,7 @@ struct Extreme {
     value_type: DataType,
     out: DataType,
     /// Each group's best row (empty: none yet).
-    best: Vec<Vec<u8>>,
+    best: Chunked<Vec<u8>>,
 }
 
 impl Accumulator for Extreme {
@@ -686,7 +687,7 @@ struct Multiset {
     codec: RowCodec,
     value_type: DataType,
     out: DataType,
-    sets: Vec<BTreeMap<Box<[u8]>, i64>>,
+    sets: Chunked<BTreeMap<Box<[u8]>, i64>>,
 }
 
 impl Accumulator for Multiset {

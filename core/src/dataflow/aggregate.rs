@@ -9,6 +9,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::accumulators::Accumulator;
+use super::chunked::Chunked;
 use super::keys::KeyIndex;
 use super::zbatch::{Changes, ZBatch, batch_of, evaluate, mask_of};
 use super::{Operator, state};
@@ -30,7 +31,7 @@ pub(crate) struct Function {
 pub(crate) struct Groups {
     keys: KeyIndex,
     /// Per group: the weights of its rows summed (a group with none does not exist; one without GROUP BY always does).
-    rows: Vec<i64>,
+    rows: Chunked<i64>,
     accs: Vec<Box<dyn Accumulator>>,
     live: usize,
     global: bool,
@@ -93,7 +94,7 @@ pub(crate) struct Aggregate {
     schema: SchemaRef,
     started: bool,
     /// The step each group was last touched in, to list a step's groups once each.
-    mark: Vec<u32>,
+    mark: Chunked<u32>,
     epoch: u32,
 }
 
@@ -115,7 +116,7 @@ impl Aggregate {
         }
         let mut state = Groups {
             keys,
-            rows: Vec::new(),
+            rows: Chunked::new(),
             accs,
             live: usize::from(global),
             global,
@@ -146,7 +147,7 @@ impl Aggregate {
             state: Arc::new(Mutex::new(state)),
             schema,
             started: false,
-            mark: Vec::new(),
+            mark: Chunked::new(),
             epoch: 0,
         })
     }

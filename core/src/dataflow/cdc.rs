@@ -4,6 +4,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_a
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 
+use super::chunked::Chunked;
 use super::keys::{KeyIndex, RowCodec};
 use super::zbatch::{Changes, ZBatch, batch_of};
 use super::{Operator, state};
@@ -19,7 +20,7 @@ pub(crate) struct Cdc {
     keys: KeyIndex,
     rows: RowCodec,
     /// Each key's row, encoded (empty: no row).
-    state: Vec<Vec<u8>>,
+    state: Chunked<Vec<u8>>,
     live: usize,
 }
 
@@ -40,7 +41,7 @@ impl Cdc {
             rows: RowCodec::new(&types)?,
             schema,
             key,
-            state: Vec::new(),
+            state: Chunked::new(),
             live: 0,
         })
     }

@@ -21,7 +21,7 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use super::aggregate::Groups;
 use super::compile::{Compiler, Input, shape};
-use super::keys::KeyIndex;
+use super::multiset::RowMultiset;
 use super::state::{StateReader, StateWriter};
 use super::zbatch::{Changes, ZBatch, batch_of, nullable};
 use super::{Operator, load_all, save_all, total_size};
@@ -97,10 +97,7 @@ impl Flow {
                     .collect();
                 Integrated::Multiset {
                     schema: root_schema,
-                    rows: KeyIndex::new(&types)?,
-                    weights: Vec::new(),
-                    count: 0,
-                    live: 0,
+                    rows: Box::new(RowMultiset::new(&types)?),
                 }
             }
         };
@@ -237,14 +234,10 @@ enum Integrated {
         /// Rows of the result last built (when something above the aggregate drops rows).
         rows: u64,
     },
-    /// Every row with its multiplicity (rows whose multiplicity fell to 0 stay until they outnumber the others).
+    /// Every row with its multiplicity.
     Multiset {
         schema: SchemaRef,
-        rows: KeyIndex,
-        weights: Vec<i64>,
-        count: i64,
-        /// Rows whose multiplicity is not 0.
-        live: usize,
+        rows: Box<RowMultiset>,
     },
 }
 
@@ -261,12 +254,7 @@ impl Integrated {
             ),
             // The groups are the aggregate's: counted there.
             Integrated::Groups { .. } => (0, 0),
-            Integrated::Multiset {
-                rows,
-                weights,
-                live,
-                ..
-            } => (*live as u64, (rows.bytes() + weights.len() * 8) as u64),
+            Integrated::Multiset { rows, .. } => (rows.live() as u64, rows.bytes() as u64),
         }
     }
 
@@ -277,23 +265,14 @@ impl Integrated {
                 out.empty();
                 Ok(())
             }
-            Integrated::Multiset {
-                schema,
-                rows,
-                weights,
-                ..
-            } => {
-                let ids: Vec<u32> = (0..weights.len() as u32)
-                    .filter(|&i| weights[i as usize] != 0)
-                    .collect();
-                let mut columns = rows.columns(&ids)?;
-                columns.push(Arc::new(Int64Array::from_iter_values(
-                    ids.iter().map(|&i| weights[i as usize]),
-                )));
+            Integrated::Multiset { schema, rows } => {
+                let (mut columns, weights) = rows.rows(|_| true)?;
+                let n = weights.len();
+                columns.push(Arc::new(Int64Array::from(weights)));
                 let mut fields: Vec<Field> =
                     schema.fields().iter().map(|f| f.as_ref().clone()).collect();
                 fields.push(Field::new("__w", DataType::Int64, false));
-                let batch = batch_of(&Arc::new(Schema::new(fields)), columns, ids.len())?;
+                let batch = batch_of(&Arc::new(Schema::new(fields)), columns, n)?;
                 out.batches(&[batch], 0)
             }
         }
@@ -314,18 +293,9 @@ impl Integrated {
                 *rows = n.max(0) as u64;
             }
             Integrated::Groups { .. } => input.skip()?,
-            Integrated::Multiset {
-                schema,
-                rows,
-                weights,
-                count,
-                live,
-            } => {
+            Integrated::Multiset { schema, rows } => {
                 let (loaded, _) = input.batches()?;
                 rows.clear();
-                weights.clear();
-                *count = 0;
-                *live = 0;
                 let width = schema.fields().len();
                 for batch in loaded {
                     let n = batch.num_rows();
@@ -343,14 +313,8 @@ impl Integrated {
                                 "a checkpoint's dataflow result does not match the view".to_owned(),
                             )
                         })?;
-                    let ids = rows.intern(&batch.columns()[..width], n)?;
-                    weights.resize(rows.len(), 0);
-                    for (i, id) in ids.into_iter().enumerate() {
-                        weights[id as usize] += w.value(i);
-                        *count += w.value(i);
-                    }
+                    rows.add(&batch.columns()[..width], n, |i| w.value(i))?;
                 }
-                *live = weights.iter().filter(|w| **w != 0).count();
             }
         }
         Ok(())
@@ -413,45 +377,8 @@ impl ViewTable {
                 *rows += delta.len() as u64;
                 (delta.len() as u64, 0)
             }
-            Integrated::Multiset {
-                schema,
-                rows,
-                weights,
-                count,
-                live,
-            } => {
-                let ids = rows.intern(delta.batch.columns(), delta.len())?;
-                weights.resize(rows.len(), 0);
-                for (i, id) in ids.into_iter().enumerate() {
-                    let w = delta.weight(i);
-                    let slot = &mut weights[id as usize];
-                    let was = *slot != 0;
-                    *slot += w;
-                    match (was, *slot != 0) {
-                        (false, true) => *live += 1,
-                        (true, false) => *live -= 1,
-                        _ => {}
-                    }
-                    *count += w;
-                }
-                let dead = weights.len() - *live;
-                if dead > 4096 && dead > *live {
-                    // Rows that left for good no longer hold their place.
-                    let kept: Vec<u32> = (0..weights.len() as u32)
-                        .filter(|&i| weights[i as usize] != 0)
-                        .collect();
-                    let columns = rows.columns(&kept)?;
-                    let kept_weights: Vec<i64> =
-                        kept.iter().map(|&i| weights[i as usize]).collect();
-                    rows.clear();
-                    let fresh = batch_of(schema, columns, kept.len())?;
-                    let ids = rows.intern(fresh.columns(), kept.len())?;
-                    weights.clear();
-                    weights.resize(rows.len(), 0);
-                    for (id, w) in ids.into_iter().zip(kept_weights) {
-                        weights[id as usize] += w;
-                    }
-                }
+            Integrated::Multiset { rows, .. } => {
+                rows.add(delta.batch.columns(), delta.len(), |i| delta.weight(i))?;
                 delta.counts()
             }
         };
@@ -479,7 +406,7 @@ impl ViewTable {
                     groups.lock().unwrap_or_else(PoisonError::into_inner).len() as u64
                 }
             }
-            Integrated::Multiset { count, .. } => (*count).max(0) as u64,
+            Integrated::Multiset { rows, .. } => rows.count().max(0) as u64,
         }
     }
 
@@ -515,21 +442,9 @@ impl ViewTable {
                         .output()?,
                 ]
             }
-            Integrated::Multiset {
-                schema,
-                rows,
-                weights,
-                ..
-            } => {
-                let mut picked = Vec::new();
-                let mut repeat = Vec::new();
-                for (id, &w) in weights.iter().enumerate() {
-                    if w > 0 {
-                        picked.push(id as u32);
-                        repeat.push(w);
-                    }
-                }
-                let batch = batch_of(schema, rows.columns(&picked)?, picked.len())?;
+            Integrated::Multiset { schema, rows } => {
+                let (columns, repeat) = rows.rows(|w| w > 0)?;
+                let batch = batch_of(schema, columns, repeat.len())?;
                 if repeat.iter().all(|n| *n == 1) {
                     vec![batch]
                 } else {

@@ -8,6 +8,8 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::row::{Row, RowConverter, RowParser, Rows, SortField};
 
+use super::chunked::Chunked;
+
 use crate::error::Result;
 
 /// Turns columns into comparable, hashable rows and back: any number of columns, none included (every row is then the
@@ -99,22 +101,72 @@ enum Store {
     Ints {
         types: Vec<DataType>,
         /// Each key's values, `types.len()` per key (0 where null).
-        values: Vec<i64>,
+        values: Chunked<i64>,
         /// Each key's nulls, a bit per column.
-        nulls: Vec<u8>,
+        nulls: Chunked<u8>,
         /// A key of one column: the id of NULL (kept out of the table, so the table compares values alone).
         null_id: Option<u32>,
     },
     Rows {
         codec: RowCodec,
-        keys: Rows,
+        parser: RowParser,
+        keys: RowArena,
     },
+}
+
+/// Encoded rows in blocks that are never reallocated once full-sized (as [`Chunked`] holds its elements): a key
+/// table's rows grow without being copied.
+#[derive(Default)]
+struct RowArena {
+    blocks: Vec<Vec<u8>>,
+    /// Each row's block, start and length.
+    spans: Chunked<[u32; 3]>,
+}
+
+impl RowArena {
+    /// Bytes a block holds (a longer row gets a block of its own); the first block grows to it as a `Vec` does.
+    const BLOCK: usize = 1 << 20;
+
+    #[inline]
+    fn push(&mut self, row: &[u8]) {
+        let full = self
+            .blocks
+            .last()
+            .is_none_or(|b| b.len() + row.len() > b.capacity() && b.capacity() >= Self::BLOCK);
+        if full {
+            self.blocks.push(if self.blocks.is_empty() {
+                Vec::new()
+            } else {
+                Vec::with_capacity(Self::BLOCK.max(row.len()))
+            });
+        }
+        let b = self.blocks.len() - 1;
+        let block = &mut self.blocks[b];
+        let start = block.len();
+        block.extend_from_slice(row);
+        self.spans.push([b as u32, start as u32, row.len() as u32]);
+    }
+
+    #[inline]
+    fn get(&self, id: usize) -> &[u8] {
+        let [b, start, len] = self.spans[id];
+        &self.blocks[b as usize][start as usize..(start + len) as usize]
+    }
+
+    fn size(&self) -> usize {
+        self.blocks.iter().map(Vec::capacity).sum::<usize>() + self.spans.capacity() * 12
+    }
+
+    fn clear(&mut self) {
+        self.blocks.clear();
+        self.spans.clear();
+    }
 }
 
 /// Keys interned as dense ids, in the order first seen: a key's id never changes while the index lives.
 pub(crate) struct KeyIndex {
     store: Store,
-    hashes: Vec<u64>,
+    hashes: Chunked<u64>,
     table: IdTable,
     hasher: hashbrown::DefaultHashBuilder,
 }
@@ -158,7 +210,7 @@ impl IdTable {
 
     /// Adds `id` (new), whose hash is `hashes[id]`.
     #[inline]
-    fn insert_unique(&mut self, hash: u64, id: u32, hashes: &[u64]) {
+    fn insert_unique(&mut self, hash: u64, id: u32, hashes: &Chunked<u64>) {
         if self.growing.is_none()
             && self.table.len() == self.table.capacity()
             && self.table.len() >= Self::GROW_APART
@@ -177,7 +229,7 @@ impl IdTable {
         }
     }
 
-    fn move_some(&mut self, hashes: &[u64]) {
+    fn move_some(&mut self, hashes: &Chunked<u64>) {
         let Some(growing) = &mut self.growing else {
             return;
         };
@@ -211,18 +263,21 @@ impl KeyIndex {
         let store = if !types.is_empty() && types.len() <= 8 && types.iter().all(integer_like) {
             Store::Ints {
                 types: types.to_vec(),
-                values: Vec::new(),
-                nulls: Vec::new(),
+                values: Chunked::new(),
+                nulls: Chunked::new(),
                 null_id: None,
             }
         } else {
             let codec = RowCodec::new(types)?;
-            let keys = codec.empty_rows();
-            Store::Rows { codec, keys }
+            Store::Rows {
+                parser: codec.parser(),
+                codec,
+                keys: RowArena::default(),
+            }
         };
         Ok(KeyIndex {
             store,
-            hashes: Vec::new(),
+            hashes: Chunked::new(),
             table: IdTable::default(),
             hasher: hashbrown::DefaultHashBuilder::default(),
         })
@@ -251,7 +306,7 @@ impl KeyIndex {
     }
 
     fn find_rows(&self, columns: &[ArrayRef], rows: usize) -> Result<Vec<Option<u32>>> {
-        let Store::Rows { codec, keys } = &self.store else {
+        let Store::Rows { codec, keys, .. } = &self.store else {
             unreachable!("called for rows")
         };
         let converted = codec.rows(columns, rows)?;
@@ -262,7 +317,7 @@ impl KeyIndex {
                 let h = std::hash::BuildHasher::hash_one(&self.hasher, bytes);
                 self.table
                     .find(h, |&id| {
-                        self.hashes[id as usize] == h && keys.row(id as usize).data() == bytes
+                        self.hashes[id as usize] == h && keys.get(id as usize) == bytes
                     })
                     .copied()
             })
@@ -298,7 +353,7 @@ impl KeyIndex {
                 self.table
                     .find(h, |&id| {
                         let id = id as usize;
-                        nulls[id] == mask && values[id * width..(id + 1) * width] == key[..]
+                        nulls[id] == mask && same_key(values, id, &key)
                     })
                     .copied(),
             );
@@ -358,7 +413,7 @@ impl KeyIndex {
                     let (values_now, nulls_now) = (&*values, &*nulls);
                     let found = self.table.find(h, |&id| {
                         let id = id as usize;
-                        nulls_now[id] == mask && values_now[id * width..(id + 1) * width] == key[..]
+                        nulls_now[id] == mask && same_key(values_now, id, &key)
                     });
                     if let Some(&id) = found {
                         out.push(Some(id));
@@ -373,7 +428,7 @@ impl KeyIndex {
                 }
                 Ok(out)
             }
-            Store::Rows { codec, keys } => {
+            Store::Rows { codec, keys, .. } => {
                 let converted = codec.rows(columns, rows)?;
                 let mut out = Vec::with_capacity(rows);
                 for row in &converted {
@@ -381,13 +436,13 @@ impl KeyIndex {
                     let h = std::hash::BuildHasher::hash_one(&self.hasher, bytes);
                     let (hashes, stored) = (&self.hashes, &*keys);
                     if let Some(&id) = self.table.find(h, |&id| {
-                        hashes[id as usize] == h && stored.row(id as usize).data() == bytes
+                        hashes[id as usize] == h && stored.get(id as usize) == bytes
                     }) {
                         out.push(Some(id));
                         continue;
                     }
                     let id = self.hashes.len() as u32;
-                    keys.push(row);
+                    keys.push(bytes);
                     self.hashes.push(h);
                     self.table.insert_unique(h, id, &self.hashes);
                     out.push(Some(id));
@@ -400,9 +455,11 @@ impl KeyIndex {
     /// The columns of the keys `ids`, in that order.
     pub(crate) fn columns(&self, ids: &[u32]) -> Result<Vec<ArrayRef>> {
         match &self.store {
-            Store::Rows { codec, keys } => {
-                codec.decode(ids.iter().map(|&id| keys.row(id as usize)))
-            }
+            Store::Rows {
+                codec,
+                parser,
+                keys,
+            } => codec.decode(ids.iter().map(|&id| parser.parse(keys.get(id as usize)))),
             Store::Ints {
                 types,
                 values,
@@ -460,6 +517,15 @@ impl KeyIndex {
         self.hashes.clear();
         self.table.clear();
     }
+}
+
+/// True when the key stored at `id` (of `key.len()` values) is `key`.
+#[inline]
+fn same_key(values: &Chunked<i64>, id: usize, key: &[i64]) -> bool {
+    let width = key.len();
+    key.iter()
+        .enumerate()
+        .all(|(c, v)| values[id * width + c] == *v)
 }
 
 /// Integer columns as `Int64` (their values exactly).
