@@ -59,11 +59,6 @@ impl<T> Chunked<T> {
         self.len += 1;
     }
 
-    #[inline]
-    pub(crate) fn get(&self, i: usize) -> Option<&T> {
-        self.chunks.get(i >> SHIFT)?.get(i & MASK)
-    }
-
     pub(crate) fn clear(&mut self) {
         self.chunks.clear();
         self.len = 0;
@@ -198,7 +193,6 @@ mod tests {
         chunked.resize(CHUNK + 3, 9);
         vec.resize(CHUNK + 3, 9);
         assert_eq!(chunked.iter().copied().collect::<Vec<_>>(), vec);
-        assert_eq!(chunked.get(CHUNK + 3), None);
         chunked.clear();
         assert_eq!(chunked.len(), 0);
     }

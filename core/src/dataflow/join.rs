@@ -14,7 +14,6 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::JoinType;
 use datafusion::physical_expr::PhysicalExpr;
 
-use super::chunked::Chunked;
 use super::keys::{KeyIndex, RowCodec};
 use super::zbatch::{Changes, ZBatch, batch_of, evaluate, mask_of};
 use super::{Operator, state};
@@ -41,12 +40,12 @@ struct Side {
     /// The kept index of each batch's first row.
     batch_first: Vec<u32>,
     /// For each kept row: where it is (batch, row), its weight and the next row of its key.
-    at: Chunked<(u32, u32)>,
-    weight: Chunked<i64>,
-    next: Chunked<u32>,
+    at: Vec<(u32, u32)>,
+    weight: Vec<i64>,
+    next: Vec<u32>,
     /// Per key id: its newest row, and the sum of its rows' weights.
-    heads: Chunked<u32>,
-    totals: Chunked<i64>,
+    heads: Vec<u32>,
+    totals: Vec<i64>,
     /// Rows whose key has a null.
     unmatched: Vec<u32>,
     live: usize,
@@ -84,11 +83,11 @@ impl Side {
             schema,
             batches: Vec::new(),
             batch_first: Vec::new(),
-            at: Chunked::new(),
-            weight: Chunked::new(),
-            next: Chunked::new(),
-            heads: Chunked::new(),
-            totals: Chunked::new(),
+            at: Vec::new(),
+            weight: Vec::new(),
+            next: Vec::new(),
+            heads: Vec::new(),
+            totals: Vec::new(),
             unmatched: Vec::new(),
             live: 0,
             dead: 0,
@@ -416,8 +415,7 @@ impl Side {
             let offset = a.num_rows() as u32;
             let merged = datafusion::arrow::compute::concat_batches(&self.schema, [a, b])?;
             let from = self.batch_first[n - 1] as usize;
-            for i in from..self.at.len() {
-                let at = &mut self.at[i];
+            for at in &mut self.at[from..] {
                 *at = ((n - 2) as u32, at.1 + offset);
             }
             self.batches.truncate(n - 2);
