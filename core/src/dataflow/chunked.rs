@@ -46,17 +46,23 @@ impl<T> Chunked<T> {
 
     #[inline]
     pub(crate) fn push(&mut self, value: T) {
+        self.open_chunk().push(value);
+        self.len += 1;
+    }
+
+    /// The chunk the next element goes into, added when the last one is full: the first chunk grows as a `Vec`
+    /// does, the next ones are allocated whole.
+    #[inline]
+    fn open_chunk(&mut self) -> &mut Vec<T> {
         let chunk = self.len >> SHIFT;
         if chunk == self.chunks.len() {
-            // The first chunk grows as a `Vec`; the next ones are allocated whole.
             self.chunks.push(if chunk == 0 {
                 Vec::new()
             } else {
                 Vec::with_capacity(CHUNK)
             });
         }
-        self.chunks[chunk].push(value);
-        self.len += 1;
+        &mut self.chunks[chunk]
     }
 
     pub(crate) fn clear(&mut self) {
@@ -94,16 +100,9 @@ impl<T: Clone> Chunked<T> {
             return;
         }
         while self.len < n {
-            let chunk = self.len >> SHIFT;
-            if chunk == self.chunks.len() {
-                self.chunks.push(if chunk == 0 {
-                    Vec::new()
-                } else {
-                    Vec::with_capacity(CHUNK)
-                });
-            }
-            let last = &mut self.chunks[chunk];
-            let take = (n - self.len).min(CHUNK - last.len());
+            let missing = n - self.len;
+            let last = self.open_chunk();
+            let take = missing.min(CHUNK - last.len());
             last.resize(last.len() + take, value.clone());
             self.len += take;
         }
@@ -141,25 +140,6 @@ impl<'a, T> IntoIterator for &'a mut Chunked<T> {
 
     fn into_iter(self) -> Self::IntoIter {
         self.chunks.iter_mut().flatten()
-    }
-}
-
-impl<'a, T> IntoIterator for &'a Chunked<T> {
-    type Item = &'a T;
-    type IntoIter = std::iter::Flatten<std::slice::Iter<'a, Vec<T>>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.chunks.iter().flatten()
-    }
-}
-
-impl<T> FromIterator<T> for Chunked<T> {
-    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
-        let mut out = Chunked::new();
-        for v in iter {
-            out.push(v);
-        }
-        out
     }
 }
 

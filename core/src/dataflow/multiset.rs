@@ -116,20 +116,17 @@ impl RowMultiset {
             }
             self.count += w;
         }
-        if self.draining.is_some() {
-            self.move_some(Self::MOVE_AT_LEAST.max(n * Self::MOVE_PER_CHANGE))?;
-        } else {
-            let dead = self.weights.len() - self.live;
-            if dead > Self::DEAD_KEPT && dead > self.live {
-                // Rows that left for good no longer hold their place: the live ones move to a fresh index.
-                self.draining = Some(Box::new(Draining {
-                    rows: std::mem::replace(&mut self.rows, KeyIndex::new(&self.types)?),
-                    weights: std::mem::take(&mut self.weights),
-                    next: 0,
-                }));
-                self.move_some(Self::MOVE_AT_LEAST.max(n * Self::MOVE_PER_CHANGE))?;
-            }
+        // While rows move, `live` counts both indexes: dead rows are counted once nothing moves.
+        let dead = || self.weights.len() - self.live;
+        if self.draining.is_none() && dead() > Self::DEAD_KEPT && dead() > self.live {
+            // Rows that left for good no longer hold their place: the live ones move to a fresh index.
+            self.draining = Some(Box::new(Draining {
+                rows: std::mem::replace(&mut self.rows, KeyIndex::new(&self.types)?),
+                weights: std::mem::take(&mut self.weights),
+                next: 0,
+            }));
         }
+        self.move_some(Self::MOVE_AT_LEAST.max(n * Self::MOVE_PER_CHANGE))?;
         Ok(())
     }
 
